@@ -1,0 +1,137 @@
+/** The capabilities a homeserver is built from, and the per-request context handlers receive. */
+import type { Store, WriteTx } from "../storage/store.ts";
+import type { SigningKey } from "./crypto/signing.ts";
+import type { Ed25519Verifier } from "./crypto/ed25519.ts";
+import { missingToken, unknownToken, MatrixError } from "./errors.ts";
+import { readJsonObject } from "./http.ts";
+import type { Notifier } from "./notifier.ts";
+
+/** Where the homeserver writes its log lines. */
+export interface Logger {
+  debug(...args: unknown[]): void;
+  info(...args: unknown[]): void;
+  warn(...args: unknown[]): void;
+  error(...args: unknown[]): void;
+}
+
+/** A logger that drops everything (tests). */
+export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** Settings a deployment may change. */
+export interface HomeserverConfig {
+  /** Whether `POST /register` is open to anyone (default true). */
+  enableRegistration: boolean;
+  /** Shared secret for `/_synapse/admin/v1/register`; the endpoint is off without it. */
+  registrationSharedSecret?: string;
+  /** PBKDF2 iterations for password hashes. */
+  passwordIterations: number;
+  /** Largest media upload, bytes. */
+  maxUploadBytes: number;
+  /** Base URL clients should use (for `.well-known`); defaults to the request's origin. */
+  publicBaseUrl?: string;
+}
+
+export const DEFAULT_CONFIG: HomeserverConfig = {
+  enableRegistration: true,
+  passwordIterations: 100_000,
+  maxUploadBytes: 50 * 1024 * 1024,
+};
+
+/** Everything a homeserver is made of; injected so tests control clock and randomness. */
+export interface Services {
+  readonly store: Store;
+  readonly serverName: string;
+  readonly signingKey: SigningKey;
+  readonly verifier: Ed25519Verifier;
+  readonly clock: () => number;
+  readonly random: (bytes: number) => Uint8Array;
+  readonly logger: Logger;
+  readonly config: HomeserverConfig;
+  /** Wakes `/sync` long-polls after a commit. */
+  readonly notifier: Notifier;
+}
+
+/** The authenticated caller of a request. */
+export interface Requester {
+  userId: string;
+  deviceId: string;
+  accessToken: string;
+  isGuest: boolean;
+}
+
+/** What handlers receive: the services, the request, and helpers to read it. */
+export class RequestContext {
+  private requesterCache: Requester | undefined;
+
+  constructor(
+    readonly hs: Services,
+    readonly request: Request,
+    readonly url: URL,
+  ) {}
+
+  /** A query parameter, or undefined. */
+  query(name: string): string | undefined {
+    return this.url.searchParams.get(name) ?? undefined;
+  }
+
+  /** All values of a repeated query parameter. */
+  queryAll(name: string): string[] {
+    return this.url.searchParams.getAll(name);
+  }
+
+  /** The JSON object body (`M_NOT_JSON` / `M_BAD_JSON` otherwise). */
+  json(options?: { allowEmpty?: boolean }): Promise<Record<string, unknown>> {
+    return readJsonObject(this.request, options);
+  }
+
+  /** The access token from the Authorization header or the deprecated query parameter. */
+  accessToken(): string | undefined {
+    const header = this.request.headers.get("Authorization");
+    if (header) {
+      const m = /^Bearer\s+(\S+)$/i.exec(header);
+      return m ? m[1] : undefined;
+    }
+    return this.query("access_token");
+  }
+
+  /** The authenticated user; `401 M_MISSING_TOKEN` / `401 M_UNKNOWN_TOKEN` otherwise. */
+  async requireAuth(): Promise<Requester> {
+    if (this.requesterCache) return this.requesterCache;
+    const token = this.accessToken();
+    if (!token) throw missingToken();
+    const found = await this.hs.store.read(async (tx) => {
+      const t = await tx.get<{ userId: string; deviceId: string }>("access_tokens", token);
+      if (!t) return undefined;
+      const account = await tx.get<{ deactivated?: boolean; isGuest?: boolean }>("accounts", t.userId);
+      if (!account || account.deactivated) return undefined;
+      return { ...t, isGuest: account.isGuest === true };
+    });
+    if (!found) throw unknownToken();
+    this.requesterCache = { userId: found.userId, deviceId: found.deviceId, accessToken: token, isGuest: found.isGuest };
+    return this.requesterCache;
+  }
+
+  /** The authenticated user if a token was given, else undefined (a bad token is still an error). */
+  async optionalAuth(): Promise<Requester | undefined> {
+    return this.accessToken() ? this.requireAuth() : undefined;
+  }
+}
+
+/**
+ * Allocates the next position of the one global stream (events, account data, receipts,
+ * to-device, device lists all share it), so a `/sync` token is one number.
+ * key settings|stream_pos → number
+ */
+export async function nextStreamPos(tx: WriteTx): Promise<number> {
+  const current = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+  const next = current + 1;
+  tx.put("settings", "stream_pos", next);
+  return next;
+}
+
+/** The newest stream position (what a `/sync` with no news returns as `next_batch`). */
+export async function currentStreamPos(store: Store): Promise<number> {
+  return store.read(async (tx) => (await tx.get<number>("settings", "stream_pos")) ?? 0);
+}
+
+export { MatrixError };

@@ -1,0 +1,59 @@
+/** Content hashes, reference hashes and event IDs (server-server API "Signing events", room versions' event ID formats). */
+import { canonicalJsonBytes } from "../crypto/canonicalJson.ts";
+import { encodeBase64, encodeBase64Url, decodeBase64 } from "../crypto/base64.ts";
+import type { JsonObject, SigningKey } from "../crypto/signing.ts";
+import { signJson } from "../crypto/signing.ts";
+import type { RoomVersionRules } from "../rooms/versions.ts";
+import { redact } from "./redaction.ts";
+
+/** SHA-256 through WebCrypto (present in Node 22, browsers and Service Workers). */
+export async function sha256(bytes: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+}
+
+/** The content hash: SHA-256 of the canonical event without `unsigned`, `signatures` and `hashes`. */
+export async function contentHash(event: JsonObject): Promise<string> {
+  const { unsigned: _u, signatures: _s, hashes: _h, ...rest } = event;
+  return encodeBase64(await sha256(canonicalJsonBytes(rest)));
+}
+
+/** Whether the event's `hashes.sha256` matches its content. */
+export async function checkContentHash(event: JsonObject): Promise<boolean> {
+  const claimed = (event.hashes as Record<string, unknown> | undefined)?.sha256;
+  if (typeof claimed !== "string") return false;
+  let claimedBytes: Uint8Array;
+  try {
+    claimedBytes = decodeBase64(claimed);
+  } catch {
+    return false;
+  }
+  return encodeBase64(claimedBytes) === (await contentHash(event));
+}
+
+/** The reference hash: SHA-256 of the redacted event without `signatures`, `unsigned` (and `event_id`, `age_ts`). */
+export async function referenceHash(event: JsonObject, version: RoomVersionRules): Promise<Uint8Array> {
+  const { signatures: _s, unsigned: _u, event_id: _e, age_ts: _a, ...rest } = redact(event, version);
+  return sha256(canonicalJsonBytes(rest));
+}
+
+/** The event ID of an event in versions whose IDs are hashes (v3+); for v1/v2 the `event_id` field. */
+export async function eventIdOf(event: JsonObject, version: RoomVersionRules): Promise<string> {
+  if (version.eventIdFormat === "v1") return event.event_id as string;
+  const hash = await referenceHash(event, version);
+  return "$" + (version.eventIdFormat === "v3" ? encodeBase64(hash) : encodeBase64Url(hash));
+}
+
+/** v12: the room ID derived from the create event (`!` + URL-safe base64 of its reference hash). */
+export async function roomIdFromCreateEvent(createEvent: JsonObject, version: RoomVersionRules): Promise<string> {
+  return "!" + encodeBase64Url(await referenceHash(createEvent, version));
+}
+
+/**
+ * Hashes and signs an event: adds `hashes.sha256`, then signs the redacted form and copies the
+ * signature onto the full event (server-server API "Signing events").
+ */
+export async function hashAndSignEvent(event: JsonObject, version: RoomVersionRules, key: SigningKey): Promise<JsonObject> {
+  const withHash: JsonObject = { ...event, hashes: { sha256: await contentHash(event) } };
+  const signedRedacted = await signJson(redact(withHash, version), key);
+  return { ...withHash, signatures: signedRedacted.signatures };
+}

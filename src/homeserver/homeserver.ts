@@ -1,0 +1,67 @@
+/**
+ * `createHomeserver`: the pure core. A function of a request, used by the Service Worker, the Node
+ * HTTP listener and the libp2p listener alike. No DOM, Node or concrete storage here.
+ */
+import type { Store } from "../storage/store.ts";
+import { createSigner, createVerifier } from "./crypto/ed25519.ts";
+import type { SigningKey } from "./crypto/signing.ts";
+import { RequestContext, DEFAULT_CONFIG, silentLogger } from "./context.ts";
+import type { HomeserverConfig, Logger, Services } from "./context.ts";
+import { Notifier } from "./notifier.ts";
+import { Router } from "./router.ts";
+import { ROUTES } from "./routes.ts";
+
+/** What a homeserver is built from. */
+export interface HomeserverOptions {
+  store: Store;
+  /** The 32-byte ed25519 seed of the server's signing key. */
+  seed: Uint8Array;
+  /** The server name; in P2P mode the lowercase hex of the public key. */
+  serverName: string;
+  /** The key ID of the signing key (default `ed25519:auto`). */
+  keyId?: string;
+  clock?: () => number;
+  random?: (bytes: number) => Uint8Array;
+  logger?: Logger;
+  config?: Partial<HomeserverConfig>;
+}
+
+/** A running homeserver. */
+export interface Homeserver {
+  readonly services: Services;
+  /** Answers one Client-Server, federation, media or key request. */
+  handle(request: Request): Promise<Response>;
+  /** Every route, for documentation and the coverage script. */
+  routes(): { method: string; path: string }[];
+  /** Stops timers and closes the store. */
+  close(): Promise<void>;
+}
+
+const defaultRandom = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
+
+/** Builds a homeserver from its capabilities. */
+export async function createHomeserver(options: HomeserverOptions): Promise<Homeserver> {
+  const signer = await createSigner(options.seed);
+  const signingKey: SigningKey = { entity: options.serverName, keyId: options.keyId ?? "ed25519:auto", signer };
+  const services: Services = {
+    store: options.store,
+    serverName: options.serverName,
+    signingKey,
+    verifier: await createVerifier(),
+    clock: options.clock ?? Date.now,
+    random: options.random ?? defaultRandom,
+    logger: options.logger ?? silentLogger,
+    config: { ...DEFAULT_CONFIG, ...options.config },
+    notifier: new Notifier(),
+  };
+  const router = new Router(ROUTES);
+  return {
+    services,
+    handle: (request) => router.dispatch(request, (req, url) => new RequestContext(services, req, url), services.logger),
+    routes: () => router.list(),
+    close: async () => {
+      services.notifier.wakeAll();
+      await services.store.close();
+    },
+  };
+}

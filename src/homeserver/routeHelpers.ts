@@ -1,0 +1,19 @@
+/** Builders for route table entries. */
+import type { Method, Route, HandlerResult } from "./router.ts";
+import type { RequestContext } from "./context.ts";
+
+export type Handler = (ctx: RequestContext, params: Record<string, string>) => Promise<HandlerResult>;
+export type HsRoute = Route<RequestContext>;
+
+/** A Client-Server endpoint served on both `/r0` and `/v3` (clients in the wild still use r0). */
+export function client(method: Method, path: string, handler: Handler): HsRoute[] {
+  return [
+    { method, path: `/_matrix/client/v3${path}`, handler },
+    { method, path: `/_matrix/client/r0${path}`, handler },
+  ];
+}
+
+/** An endpoint at an exact path (v1 client endpoints, federation, media, keys). */
+export function at(method: Method, path: string, handler: Handler): HsRoute[] {
+  return [{ method, path, handler }];
+}

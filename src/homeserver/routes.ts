@@ -1,0 +1,31 @@
+/**
+ * The route table: every endpoint this homeserver serves, in one list. Each area of the spec
+ * adds its entries in its own section below. What is not here answers `404 M_UNRECOGNIZED`.
+ */
+import type { HsRoute } from "./routeHelpers.ts";
+import { at } from "./routeHelpers.ts";
+import { getVersions, getWellKnownClient } from "./client/versions.ts";
+
+export const ROUTES: HsRoute[] = [
+  // --- discovery ---
+  ...at("GET", "/_matrix/client/versions", getVersions),
+  ...at("GET", "/.well-known/matrix/client", getWellKnownClient),
+
+  // --- accounts, login, devices (client/account.ts, client/login.ts) ---
+
+  // --- admin (admin/register.ts) ---
+
+  // --- server keys (keys/server.ts) ---
+
+  // --- rooms, membership, events (client/rooms.ts, client/membership.ts, client/messages.ts) ---
+
+  // --- sync, filters (client/sync.ts, client/filters.ts) ---
+
+  // --- ephemeral, account data, profile, presence, push (client/*.ts) ---
+
+  // --- directory, aliases, user directory (client/directory.ts) ---
+
+  // --- end-to-end encryption (client/keys.ts, client/toDevice.ts, client/backup.ts) ---
+
+  // --- media (media/*.ts) ---
+];

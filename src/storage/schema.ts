@@ -1,0 +1,77 @@
+/**
+ * The schema: an append-only list of migrations; the array index is the schema version. A
+ * migration creates tables and may transform data through the generic transaction. Never edit or
+ * reorder an entry that has shipped; add a new one at the end.
+ */
+import type { WriteTx } from "./store.ts";
+
+/** One schema step. */
+export interface Migration {
+  /** Tables this step creates. */
+  readonly createTables: readonly string[];
+  /** Tables this step drops (their data is gone). */
+  readonly dropTables?: readonly string[];
+  /** Data changes, run in the same transaction after the tables exist. */
+  readonly migrate?: (tx: WriteTx) => Promise<void>;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  // 0: the first schema.
+  {
+    createTables: [
+      "settings", // key = name
+      "accounts", // key = userId → Account
+      "devices", // key = userId|deviceId → Device
+      "access_tokens", // key = token → { userId, deviceId }
+      "login_tokens", // key = token → { userId, expiresAt }
+      "txn_ids", // key = userId|deviceId|txnId → eventId (or response)
+      "filters", // key = userId|filterId → filter JSON
+      "rooms", // key = roomId → RoomRecord
+      "events", // key = eventId → StoredEvent
+      "timeline", // key = roomId|pos(streamPos) → eventId
+      "stream", // key = pos(streamPos) → { roomId, eventId }
+      "room_state", // key = roomId|type|stateKey → eventId (current state)
+      "state_snapshots", // key = eventId → state after the event { "type|stateKey": eventId }
+      "extremities", // key = roomId|eventId → true (forward extremities)
+      "memberships", // key = userId|roomId → { membership, eventId, streamPos }
+      "relations", // key = relatesToEventId|relType|eventId → { type, sender }
+      "aliases", // key = alias → { roomId, creator }
+      "room_directory", // key = roomId → { visibility }
+      "account_data", // key = userId|roomId or ""|type → content
+      "account_data_stream", // key = pos → { userId, roomId, type }
+      "receipts", // key = roomId|receiptType|userId|threadId → { eventId, ts, streamPos }
+      "to_device", // key = userId|deviceId|pos → message
+      "device_keys", // key = userId|deviceId → signed device keys
+      "one_time_keys", // key = userId|deviceId|algorithm:keyId → key object
+      "fallback_keys", // key = userId|deviceId|algorithm → { keyId, key, used }
+      "cross_signing_keys", // key = userId|usage → key object
+      "device_list_stream", // key = pos → userId
+      "key_backup_versions", // key = userId|pos(version) → version record
+      "key_backup_keys", // key = userId|version|roomId|sessionId → key data
+      "media", // key = mediaId → metadata
+      "media_content", // key = mediaId → Uint8Array
+      "federation_queue", // key = destination|pos → transaction payload
+      "server_keys", // key = serverName|keyId → verify key
+      "presence", // key = userId → presence
+      "pushers", // key = userId|appId|pushkey → pusher
+      "notifications", // key = userId|pos → notification
+      "reports", // key = pos → report
+    ],
+  },
+];
+
+/** Every table name the current schema has. */
+export type TableName = string;
+
+/** The current schema version: how many migrations exist. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Tables present after applying every migration, in creation order. */
+export function currentTables(): string[] {
+  const tables = new Set<string>();
+  for (const m of MIGRATIONS) {
+    for (const t of m.createTables) tables.add(t);
+    for (const t of m.dropTables ?? []) tables.delete(t);
+  }
+  return [...tables];
+}
