@@ -1,0 +1,27 @@
+/** `npm run bench`: runs every benchmark, prints a table and writes bench/results.json. */
+import { writeFileSync } from "node:fs";
+import type { Bench, Figure } from "./harness.ts";
+import { cryptoBench } from "./crypto.ts";
+
+// Each area adds its benchmark here.
+const BENCHES: [string, Bench][] = [
+  ["crypto", cryptoBench],
+];
+
+const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
+
+const only = process.argv.slice(2);
+const all: (Figure & { group: string })[] = [];
+for (const [group, bench] of BENCHES) {
+  if (only.length && !only.includes(group)) continue;
+  process.stdout.write(`running ${group}…\n`);
+  for (const f of await bench()) all.push({ group, ...f });
+}
+console.log("\n| figure | value | compared to | baseline | ratio |\n|---|---|---|---|---|");
+for (const f of all) {
+  console.log(
+    `| ${f.name} | ${fmt(f.value)} ${f.unit} | ${f.baseline?.name ?? ""} | ${f.baseline ? `${fmt(f.baseline.value)} ${f.baseline.unit}` : ""} | ${f.ratio !== undefined ? f.ratio.toFixed(3) : ""} |`,
+  );
+}
+writeFileSync(new URL("./results.json", import.meta.url), JSON.stringify({ date: new Date().toISOString(), node: process.version, figures: all }, null, 2) + "\n");
+console.log("\nwritten to bench/results.json");
