@@ -58,6 +58,12 @@ export const MIGRATIONS: readonly Migration[] = [
       "reports", // key = pos → report
     ],
   },
+  // 1: an index from a device to its access tokens, so deleting a device revokes them without a scan.
+  {
+    createTables: [
+      "device_tokens", // key = userId|deviceId|token → true
+    ],
+  },
 ];
 
 /** Every table name the current schema has. */
