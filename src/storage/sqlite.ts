@@ -1,0 +1,419 @@
+/**
+ * The SQLite backend, on sql.js (SQLite compiled to WebAssembly). The whole database lives in
+ * memory; durability comes from `persist`, which receives a full export after commits (the Node
+ * runner writes it to a file, see `src/node/sqliteFile.ts`). No `node:` imports: this module also
+ * runs in the browser.
+ *
+ * Layout: one table per Store table, `"t_<name>" (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID`, and
+ * `meta (k TEXT PRIMARY KEY, v TEXT)` holding `schema_version` (how many migrations are applied).
+ *
+ * Key order: SQLite compares TEXT with the BINARY collation, i.e. UTF-8 bytes = code point order;
+ * IndexedDB and the memory store compare UTF-16 code units. The two orders agree except between
+ * astral characters and U+E000..U+FFFF, which never occur in our keys' structure (ASCII
+ * separators `\u001f`, hex `pos()` parts); prefix scans are exact in both.
+ */
+import initSqlJs from "sql.js";
+import type { Database, SqlJsStatic, SqlValue, Statement } from "sql.js";
+import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store.ts";
+import { StorageError } from "./store.ts";
+import { MIGRATIONS } from "./schema.ts";
+import type { Migration } from "./schema.ts";
+import { checkUpgradable, prefixEndCodePoint, tablesAt } from "./migrate.ts";
+
+/** Options of `createSqliteStore`. */
+export interface SqliteStoreOptions {
+  /** An existing database file's bytes; a new empty database if absent. */
+  data?: Uint8Array;
+  /** Makes an export durable (e.g. writes it to disk); `write()` resolves only after it. */
+  persist?: (bytes: Uint8Array) => Promise<void>;
+  /** Where sql.js finds `sql-wasm.wasm` (browser builds); Node finds it next to the module. */
+  locateWasm?: (file: string) => string;
+  /** The schema; tests pass their own list. */
+  migrations?: readonly Migration[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value codec. A value is stored in column `v` as either
+//  - a BLOB holding the raw bytes, when the whole value is a Uint8Array (media content), or
+//  - TEXT holding JSON of the value with two rewrites, applied recursively:
+//      * a Uint8Array becomes {"$u8": "<standard base64 with padding>"};
+//      * an object key starting with "$" gets one more "$" in front ("$x" → "$$x"), so an
+//        encoded object with the single key "$u8" is always a Uint8Array.
+//    `undefined` object members are dropped and non-finite numbers become null, as in JSON.
+// ---------------------------------------------------------------------------------------------
+
+function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function fromBase64(s: string): Uint8Array {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+function encodeTree(v: unknown): unknown {
+  if (v === null || typeof v !== "object") {
+    if (typeof v === "bigint" || typeof v === "function" || typeof v === "symbol") {
+      throw new StorageError(`cannot store a ${typeof v}`);
+    }
+    return v;
+  }
+  if (v instanceof Uint8Array) return { $u8: toBase64(v) };
+  if (Array.isArray(v)) return v.map((x) => (x === undefined ? null : encodeTree(x)));
+  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) throw new StorageError("only Uint8Array binary values are supported");
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (x === undefined) continue;
+    out[k.startsWith("$") ? "$" + k : k] = encodeTree(x);
+  }
+  return out;
+}
+
+function decodeTree(v: unknown): unknown {
+  if (v === null || typeof v !== "object") return v;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) v[i] = decodeTree(v[i]);
+    return v;
+  }
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o);
+  if (keys.length === 1 && keys[0] === "$u8" && typeof o.$u8 === "string") return fromBase64(o.$u8);
+  const out: Record<string, unknown> = {};
+  for (const k of keys) out[k.startsWith("$") ? k.slice(1) : k] = decodeTree(o[k]);
+  return out;
+}
+
+/** Encodes a value for column `v` (format above). */
+export function encodeValue(value: StoredValue): string | Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (value === undefined) throw new StorageError("cannot store undefined");
+  return JSON.stringify(encodeTree(value));
+}
+
+/** Decodes column `v` (format above). */
+export function decodeValue(v: SqlValue): StoredValue {
+  if (v instanceof Uint8Array) return v;
+  if (typeof v !== "string") throw new StorageError(`corrupt value of type ${typeof v}`);
+  return decodeTree(JSON.parse(v));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const sqlJsByLocator = new Map<((file: string) => string) | undefined, Promise<SqlJsStatic>>();
+
+function loadSqlJs(locateWasm?: (file: string) => string): Promise<SqlJsStatic> {
+  let p = sqlJsByLocator.get(locateWasm);
+  if (!p) {
+    p = initSqlJs(locateWasm ? { locateFile: locateWasm } : undefined);
+    sqlJsByLocator.set(locateWasm, p);
+  }
+  return p;
+}
+
+const wrapError = (what: string, e: unknown): StorageError =>
+  e instanceof StorageError ? e : new StorageError(`sqlite: ${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+
+/** The SQL WHERE clause (and its parameters) selecting `r`. */
+function whereOf(r: KeyRange | undefined): [string, SqlValue[]] {
+  const conds: string[] = [];
+  const params: SqlValue[] = [];
+  if (r?.prefix !== undefined) {
+    conds.push("k >= ?");
+    params.push(r.prefix);
+    const end = prefixEndCodePoint(r.prefix);
+    if (end !== undefined) {
+      conds.push("k < ?");
+      params.push(end);
+    }
+  }
+  const bound = (op: string, v: string | undefined): void => {
+    if (v === undefined) return;
+    conds.push(`k ${op} ?`);
+    params.push(v);
+  };
+  bound(">=", r?.gte);
+  bound(">", r?.gt);
+  bound("<=", r?.lte);
+  bound("<", r?.lt);
+  return [conds.length ? ` WHERE ${conds.join(" AND ")}` : "", params];
+}
+
+/** Creates a Store on sql.js, applying pending migrations (in one SQL transaction) first. */
+export async function createSqliteStore(options: SqliteStoreOptions = {}): Promise<Store> {
+  const migrations = options.migrations ?? MIGRATIONS;
+  const SQL = await loadSqlJs(options.locateWasm);
+  let db: Database;
+  try {
+    db = options.data ? new SQL.Database(options.data) : new SQL.Database();
+  } catch (e) {
+    throw wrapError("open", e);
+  }
+
+  // Prepared statements, by SQL text. Dropped before every export(): older sql.js versions free
+  // all statements there, and a cached freed statement would fail.
+  const statements = new Map<string, Statement>();
+  const stmt = (sql: string): Statement => {
+    let s = statements.get(sql);
+    if (!s) statements.set(sql, (s = db.prepare(sql)));
+    return s;
+  };
+  const dropStatements = (): void => {
+    for (const s of statements.values()) s.free();
+    statements.clear();
+  };
+  const all = (sql: string, params: SqlValue[]): SqlValue[][] => {
+    const s = stmt(sql);
+    try {
+      s.bind(params);
+      const rows: SqlValue[][] = [];
+      while (s.step()) rows.push(s.get());
+      return rows;
+    } finally {
+      s.reset();
+    }
+  };
+  const run = (sql: string, params: SqlValue[]): void => {
+    const s = stmt(sql);
+    try {
+      s.run(params);
+    } finally {
+      s.reset();
+    }
+  };
+
+  let tables = new Set<string>();
+  const tableSql = (name: string): string => {
+    if (!tables.has(name)) throw new StorageError(`no table ${name}`);
+    return `"t_${name}"`;
+  };
+
+  /** A transaction view; `state.open` turns false at commit/rollback so late use fails loudly. */
+  const makeTx = (state: { open: boolean; writable: boolean; dirty: boolean }): WriteTx => {
+    const check = (): void => {
+      if (!state.open) throw new StorageError("transaction already finished");
+    };
+    const checkWrite = (): void => {
+      check();
+      if (!state.writable) throw new StorageError("write in a read transaction");
+      state.dirty = true;
+    };
+    const rangeRows = (name: string, r?: KeyRange): Row<StoredValue>[] => {
+      const t = tableSql(name);
+      const [where, params] = whereOf(r);
+      let sql = `SELECT k, v FROM ${t}${where} ORDER BY k${r?.reverse ? " DESC" : ""}`;
+      if (r?.limit !== undefined) {
+        sql += " LIMIT ?";
+        params.push(Math.max(0, Math.floor(r.limit)));
+      }
+      return all(sql, params).map(([k, v]) => ({ key: k as string, value: decodeValue(v) }));
+    };
+    const guard = <T>(what: string, f: () => T): T => {
+      try {
+        return f();
+      } catch (e) {
+        throw wrapError(what, e);
+      }
+    };
+    return {
+      async get<T>(name: string, k: string) {
+        check();
+        return guard("get", () => {
+          const rows = all(`SELECT v FROM ${tableSql(name)} WHERE k = ?`, [k]);
+          return rows.length ? (decodeValue(rows[0][0]) as T) : undefined;
+        });
+      },
+      async range<T>(name: string, r?: KeyRange) {
+        check();
+        return guard("range", () => rangeRows(name, r) as Row<T>[]);
+      },
+      async count(name: string, r?: KeyRange) {
+        check();
+        return guard("count", () => {
+          const [where, params] = whereOf(r);
+          return Number(all(`SELECT count(*) FROM ${tableSql(name)}${where}`, params)[0][0]);
+        });
+      },
+      put(name, k, value) {
+        checkWrite();
+        guard("put", () => run(`INSERT OR REPLACE INTO ${tableSql(name)} (k, v) VALUES (?, ?)`, [k, encodeValue(value)]));
+      },
+      delete(name, k) {
+        checkWrite();
+        guard("delete", () => run(`DELETE FROM ${tableSql(name)} WHERE k = ?`, [k]));
+      },
+      deleteRange(name, r) {
+        checkWrite();
+        guard("deleteRange", () => {
+          const [where, params] = whereOf(r);
+          run(`DELETE FROM ${tableSql(name)}${where}`, params);
+        });
+      },
+    };
+  };
+
+  // --- migrations, all in one SQL transaction --------------------------------------------------
+  try {
+    db.run("BEGIN");
+    db.run("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)");
+    const found = Number((all("SELECT v FROM meta WHERE k = 'schema_version'", [])[0]?.[0] as string | undefined) ?? 0);
+    checkUpgradable(migrations, found);
+    tables = new Set(tablesAt(migrations, found));
+    for (let i = found; i < migrations.length; i++) {
+      const m = migrations[i];
+      const next = new Set(tablesAt(migrations, i + 1));
+      for (const t of m.createTables) {
+        if (!tables.has(t)) db.run(`CREATE TABLE "t_${t}" (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID`);
+      }
+      for (const t of m.dropTables ?? []) if (!next.has(t)) db.run(`DROP TABLE IF EXISTS "t_${t}"`);
+      tables = next;
+      if (m.migrate) {
+        const state = { open: true, writable: true, dirty: false };
+        await m.migrate(makeTx(state));
+        state.open = false;
+      }
+    }
+    run("INSERT OR REPLACE INTO meta (k, v) VALUES ('schema_version', ?)", [String(migrations.length)]);
+    db.run("COMMIT");
+    if (found !== migrations.length && options.persist) {
+      dropStatements();
+      await options.persist(db.export());
+    }
+  } catch (e) {
+    try {
+      db.run("ROLLBACK");
+    } catch {
+      // no transaction open (BEGIN itself failed)
+    }
+    dropStatements();
+    db.close();
+    throw wrapError("migration", e);
+  }
+
+  // --- the queue: every transaction, read or write, runs alone ----------------------------------
+  let queue: Promise<unknown> = Promise.resolve();
+  const enqueue = <T>(fn: () => Promise<T>): Promise<T> => {
+    const p = queue.then(fn);
+    queue = p.catch(() => undefined);
+    return p;
+  };
+
+  // --- group commit ------------------------------------------------------------------------------
+  // Every committing write that changed something takes a sequence number. The persister exports
+  // (inside the queue, so never mid-transaction), awaits persist(), then releases every write
+  // whose sequence number the export covered. Writes committing meanwhile share the next export.
+  let committedSeq = 0;
+  let attemptedSeq = 0;
+  let persistedSeq = 0;
+  let persisting: Promise<void> | undefined;
+  const waiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  const settle = (upTo: number, error?: unknown): void => {
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      const w = waiters[i];
+      if (w.seq > upTo) continue;
+      waiters.splice(i, 1);
+      if (error === undefined) w.resolve();
+      else w.reject(error);
+    }
+  };
+  const persistLoop = async (persist: (bytes: Uint8Array) => Promise<void>): Promise<void> => {
+    while (attemptedSeq < committedSeq) {
+      const { bytes, upTo } = await enqueue(async () => {
+        dropStatements();
+        return { bytes: db.export(), upTo: committedSeq };
+      });
+      attemptedSeq = upTo;
+      try {
+        await persist(bytes);
+        persistedSeq = Math.max(persistedSeq, upTo);
+        settle(upTo);
+      } catch (e) {
+        // Committed in memory but not durable: those writes fail; later exports include them.
+        settle(upTo, wrapError("persist", e));
+      }
+    }
+  };
+  const durable = (seq: number): Promise<void> => {
+    const persist = options.persist;
+    if (!persist || persistedSeq >= seq) return Promise.resolve();
+    const p = new Promise<void>((resolve, reject) => waiters.push({ seq, resolve, reject }));
+    persisting ??= persistLoop(persist).finally(() => {
+      persisting = undefined;
+      // A commit may have slipped in after the loop's last check.
+      if (attemptedSeq < committedSeq && waiters.length) void durable(committedSeq).catch(() => undefined);
+    });
+    return p;
+  };
+
+  let closed = false;
+  const inFlight = new Set<Promise<unknown>>();
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    inFlight.add(p);
+    void p.then(
+      () => inFlight.delete(p),
+      () => inFlight.delete(p),
+    );
+    return p;
+  };
+  const closedError = (): Promise<never> => Promise.reject(new StorageError("store is closed"));
+
+  return {
+    kind: "sqlite",
+    read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T> {
+      if (closed) return closedError();
+      return track(
+        enqueue(async () => {
+          const state = { open: true, writable: false, dirty: false };
+          try {
+            return await fn(makeTx(state));
+          } finally {
+            state.open = false;
+          }
+        }),
+      );
+    },
+    write<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T> {
+      if (closed) return closedError();
+      const committed = enqueue(async () => {
+        try {
+          db.run("BEGIN");
+        } catch (e) {
+          throw wrapError("begin", e);
+        }
+        const state = { open: true, writable: true, dirty: false };
+        let result: T;
+        try {
+          result = await fn(makeTx(state));
+          state.open = false;
+          db.run("COMMIT");
+        } catch (e) {
+          state.open = false;
+          try {
+            db.run("ROLLBACK");
+          } catch {
+            // COMMIT failed and SQLite already rolled back
+          }
+          throw e;
+        }
+        return { result, seq: state.dirty ? ++committedSeq : committedSeq };
+      });
+      return track(committed.then(async ({ result, seq }) => (await durable(seq), result)));
+    },
+    async schemaVersion() {
+      if (closed) throw new StorageError("store is closed");
+      return migrations.length;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      while (inFlight.size) await Promise.allSettled([...inFlight]);
+      await queue;
+      if (persisting) await persisting;
+      dropStatements();
+      db.close();
+    },
+  };
+}
