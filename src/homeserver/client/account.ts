@@ -1,0 +1,248 @@
+/**
+ * Account registration and management (client-server API "Account registration", "Account
+ * management", "Current account information", "Adding Account Administrative Contact Information").
+ */
+import type { RequestContext, Services } from "../context.ts";
+import { MatrixError, badJson, forbidden, guestAccessForbidden, invalidParam, missingParam, userInUse } from "../errors.ts";
+import { hashPassword } from "../auth/password.ts";
+import { validateLocalpart } from "../auth/identifiers.ts";
+import { REGISTRATION_ATTEMPTS, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
+import { prefix } from "../../storage/store.ts";
+import { sendEvent } from "../roomserver/send.ts";
+import { deleteDevicesAndNotify, startSession } from "./devices.ts";
+import type { AccountRecord } from "./login.ts";
+import { readDeviceFields, wellKnown } from "./login.ts";
+import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+
+/** Registration offers one flow: the dummy stage (anyone may register when registration is on). */
+const REGISTRATION_FLOWS = [["m.login.dummy"]];
+
+/** Synapse's limit on password length; longer ones are refused rather than silently hashed. */
+const MAX_PASSWORD_LENGTH = 512;
+
+const registrationDisabled = (): MatrixError => forbidden("Registration is not enabled on this homeserver.");
+
+/** A random localpart for a registration that names none. */
+function generateLocalpart(hs: Services): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return Array.from(hs.random(12), (b) => alphabet[b % alphabet.length]).join("");
+}
+
+/** Reads an optional password field (`M_BAD_JSON` if it is not a string or too long). */
+export function readPassword(body: Record<string, unknown>, field: string): string | undefined {
+  const value = body[field];
+  if (value === undefined) return undefined;
+  if (typeof value !== "string") throw badJson(`${field} must be a string`);
+  if (value.length > MAX_PASSWORD_LENGTH) throw badJson(`${field} is too long`);
+  return value;
+}
+
+/** Whether an account (also a deactivated one: user IDs are never reused) exists. */
+async function accountExists(hs: Services, userId: string): Promise<boolean> {
+  return (await hs.store.read((tx) => tx.get("accounts", userId))) !== undefined;
+}
+
+/** Options for creating an account outside the `/register` exchange (admin registration). */
+export interface CreateAccountOptions {
+  localpart: string;
+  password?: string;
+  displayname?: string;
+  admin?: boolean;
+  userType?: string;
+  /** Log the new account in on a device; omitted = no device, no token. */
+  login?: { deviceId?: string; initialDisplayName?: string; ip?: string };
+}
+
+/** Creates an account (and optionally its first session) in one transaction. */
+export async function createAccount(
+  hs: Services,
+  options: CreateAccountOptions,
+): Promise<{ userId: string; deviceId?: string; accessToken?: string }> {
+  validateLocalpart(options.localpart, hs.serverName);
+  const userId = `@${options.localpart}:${hs.serverName}`;
+  // Hash before the transaction: never await crypto inside one.
+  const passwordHash = options.password !== undefined ? await hashPassword(options.password, hs.config.passwordIterations, hs.random) : undefined;
+  const result = await hs.store.write(async (tx) => {
+    if (await tx.get("accounts", userId)) throw userInUse();
+    const account: AccountRecord = { userId, createdAt: hs.clock(), displayname: options.displayname ?? options.localpart };
+    if (passwordHash !== undefined) account.passwordHash = passwordHash;
+    if (options.admin) account.admin = true;
+    tx.put("accounts", userId, options.userType ? { ...account, userType: options.userType } : account);
+    return options.login ? startSession(tx, hs, { userId, ...options.login }) : undefined;
+  });
+  if (result?.streamPos !== undefined) hs.notifier.notify(result.streamPos);
+  return { userId, deviceId: result?.deviceId, accessToken: result?.accessToken };
+}
+
+/** `POST /_matrix/client/v3/register` */
+export async function postRegister(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const hs = ctx.hs;
+  const kind = ctx.query("kind") ?? "user";
+  if (kind === "guest") throw guestAccessForbidden();
+  if (kind !== "user") throw invalidParam("kind must be 'user' or 'guest'");
+  if (!hs.config.enableRegistration) throw registrationDisabled();
+  checkLimit(ctx, REGISTRATION_ATTEMPTS);
+  const body = await ctx.json();
+
+  // Check the request itself before authentication, so a client learns about a taken username
+  // before it walks through the stages.
+  if (body.username !== undefined && typeof body.username !== "string") throw badJson("username must be a string");
+  const password = readPassword(body, "password");
+  const device = readDeviceFields(body);
+  if (body.inhibit_login !== undefined && typeof body.inhibit_login !== "boolean") throw badJson("inhibit_login must be a boolean");
+  let localpart = body.username !== undefined ? (body.username as string).toLowerCase() : undefined;
+  if (localpart !== undefined) {
+    validateLocalpart(localpart, hs.serverName);
+    if (await accountExists(hs, `@${localpart}:${hs.serverName}`)) throw userInUse();
+  }
+
+  if (body.auth !== undefined) recordHit(ctx, REGISTRATION_ATTEMPTS);
+  await requireUserInteractiveAuth(ctx, body, { flows: REGISTRATION_FLOWS });
+
+  localpart ??= generateLocalpart(hs);
+  const inhibitLogin = body.inhibit_login === true;
+  const created = await createAccount(hs, {
+    localpart,
+    password,
+    login: inhibitLogin ? undefined : { ...device, ip: clientAddress(ctx) },
+  });
+  if (inhibitLogin) return { user_id: created.userId, home_server: hs.serverName };
+  return { user_id: created.userId, access_token: created.accessToken, device_id: created.deviceId, home_server: hs.serverName, ...wellKnown(hs) };
+}
+
+/** `GET /_matrix/client/v3/register/available` */
+export async function getRegisterAvailable(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const hs = ctx.hs;
+  if (!hs.config.enableRegistration) throw registrationDisabled();
+  const username = ctx.query("username");
+  if (username === undefined) throw missingParam("Missing username");
+  const localpart = username.toLowerCase();
+  validateLocalpart(localpart, hs.serverName);
+  if (await accountExists(hs, `@${localpart}:${hs.serverName}`)) throw userInUse();
+  return { available: true };
+}
+
+/**
+ * `GET /_matrix/client/v1/register/m.login.registration_token/validity`
+ * This server offers no token-authenticated registration, so no token is ever valid.
+ */
+export async function getRegistrationTokenValidity(ctx: RequestContext): Promise<Record<string, unknown>> {
+  if (!ctx.hs.config.enableRegistration) throw registrationDisabled();
+  if (ctx.query("token") === undefined) throw missingParam("Missing token");
+  return { valid: false };
+}
+
+/** `GET /_matrix/client/v3/account/whoami` */
+export async function getWhoami(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const { userId, deviceId, isGuest } = await ctx.requireAuth();
+  return { user_id: userId, device_id: deviceId, is_guest: isGuest };
+}
+
+/** `POST /_matrix/client/v3/account/password` */
+export async function postAccountPassword(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const hs = ctx.hs;
+  const { userId, deviceId, isGuest } = await ctx.requireAuth();
+  if (isGuest) throw guestAccessForbidden();
+  const body = await ctx.json();
+  const newPassword = readPassword(body, "new_password");
+  if (newPassword === undefined) throw missingParam("Missing new_password");
+  if (body.logout_devices !== undefined && typeof body.logout_devices !== "boolean") throw badJson("logout_devices must be a boolean");
+  await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(hs, userId), userId });
+  const passwordHash = await hashPassword(newPassword, hs.config.passwordIterations, hs.random);
+  await hs.store.write(async (tx) => {
+    const account = await tx.get<AccountRecord>("accounts", userId);
+    if (!account) throw forbidden("No such account");
+    tx.put("accounts", userId, { ...account, passwordHash });
+  });
+  // "Whether the user's other access tokens, and their associated devices, should be revoked."
+  if (body.logout_devices !== false) await deleteDevicesAndNotify(hs, userId, "all", deviceId);
+  return {};
+}
+
+/** `POST /_matrix/client/v3/account/deactivate` */
+export async function postAccountDeactivate(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const hs = ctx.hs;
+  const { userId } = await ctx.requireAuth();
+  const body = await ctx.json({ allowEmpty: true });
+  if (body.erase !== undefined && typeof body.erase !== "boolean") throw badJson("erase must be a boolean");
+  await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(hs, userId), userId });
+
+  // Leave every room first, while the account can still send (Synapse does the same).
+  const rooms = await hs.store.read((tx) => tx.range<{ membership: string }>("memberships", { prefix: prefix(userId) }));
+  for (const row of rooms) {
+    if (!["join", "invite", "knock"].includes(row.value.membership)) continue;
+    const roomId = row.key.slice(prefix(userId).length);
+    try {
+      await sendEvent(hs, { roomId, sender: userId, type: "m.room.member", stateKey: userId, content: { membership: "leave" } });
+    } catch (err) {
+      // One room refusing the leave must not keep the account alive.
+      hs.logger.warn("deactivation: could not leave", roomId, err);
+    }
+  }
+
+  await hs.store.write(async (tx) => {
+    const account = await tx.get<AccountRecord>("accounts", userId);
+    if (!account) return;
+    const { passwordHash: _gone, ...rest } = account;
+    const updated: AccountRecord = { ...rest, deactivated: true };
+    if (body.erase === true) {
+      // "erase": forget what the account published about itself; sent events are not redacted.
+      delete updated.displayname;
+      delete updated.avatar_url;
+    }
+    tx.put("accounts", userId, updated);
+  });
+  await deleteDevicesAndNotify(hs, userId, "all");
+  // No identity server is ever involved here, so nothing could be unbound.
+  return { id_server_unbind_result: "no-support" };
+}
+
+/** `GET /_matrix/client/v3/account/3pid` */
+export async function getAccount3pids(ctx: RequestContext): Promise<Record<string, unknown>> {
+  await ctx.requireAuth();
+  // This homeserver never validates or stores third-party identifiers.
+  return { threepids: [] };
+}
+
+const threepidDenied = (): MatrixError =>
+  new MatrixError(403, "M_THREEPID_DENIED", "Third-party identifiers (email, phone) are not supported on this homeserver");
+
+/** `POST /_matrix/client/v3/account/3pid/add` */
+export async function postAccount3pidAdd(ctx: RequestContext): Promise<Record<string, unknown>> {
+  await ctx.requireAuth();
+  const body = await ctx.json();
+  if (typeof body.client_secret !== "string" || typeof body.sid !== "string") throw missingParam("client_secret and sid are required");
+  // No validation session can exist: this server never hands out a `sid`.
+  throw threepidDenied();
+}
+
+/** `POST /_matrix/client/v3/account/3pid/bind` */
+export async function postAccount3pidBind(ctx: RequestContext): Promise<Record<string, unknown>> {
+  await ctx.requireAuth();
+  const body = await ctx.json();
+  for (const field of ["client_secret", "id_server", "id_access_token", "sid"]) {
+    if (typeof body[field] !== "string") throw missingParam(`${field} is required`);
+  }
+  // Binding goes through an identity server; this homeserver does not talk to one.
+  throw threepidDenied();
+}
+
+/**
+ * `POST /_matrix/client/v3/account/3pid/delete` (and `/unbind`): the account has no 3PIDs, so
+ * there is nothing to remove, and no identity server to unbind from ("no-support").
+ */
+export async function postAccount3pidDelete(ctx: RequestContext): Promise<Record<string, unknown>> {
+  await ctx.requireAuth();
+  const body = await ctx.json();
+  if (typeof body.medium !== "string" || typeof body.address !== "string") throw missingParam("medium and address are required");
+  return { id_server_unbind_result: "no-support" };
+}
+
+/**
+ * `POST /_matrix/client/v3/register/email/requestToken` and the other `requestToken` endpoints
+ * (register, account/3pid, account/password × email, msisdn): no email or SMS is ever sent here.
+ */
+export async function postRequestToken(ctx: RequestContext): Promise<Record<string, unknown>> {
+  await ctx.json();
+  throw threepidDenied();
+}

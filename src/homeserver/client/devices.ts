@@ -1,0 +1,186 @@
+/**
+ * Devices and the access tokens bound to them (client-server API "Device management",
+ * "Relationship between access tokens and devices").
+ */
+import type { RequestContext, Services } from "../context.ts";
+import { nextStreamPos } from "../context.ts";
+import { badJson, notFound, MatrixError } from "../errors.ts";
+import type { WriteTx } from "../../storage/store.ts";
+import { key, pos, prefix } from "../../storage/store.ts";
+import { encodeBase64Url } from "../crypto/base64.ts";
+import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+
+/** A row of the `devices` table. */
+export interface DeviceRecord {
+  userId: string;
+  deviceId: string;
+  displayName?: string;
+  createdAt: number;
+  lastSeenTs?: number;
+  lastSeenIp?: string;
+}
+
+/** A fresh opaque access token (32 random bytes). */
+export function newAccessToken(hs: Services): string {
+  return `hyt_${encodeBase64Url(hs.random(32))}`;
+}
+
+/** A fresh device ID: 10 upper-case letters, like other homeservers hand out. */
+export function newDeviceId(hs: Services): string {
+  const bytes = hs.random(10);
+  return Array.from(bytes, (b) => String.fromCharCode(65 + (b % 26))).join("");
+}
+
+/** Everything a new login session needs, decided before the write transaction. */
+export interface SessionRequest {
+  userId: string;
+  /** The device the client asked for, or undefined to create a new one. */
+  deviceId?: string;
+  initialDisplayName?: string;
+  ip?: string;
+}
+
+/** What a login or registration answers with. */
+export interface SessionResult {
+  deviceId: string;
+  accessToken: string;
+  /** Stream position of the device-list change, if a device was created. */
+  streamPos?: number;
+}
+
+/**
+ * Inside a write: binds a new access token to the requested (or a new) device. Reusing a device ID
+ * revokes the tokens that device had ("If the client sets the device_id, the server will
+ * invalidate any access and refresh tokens previously assigned to that device").
+ */
+export async function startSession(tx: WriteTx, hs: Services, req: SessionRequest): Promise<SessionResult> {
+  const deviceId = req.deviceId ?? newDeviceId(hs);
+  const accessToken = newAccessToken(hs);
+  const now = hs.clock();
+  const existing = await tx.get<DeviceRecord>("devices", key(req.userId, deviceId));
+  let streamPos: number | undefined;
+  if (existing) {
+    await revokeDeviceTokens(tx, req.userId, deviceId);
+    tx.put("devices", key(req.userId, deviceId), { ...existing, lastSeenTs: now, ...(req.ip ? { lastSeenIp: req.ip } : {}) });
+  } else {
+    const device: DeviceRecord = { userId: req.userId, deviceId, createdAt: now, lastSeenTs: now };
+    if (req.initialDisplayName !== undefined) device.displayName = req.initialDisplayName;
+    if (req.ip) device.lastSeenIp = req.ip;
+    tx.put("devices", key(req.userId, deviceId), device);
+    streamPos = await nextStreamPos(tx);
+    tx.put("device_list_stream", pos(streamPos), { userId: req.userId });
+  }
+  tx.put("access_tokens", accessToken, { userId: req.userId, deviceId });
+  tx.put("device_tokens", key(req.userId, deviceId, accessToken), true);
+  return { deviceId, accessToken, streamPos };
+}
+
+async function revokeDeviceTokens(tx: WriteTx, userId: string, deviceId: string): Promise<void> {
+  const rows = await tx.range("device_tokens", { prefix: prefix(userId, deviceId) });
+  for (const row of rows) tx.delete("access_tokens", row.key.slice(prefix(userId, deviceId).length));
+  tx.deleteRange("device_tokens", { prefix: prefix(userId, deviceId) });
+}
+
+/**
+ * Inside a write: deletes devices with their tokens, end-to-end keys and pending to-device
+ * messages, and records one device-list change. Returns its stream position (undefined if none of
+ * the devices existed).
+ */
+export async function deleteDevices(tx: WriteTx, userId: string, deviceIds: readonly string[]): Promise<number | undefined> {
+  let any = false;
+  for (const deviceId of deviceIds) {
+    if (await tx.get("devices", key(userId, deviceId))) any = true;
+    await revokeDeviceTokens(tx, userId, deviceId);
+    tx.delete("devices", key(userId, deviceId));
+    tx.delete("device_keys", key(userId, deviceId));
+    tx.deleteRange("one_time_keys", { prefix: prefix(userId, deviceId) });
+    tx.deleteRange("fallback_keys", { prefix: prefix(userId, deviceId) });
+    tx.deleteRange("to_device", { prefix: prefix(userId, deviceId) });
+  }
+  if (!any) return undefined;
+  const streamPos = await nextStreamPos(tx);
+  tx.put("device_list_stream", pos(streamPos), { userId });
+  return streamPos;
+}
+
+/** The IDs of all of a user's devices. */
+export async function deviceIdsOf(tx: WriteTx, userId: string): Promise<string[]> {
+  const rows = await tx.range<DeviceRecord>("devices", { prefix: prefix(userId) });
+  return rows.map((r) => r.value.deviceId);
+}
+
+/** Deletes devices in one transaction and wakes `/sync` after the commit. */
+export async function deleteDevicesAndNotify(hs: Services, userId: string, deviceIds: readonly string[] | "all", keep?: string): Promise<void> {
+  const streamPos = await hs.store.write(async (tx) => {
+    const ids = deviceIds === "all" ? await deviceIdsOf(tx, userId) : deviceIds;
+    return deleteDevices(tx, userId, ids.filter((d) => d !== keep));
+  });
+  if (streamPos !== undefined) hs.notifier.notify(streamPos);
+}
+
+function formatDevice(d: DeviceRecord): Record<string, unknown> {
+  const out: Record<string, unknown> = { device_id: d.deviceId };
+  if (d.displayName !== undefined) out.display_name = d.displayName;
+  if (d.lastSeenIp !== undefined) out.last_seen_ip = d.lastSeenIp;
+  if (d.lastSeenTs !== undefined) out.last_seen_ts = d.lastSeenTs;
+  return out;
+}
+
+/** `GET /_matrix/client/v3/devices` */
+export async function getDevices(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const rows = await ctx.hs.store.read((tx) => tx.range<DeviceRecord>("devices", { prefix: prefix(userId) }));
+  return { devices: rows.map((r) => formatDevice(r.value)) };
+}
+
+/** `GET /_matrix/client/v3/devices/{deviceId}` */
+export async function getDevice(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const device = await ctx.hs.store.read((tx) => tx.get<DeviceRecord>("devices", key(userId, params.deviceId!)));
+  if (!device) throw notFound("Device not found");
+  return formatDevice(device);
+}
+
+/** `PUT /_matrix/client/v3/devices/{deviceId}` */
+export async function putDevice(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const body = await ctx.json();
+  if (body.display_name !== undefined && typeof body.display_name !== "string") throw badJson("display_name must be a string");
+  const displayName = body.display_name as string | undefined;
+  const streamPos = await ctx.hs.store.write(async (tx) => {
+    const k = key(userId, params.deviceId!);
+    const device = await tx.get<DeviceRecord>("devices", k);
+    // Regular clients may only update existing devices (creation is for application services).
+    if (!device) throw notFound("Device not found");
+    if (displayName === undefined || displayName === device.displayName) return undefined;
+    tx.put("devices", k, { ...device, displayName });
+    // Other users see display names in /keys/query, so a rename is a device-list change.
+    const p = await nextStreamPos(tx);
+    tx.put("device_list_stream", pos(p), { userId });
+    return p;
+  });
+  if (streamPos !== undefined) ctx.hs.notifier.notify(streamPos);
+  return {};
+}
+
+/** `DELETE /_matrix/client/v3/devices/{deviceId}` */
+export async function deleteDevice(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const body = await ctx.json({ allowEmpty: true });
+  // Deleting a device that does not exist succeeds (the spec lists no 404 here; Synapse agrees).
+  await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(ctx.hs, userId), userId });
+  await deleteDevicesAndNotify(ctx.hs, userId, [params.deviceId!]);
+  return {};
+}
+
+/** `POST /_matrix/client/v3/delete_devices` */
+export async function postDeleteDevices(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const body = await ctx.json();
+  const ids = body.devices;
+  if (!Array.isArray(ids)) throw new MatrixError(400, "M_MISSING_PARAM", "Missing devices");
+  if (!ids.every((d): d is string => typeof d === "string")) throw badJson("devices must be a list of strings");
+  await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(ctx.hs, userId), userId });
+  await deleteDevicesAndNotify(ctx.hs, userId, ids);
+  return {};
+}

@@ -1,0 +1,146 @@
+/** Login, login tokens and logout (client-server API "Login", "Client Authentication"). */
+import type { RequestContext, Services } from "../context.ts";
+import { MatrixError, badJson, forbidden } from "../errors.ts";
+import { verifyPassword } from "../auth/password.ts";
+import { readIdentifier, resolveUserId } from "../auth/identifiers.ts";
+import { LOGIN_FAILURES, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
+import { encodeBase64Url } from "../crypto/base64.ts";
+import { deleteDevicesAndNotify, startSession } from "./devices.ts";
+import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+
+/** How long a login token from `/login/get_token` stays valid (the spec recommends 2 minutes). */
+export const LOGIN_TOKEN_LIFETIME_MS = 120_000;
+
+/** A row of the `accounts` table (CONTRACTS.md). */
+export interface AccountRecord {
+  userId: string;
+  passwordHash?: string;
+  displayname?: string;
+  avatar_url?: string;
+  createdAt: number;
+  isGuest?: boolean;
+  deactivated?: boolean;
+  admin?: boolean;
+}
+
+/** A row of the `login_tokens` table. */
+interface LoginTokenRecord {
+  userId: string;
+  expiresAt: number;
+}
+
+/** `GET /_matrix/client/v3/login` */
+export async function getLogin(): Promise<Record<string, unknown>> {
+  return { flows: [{ type: "m.login.password" }, { type: "m.login.token", get_login_token: true }] };
+}
+
+/** The optional device fields of `/login` and `/register`. */
+export function readDeviceFields(body: Record<string, unknown>): { deviceId?: string; initialDisplayName?: string } {
+  if (body.device_id !== undefined && (typeof body.device_id !== "string" || body.device_id === "")) throw badJson("device_id must be a non-empty string");
+  if (body.initial_device_display_name !== undefined && typeof body.initial_device_display_name !== "string") {
+    throw badJson("initial_device_display_name must be a string");
+  }
+  return { deviceId: body.device_id as string | undefined, initialDisplayName: body.initial_device_display_name as string | undefined };
+}
+
+/** The `well_known` a login response may carry, when the deployment configured its public URL. */
+export function wellKnown(hs: Services): Record<string, unknown> {
+  return hs.config.publicBaseUrl ? { well_known: { "m.homeserver": { base_url: hs.config.publicBaseUrl } } } : {};
+}
+
+/** `POST /_matrix/client/v3/login` */
+export async function postLogin(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const hs = ctx.hs;
+  checkLimit(ctx, LOGIN_FAILURES);
+  const body = await ctx.json();
+  if (typeof body.type !== "string") throw badJson("Missing login type");
+  const device = readDeviceFields(body);
+  const failed = (err: MatrixError): MatrixError => {
+    recordHit(ctx, LOGIN_FAILURES);
+    return err;
+  };
+
+  let userId: string;
+  switch (body.type) {
+    case "m.login.password": {
+      const identifier = readIdentifier(body);
+      if (typeof body.password !== "string") throw badJson("Missing password");
+      // "In the case that the homeserver does not know about the supplied 3PID, the homeserver
+      // must respond with 403 Forbidden." No 3PID is ever bound here.
+      if (identifier.type !== "m.id.user") throw failed(forbidden("Unknown third-party identifier"));
+      const resolved = resolveUserId(identifier.user, hs.serverName);
+      const account = resolved ? await hs.store.read((tx) => tx.get<AccountRecord>("accounts", resolved)) : undefined;
+      if (!resolved || !account?.passwordHash || !(await verifyPassword(body.password, account.passwordHash))) {
+        throw failed(forbidden("Invalid username or password"));
+      }
+      if (account.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
+      userId = resolved;
+      break;
+    }
+    case "m.login.token": {
+      if (typeof body.token !== "string") throw badJson("Missing token");
+      const token = body.token;
+      // Single use: the token is deleted in the same transaction that reads it.
+      const record = await hs.store.write(async (tx) => {
+        const r = await tx.get<LoginTokenRecord>("login_tokens", token);
+        if (r) tx.delete("login_tokens", token);
+        return r;
+      });
+      if (!record || record.expiresAt <= hs.clock()) throw failed(forbidden("Invalid or expired login token"));
+      userId = record.userId;
+      break;
+    }
+    default:
+      throw new MatrixError(400, "M_UNKNOWN", "Unknown login type");
+  }
+
+  const result = await hs.store.write(async (tx) => {
+    const account = await tx.get<AccountRecord>("accounts", userId);
+    if (!account || account.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
+    return startSession(tx, hs, { userId, ...device, ip: clientAddress(ctx) });
+  });
+  if (result.streamPos !== undefined) hs.notifier.notify(result.streamPos);
+  return { user_id: userId, access_token: result.accessToken, device_id: result.deviceId, home_server: hs.serverName, ...wellKnown(hs) };
+}
+
+/** `POST /_matrix/client/v1/login/get_token` */
+export async function postLoginGetToken(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const hs = ctx.hs;
+  const { userId, isGuest } = await ctx.requireAuth();
+  if (isGuest) throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot create login tokens");
+  const body = await ctx.json({ allowEmpty: true });
+  await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(hs, userId), userId });
+  const token = `hyl_${encodeBase64Url(hs.random(32))}`;
+  const expiresAt = hs.clock() + LOGIN_TOKEN_LIFETIME_MS;
+  await hs.store.write(async (tx) => {
+    // Expired tokens are removed opportunistically so the table does not grow.
+    const now = hs.clock();
+    for (const row of await tx.range<LoginTokenRecord>("login_tokens")) if (row.value.expiresAt <= now) tx.delete("login_tokens", row.key);
+    tx.put("login_tokens", token, { userId, expiresAt } satisfies LoginTokenRecord);
+  });
+  return { login_token: token, expires_in_ms: LOGIN_TOKEN_LIFETIME_MS };
+}
+
+/** Mints a single-use login token for a user without UIA (for a runner that just created the account). */
+export async function mintLoginToken(hs: Services, userId: string): Promise<string> {
+  const token = `hyl_${encodeBase64Url(hs.random(32))}`;
+  await hs.store.write(async (tx) => {
+    tx.put("login_tokens", token, { userId, expiresAt: hs.clock() + LOGIN_TOKEN_LIFETIME_MS } satisfies LoginTokenRecord);
+  });
+  return token;
+}
+
+/** `POST /_matrix/client/v3/logout` */
+export async function postLogout(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const { userId, deviceId } = await ctx.requireAuth();
+  // "The device associated with the access token is also deleted."
+  await deleteDevicesAndNotify(ctx.hs, userId, [deviceId]);
+  return {};
+}
+
+/** `POST /_matrix/client/v3/logout/all` */
+export async function postLogoutAll(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  await deleteDevicesAndNotify(ctx.hs, userId, "all");
+  return {};
+}

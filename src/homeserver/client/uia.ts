@@ -1,0 +1,165 @@
+/**
+ * User-Interactive Authentication (client-server API "User-Interactive Authentication API").
+ * Sessions live in memory per homeserver: a UIA exchange takes seconds, and a restart simply
+ * makes the client start a new one.
+ */
+import { MatrixError, badJson } from "../errors.ts";
+import type { RequestContext, Services } from "../context.ts";
+import { encodeBase64Url } from "../crypto/base64.ts";
+import { verifyPassword } from "../auth/password.ts";
+import { UIA_FAILURES, checkLimit, recordHit } from "../auth/rateLimit.ts";
+import { userIdFromIdentifier } from "../auth/identifiers.ts";
+
+/** What an endpoint accepts: each flow is a list of stages completed in order. */
+export interface UiaOptions {
+  flows: string[][];
+  params?: Record<string, unknown>;
+  /** The authenticated user whose identity stages must prove; undefined for registration. */
+  userId?: string;
+}
+
+interface UiaSession {
+  id: string;
+  /** The operation the session was started for ("POST /register"); it may not change. */
+  action: string;
+  userId: string | undefined;
+  completed: string[];
+  createdAt: number;
+}
+
+/** A session is forgotten this long after it was started. */
+const SESSION_LIFETIME_MS = 30 * 60_000;
+
+const sessions = new WeakMap<Services, Map<string, UiaSession>>();
+
+function sessionsOf(hs: Services): Map<string, UiaSession> {
+  let m = sessions.get(hs);
+  if (!m) sessions.set(hs, (m = new Map()));
+  const cutoff = hs.clock() - SESSION_LIFETIME_MS;
+  for (const [id, s] of m) if (s.createdAt < cutoff) m.delete(id);
+  return m;
+}
+
+/** The 401 body of the UIA API: flows, params, session, completed, and an error if a stage failed. */
+export class UiaRequired extends MatrixError {
+  constructor(
+    readonly body: { flows: { stages: string[] }[]; params: Record<string, unknown>; session: string; completed: string[] },
+    failure?: { errcode: string; error: string },
+  ) {
+    super(401, failure?.errcode ?? "M_UNAUTHORIZED", failure?.error ?? "User-interactive authentication required", failure ?? {});
+    this.failed = failure !== undefined;
+  }
+  private readonly failed: boolean;
+
+  override toJSON(): Record<string, unknown> {
+    const out: Record<string, unknown> = { ...this.body };
+    if (this.body.completed.length === 0) delete out.completed;
+    // The first 401 carries no errcode; a failed stage adds the standard errcode/error fields.
+    if (this.failed) Object.assign(out, { errcode: this.errcode, error: this.message });
+    return out;
+  }
+}
+
+/** `POST /_matrix/client/v3/register` → `POST /register`: the same operation under r0, v3 and v1. */
+function actionOf(ctx: RequestContext): string {
+  return `${ctx.request.method} ${ctx.url.pathname.replace(/^\/_matrix\/client\/(?:r0|v3|v1)/, "")}`;
+}
+
+/**
+ * Runs the UIA exchange for one request. Returns when a flow is complete; throws the 401 (with
+ * session, flows, completed) while stages remain, or when a stage failed.
+ */
+export async function requireUserInteractiveAuth(ctx: RequestContext, body: Record<string, unknown>, options: UiaOptions): Promise<void> {
+  const hs = ctx.hs;
+  const all = sessionsOf(hs);
+  const action = actionOf(ctx);
+  const auth = body.auth;
+  if (auth !== undefined && (auth === null || typeof auth !== "object" || Array.isArray(auth))) throw badJson("auth must be an object");
+
+  const respond = (session: UiaSession, failure?: { errcode: string; error: string }): UiaRequired =>
+    new UiaRequired(
+      { flows: options.flows.map((stages) => ({ stages })), params: options.params ?? {}, session: session.id, completed: [...session.completed] },
+      failure,
+    );
+  const newSession = (): UiaSession => {
+    const s: UiaSession = { id: encodeBase64Url(hs.random(18)), action, userId: options.userId, completed: [], createdAt: hs.clock() };
+    all.set(s.id, s);
+    return s;
+  };
+
+  if (auth === undefined) throw respond(newSession());
+  const a = auth as Record<string, unknown>;
+  if (a.session !== undefined && typeof a.session !== "string") throw badJson("auth.session must be a string");
+  let session: UiaSession;
+  if (typeof a.session === "string") {
+    const found = all.get(a.session);
+    if (!found) throw new MatrixError(400, "M_UNKNOWN", "Unknown or expired UIA session");
+    // The session is bound to the operation (and user) it was created for.
+    if (found.action !== action || found.userId !== options.userId) {
+      throw new MatrixError(403, "M_FORBIDDEN", "Requested operation has changed during the UI authentication session");
+    }
+    session = found;
+  } else {
+    // A client may skip the initial probe and send a stage straight away.
+    session = newSession();
+  }
+
+  if (a.type !== undefined) {
+    if (typeof a.type !== "string") throw badJson("auth.type must be a string");
+    const stage = a.type;
+    const expected = options.flows.some(
+      (flow) => session.completed.every((done, i) => flow[i] === done) && flow[session.completed.length] === stage,
+    );
+    const alreadyDone = session.completed.includes(stage);
+    if (!expected && !alreadyDone) {
+      throw respond(session, { errcode: "M_FORBIDDEN", error: `Authentication stage ${stage} is not expected here` });
+    }
+    if (!alreadyDone) {
+      await attemptStage(ctx, stage, a, options, (error) => respond(session, { errcode: "M_FORBIDDEN", error }));
+      session.completed.push(stage);
+    }
+  }
+
+  const done = options.flows.some((flow) => flow.length === session.completed.length && flow.every((s, i) => session.completed[i] === s));
+  if (!done) throw respond(session);
+  all.delete(session.id);
+}
+
+async function attemptStage(
+  ctx: RequestContext,
+  stage: string,
+  auth: Record<string, unknown>,
+  options: UiaOptions,
+  fail: (error: string) => MatrixError,
+): Promise<void> {
+  switch (stage) {
+    case "m.login.dummy":
+      return;
+    case "m.login.password": {
+      checkLimit(ctx, UIA_FAILURES);
+      if (typeof auth.password !== "string") throw fail("Missing password");
+      const userId = userIdFromIdentifier(auth, ctx.hs.serverName);
+      if (userId === undefined || userId !== options.userId) {
+        recordHit(ctx, UIA_FAILURES);
+        throw fail("Invalid username or password");
+      }
+      const account = await ctx.hs.store.read((tx) => tx.get<{ passwordHash?: string }>("accounts", userId));
+      if (!account?.passwordHash || !(await verifyPassword(auth.password, account.passwordHash))) {
+        recordHit(ctx, UIA_FAILURES);
+        throw fail("Invalid username or password");
+      }
+      return;
+    }
+    default:
+      throw fail(`Unsupported authentication stage ${stage}`);
+  }
+}
+
+/**
+ * The flows that re-prove a logged-in user's identity: their password. An account created without
+ * a password has no secret to re-prove, so its valid access token is all there is (dummy stage).
+ */
+export async function identityFlows(hs: Services, userId: string): Promise<string[][]> {
+  const account = await hs.store.read((tx) => tx.get<{ passwordHash?: string }>("accounts", userId));
+  return account?.passwordHash ? [["m.login.password"]] : [["m.login.dummy"]];
+}
