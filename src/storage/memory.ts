@@ -34,10 +34,10 @@ export function createMemoryStore(): Store {
       if (r.reverse) sorted.reverse();
       const out: Row<StoredValue>[] = [];
       for (const k of sorted) {
+        if (r.limit !== undefined && out.length >= r.limit) break;
         const v = ov?.has(k) ? ov.get(k) : base.get(k);
         if (v === DELETED) continue;
         out.push({ key: k, value: structuredClone(v) });
-        if (r.limit !== undefined && out.length >= r.limit) break;
       }
       return out;
     };
