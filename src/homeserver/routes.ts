@@ -3,8 +3,10 @@
  * adds its entries in its own section below. What is not here answers `404 M_UNRECOGNIZED`.
  */
 import type { HsRoute } from "./routeHelpers.ts";
-import { at } from "./routeHelpers.ts";
+import { at, client } from "./routeHelpers.ts";
 import { getVersions, getWellKnownClient } from "./client/versions.ts";
+import * as keys from "./client/keys.ts";
+import * as toDevice from "./client/toDevice.ts";
 
 export const ROUTES: HsRoute[] = [
   // --- discovery ---
@@ -26,6 +28,13 @@ export const ROUTES: HsRoute[] = [
   // --- directory, aliases, user directory (client/directory.ts) ---
 
   // --- end-to-end encryption (client/keys.ts, client/toDevice.ts, client/backup.ts) ---
+  ...client("POST", "/keys/upload", keys.postKeysUpload),
+  ...client("POST", "/keys/query", keys.postKeysQuery),
+  ...client("POST", "/keys/claim", keys.postKeysClaim),
+  ...client("GET", "/keys/changes", keys.getKeysChanges),
+  ...client("POST", "/keys/device_signing/upload", keys.postDeviceSigningUpload),
+  ...client("POST", "/keys/signatures/upload", keys.postSignaturesUpload),
+  ...client("PUT", "/sendToDevice/{eventType}/{txnId}", toDevice.putSendToDevice),
 
   // --- media (media/*.ts) ---
 ];

@@ -1,0 +1,65 @@
+import { describe, it, expect } from "vitest";
+import { fixture, SERVER } from "./e2eeFixture.ts";
+import { e2eeSyncSection, ackToDevice } from "../../../src/homeserver/client/keys.ts";
+import { currentStreamPos } from "../../../src/homeserver/context.ts";
+
+const ALICE = `@alice:${SERVER}`;
+const BOB = `@bob:${SERVER}`;
+
+describe("to-device delivery through the sync section", () => {
+  it("delivers once, removes after the ack, fans out to *, and ignores a repeated transaction", async () => {
+    const f = await fixture();
+    const alice = await f.device("alice", "ADEV");
+    await f.device("bob", "B1");
+    await f.device("bob", "B2");
+    const send = (txn: string, messages: unknown) => f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/${txn}`, alice, { messages });
+    expect((await send("t1", { [BOB]: { B1: { n: 1 } } })).status).toBe(200);
+    expect((await send("t2", { [BOB]: { "*": { n: 2 } } })).json).toEqual({});
+    // The same transaction again is a no-op that still answers {}.
+    const dup = await send("t2", { [BOB]: { "*": { n: 2 } } });
+    expect(dup.status).toBe(200);
+    expect(dup.json).toEqual({});
+
+    const upTo = await currentStreamPos(f.hs.services.store);
+    const b1 = await f.hs.services.store.read((tx) => e2eeSyncSection(tx, BOB, "B1", 0, upTo));
+    expect(b1.to_device.events).toEqual([
+      { sender: ALICE, type: "m.test", content: { n: 1 } },
+      { sender: ALICE, type: "m.test", content: { n: 2 } },
+    ]);
+    const b2 = await f.hs.services.store.read((tx) => e2eeSyncSection(tx, BOB, "B2", 0, upTo));
+    expect(b2.to_device.events).toEqual([{ sender: ALICE, type: "m.test", content: { n: 2 } }]);
+
+    // The next sync presents upTo: the messages are gone.
+    await ackToDevice(f.hs.services, BOB, "B1", upTo);
+    const after = await f.hs.services.store.read((tx) => e2eeSyncSection(tx, BOB, "B1", upTo, upTo));
+    expect(after.to_device.events).toEqual([]);
+  });
+
+  it("does not lose messages beyond the per-response limit", async () => {
+    const f = await fixture();
+    const alice = await f.device("alice", "ADEV");
+    await f.device("bob", "B1");
+    for (let i = 0; i < 150; i++) {
+      await f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/t${i}`, alice, { messages: { [BOB]: { B1: { i } } } });
+    }
+    const p1 = await currentStreamPos(f.hs.services.store);
+    const first = await f.hs.services.store.read((tx) => e2eeSyncSection(tx, BOB, "B1", 0, p1));
+    expect(first.to_device.events).toHaveLength(100);
+    expect((first.to_device.events[99] as { content: { i: number } }).content.i).toBe(99);
+    // Sync reading before acking must not hand out the delivered batch again.
+    const beforeAck = await f.hs.services.store.read((tx) => e2eeSyncSection(tx, BOB, "B1", p1, p1));
+    expect((beforeAck.to_device.events[0] as { content: { i: number } }).content.i).toBe(100);
+    await ackToDevice(f.hs.services, BOB, "B1", p1);
+    await ackToDevice(f.hs.services, BOB, "B1", p1); // a retried request acks nothing more
+    const second = await f.hs.services.store.read((tx) => e2eeSyncSection(tx, BOB, "B1", p1, p1));
+    expect(second.to_device.events.map((e) => (e as { content: { i: number } }).content.i)).toEqual(Array.from({ length: 50 }, (_, k) => 100 + k));
+  });
+
+  it("rejects a malformed body", async () => {
+    const f = await fixture();
+    const alice = await f.device("alice", "ADEV");
+    const r = await f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/x`, alice, { messages: { [BOB]: { B1: "nope" } } });
+    expect(r.status).toBe(400);
+    expect(r.json.errcode).toBe("M_BAD_JSON");
+  });
+});
