@@ -1,0 +1,177 @@
+/** Client-Server "Room membership": joining, inviting, leaving, forgetting, kicking, banning, knocking, member lists. */
+import type { RequestContext } from "../context.ts";
+import { MatrixError, badJson, missingParam } from "../errors.ts";
+import { key } from "../../storage/store.ts";
+import { changeMembership, joinRoom, joinedRooms, resolveRoom } from "../roomserver/membership.ts";
+import { isUserId } from "../roomserver/ids.ts";
+import { readableUpTo, requireJoined } from "../roomserver/access.ts";
+import { currentState, getEvent, latestEventAt, membershipIn, membershipRecord, requireRoom, stateAfter } from "../roomserver/state.ts";
+import type { MembershipRecord } from "../roomserver/state.ts";
+import { EventServer } from "../roomserver/serve.ts";
+import { parseToken } from "../roomserver/tokens.ts";
+import type { StoredEvent } from "../events/types.ts";
+
+/** The optional `reason` of a membership request body. */
+function reasonOf(body: Record<string, unknown>): string | undefined {
+  if (body.reason === undefined) return undefined;
+  if (typeof body.reason !== "string") throw badJson("reason must be a string");
+  return body.reason;
+}
+
+/** The required `user_id` of a membership request body. */
+function targetOf(body: Record<string, unknown>): string {
+  if (body.user_id === undefined) throw missingParam("user_id is required");
+  if (typeof body.user_id !== "string") throw badJson("user_id must be a string");
+  if (!isUserId(body.user_id)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid user ID");
+  return body.user_id;
+}
+
+/** `POST /_matrix/client/v3/join/{roomIdOrAlias}` */
+export async function postJoin(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json({ allowEmpty: true });
+  const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
+  await joinRoom(ctx.hs, me.userId, roomId, { reason: reasonOf(body), isGuest: me.isGuest });
+  return { room_id: roomId };
+}
+
+/** `POST /_matrix/client/v3/rooms/{roomId}/join` */
+export async function postRoomJoin(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json({ allowEmpty: true });
+  await joinRoom(ctx.hs, me.userId, p.roomId!, { reason: reasonOf(body), isGuest: me.isGuest });
+  return { room_id: p.roomId };
+}
+
+/** `POST /_matrix/client/v3/knock/{roomIdOrAlias}` */
+export async function postKnock(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json({ allowEmpty: true });
+  const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
+  await changeMembership(ctx.hs, me.userId, roomId, me.userId, "knock", { reason: reasonOf(body) });
+  return { room_id: roomId };
+}
+
+/** `POST /_matrix/client/v3/rooms/{roomId}/invite` */
+export async function postInvite(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json();
+  if (body.id_server !== undefined || body.medium !== undefined) {
+    throw new MatrixError(400, "M_UNRECOGNIZED", "Third-party invites are not supported by this server");
+  }
+  await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "invite", { reason: reasonOf(body) });
+  return {};
+}
+
+/** `POST /_matrix/client/v3/rooms/{roomId}/leave` */
+export async function postLeave(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json({ allowEmpty: true });
+  await changeMembership(ctx.hs, me.userId, p.roomId!, me.userId, "leave", { reason: reasonOf(body) });
+  return {};
+}
+
+/** `POST /_matrix/client/v3/rooms/{roomId}/kick` */
+export async function postKick(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json();
+  await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "kick", { reason: reasonOf(body) });
+  return {};
+}
+
+/** `POST /_matrix/client/v3/rooms/{roomId}/ban` */
+export async function postBan(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json();
+  await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "ban", { reason: reasonOf(body) });
+  return {};
+}
+
+/** `POST /_matrix/client/v3/rooms/{roomId}/unban` */
+export async function postUnban(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json();
+  await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "unban", { reason: reasonOf(body) });
+  return {};
+}
+
+/** `POST /_matrix/client/v3/rooms/{roomId}/forget` */
+export async function postForget(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  await ctx.hs.store.write(async (tx) => {
+    const rec = await membershipRecord(tx, p.roomId!, me.userId);
+    if (!rec) {
+      await requireRoom(tx, p.roomId!);
+      return;
+    }
+    // leaving.yaml: 400 "The user has not left the room".
+    if (rec.membership === "join" || rec.membership === "invite" || rec.membership === "knock") {
+      throw new MatrixError(400, "M_UNKNOWN", `User ${me.userId} is in room ${p.roomId}`);
+    }
+    // key = userId|roomId; /sync leaves forgotten rooms out.
+    tx.put("memberships", key(me.userId, p.roomId!), { ...rec, forgotten: true } satisfies MembershipRecord);
+  });
+  return {};
+}
+
+/** `GET /_matrix/client/v3/joined_rooms` */
+export async function getJoinedRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  return { joined_rooms: await ctx.hs.store.read((tx) => joinedRooms(tx, me.userId)) };
+}
+
+const MEMBERSHIPS = new Set(["join", "invite", "knock", "leave", "ban"]);
+
+/** `GET /_matrix/client/v3/rooms/{roomId}/members` */
+export async function getMembers(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const at = ctx.query("at");
+  const only = ctx.query("membership");
+  const not = ctx.query("not_membership");
+  for (const v of [only, not]) if (v !== undefined && !MEMBERSHIPS.has(v)) throw new MatrixError(400, "M_INVALID_PARAM", `Unknown membership ${v}`);
+  const atPos = at !== undefined ? parseToken(at, "at") : undefined;
+  return ctx.hs.store.read(async (tx) => {
+    const roomId = p.roomId!;
+    const { upTo } = await readableUpTo(tx, roomId, me.userId);
+    const limit = Math.min(upTo, atPos ?? Infinity);
+    let members: StoredEvent[];
+    if (limit === Infinity) {
+      members = [...(await currentState(tx, roomId)).values()].filter((e) => e.pdu.type === "m.room.member");
+    } else {
+      // The state at that point: after the newest room event at or before it.
+      const last = await latestEventAt(tx, roomId, limit);
+      const state = last ? await stateAfter(tx, last.eventId) : new Map<string, string>();
+      members = [];
+      for (const [sk, id] of state) {
+        if (!sk.startsWith("m.room.member\u001f")) continue;
+        const e = await getEvent(tx, id);
+        if (e) members.push(e);
+      }
+    }
+    members = members.filter((e) => {
+      const m = membershipIn(e) ?? "leave";
+      return (only === undefined || m === only) && (not === undefined || m !== not);
+    });
+    return { chunk: await new EventServer(tx, me, ctx.hs.clock()).serveAll(members, { bundle: false }) };
+  });
+}
+
+/** `GET /_matrix/client/v3/rooms/{roomId}/joined_members` */
+export async function getJoinedMembers(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  return ctx.hs.store.read(async (tx) => {
+    await requireJoined(tx, p.roomId!, me.userId);
+    const joined: Record<string, Record<string, unknown>> = {};
+    for (const e of (await currentState(tx, p.roomId!)).values()) {
+      if (e.pdu.type !== "m.room.member" || membershipIn(e) !== "join" || e.pdu.state_key === undefined) continue;
+      const c = e.pdu.content;
+      joined[e.pdu.state_key] = {
+        ...(typeof c.displayname === "string" ? { display_name: c.displayname } : {}),
+        ...(typeof c.avatar_url === "string" ? { avatar_url: c.avatar_url } : {}),
+      };
+    }
+    return { joined };
+  });
+}
+
+

@@ -1,0 +1,129 @@
+/**
+ * Client-Server "Rooms" and "Events": creating rooms, sending events and state, redactions, and
+ * reading state and single events.
+ */
+import type { RequestContext } from "../context.ts";
+import { MatrixError, badJson, guestAccessForbidden, notFound } from "../errors.ts";
+import { canonicalJson } from "../crypto/canonicalJson.ts";
+import { createRoom, sendEvent } from "../roomserver/index.ts";
+import { EventServer } from "../roomserver/serve.ts";
+import { readableState } from "../roomserver/access.ts";
+import { canSeeEvent } from "../roomserver/visibility.ts";
+import { currentStateEvent, getEvent, requireRoom } from "../roomserver/state.ts";
+import { isRoomAlias } from "../roomserver/ids.ts";
+import { stateKeyOf } from "../events/types.ts";
+
+/** 400 M_BAD_ALIAS: an alias in `m.room.canonical_alias` that does not point at the room. */
+export const badAlias = (msg: string): MatrixError => new MatrixError(400, "M_BAD_ALIAS", msg);
+
+/** `POST /_matrix/client/v3/createRoom` */
+export async function postCreateRoom(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  // Guest access: createRoom is not among the endpoints guests may use.
+  if (me.isGuest) throw guestAccessForbidden();
+  const body = await ctx.json({ allowEmpty: true });
+  const { roomId } = await createRoom(ctx.hs, me.userId, body);
+  return { room_id: roomId };
+}
+
+/** `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}` */
+export async function putSend(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const content = await ctx.json();
+  const redacts = p.eventType === "m.room.redaction" && typeof content.redacts === "string" ? content.redacts : undefined;
+  const { eventId } = await sendEvent(ctx.hs, {
+    roomId: p.roomId!, sender: me.userId, type: p.eventType!, content,
+    ...(redacts ? { redacts } : {}),
+    txn: { deviceId: me.deviceId, txnId: p.txnId! },
+  });
+  return { event_id: eventId };
+}
+
+/** `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}` */
+export async function putState(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const content = await ctx.json({ allowEmpty: false });
+  const roomId = p.roomId!;
+  const type = p.eventType!;
+  const stateKey = p.stateKey ?? "";
+  if (type === "m.room.canonical_alias") await checkCanonicalAlias(ctx, roomId, content);
+  // An identical state event from the same sender changes nothing: answer with the existing one
+  // instead of adding a no-op event to the DAG.
+  const existing = await ctx.hs.store.read(async (tx) => {
+    await requireRoom(tx, roomId);
+    return currentStateEvent(tx, roomId, type, stateKey);
+  });
+  if (existing && existing.pdu.sender === me.userId && canonicalJson(existing.pdu.content) === canonicalJson(content)) {
+    return { event_id: existing.eventId };
+  }
+  const { eventId } = await sendEvent(ctx.hs, { roomId, sender: me.userId, type, stateKey, content });
+  return { event_id: eventId };
+}
+
+/** `m.room.canonical_alias`: every alias must exist and point at this room (400 M_BAD_ALIAS). */
+async function checkCanonicalAlias(ctx: RequestContext, roomId: string, content: Record<string, unknown>): Promise<void> {
+  const aliases: unknown[] = [];
+  if (content.alias !== undefined) aliases.push(content.alias);
+  if (content.alt_aliases !== undefined) {
+    if (!Array.isArray(content.alt_aliases)) throw badJson("alt_aliases must be a list");
+    aliases.push(...(content.alt_aliases as unknown[]));
+  }
+  for (const a of aliases) {
+    if (typeof a !== "string" || !isRoomAlias(a)) throw new MatrixError(400, "M_INVALID_PARAM", `Invalid alias ${String(a)}`);
+    const row = await ctx.hs.store.read((tx) => tx.get<{ roomId: string }>("aliases", a));
+    if (row?.roomId !== roomId) throw badAlias(`${a} does not point to this room`);
+  }
+}
+
+/** `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}` */
+export async function getStateEvent(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const format = ctx.query("format") ?? "content";
+  if (format !== "content" && format !== "event") throw new MatrixError(400, "M_INVALID_PARAM", "format must be content or event");
+  return ctx.hs.store.read(async (tx) => {
+    const state = await readableState(tx, p.roomId!, me.userId);
+    const e = state.get(stateKeyOf(p.eventType!, p.stateKey ?? ""));
+    if (!e) throw notFound("Event not found");
+    const served = await new EventServer(tx, me, ctx.hs.clock()).serve(e, { bundle: false });
+    return format === "event" ? { ...served } : served.content;
+  });
+}
+
+/** `GET /_matrix/client/v3/rooms/{roomId}/state` */
+export async function getState(ctx: RequestContext, p: Record<string, string>): Promise<unknown[]> {
+  const me = await ctx.requireAuth();
+  return ctx.hs.store.read(async (tx) => {
+    const state = await readableState(tx, p.roomId!, me.userId);
+    return new EventServer(tx, me, ctx.hs.clock()).serveAll([...state.values()], { bundle: false });
+  });
+}
+
+/** `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}` */
+export async function putRedact(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json({ allowEmpty: true });
+  const content: Record<string, unknown> = {};
+  if (body.reason !== undefined) {
+    if (typeof body.reason !== "string") throw badJson("reason must be a string");
+    content.reason = body.reason;
+  }
+  const { eventId } = await sendEvent(ctx.hs, {
+    roomId: p.roomId!, sender: me.userId, type: "m.room.redaction", content, redacts: p.eventId!,
+    txn: { deviceId: me.deviceId, txnId: p.txnId! },
+  });
+  return { event_id: eventId };
+}
+
+/** `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}` */
+export async function getRoomEvent(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  return ctx.hs.store.read(async (tx) => {
+    await requireRoom(tx, p.roomId!);
+    const e = await getEvent(tx, p.eventId!);
+    // 404 both for unknown events and for events the user may not see (rooms.yaml getOneRoomEvent).
+    if (!e || e.roomId !== p.roomId || e.outlier || e.rejected || !(await canSeeEvent(tx, me.userId, e))) {
+      throw notFound("Event not found");
+    }
+    return { ...(await new EventServer(tx, me, ctx.hs.clock()).serve(e)) };
+  });
+}

@@ -1,0 +1,130 @@
+/**
+ * Serving stored events to a client: the client format (events/format.ts), `redacted_because`, and
+ * the bundled aggregations of `unsigned.m.relations` (modules "Event replacements", "Threading",
+ * "Reference relations"; annotations are not bundled).
+ */
+import type { ReadTx } from "../../storage/store.ts";
+import { prefix, SEP } from "../../storage/store.ts";
+import type { ClientEvent, StoredEvent } from "../events/types.ts";
+import { toClientEvent } from "../events/format.ts";
+import type { RoomVersionRules } from "../rooms/versions.ts";
+import { getEvent, getRoom, rulesOf } from "./state.ts";
+import { canSeeEvent } from "./visibility.ts";
+
+/** Who is looking, for `transaction_id` echo, thread participation and visibility of related events. */
+export interface Viewer {
+  userId: string;
+  deviceId?: string;
+}
+
+/** The `relations` value. key = relatesToEventId|relType|eventId. */
+export interface RelationRow {
+  type: string;
+  sender: string;
+  streamPos: number;
+  key?: string;
+}
+
+/** Formats events for one viewer, with caches shared across a response. */
+export class EventServer {
+  private readonly versions = new Map<string, RoomVersionRules | undefined>();
+
+  constructor(
+    private readonly tx: ReadTx,
+    private readonly viewer: Viewer,
+    private readonly now: number,
+  ) {}
+
+  /** The room version rules of `roomId` (cached). */
+  async rules(roomId: string): Promise<RoomVersionRules | undefined> {
+    if (!this.versions.has(roomId)) {
+      const room = await getRoom(this.tx, roomId);
+      this.versions.set(roomId, room ? rulesOf(room) : undefined);
+    }
+    return this.versions.get(roomId);
+  }
+
+  /** One event in the client format, with bundled aggregations unless `bundle` is false. */
+  async serve(e: StoredEvent, opts: { bundle?: boolean; omitRoomId?: boolean } = {}): Promise<ClientEvent> {
+    const version = await this.rules(e.roomId);
+    const redactionEvent = e.redactedBy ? await getEvent(this.tx, e.redactedBy) : undefined;
+    const out = toClientEvent(e, {
+      ...(version ? { version } : {}),
+      now: this.now,
+      ...(this.viewer.deviceId ? { forDevice: { userId: this.viewer.userId, deviceId: this.viewer.deviceId } } : {}),
+      ...(redactionEvent ? { redactionEvent } : {}),
+      ...(opts.omitRoomId ? { omitRoomId: true } : {}),
+    });
+    if (opts.bundle !== false && !e.redactedBy) {
+      const relations = await this.aggregations(e);
+      if (relations) out.unsigned = { ...(out.unsigned ?? {}), "m.relations": relations };
+    }
+    return out;
+  }
+
+  /** Several events, in order. */
+  async serveAll(events: StoredEvent[], opts: { bundle?: boolean; omitRoomId?: boolean } = {}): Promise<ClientEvent[]> {
+    const out: ClientEvent[] = [];
+    for (const e of events) out.push(await this.serve(e, opts));
+    return out;
+  }
+
+  /** `unsigned.m.relations` of an event, or undefined when nothing relates to it. */
+  async aggregations(e: StoredEvent): Promise<Record<string, unknown> | undefined> {
+    const rows = await this.tx.range<RelationRow>("relations", { prefix: prefix(e.eventId) });
+    if (rows.length === 0) return undefined;
+    const out: Record<string, unknown> = {};
+    const byType = new Map<string, { eventId: string; row: RelationRow }[]>();
+    for (const r of rows) {
+      const { relType, eventId } = parseRelationKey(r.key);
+      let list = byType.get(relType);
+      if (!list) byType.set(relType, (list = []));
+      list.push({ eventId, row: r.value });
+    }
+
+    // m.replace: the most recent valid edit, in full ("Event replacements", server behaviour).
+    const edits = byType.get("m.replace") ?? [];
+    let latestEdit: StoredEvent | undefined;
+    for (const { eventId } of edits) {
+      const edit = await getEvent(this.tx, eventId);
+      if (!edit || edit.redactedBy || edit.rejected) continue;
+      if (edit.pdu.sender !== e.pdu.sender || edit.pdu.type !== e.pdu.type || e.pdu.state_key !== undefined || edit.pdu.state_key !== undefined) continue;
+      if (!(await canSeeEvent(this.tx, this.viewer.userId, edit))) continue;
+      if (!latestEdit || newer(edit, latestEdit)) latestEdit = edit;
+    }
+    if (latestEdit) out["m.replace"] = await this.serve(latestEdit, { bundle: false });
+
+    // m.thread: count, latest event, whether the viewer took part ("Threading", server behaviour).
+    const thread: StoredEvent[] = [];
+    for (const { eventId } of byType.get("m.thread") ?? []) {
+      const t = await getEvent(this.tx, eventId);
+      if (t && !t.redactedBy && (await canSeeEvent(this.tx, this.viewer.userId, t))) thread.push(t);
+    }
+    if (thread.length > 0) {
+      thread.sort((a, b) => (a.streamPos ?? 0) - (b.streamPos ?? 0));
+      out["m.thread"] = {
+        latest_event: await this.serve(thread[thread.length - 1]!),
+        count: thread.length,
+        current_user_participated: e.pdu.sender === this.viewer.userId || thread.some((t) => t.pdu.sender === this.viewer.userId),
+      };
+    }
+
+    // m.reference: the IDs of referencing events.
+    const refs = (byType.get("m.reference") ?? []).sort((a, b) => a.row.streamPos - b.row.streamPos);
+    if (refs.length > 0) out["m.reference"] = { chunk: refs.map((r) => ({ event_id: r.eventId })) };
+
+    return Object.keys(out).length > 0 ? out : undefined;
+  }
+}
+
+/** Edit order: later `origin_server_ts`, ties broken by the lexicographically larger event ID. */
+function newer(a: StoredEvent, b: StoredEvent): boolean {
+  if (a.pdu.origin_server_ts !== b.pdu.origin_server_ts) return a.pdu.origin_server_ts > b.pdu.origin_server_ts;
+  return a.eventId > b.eventId;
+}
+
+/** Splits a `relations` key (relatesTo|relType|eventId). */
+export function parseRelationKey(k: string): { relatesTo: string; relType: string; eventId: string } {
+  const parts = k.split(SEP);
+  return { relatesTo: parts[0]!, relType: parts[1]!, eventId: parts[2]! };
+}

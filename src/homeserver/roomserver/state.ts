@@ -1,0 +1,159 @@
+/**
+ * Reading room state from storage: the current state (`room_state`), the state after any event
+ * (`state_snapshots`), memberships and room records. Every read takes a transaction so callers can
+ * combine them in one consistent view.
+ */
+import type { ReadTx } from "../../storage/store.ts";
+import { key, prefix, pos as posKey } from "../../storage/store.ts";
+import type { Pdu, RoomRecord, StoredEvent } from "../events/types.ts";
+import { stateKeyOf } from "../events/types.ts";
+import { roomVersion } from "../rooms/versions.ts";
+import type { RoomVersionRules } from "../rooms/versions.ts";
+import { notFound, unknown } from "../errors.ts";
+
+export type { RoomRecord };
+
+/**
+ * The `state_snapshots` value: the full state after the event, `SK → eventId`.
+ * key = eventId. Written for every timeline event (state and non-state alike) so that the state
+ * at any point is one read.
+ */
+export type Snapshot = Record<string, string>;
+
+/** The room's record, or undefined if this server does not know the room. */
+export function getRoom(tx: ReadTx, roomId: string): Promise<RoomRecord | undefined> {
+  return tx.get<RoomRecord>("rooms", roomId);
+}
+
+/** The room's record; `404 M_NOT_FOUND` if unknown. */
+export async function requireRoom(tx: ReadTx, roomId: string): Promise<RoomRecord> {
+  const room = await getRoom(tx, roomId);
+  if (!room) throw notFound(`Unknown room ${roomId}`);
+  return room;
+}
+
+/** The version rules of a room record (a stored room always has a known version). */
+export function rulesOf(room: RoomRecord): RoomVersionRules {
+  const rules = roomVersion(room.roomVersion);
+  if (!rules) throw unknown(`Room ${room.roomId} has unknown version ${room.roomVersion}`);
+  return rules;
+}
+
+/** One stored event, or undefined. */
+export function getEvent(tx: ReadTx, eventId: string): Promise<StoredEvent | undefined> {
+  return tx.get<StoredEvent>("events", eventId);
+}
+
+/** The current state of a room: SK → stored event. */
+export async function currentState(tx: ReadTx, roomId: string): Promise<Map<string, StoredEvent>> {
+  // key = roomId|type|stateKey → eventId
+  const rows = await tx.range<string>("room_state", { prefix: prefix(roomId) });
+  const out = new Map<string, StoredEvent>();
+  for (const row of rows) {
+    const e = await getEvent(tx, row.value);
+    if (e) out.set(stateKeyOf(e.pdu.type, e.pdu.state_key ?? ""), e);
+  }
+  return out;
+}
+
+/** The current state event of one (type, stateKey), or undefined. */
+export async function currentStateEvent(tx: ReadTx, roomId: string, type: string, stateKey: string): Promise<StoredEvent | undefined> {
+  const id = await tx.get<string>("room_state", key(roomId, type, stateKey));
+  return id ? getEvent(tx, id) : undefined;
+}
+
+/** The content of a current state event, or undefined. */
+export async function currentStateContent(tx: ReadTx, roomId: string, type: string, stateKey = ""): Promise<Record<string, unknown> | undefined> {
+  return (await currentStateEvent(tx, roomId, type, stateKey))?.pdu.content;
+}
+
+/** The state after an event: SK → event ID (empty if the event is unknown or an outlier). */
+export async function stateAfter(tx: ReadTx, eventId: string): Promise<Map<string, string>> {
+  const snap = await tx.get<Snapshot>("state_snapshots", eventId);
+  return new Map(Object.entries(snap ?? {}));
+}
+
+/** The state before an event: the state after its (first known) prev event. */
+export async function stateBefore(tx: ReadTx, event: StoredEvent): Promise<Map<string, string>> {
+  for (const prev of event.pdu.prev_events ?? []) {
+    const id = Array.isArray(prev) ? String(prev[0]) : String(prev);
+    const snap = await tx.get<Snapshot>("state_snapshots", id);
+    if (snap) return new Map(Object.entries(snap));
+  }
+  return new Map();
+}
+
+/** Loads the events of a state map: SK → PDU (for the pure auth and power level functions). */
+export async function loadStatePdus(tx: ReadTx, state: Map<string, string>): Promise<Map<string, Pdu>> {
+  const out = new Map<string, Pdu>();
+  for (const [sk, id] of state) {
+    const e = await getEvent(tx, id);
+    if (e) out.set(sk, e.pdu);
+  }
+  return out;
+}
+
+/** SK → PDU view of a current-state map. */
+export function pdusOf(state: Map<string, StoredEvent>): Map<string, Pdu> {
+  return new Map([...state].map(([sk, e]) => [sk, e.pdu]));
+}
+
+/** A user's current membership in a room (`join`, `invite`, `leave`, `ban`, `knock`), or undefined. */
+export async function membershipOf(tx: ReadTx, roomId: string, userId: string): Promise<string | undefined> {
+  // key = userId|roomId → { membership, eventId, streamPos }
+  const m = await tx.get<MembershipRecord>("memberships", key(userId, roomId));
+  return m?.membership;
+}
+
+/** The `memberships` value. key = userId|roomId. */
+export interface MembershipRecord {
+  membership: string;
+  eventId: string;
+  streamPos: number;
+  /** Set by `POST /rooms/{roomId}/forget`; cleared by the next membership change. */
+  forgotten?: boolean;
+}
+
+/** A user's membership record in a room. */
+export function membershipRecord(tx: ReadTx, roomId: string, userId: string): Promise<MembershipRecord | undefined> {
+  return tx.get<MembershipRecord>("memberships", key(userId, roomId));
+}
+
+/** The membership named by a member event's content (`leave` when absent or malformed). */
+export function membershipIn(e: StoredEvent | Pdu | undefined): string | undefined {
+  if (!e) return undefined;
+  const pdu: Pdu = "pdu" in e && typeof e.pdu === "object" ? (e as StoredEvent).pdu : (e as Pdu);
+  const m = pdu.content?.membership;
+  return typeof m === "string" ? m : undefined;
+}
+
+/** The membership of `userId` in a state map, or undefined. */
+export async function membershipInState(tx: ReadTx, state: Map<string, string>, userId: string): Promise<string | undefined> {
+  const id = state.get(stateKeyOf("m.room.member", userId));
+  if (!id) return undefined;
+  return membershipIn(await getEvent(tx, id));
+}
+
+/** The newest timeline event of a room with stream position ≤ `upTo` (or the newest overall). */
+export async function latestEventAt(tx: ReadTx, roomId: string, upTo?: number): Promise<StoredEvent | undefined> {
+  // key = roomId|pos(streamPos) → eventId
+  const rows = await tx.range<string>("timeline", {
+    prefix: prefix(roomId),
+    ...(upTo !== undefined ? { lte: key(roomId, posKey(upTo)) } : {}),
+    reverse: true,
+    limit: 1,
+  });
+  return rows[0] ? getEvent(tx, rows[0].value) : undefined;
+}
+
+
+/** The user IDs whose membership in the room's current state is `membership`. */
+export async function membersWith(tx: ReadTx, roomId: string, membership: string): Promise<string[]> {
+  const rows = await tx.range<string>("room_state", { prefix: prefix(roomId, "m.room.member") });
+  const out: string[] = [];
+  for (const row of rows) {
+    const e = await getEvent(tx, row.value);
+    if (e && membershipIn(e) === membership && e.pdu.state_key !== undefined) out.push(e.pdu.state_key);
+  }
+  return out;
+}

@@ -1,0 +1,67 @@
+/**
+ * History visibility (Client-Server "Room History Visibility", server behaviour): whether a user
+ * may see an event, decided by the room's state *at that event*.
+ */
+import type { ReadTx } from "../../storage/store.ts";
+import type { StoredEvent } from "../events/types.ts";
+import { stateKeyOf } from "../events/types.ts";
+import { getEvent, membershipIn, membershipRecord, stateAfter, stateBefore } from "./state.ts";
+
+const KNOWN = new Set(["world_readable", "shared", "invited", "joined"]);
+
+async function visibilityIn(tx: ReadTx, state: Map<string, string>): Promise<string> {
+  const id = state.get(stateKeyOf("m.room.history_visibility", ""));
+  const v = id ? (await getEvent(tx, id))?.pdu.content.history_visibility : undefined;
+  // "if no history_visibility is set, or if the value is not understood, … shared".
+  return typeof v === "string" && KNOWN.has(v) ? v : "shared";
+}
+
+async function memberIn(tx: ReadTx, state: Map<string, string>, userId: string): Promise<string | undefined> {
+  const id = state.get(stateKeyOf("m.room.member", userId));
+  return id ? membershipIn(await getEvent(tx, id)) : undefined;
+}
+
+/** Whether `userId` joined the room at any point after `event` (rule 3, `shared`). */
+async function joinedAfter(tx: ReadTx, userId: string, event: StoredEvent): Promise<boolean> {
+  const rec = await membershipRecord(tx, event.roomId, userId);
+  let id: string | undefined = rec?.eventId;
+  // Walk the user's membership history backwards (unsigned.replaces_state) while it is newer.
+  for (let hops = 0; id && hops < 1000; hops++) {
+    const m = await getEvent(tx, id);
+    if (!m || m.streamPos === undefined || event.streamPos === undefined || m.streamPos <= event.streamPos) return false;
+    if (membershipIn(m) === "join") return true;
+    const prev: unknown = m.pdu.unsigned?.replaces_state;
+    id = typeof prev === "string" ? prev : undefined;
+  }
+  return false;
+}
+
+async function allowedBy(tx: ReadTx, userId: string, event: StoredEvent, visibility: string, membership: string | undefined): Promise<boolean> {
+  if (visibility === "world_readable") return true; // 1
+  if (membership === "join") return true; // 2
+  if (visibility === "shared" && (await joinedAfter(tx, userId, event))) return true; // 3
+  if (membership === "invite" && visibility === "invited") return true; // 4
+  return false; // 5
+}
+
+/** Whether `userId` may see `event` under the room's history visibility rules. */
+export async function canSeeEvent(tx: ReadTx, userId: string, event: StoredEvent): Promise<boolean> {
+  if (event.rejected || event.outlier) return false;
+  const after = await stateAfter(tx, event.eventId);
+  const pdu = event.pdu;
+  const visAfter = await visibilityIn(tx, after);
+  const memAfter = await memberIn(tx, after, userId);
+  if (await allowedBy(tx, userId, event, visAfter, memAfter)) return true;
+  // The visibility event itself and the user's own member events: before *or* after decides.
+  const special = (pdu.type === "m.room.history_visibility" && pdu.state_key === "") || (pdu.type === "m.room.member" && pdu.state_key === userId);
+  if (!special) return false;
+  const before = await stateBefore(tx, event);
+  return allowedBy(tx, userId, event, await visibilityIn(tx, before), await memberIn(tx, before, userId));
+}
+
+/** The events of `events` that `userId` may see, in order. */
+export async function filterVisible(tx: ReadTx, userId: string, events: StoredEvent[]): Promise<StoredEvent[]> {
+  const out: StoredEvent[] = [];
+  for (const e of events) if (await canSeeEvent(tx, userId, e)) out.push(e);
+  return out;
+}

@@ -1,0 +1,112 @@
+/**
+ * A test harness for the room layer: a homeserver on the memory store, users written straight into
+ * the store (account + device + token), and a small request helper.
+ */
+import { createHomeserver } from "../../../src/homeserver/homeserver.ts";
+import type { Homeserver } from "../../../src/homeserver/homeserver.ts";
+import { createMemoryStore } from "../../../src/storage/memory.ts";
+import { key } from "../../../src/storage/store.ts";
+import type { Store } from "../../../src/storage/store.ts";
+
+export const SERVER = "hs.test";
+export const SEED = new Uint8Array(32).fill(3);
+
+/** A user with an access token. */
+export interface TestUser {
+  userId: string;
+  deviceId: string;
+  token: string;
+}
+
+/** A response as tests look at it. */
+export interface Res {
+  status: number;
+  body: Record<string, unknown> & { errcode?: string; error?: string };
+}
+
+/** A homeserver with helpers. */
+export class TestServer {
+  private now = 1_700_000_000_000;
+  private counter = 0;
+  hs!: Homeserver;
+
+  /** Starts a homeserver on the given (default: memory) store. */
+  static async start(store: Store = createMemoryStore()): Promise<TestServer> {
+    const t = new TestServer();
+    // A clock that moves 1 ms per reading keeps timestamps distinct and deterministic.
+    t.hs = await createHomeserver({ store, seed: SEED, serverName: SERVER, clock: () => t.now++ });
+    return t;
+  }
+
+  /** Creates an account with one device and token directly in the store. */
+  async user(localpart: string, opts: { displayname?: string; guest?: boolean } = {}): Promise<TestUser> {
+    const userId = `@${localpart}:${SERVER}`;
+    const deviceId = `DEV${localpart.toUpperCase()}`;
+    const token = `tok_${localpart}_${++this.counter}`;
+    await this.hs.services.store.write(async (tx) => {
+      tx.put("accounts", userId, { userId, createdAt: 1, ...(opts.displayname ? { displayname: opts.displayname } : {}), ...(opts.guest ? { isGuest: true } : {}) });
+      tx.put("devices", key(userId, deviceId), { userId, deviceId, createdAt: 1 });
+      tx.put("access_tokens", token, { userId, deviceId });
+    });
+    return { userId, deviceId, token };
+  }
+
+  /** Sends a request: `as` is a user (token) or a raw token string or undefined (no token). */
+  async req(method: string, path: string, as?: TestUser | string, body?: unknown): Promise<Res> {
+    const headers: Record<string, string> = {};
+    const token = typeof as === "string" ? as : as?.token;
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let payload: string | undefined;
+    if (body !== undefined) {
+      payload = typeof body === "string" ? body : JSON.stringify(body);
+      headers["Content-Type"] = "application/json";
+    }
+    const url = path.startsWith("/_matrix") ? path : `/_matrix/client/v3${path}`;
+    const res = await this.hs.handle(new Request(`http://localhost${url}`, { method, headers, ...(payload !== undefined ? { body: payload } : {}) }));
+    const text = await res.text();
+    return { status: res.status, body: text ? (JSON.parse(text) as Res["body"]) : {} };
+  }
+
+  /** Like `req` but fails unless the status is 200. */
+  async ok(method: string, path: string, as?: TestUser | string, body?: unknown): Promise<Record<string, any>> {
+    const r = await this.req(method, path, as, body);
+    if (r.status !== 200) throw new Error(`${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
+  }
+
+  /** Creates a room; returns its ID. */
+  async createRoom(as: TestUser, body: Record<string, unknown> = {}): Promise<string> {
+    return (await this.ok("POST", "/createRoom", as, body)).room_id as string;
+  }
+
+  private txn = 0;
+  /** Sends a message; returns the event ID. */
+  async send(as: TestUser, roomId: string, content: Record<string, unknown> | string, type = "m.room.message"): Promise<string> {
+    const c = typeof content === "string" ? { msgtype: "m.text", body: content } : content;
+    const r = await this.ok("PUT", `/rooms/${encodeURIComponent(roomId)}/send/${type}/t${++this.txn}`, as, c);
+    return r.event_id as string;
+  }
+
+  /** Sets a state event; returns the event ID. */
+  async state(as: TestUser, roomId: string, type: string, content: Record<string, unknown>, stateKey = ""): Promise<string> {
+    const r = await this.ok("PUT", `/rooms/${encodeURIComponent(roomId)}/state/${type}/${encodeURIComponent(stateKey)}`, as, content);
+    return r.event_id as string;
+  }
+
+  /** Joins a room. */
+  async join(as: TestUser, roomIdOrAlias: string): Promise<void> {
+    await this.ok("POST", `/join/${encodeURIComponent(roomIdOrAlias)}`, as, {});
+  }
+
+  /** Invites a user. */
+  async invite(as: TestUser, roomId: string, userId: string): Promise<void> {
+    await this.ok("POST", `/rooms/${encodeURIComponent(roomId)}/invite`, as, { user_id: userId });
+  }
+
+  async close(): Promise<void> {
+    await this.hs.close();
+  }
+}
+
+/** `/rooms/{roomId}` with the ID escaped. */
+export const room = (roomId: string, rest = ""): string => `/rooms/${encodeURIComponent(roomId)}${rest}`;
