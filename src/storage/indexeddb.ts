@@ -178,6 +178,7 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
       const rawTx = request.transaction;
       if (!rawTx) return;
       const tx = wrap(rawTx) as unknown as AnyTx;
+      tx.done.catch(noop); // an aborted upgrade is reported through migrationRun / the open request
       migrationRun = (async () => {
         const from = event.oldVersion;
         checkUpgradable(migrations, from);
