@@ -1,0 +1,180 @@
+/**
+ * The Node runner's settings: command-line flags and the JSON config file (DESIGN.md
+ * "Contracts"). Precedence: built-in defaults < config file < command-line flags.
+ */
+import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+
+/** Everything the runner needs to start. */
+export interface NodeConfig {
+  /** Explicit server name; default: lowercase hex of the signing key's public key. */
+  serverName?: string;
+  bindHost: string;
+  /** 0 picks a free port (the listening line prints the real one). */
+  httpPort: number;
+  httpsPort?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  registrationSharedSecret?: string;
+  dataDir: string;
+  rendezvous?: string;
+  enableRegistration: boolean;
+  passwordIterations?: number;
+  maxUploadBytes?: number;
+  publicBaseUrl?: string;
+  logLevel: LogLevel;
+}
+
+/** How much the runner logs. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+/** Defaults when neither the config file nor a flag says otherwise. */
+export const DEFAULTS: NodeConfig = {
+  bindHost: "127.0.0.1",
+  httpPort: 8008,
+  dataDir: "./data/homeserver",
+  enableRegistration: true,
+  logLevel: "info",
+};
+
+/** A config error the runner reports and exits on (no stack trace: the user's input is wrong). */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+/** What the command line said. */
+export interface CliArgs {
+  configFile?: string;
+  overrides: Partial<NodeConfig>;
+  help: boolean;
+}
+
+/** The usage text for `npm run serve -- --help`. */
+export const USAGE = `Usage: npm run serve -- [--port P] [--data DIR] [--host H] [--rendezvous MULTIADDR] [--config FILE]
+  --port P             HTTP port of the Client-Server API (default 8008; 0 = any free port)
+  --data DIR           data directory: signing key seed and database (default ./data/homeserver)
+  --host H             address to listen on (default 127.0.0.1)
+  --rendezvous ADDR    multiaddr of a rendezvous node (P2P federation is not enabled yet)
+  --config FILE        JSON config file (see README "Running a homeserver in Node")`;
+
+/** Parses `process.argv.slice(2)`. */
+export function parseArgs(argv: readonly string[]): CliArgs {
+  const out: CliArgs = { overrides: {}, help: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const v = argv[++i];
+      if (v === undefined) throw new ConfigError(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case "--port":
+        out.overrides.httpPort = parsePort(value(), "--port");
+        break;
+      case "--data":
+        out.overrides.dataDir = value();
+        break;
+      case "--host":
+        out.overrides.bindHost = value();
+        break;
+      case "--rendezvous":
+        out.overrides.rendezvous = value();
+        break;
+      case "--config":
+        out.configFile = value();
+        break;
+      case "--help":
+      case "-h":
+        out.help = true;
+        break;
+      default:
+        throw new ConfigError(`unknown argument ${arg}\n${USAGE}`);
+    }
+  }
+  return out;
+}
+
+function parsePort(v: unknown, name: string): number {
+  const n = typeof v === "string" && /^\d+$/.test(v) ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`${name} must be a port number (0-65535)`);
+  return n;
+}
+
+/** Config file keys → how each is read. Paths are relative to the config file's directory. */
+const FILE_KEYS: Record<string, (v: unknown, base: string, out: Partial<NodeConfig>) => void> = {
+  server_name: (v, _b, o) => (o.serverName = str(v, "server_name")),
+  bind_host: (v, _b, o) => (o.bindHost = str(v, "bind_host")),
+  http_port: (v, _b, o) => (o.httpPort = parsePort(v, "http_port")),
+  https_port: (v, _b, o) => (o.httpsPort = parsePort(v, "https_port")),
+  tls_cert: (v, b, o) => (o.tlsCert = resolve(b, str(v, "tls_cert"))),
+  tls_key: (v, b, o) => (o.tlsKey = resolve(b, str(v, "tls_key"))),
+  registration_shared_secret: (v, _b, o) => (o.registrationSharedSecret = str(v, "registration_shared_secret")),
+  data_dir: (v, b, o) => (o.dataDir = resolve(b, str(v, "data_dir"))),
+  rendezvous: (v, _b, o) => (o.rendezvous = str(v, "rendezvous")),
+  enable_registration: (v, _b, o) => (o.enableRegistration = bool(v, "enable_registration")),
+  password_pbkdf2_iterations: (v, _b, o) => (o.passwordIterations = posInt(v, "password_pbkdf2_iterations")),
+  max_upload_bytes: (v, _b, o) => (o.maxUploadBytes = posInt(v, "max_upload_bytes")),
+  public_baseurl: (v, _b, o) => (o.publicBaseUrl = str(v, "public_baseurl").replace(/\/+$/, "")),
+  log_level: (v, _b, o) => {
+    const s = str(v, "log_level");
+    if (!LOG_LEVELS.includes(s as LogLevel)) throw new ConfigError(`log_level must be one of ${LOG_LEVELS.join(", ")}`);
+    o.logLevel = s as LogLevel;
+  },
+};
+
+function str(v: unknown, name: string): string {
+  if (typeof v !== "string" || v === "") throw new ConfigError(`${name} must be a non-empty string`);
+  return v;
+}
+function bool(v: unknown, name: string): boolean {
+  if (typeof v !== "boolean") throw new ConfigError(`${name} must be true or false`);
+  return v;
+}
+function posInt(v: unknown, name: string): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw new ConfigError(`${name} must be a positive integer`);
+  return v;
+}
+
+/** Reads a JSON config file; unknown keys are reported through `warn` and otherwise ignored. */
+export async function readConfigFile(path: string, warn: (msg: string) => void): Promise<Partial<NodeConfig>> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new ConfigError(`config file ${path} must hold a JSON object`);
+  const base = dirname(resolve(path));
+  const out: Partial<NodeConfig> = {};
+  for (const [k, v] of Object.entries(parsed)) {
+    const reader = FILE_KEYS[k];
+    // One config file may serve several tools, so a key we do not know is not an error.
+    if (!reader) warn(`config: ignoring unknown key "${k}"`);
+    else if (v !== null) reader(v, base, out);
+  }
+  return out;
+}
+
+/** Merges defaults, file and flags, and checks the combination. */
+export async function resolveConfig(args: CliArgs, warn: (msg: string) => void): Promise<NodeConfig> {
+  const file = args.configFile ? await readConfigFile(args.configFile, warn) : {};
+  const config: NodeConfig = { ...DEFAULTS, ...file, ...args.overrides };
+  config.dataDir = resolve(config.dataDir);
+  if (config.httpsPort !== undefined && (!config.tlsCert || !config.tlsKey)) throw new ConfigError("https_port needs tls_cert and tls_key");
+  if (config.serverName !== undefined && !SERVER_NAME_RE.test(config.serverName)) {
+    throw new ConfigError(`server_name "${config.serverName}" is not a valid server name (hostname, IPv4 or [IPv6], optional :port)`);
+  }
+  return config;
+}
+
+// appendices "Server Name": hostname / IPv4 / [IPv6], optionally :port.
+const SERVER_NAME_RE = /^(?:[A-Za-z0-9.-]{1,255}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/;
