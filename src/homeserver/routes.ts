@@ -7,6 +7,7 @@ import { at, client } from "./routeHelpers.ts";
 import { getVersions, getWellKnownClient } from "./client/versions.ts";
 import * as keys from "./client/keys.ts";
 import * as toDevice from "./client/toDevice.ts";
+import * as backup from "./client/backup.ts";
 
 export const ROUTES: HsRoute[] = [
   // --- discovery ---
@@ -35,6 +36,20 @@ export const ROUTES: HsRoute[] = [
   ...client("POST", "/keys/device_signing/upload", keys.postDeviceSigningUpload),
   ...client("POST", "/keys/signatures/upload", keys.postSignaturesUpload),
   ...client("PUT", "/sendToDevice/{eventType}/{txnId}", toDevice.putSendToDevice),
+  ...client("POST", "/room_keys/version", backup.postRoomKeysVersion),
+  ...client("GET", "/room_keys/version", backup.getRoomKeysVersion),
+  ...client("GET", "/room_keys/version/{version}", backup.getRoomKeysVersion),
+  ...client("PUT", "/room_keys/version/{version}", backup.putRoomKeysVersion),
+  ...client("DELETE", "/room_keys/version/{version}", backup.deleteRoomKeysVersion),
+  ...client("GET", "/room_keys/keys", backup.getRoomKeys),
+  ...client("PUT", "/room_keys/keys", backup.putRoomKeys),
+  ...client("DELETE", "/room_keys/keys", backup.deleteRoomKeys),
+  ...client("GET", "/room_keys/keys/{roomId}", backup.getRoomKeys),
+  ...client("PUT", "/room_keys/keys/{roomId}", backup.putRoomKeys),
+  ...client("DELETE", "/room_keys/keys/{roomId}", backup.deleteRoomKeys),
+  ...client("GET", "/room_keys/keys/{roomId}/{sessionId}", backup.getRoomKeys),
+  ...client("PUT", "/room_keys/keys/{roomId}/{sessionId}", backup.putRoomKeys),
+  ...client("DELETE", "/room_keys/keys/{roomId}/{sessionId}", backup.deleteRoomKeys),
 
   // --- media (media/*.ts) ---
 ];

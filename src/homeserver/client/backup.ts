@@ -1,0 +1,256 @@
+/**
+ * Server-side key backups (client-server API "End-to-End Encryption" → "Server-side key backups").
+ *
+ * Tables: key_backup_versions userId|pos(version) → BackupVersion (deleted versions stay, flagged,
+ * so a version number is never reused); key_backup_keys userId|version|roomId|sessionId →
+ * KeyBackupData.
+ */
+import type { RequestContext } from "../context.ts";
+import { MatrixError, badJson, invalidParam, missingParam, notFound } from "../errors.ts";
+import type { ReadTx, WriteTx } from "../../storage/store.ts";
+import { key, pos, prefix } from "../../storage/store.ts";
+
+/** A backup version as stored. */
+interface BackupVersion {
+  version: string;
+  algorithm: string;
+  auth_data: Record<string, unknown>;
+  /** Bumped on every change to the backup's keys; returned as `etag`. */
+  etag: number;
+  deleted?: boolean;
+}
+
+/** KeyBackupData (definitions/key_backup_data.yaml). */
+interface KeyBackupData {
+  first_message_index: number;
+  forwarded_count: number;
+  is_verified: boolean;
+  session_data: Record<string, unknown>;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+
+const versionKey = (userId: string, version: number): string => key(userId, pos(version));
+
+/** Versions are decimal numbers; anything else cannot exist here. */
+const parseVersion = (v: string): number | undefined => (/^[1-9][0-9]{0,12}$/.test(v) ? Number(v) : undefined);
+
+async function latestVersion(tx: ReadTx, userId: string): Promise<BackupVersion | undefined> {
+  const rows = await tx.range<BackupVersion>("key_backup_versions", { prefix: prefix(userId), reverse: true });
+  return rows.find((r) => !r.value.deleted)?.value;
+}
+
+async function getVersion(tx: ReadTx, userId: string, version: string): Promise<BackupVersion | undefined> {
+  const n = parseVersion(version);
+  if (n === undefined) return undefined;
+  const v = await tx.get<BackupVersion>("key_backup_versions", versionKey(userId, n));
+  return v && !v.deleted ? v : undefined;
+}
+
+const keysPrefix = (userId: string, version: string, roomId?: string): string =>
+  roomId === undefined ? prefix(userId, version) : prefix(userId, version, roomId);
+
+async function versionInfo(tx: ReadTx, userId: string, v: BackupVersion): Promise<Record<string, unknown>> {
+  return {
+    algorithm: v.algorithm,
+    auth_data: v.auth_data,
+    count: await tx.count("key_backup_keys", { prefix: keysPrefix(userId, v.version) }),
+    etag: String(v.etag),
+    version: v.version,
+  };
+}
+
+function readVersionBody(body: Record<string, unknown>): { algorithm: string; auth_data: Record<string, unknown> } {
+  if (typeof body.algorithm !== "string") throw badJson("algorithm must be a string");
+  if (!isObject(body.auth_data)) throw badJson("auth_data must be an object");
+  return { algorithm: body.algorithm, auth_data: body.auth_data };
+}
+
+/** `POST /_matrix/client/v3/room_keys/version` */
+export async function postRoomKeysVersion(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const { algorithm, auth_data } = readVersionBody(await ctx.json());
+  const version = await ctx.hs.store.write(async (tx) => {
+    const [last] = await tx.range<BackupVersion>("key_backup_versions", { prefix: prefix(userId), reverse: true, limit: 1 });
+    const n = last ? Number(last.value.version) + 1 : 1;
+    tx.put("key_backup_versions", versionKey(userId, n), { version: String(n), algorithm, auth_data, etag: 0 } satisfies BackupVersion);
+    return String(n);
+  });
+  return { version };
+}
+
+/** `GET /_matrix/client/v3/room_keys/version` and `GET /_matrix/client/v3/room_keys/version/{version}` */
+export async function getRoomKeysVersion(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  return ctx.hs.store.read(async (tx) => {
+    const v = params.version ? await getVersion(tx, userId, params.version) : await latestVersion(tx, userId);
+    if (!v) throw notFound(params.version ? "Unknown backup version" : "No current backup version");
+    return versionInfo(tx, userId, v);
+  });
+}
+
+/** `PUT /_matrix/client/v3/room_keys/version/{version}` */
+export async function putRoomKeysVersion(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const body = await ctx.json();
+  const { algorithm, auth_data } = readVersionBody(body);
+  if (body.version !== undefined && body.version !== params.version) throw invalidParam("version in the body does not match the path");
+  await ctx.hs.store.write(async (tx) => {
+    const v = await getVersion(tx, userId, params.version!);
+    if (!v) throw notFound("Unknown backup version");
+    // key_backup.yaml: only auth_data may change.
+    if (v.algorithm !== algorithm) throw invalidParam("Algorithm does not match");
+    tx.put("key_backup_versions", versionKey(userId, Number(v.version)), { ...v, auth_data } satisfies BackupVersion);
+  });
+  return {};
+}
+
+/** `DELETE /_matrix/client/v3/room_keys/version/{version}` */
+export async function deleteRoomKeysVersion(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  await ctx.hs.store.write(async (tx) => {
+    const v = await getVersion(tx, userId, params.version!);
+    if (!v) throw notFound("Unknown backup version");
+    tx.put("key_backup_versions", versionKey(userId, Number(v.version)), { ...v, deleted: true, auth_data: {} } satisfies BackupVersion);
+    tx.deleteRange("key_backup_keys", { prefix: keysPrefix(userId, v.version) });
+  });
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+function readKeyBackupData(v: unknown, where: string): KeyBackupData {
+  if (!isObject(v)) throw badJson(`${where} must be an object`);
+  if (!Number.isInteger(v.first_message_index)) throw badJson(`${where}.first_message_index must be an integer`);
+  if (!Number.isInteger(v.forwarded_count)) throw badJson(`${where}.forwarded_count must be an integer`);
+  if (typeof v.is_verified !== "boolean") throw badJson(`${where}.is_verified must be a boolean`);
+  if (!isObject(v.session_data)) throw badJson(`${where}.session_data must be an object`);
+  return v as unknown as KeyBackupData;
+}
+
+/**
+ * Whether an uploaded key replaces the stored one ("Server-side key backups"): prefer
+ * is_verified, then the lower first_message_index, then the lower forwarded_count.
+ */
+function replaces(incoming: KeyBackupData, stored: KeyBackupData): boolean {
+  if (incoming.is_verified !== stored.is_verified) return incoming.is_verified;
+  if (incoming.first_message_index !== stored.first_message_index) return incoming.first_message_index < stored.first_message_index;
+  return incoming.forwarded_count < stored.forwarded_count;
+}
+
+/** The version query parameter, which every keys endpoint requires. */
+function versionParam(ctx: RequestContext): string {
+  const v = ctx.query("version");
+  if (v === undefined) throw missingParam("version is required");
+  return v;
+}
+
+/** Uploads must go to the current version (`403 M_WRONG_ROOM_KEYS_VERSION` otherwise). */
+async function requireCurrent(tx: WriteTx, userId: string, version: string): Promise<BackupVersion> {
+  const latest = await latestVersion(tx, userId);
+  if (!latest) throw notFound("Unknown backup version");
+  if (latest.version !== version) {
+    const exists = await getVersion(tx, userId, version);
+    if (!exists) throw notFound("Unknown backup version");
+    throw new MatrixError(403, "M_WRONG_ROOM_KEYS_VERSION", "Wrong backup version.", { current_version: latest.version });
+  }
+  return latest;
+}
+
+async function countAndEtag(tx: ReadTx, userId: string, v: BackupVersion): Promise<Record<string, unknown>> {
+  return { count: await tx.count("key_backup_keys", { prefix: keysPrefix(userId, v.version) }), etag: String(v.etag) };
+}
+
+/** The sessions of a PUT at any level, flattened to [roomId, sessionId, data]. */
+function sessionsOfBody(body: Record<string, unknown>, roomId?: string, sessionId?: string): [string, string, KeyBackupData][] {
+  if (roomId !== undefined && sessionId !== undefined) return [[roomId, sessionId, readKeyBackupData(body, "body")]];
+  const roomLevel = (rid: string, room: unknown): [string, string, KeyBackupData][] => {
+    if (!isObject(room) || !isObject(room.sessions)) throw badJson("sessions must be an object");
+    return Object.entries(room.sessions).map(([sid, data]) => [rid, sid, readKeyBackupData(data, `sessions.${sid}`)]);
+  };
+  if (roomId !== undefined) return roomLevel(roomId, body);
+  if (!isObject(body.rooms)) throw badJson("rooms must be an object");
+  return Object.entries(body.rooms).flatMap(([rid, room]) => roomLevel(rid, room));
+}
+
+/**
+ * `PUT /_matrix/client/v3/room_keys/keys`, `PUT /_matrix/client/v3/room_keys/keys/{roomId}` and
+ * `PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
+ */
+export async function putRoomKeys(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const version = versionParam(ctx);
+  const sessions = sessionsOfBody(await ctx.json(), params.roomId || undefined, params.sessionId || undefined);
+  return ctx.hs.store.write(async (tx) => {
+    const v = await requireCurrent(tx, userId, version);
+    let changed = false;
+    for (const [roomId, sessionId, data] of sessions) {
+      const k = key(userId, v.version, roomId, sessionId);
+      const stored = await tx.get<KeyBackupData>("key_backup_keys", k);
+      if (stored && !replaces(data, stored)) continue;
+      tx.put("key_backup_keys", k, data);
+      changed = true;
+    }
+    const updated = changed ? { ...v, etag: v.etag + 1 } : v;
+    if (changed) tx.put("key_backup_versions", versionKey(userId, Number(v.version)), updated);
+    return countAndEtag(tx, userId, updated);
+  });
+}
+
+/**
+ * `GET /_matrix/client/v3/room_keys/keys`, `GET /_matrix/client/v3/room_keys/keys/{roomId}` and
+ * `GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
+ */
+export async function getRoomKeys(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const version = versionParam(ctx);
+  const roomId = params.roomId || undefined;
+  const sessionId = params.sessionId || undefined;
+  return ctx.hs.store.read(async (tx) => {
+    const v = await getVersion(tx, userId, version);
+    if (!v) throw notFound("Unknown backup version");
+    if (roomId !== undefined && sessionId !== undefined) {
+      const data = await tx.get<KeyBackupData>("key_backup_keys", key(userId, v.version, roomId, sessionId));
+      if (!data) throw notFound("Key not found");
+      return data as unknown as Record<string, unknown>;
+    }
+    const p = keysPrefix(userId, v.version, roomId);
+    const rows = await tx.range<KeyBackupData>("key_backup_keys", { prefix: p });
+    if (roomId !== undefined) {
+      const sessions: Record<string, KeyBackupData> = {};
+      for (const r of rows) sessions[r.key.slice(p.length)] = r.value;
+      return { sessions };
+    }
+    const rooms: Record<string, { sessions: Record<string, KeyBackupData> }> = {};
+    for (const r of rows) {
+      const [rid, sid] = r.key.slice(p.length).split("\u001f") as [string, string];
+      (rooms[rid] ??= { sessions: {} }).sessions[sid] = r.value;
+    }
+    return { rooms };
+  });
+}
+
+/**
+ * `DELETE /_matrix/client/v3/room_keys/keys`, `DELETE /_matrix/client/v3/room_keys/keys/{roomId}` and
+ * `DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
+ */
+export async function deleteRoomKeys(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
+  const { userId } = await ctx.requireAuth();
+  const version = versionParam(ctx);
+  const roomId = params.roomId || undefined;
+  const sessionId = params.sessionId || undefined;
+  return ctx.hs.store.write(async (tx) => {
+    const v = await getVersion(tx, userId, version);
+    if (!v) throw notFound("Unknown backup version");
+    const range = roomId !== undefined && sessionId !== undefined
+      ? { gte: key(userId, v.version, roomId, sessionId), lte: key(userId, v.version, roomId, sessionId) }
+      : { prefix: keysPrefix(userId, v.version, roomId) };
+    const n = await tx.count("key_backup_keys", range);
+    if (n > 0) tx.deleteRange("key_backup_keys", range);
+    const updated = n > 0 ? { ...v, etag: v.etag + 1 } : v;
+    if (n > 0) tx.put("key_backup_versions", versionKey(userId, Number(v.version)), updated);
+    // Reads inside a transaction see its own writes (all backends), so this counts what is left.
+    return countAndEtag(tx, userId, updated);
+  });
+}
