@@ -5,26 +5,129 @@
 import type { HsRoute } from "./routeHelpers.ts";
 import { at, client } from "./routeHelpers.ts";
 import { getVersions, getWellKnownClient } from "./client/versions.ts";
+import * as account from "./client/account.ts";
+import * as login from "./client/login.ts";
+import * as devices from "./client/devices.ts";
+import { getAdminRegisterNonce, postAdminRegister } from "./admin/register.ts";
+import { getServerKeys } from "./keys/server.ts";
 import * as keys from "./client/keys.ts";
 import * as toDevice from "./client/toDevice.ts";
 import * as backup from "./client/backup.ts";
 
+import * as rooms from "./client/rooms.ts";
+import * as membership from "./client/membership.ts";
+import * as sync from "./client/sync.ts";
+import * as filters from "./client/filters.ts";
+import * as profile from "./client/profile.ts";
+import * as presence from "./client/presence.ts";
+import * as typing from "./client/typing.ts";
+import * as receipts from "./client/receipts.ts";
+import * as accountData from "./client/accountData.ts";
+import * as pushRules from "./client/pushRules.ts";
+import * as pushers from "./client/pushers.ts";
+import * as notifications from "./client/notifications.ts";
+import * as capabilities from "./client/capabilities.ts";
+import * as voip from "./client/voip.ts";
 export const ROUTES: HsRoute[] = [
   // --- discovery ---
   ...at("GET", "/_matrix/client/versions", getVersions),
   ...at("GET", "/.well-known/matrix/client", getWellKnownClient),
 
   // --- accounts, login, devices (client/account.ts, client/login.ts) ---
+  ...client("POST", "/register", account.postRegister),
+  ...client("GET", "/register/available", account.getRegisterAvailable),
+  ...at("GET", "/_matrix/client/v1/register/m.login.registration_token/validity", account.getRegistrationTokenValidity),
+  ...client("POST", "/register/email/requestToken", account.postRequestToken),
+  ...client("POST", "/register/msisdn/requestToken", account.postRequestToken),
+  ...client("GET", "/login", login.getLogin),
+  ...client("POST", "/login", login.postLogin),
+  ...at("POST", "/_matrix/client/v1/login/get_token", login.postLoginGetToken),
+  ...client("POST", "/logout", login.postLogout),
+  ...client("POST", "/logout/all", login.postLogoutAll),
+  ...client("GET", "/account/whoami", account.getWhoami),
+  ...client("POST", "/account/password", account.postAccountPassword),
+  ...client("POST", "/account/password/email/requestToken", account.postRequestToken),
+  ...client("POST", "/account/password/msisdn/requestToken", account.postRequestToken),
+  ...client("POST", "/account/deactivate", account.postAccountDeactivate),
+  ...client("GET", "/account/3pid", account.getAccount3pids),
+  ...client("POST", "/account/3pid/add", account.postAccount3pidAdd),
+  ...client("POST", "/account/3pid/bind", account.postAccount3pidBind),
+  ...client("POST", "/account/3pid/delete", account.postAccount3pidDelete),
+  ...client("POST", "/account/3pid/unbind", account.postAccount3pidDelete),
+  ...client("POST", "/account/3pid/email/requestToken", account.postRequestToken),
+  ...client("POST", "/account/3pid/msisdn/requestToken", account.postRequestToken),
+  ...client("GET", "/devices", devices.getDevices),
+  ...client("GET", "/devices/{deviceId}", devices.getDevice),
+  ...client("PUT", "/devices/{deviceId}", devices.putDevice),
+  ...client("DELETE", "/devices/{deviceId}", devices.deleteDevice),
+  ...client("POST", "/delete_devices", devices.postDeleteDevices),
 
   // --- admin (admin/register.ts) ---
+  ...at("GET", "/_synapse/admin/v1/register", getAdminRegisterNonce),
+  ...at("POST", "/_synapse/admin/v1/register", postAdminRegister),
 
   // --- server keys (keys/server.ts) ---
+  ...at("GET", "/_matrix/key/v2/server", getServerKeys),
+  ...at("GET", "/_matrix/key/v2/server/{keyId}", getServerKeys),
 
   // --- rooms, membership, events (client/rooms.ts, client/membership.ts, client/messages.ts) ---
+  ...client("POST", "/createRoom", rooms.postCreateRoom),
+  ...client("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", rooms.putSend),
+  ...client("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey?}", rooms.putState),
+  ...client("GET", "/rooms/{roomId}/state/{eventType}/{stateKey?}", rooms.getStateEvent),
+  ...client("GET", "/rooms/{roomId}/state", rooms.getState),
+  ...client("PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", rooms.putRedact),
+  ...client("GET", "/rooms/{roomId}/event/{eventId}", rooms.getRoomEvent),
+  ...client("POST", "/join/{roomIdOrAlias}", membership.postJoin),
+  ...client("POST", "/rooms/{roomId}/join", membership.postRoomJoin),
+  ...client("POST", "/knock/{roomIdOrAlias}", membership.postKnock),
+  ...client("POST", "/rooms/{roomId}/invite", membership.postInvite),
+  ...client("POST", "/rooms/{roomId}/leave", membership.postLeave),
+  ...client("POST", "/rooms/{roomId}/forget", membership.postForget),
+  ...client("POST", "/rooms/{roomId}/kick", membership.postKick),
+  ...client("POST", "/rooms/{roomId}/ban", membership.postBan),
+  ...client("POST", "/rooms/{roomId}/unban", membership.postUnban),
+  ...client("GET", "/joined_rooms", membership.getJoinedRooms),
+  ...client("GET", "/rooms/{roomId}/members", membership.getMembers),
+  ...client("GET", "/rooms/{roomId}/joined_members", membership.getJoinedMembers),
 
   // --- sync, filters (client/sync.ts, client/filters.ts) ---
+  ...client("GET", "/sync", sync.getSync),
+  ...client("POST", "/user/{userId}/filter", filters.postFilter),
+  ...client("GET", "/user/{userId}/filter/{filterId}", filters.getFilter),
 
   // --- ephemeral, account data, profile, presence, push (client/*.ts) ---
+  ...client("PUT", "/rooms/{roomId}/typing/{userId}", typing.putTyping),
+  ...client("POST", "/rooms/{roomId}/receipt/{receiptType}/{eventId}", receipts.postReceipt),
+  ...client("POST", "/rooms/{roomId}/read_markers", receipts.postReadMarkers),
+  ...client("GET", "/user/{userId}/account_data/{type}", accountData.getGlobalAccountData),
+  ...client("PUT", "/user/{userId}/account_data/{type}", accountData.putGlobalAccountData),
+  ...client("GET", "/user/{userId}/rooms/{roomId}/account_data/{type}", accountData.getRoomAccountData),
+  ...client("PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}", accountData.putRoomAccountData),
+  ...client("GET", "/user/{userId}/rooms/{roomId}/tags", accountData.getTags),
+  ...client("PUT", "/user/{userId}/rooms/{roomId}/tags/{tag}", accountData.putTag),
+  ...client("DELETE", "/user/{userId}/rooms/{roomId}/tags/{tag}", accountData.deleteTag),
+  ...client("GET", "/profile/{userId}", profile.getProfile),
+  ...client("GET", "/profile/{userId}/displayname", profile.getDisplayName),
+  ...client("PUT", "/profile/{userId}/displayname", profile.putDisplayName),
+  ...client("GET", "/profile/{userId}/avatar_url", profile.getAvatarUrl),
+  ...client("PUT", "/profile/{userId}/avatar_url", profile.putAvatarUrl),
+  ...client("GET", "/presence/{userId}/status", presence.getPresence),
+  ...client("PUT", "/presence/{userId}/status", presence.putPresence),
+  ...client("GET", "/pushrules/", pushRules.getPushRules),
+  ...client("GET", "/pushrules/global/", pushRules.getGlobalPushRules),
+  ...client("GET", "/pushrules/{scope}/{kind}/{ruleId}", pushRules.getPushRule),
+  ...client("PUT", "/pushrules/{scope}/{kind}/{ruleId}", pushRules.putPushRule),
+  ...client("DELETE", "/pushrules/{scope}/{kind}/{ruleId}", pushRules.deletePushRule),
+  ...client("GET", "/pushrules/{scope}/{kind}/{ruleId}/enabled", (c, p) => pushRules.getPushRuleAttr(c, { ...p, attr: "enabled" })),
+  ...client("PUT", "/pushrules/{scope}/{kind}/{ruleId}/enabled", (c, p) => pushRules.putPushRuleAttr(c, { ...p, attr: "enabled" })),
+  ...client("GET", "/pushrules/{scope}/{kind}/{ruleId}/actions", (c, p) => pushRules.getPushRuleAttr(c, { ...p, attr: "actions" })),
+  ...client("PUT", "/pushrules/{scope}/{kind}/{ruleId}/actions", (c, p) => pushRules.putPushRuleAttr(c, { ...p, attr: "actions" })),
+  ...client("GET", "/pushers", pushers.getPushers),
+  ...client("POST", "/pushers/set", pushers.postPushersSet),
+  ...client("GET", "/notifications", notifications.getNotifications),
+  ...client("GET", "/capabilities", capabilities.getCapabilities),
+  ...client("GET", "/voip/turnServer", voip.getTurnServer),
 
   // --- directory, aliases, user directory (client/directory.ts) ---
 

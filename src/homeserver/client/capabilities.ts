@@ -1,0 +1,21 @@
+/** Capabilities negotiation ("Capabilities negotiation", `capabilities.yaml`). */
+import type { RequestContext } from "../context.ts";
+import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../rooms/versions.ts";
+
+/** `GET /_matrix/client/v3/capabilities` */
+export async function getCapabilities(ctx: RequestContext): Promise<Record<string, unknown>> {
+  await ctx.requireAuth();
+  const available: Record<string, string> = {};
+  for (const [id, rules] of ROOM_VERSIONS) available[id] = rules.stable ? "stable" : "unstable";
+  return {
+    capabilities: {
+      "m.change_password": { enabled: true },
+      "m.room_versions": { default: DEFAULT_ROOM_VERSION, available },
+      "m.set_displayname": { enabled: true },
+      "m.set_avatar_url": { enabled: true },
+      // No identity server and no third-party identifiers here.
+      "m.3pid_changes": { enabled: false },
+      "m.get_login_token": { enabled: true },
+    },
+  };
+}

@@ -1,0 +1,103 @@
+/**
+ * Presence ("Presence" module, `presence.yaml`). key presence = userId → PresenceRow. Every change
+ * takes a stream position so `/sync` delivers `m.presence` to users sharing a room.
+ */
+import type { RequestContext, Services } from "../context.ts";
+import { nextStreamPos } from "../context.ts";
+import { MatrixError, forbidden, notFound } from "../errors.ts";
+import { prefix } from "../../storage/store.ts";
+import type { ReadTx } from "../../storage/store.ts";
+import type { MembershipRecord } from "../roomserver/state.ts";
+import { membershipOf } from "../roomserver/state.ts";
+
+/** A row of the `presence` table. */
+export interface PresenceRow {
+  presence: string;
+  status_msg?: string;
+  lastActiveTs: number;
+  streamPos: number;
+}
+
+const STATES = new Set(["online", "offline", "unavailable"]);
+/** Activity within this window counts as `currently_active`. */
+const ACTIVE_WINDOW_MS = 5 * 60_000;
+/** `last_active` is refreshed (without a stream position) at most this often. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+/** The `m.presence` content of a row. */
+export function presenceContent(row: PresenceRow, now: number): Record<string, unknown> {
+  const ago = Math.max(0, now - row.lastActiveTs);
+  return {
+    presence: row.presence,
+    last_active_ago: ago,
+    currently_active: row.presence === "online" && ago < ACTIVE_WINDOW_MS,
+    ...(row.status_msg !== undefined ? { status_msg: row.status_msg } : {}),
+  };
+}
+
+/**
+ * What a `/sync` with `set_presence` does: mark the user online (unless they chose `unavailable`
+ * themselves) or unavailable; `offline` changes nothing ("the client is not marked as being
+ * online"). Only real changes take a stream position, so syncs do not wake each other.
+ */
+export async function touchPresence(hs: Services, userId: string, setPresence: string): Promise<void> {
+  if (setPresence === "offline") return;
+  const now = hs.clock();
+  const pos = await hs.store.write(async (tx) => {
+    const row = await tx.get<PresenceRow>("presence", userId);
+    const target = setPresence === "unavailable" ? "unavailable" : row?.presence === "unavailable" ? "unavailable" : "online";
+    if (row && row.presence === target) {
+      if (now - row.lastActiveTs > TOUCH_INTERVAL_MS) tx.put("presence", userId, { ...row, lastActiveTs: now });
+      return 0;
+    }
+    const streamPos = await nextStreamPos(tx);
+    tx.put("presence", userId, { ...row, presence: target, lastActiveTs: now, streamPos } satisfies PresenceRow);
+    return streamPos;
+  });
+  if (pos > 0) hs.notifier.notify(pos);
+}
+
+/** Whether two users share a joined room. */
+async function shareRoom(tx: ReadTx, a: string, b: string): Promise<boolean> {
+  const rows = await tx.range<MembershipRecord>("memberships", { prefix: prefix(a) });
+  for (const r of rows) {
+    if (r.value.membership !== "join") continue;
+    const roomId = r.key.slice(prefix(a).length);
+    if ((await membershipOf(tx, roomId, b)) === "join") return true;
+  }
+  return false;
+}
+
+/** `GET /_matrix/client/v3/presence/{userId}/status` */
+export async function getPresence(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const userId = p.userId!;
+  const { account, row, allowed } = await ctx.hs.store.read(async (tx) => ({
+    account: await tx.get("accounts", userId),
+    row: await tx.get<PresenceRow>("presence", userId),
+    allowed: userId === me.userId || (await shareRoom(tx, me.userId, userId)),
+  }));
+  if (!account) throw notFound("Unknown user");
+  if (!allowed) throw forbidden("You are not allowed to see this user's presence");
+  if (!row) return { presence: "offline" };
+  return presenceContent(row, ctx.hs.clock());
+}
+
+/** `PUT /_matrix/client/v3/presence/{userId}/status` */
+export async function putPresence(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  if (p.userId !== me.userId) throw forbidden("Cannot set presence of other users");
+  const body = await ctx.json();
+  if (typeof body.presence !== "string" || !STATES.has(body.presence)) throw new MatrixError(400, "M_INVALID_PARAM", "presence must be online, offline or unavailable");
+  if (body.status_msg !== undefined && body.status_msg !== null && typeof body.status_msg !== "string") throw new MatrixError(400, "M_INVALID_PARAM", "status_msg must be a string");
+  const now = ctx.hs.clock();
+  const pos = await ctx.hs.store.write(async (tx) => {
+    const streamPos = await nextStreamPos(tx);
+    const row: PresenceRow = { presence: body.presence as string, lastActiveTs: now, streamPos };
+    if (typeof body.status_msg === "string") row.status_msg = body.status_msg;
+    tx.put("presence", me.userId, row);
+    return streamPos;
+  });
+  ctx.hs.notifier.notify(pos);
+  return {};
+}

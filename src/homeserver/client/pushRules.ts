@@ -1,0 +1,453 @@
+/**
+ * Push rules ("Push Notifications" module): the spec's predefined rule set, evaluation of an event
+ * against a user's rules, and the `/pushrules` API. A user's own rules and changes to the defaults
+ * are kept in account data `m.push_rules` (row field `rules`); the row's `content` is the full rule
+ * set as served, so `/sync` delivers it like any account data.
+ */
+import type { RequestContext, Services } from "../context.ts";
+import { MatrixError, badJson, notFound } from "../errors.ts";
+import { key } from "../../storage/store.ts";
+import type { ReadTx } from "../../storage/store.ts";
+import { putAccountDataTx } from "./accountData.ts";
+import { splitPath } from "./filters.ts";
+
+/** A push rule condition. */
+export interface PushCondition {
+  kind: string;
+  key?: string;
+  pattern?: string;
+  value?: unknown;
+  is?: string;
+}
+
+/** A push rule as served. */
+export interface PushRule {
+  rule_id: string;
+  default: boolean;
+  enabled: boolean;
+  actions: unknown[];
+  conditions?: PushCondition[];
+  pattern?: string;
+}
+
+/** The kinds, in the order they are evaluated. */
+export const RULE_KINDS = ["override", "content", "room", "sender", "underride"] as const;
+/** One kind of push rule. */
+export type RuleKind = (typeof RULE_KINDS)[number];
+/** A full rule set (`global` of `GET /pushrules/`). */
+export type RuleSet = Record<RuleKind, PushRule[]>;
+
+/** What is stored: the user's rules and their changes to the predefined ones. */
+export interface StoredPushRules {
+  user: RuleSet;
+  defaults: Record<string, { enabled?: boolean; actions?: unknown[] }>;
+}
+
+const emptyRuleSet = (): RuleSet => ({ override: [], content: [], room: [], sender: [], underride: [] });
+
+const sound = (value: string): Record<string, unknown> => ({ set_tweak: "sound", value });
+const highlight = { set_tweak: "highlight" };
+const match = (k: string, pattern: string): PushCondition => ({ kind: "event_match", key: k, pattern });
+
+/** The predefined rules ("Predefined Rules", spec v1.19), in the spec's order. */
+export function defaultPushRules(userId: string): RuleSet {
+  const rule = (rule_id: string, conditions: PushCondition[], actions: unknown[], enabled = true): PushRule => ({
+    rule_id, default: true, enabled, conditions, actions,
+  });
+  return {
+    override: [
+      rule(".m.rule.master", [], [], false),
+      rule(".m.rule.suppress_notices", [match("content.msgtype", "m.notice")], []),
+      rule(".m.rule.invite_for_me", [match("type", "m.room.member"), match("content.membership", "invite"), match("state_key", userId)], [
+        "notify", sound("default"),
+      ]),
+      rule(".m.rule.member_event", [match("type", "m.room.member")], []),
+      rule(".m.rule.is_user_mention", [{ kind: "event_property_contains", key: "content.m\\.mentions.user_ids", value: userId }], [
+        "notify", sound("default"), highlight,
+      ]),
+      rule(".m.rule.is_room_mention", [
+        { kind: "event_property_is", key: "content.m\\.mentions.room", value: true },
+        { kind: "sender_notification_permission", key: "room" },
+      ], ["notify", highlight]),
+      rule(".m.rule.tombstone", [match("type", "m.room.tombstone"), match("state_key", "")], ["notify", highlight]),
+      rule(".m.rule.reaction", [match("type", "m.reaction")], []),
+      rule(".m.rule.room.server_acl", [match("type", "m.room.server_acl"), match("state_key", "")], []),
+      rule(".m.rule.suppress_edits", [{ kind: "event_property_is", key: "content.m\\.relates_to.rel_type", value: "m.replace" }], []),
+    ],
+    content: [],
+    room: [],
+    sender: [],
+    underride: [
+      rule(".m.rule.call", [match("type", "m.call.invite")], ["notify", sound("ring")]),
+      rule(".m.rule.encrypted_room_one_to_one", [{ kind: "room_member_count", is: "2" }, match("type", "m.room.encrypted")], [
+        "notify", sound("default"),
+      ]),
+      rule(".m.rule.room_one_to_one", [{ kind: "room_member_count", is: "2" }, match("type", "m.room.message")], [
+        "notify", sound("default"),
+      ]),
+      rule(".m.rule.message", [match("type", "m.room.message")], ["notify"]),
+      rule(".m.rule.encrypted", [match("type", "m.room.encrypted")], ["notify"]),
+    ],
+  };
+}
+
+/**
+ * The full rule set: `.m.rule.master` first, then user rules before the predefined ones of the
+ * same kind ("Predefined Rules": server-default rules have lower priority than user rules).
+ */
+export function mergeRules(userId: string, stored: StoredPushRules | undefined): RuleSet {
+  const defaults = defaultPushRules(userId);
+  const apply = (r: PushRule): PushRule => {
+    const d = stored?.defaults[r.rule_id];
+    return { ...r, enabled: d?.enabled ?? r.enabled, actions: d?.actions ?? r.actions };
+  };
+  const user = stored?.user ?? emptyRuleSet();
+  const out = emptyRuleSet();
+  for (const kind of RULE_KINDS) {
+    const d = defaults[kind].map(apply);
+    if (kind === "override") {
+      const master = d.filter((r) => r.rule_id === ".m.rule.master");
+      out.override = [...master, ...user.override, ...d.filter((r) => r.rule_id !== ".m.rule.master")];
+    } else {
+      out[kind] = [...user[kind], ...d];
+    }
+  }
+  return out;
+}
+
+/** Reads the stored push rules of a user. */
+export async function loadStoredRules(tx: ReadTx, userId: string): Promise<StoredPushRules | undefined> {
+  return (await tx.get<{ rules?: StoredPushRules }>("account_data", key(userId, "", "m.push_rules")))?.rules;
+}
+
+/** A user's full rule set. */
+export async function loadPushRules(tx: ReadTx, userId: string): Promise<RuleSet> {
+  return mergeRules(userId, await loadStoredRules(tx, userId));
+}
+
+// --- evaluation ---
+
+/** What evaluation needs to know about the room and the user. */
+export interface PushContext {
+  userId: string;
+  /** The user's display name in the room (for `contains_display_name`). */
+  displayName?: string;
+  /** Joined members of the room. */
+  memberCount: number;
+  /** Power level of the event's sender. */
+  senderPowerLevel: number;
+  /** `m.room.power_levels` content, if any (for `notifications`). */
+  powerLevels?: Record<string, unknown>;
+}
+
+/** The outcome for one event. */
+export interface PushOutcome {
+  ruleId: string;
+  actions: unknown[];
+  notify: boolean;
+  highlight: boolean;
+}
+
+const globCache = new Map<string, RegExp>();
+
+/** A glob ("Glob-style matching": `*` any run, `?` one character) as a case-insensitive RegExp body. */
+function globBody(pattern: string): string {
+  let re = "";
+  for (const c of pattern) {
+    if (c === "*") re += "[\\s\\S]*";
+    else if (c === "?") re += "[\\s\\S]";
+    else re += c.replace(/[.+^${}()|[\]\\/-]/g, "\\$&");
+  }
+  return re;
+}
+
+/** Whether `value` matches glob `pattern`; `wordBoundary` for the `content.body` special case. */
+export function globMatch(pattern: string, value: string, wordBoundary = false): boolean {
+  const cacheKey = (wordBoundary ? "w:" : "e:") + pattern;
+  let re = globCache.get(cacheKey);
+  if (!re) {
+    const body = globBody(pattern);
+    // Word boundary: start/end of value or a character outside [A-Za-z0-9_].
+    re = wordBoundary ? new RegExp(`(?:^|[^A-Za-z0-9_])${body}(?:$|[^A-Za-z0-9_])`, "i") : new RegExp(`^${body}$`, "i");
+    if (globCache.size > 1000) globCache.clear();
+    globCache.set(cacheKey, re);
+  }
+  return re.test(value);
+}
+
+/** The value at a dot-separated path ("Dot-separated property paths"). */
+export function valueAtPath(event: Record<string, unknown>, path: string): unknown {
+  let cur: unknown = event;
+  for (const p of splitPath(path)) {
+    if (cur === null || typeof cur !== "object" || Array.isArray(cur)) return undefined;
+    cur = (cur as Record<string, unknown>)[p];
+  }
+  return cur;
+}
+
+const isSimple = (v: unknown): boolean =>
+  v === null || typeof v === "string" || typeof v === "boolean" || (typeof v === "number" && Number.isSafeInteger(v));
+
+function memberCountMatches(is: string, count: number): boolean {
+  const m = /^(==|<=|>=|<|>)?([0-9]+)$/.exec(is);
+  if (!m) return false;
+  const n = Number(m[2]);
+  switch (m[1] ?? "==") {
+    case "==": return count === n;
+    case "<": return count < n;
+    case ">": return count > n;
+    case "<=": return count <= n;
+    case ">=": return count >= n;
+  }
+  return false;
+}
+
+function conditionHolds(c: PushCondition, event: Record<string, unknown>, ctx: PushContext): boolean {
+  switch (c.kind) {
+    case "event_match": {
+      if (typeof c.key !== "string" || typeof c.pattern !== "string") return false;
+      const v = valueAtPath(event, c.key);
+      if (typeof v !== "string") return false;
+      return globMatch(c.pattern, v, c.key === "content.body");
+    }
+    case "event_property_is": {
+      if (typeof c.key !== "string") return false;
+      const v = valueAtPath(event, c.key);
+      return isSimple(v) && v === c.value;
+    }
+    case "event_property_contains": {
+      if (typeof c.key !== "string") return false;
+      const v = valueAtPath(event, c.key);
+      return Array.isArray(v) && v.some((x) => isSimple(x) && x === c.value);
+    }
+    case "contains_display_name": {
+      const body = valueAtPath(event, "content.body");
+      if (typeof body !== "string" || !ctx.displayName) return false;
+      const name = ctx.displayName.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      return new RegExp(`(?:^|[^A-Za-z0-9_])${name}(?:$|[^A-Za-z0-9_])`, "i").test(body);
+    }
+    case "room_member_count":
+      return typeof c.is === "string" && memberCountMatches(c.is, ctx.memberCount);
+    case "sender_notification_permission": {
+      if (typeof c.key !== "string") return false;
+      const notifications = ctx.powerLevels?.notifications as Record<string, unknown> | undefined;
+      const raw = notifications?.[c.key];
+      // m.room.power_levels: `notifications.room` defaults to 50.
+      const required = typeof raw === "number" ? raw : typeof raw === "string" && /^-?\d+$/.test(raw) ? Number(raw) : 50;
+      return ctx.senderPowerLevel >= required;
+    }
+    default:
+      // "Unrecognised conditions MUST NOT match any events".
+      return false;
+  }
+}
+
+function ruleMatches(kind: RuleKind, rule: PushRule, event: Record<string, unknown>, ctx: PushContext): boolean {
+  switch (kind) {
+    case "override":
+    case "underride":
+      return (rule.conditions ?? []).every((c) => conditionHolds(c, event, ctx));
+    case "content": {
+      const body = valueAtPath(event, "content.body");
+      return typeof rule.pattern === "string" && typeof body === "string" && globMatch(rule.pattern, body, true);
+    }
+    case "room":
+      return event.room_id === rule.rule_id;
+    case "sender":
+      return event.sender === rule.rule_id;
+  }
+}
+
+/** Drops historical actions (`dont_notify`, `coalesce`: "Historical Actions"). */
+const cleanActions = (actions: unknown[]): unknown[] => actions.filter((a) => a !== "dont_notify" && a !== "coalesce");
+
+/**
+ * Evaluates a client-format event against a rule set; the first enabled matching rule decides.
+ * Undefined when no rule matches or the user sent the event themselves.
+ */
+export function evaluatePushRules(rules: RuleSet, event: Record<string, unknown>, ctx: PushContext): PushOutcome | undefined {
+  if (event.sender === ctx.userId) return undefined;
+  for (const kind of RULE_KINDS) {
+    for (const rule of rules[kind]) {
+      if (!rule.enabled || !ruleMatches(kind, rule, event, ctx)) continue;
+      const actions = cleanActions(rule.actions);
+      const notify = actions.includes("notify");
+      const hl = actions.some((a) => {
+        if (typeof a !== "object" || a === null) return false;
+        const t = a as Record<string, unknown>;
+        return t.set_tweak === "highlight" && t.value !== false;
+      });
+      return { ruleId: rule.rule_id, actions, notify, highlight: notify && hl };
+    }
+  }
+  return undefined;
+}
+
+// --- API ---
+
+function parseKind(kind: string | undefined): RuleKind {
+  if (!RULE_KINDS.includes(kind as RuleKind)) throw new MatrixError(400, "M_INVALID_PARAM", `Unknown rule kind ${kind}`);
+  return kind as RuleKind;
+}
+
+function checkScope(scope: string | undefined): void {
+  if (scope !== "global") throw new MatrixError(400, "M_INVALID_PARAM", "Only the global scope exists");
+}
+
+function validateActions(actions: unknown): unknown[] {
+  if (!Array.isArray(actions)) throw badJson("actions must be a list");
+  for (const a of actions) {
+    if (typeof a === "string") {
+      if (!["notify", "dont_notify", "coalesce"].includes(a)) throw new MatrixError(400, "M_INVALID_PARAM", `Unknown action ${a}`);
+    } else if (!(a !== null && typeof a === "object" && !Array.isArray(a) && typeof (a as Record<string, unknown>).set_tweak === "string")) {
+      throw new MatrixError(400, "M_INVALID_PARAM", "Invalid action");
+    }
+  }
+  return actions;
+}
+
+async function updateRules(hs: Services, userId: string, change: (s: StoredPushRules) => void): Promise<void> {
+  const pos = await hs.store.write(async (tx) => {
+    const stored = (await loadStoredRules(tx, userId)) ?? { user: emptyRuleSet(), defaults: {} };
+    change(stored);
+    return putAccountDataTx(tx, userId, "", "m.push_rules", { global: mergeRules(userId, stored) }, { rules: stored });
+  });
+  hs.notifier.notify(pos);
+}
+
+function findRule(rules: RuleSet, kind: RuleKind, ruleId: string): PushRule {
+  const r = rules[kind].find((x) => x.rule_id === ruleId);
+  if (!r) throw notFound("Unknown push rule");
+  return r;
+}
+
+/** `GET /_matrix/client/v3/pushrules/` */
+export async function getPushRules(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  return { global: await ctx.hs.store.read((tx) => loadPushRules(tx, me.userId)) };
+}
+
+/** `GET /_matrix/client/v3/pushrules/global/` */
+export async function getGlobalPushRules(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  return await ctx.hs.store.read((tx) => loadPushRules(tx, me.userId));
+}
+
+/** `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}` */
+export async function getPushRule(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  checkScope(p.scope);
+  const kind = parseKind(p.kind);
+  const rules = await ctx.hs.store.read((tx) => loadPushRules(tx, me.userId));
+  return findRule(rules, kind, p.ruleId!) as unknown as Record<string, unknown>;
+}
+
+/** `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}` */
+export async function putPushRule(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  checkScope(p.scope);
+  const kind = parseKind(p.kind);
+  const ruleId = p.ruleId!;
+  if (ruleId.startsWith(".")) throw new MatrixError(400, "M_INVALID_PARAM", "Rule IDs starting with '.' are reserved");
+  if (/[/\\]/.test(ruleId) || ruleId === "") throw new MatrixError(400, "M_INVALID_PARAM", "Invalid rule ID");
+  const body = await ctx.json();
+  const actions = validateActions(body.actions);
+  const rule: PushRule = { rule_id: ruleId, default: false, enabled: true, actions };
+  if (kind === "override" || kind === "underride") {
+    const conditions = body.conditions ?? [];
+    if (!Array.isArray(conditions) || conditions.some((c) => c === null || typeof c !== "object" || typeof (c as Record<string, unknown>).kind !== "string")) {
+      throw badJson("conditions must be a list of objects with a kind");
+    }
+    rule.conditions = conditions as PushCondition[];
+  } else if (kind === "content") {
+    if (typeof body.pattern !== "string") throw badJson("Content rules need a pattern");
+    rule.pattern = body.pattern;
+  } else if (kind === "room" && !ruleId.startsWith("!")) {
+    throw new MatrixError(400, "M_INVALID_PARAM", "Room rule IDs are room IDs");
+  } else if (kind === "sender" && !ruleId.startsWith("@")) {
+    throw new MatrixError(400, "M_INVALID_PARAM", "Sender rule IDs are user IDs");
+  }
+  const before = ctx.query("before");
+  const after = ctx.query("after");
+  for (const rel of [before, after]) {
+    if (rel?.startsWith(".")) throw new MatrixError(400, "M_UNKNOWN", "Cannot place a rule relative to a predefined rule");
+  }
+  await updateRules(ctx.hs, me.userId, (s) => {
+    const list = s.user[kind];
+    const existing = list.findIndex((r) => r.rule_id === ruleId);
+    if (existing >= 0) {
+      rule.enabled = list[existing]!.enabled;
+      list.splice(existing, 1);
+    }
+    let index: number;
+    if (before !== undefined) {
+      index = list.findIndex((r) => r.rule_id === before);
+      if (index < 0) throw new MatrixError(400, "M_UNKNOWN", `before/after rule not found: ${before}`);
+    } else if (after !== undefined) {
+      index = list.findIndex((r) => r.rule_id === after);
+      if (index < 0) throw new MatrixError(400, "M_UNKNOWN", `before/after rule not found: ${after}`);
+      index += 1;
+    } else {
+      // An update keeps its place; a new rule is the most important user rule of its kind.
+      index = existing >= 0 ? existing : 0;
+    }
+    list.splice(index, 0, rule);
+  });
+  return {};
+}
+
+/** `DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}` */
+export async function deletePushRule(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  checkScope(p.scope);
+  const kind = parseKind(p.kind);
+  if (p.ruleId!.startsWith(".")) {
+    const rules = await ctx.hs.store.read((tx) => loadPushRules(tx, me.userId));
+    findRule(rules, kind, p.ruleId!);
+    throw new MatrixError(400, "M_INVALID_PARAM", "Predefined rules cannot be deleted");
+  }
+  await updateRules(ctx.hs, me.userId, (s) => {
+    const i = s.user[kind].findIndex((r) => r.rule_id === p.ruleId);
+    if (i < 0) throw notFound("Unknown push rule");
+    s.user[kind].splice(i, 1);
+  });
+  return {};
+}
+
+/** `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/{attr}` (`enabled` or `actions`) */
+export async function getPushRuleAttr(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  checkScope(p.scope);
+  const kind = parseKind(p.kind);
+  const rule = findRule(await ctx.hs.store.read((tx) => loadPushRules(tx, me.userId)), kind, p.ruleId!);
+  return p.attr === "enabled" ? { enabled: rule.enabled } : { actions: rule.actions };
+}
+
+/** `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/{attr}` (`enabled` or `actions`) */
+export async function putPushRuleAttr(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  checkScope(p.scope);
+  const kind = parseKind(p.kind);
+  const body = await ctx.json();
+  const attr = p.attr as "enabled" | "actions";
+  let value: boolean | unknown[];
+  if (attr === "enabled") {
+    if (typeof body.enabled !== "boolean") throw badJson("enabled must be a boolean");
+    value = body.enabled;
+  } else {
+    value = validateActions(body.actions);
+  }
+  const ruleId = p.ruleId!;
+  await updateRules(ctx.hs, me.userId, (s) => {
+    if (ruleId.startsWith(".")) {
+      if (!defaultPushRules(me.userId)[kind].some((r) => r.rule_id === ruleId)) throw notFound("Unknown push rule");
+      s.defaults[ruleId] = { ...s.defaults[ruleId], [attr]: value };
+    } else {
+      const r = s.user[kind].find((x) => x.rule_id === ruleId);
+      if (!r) throw notFound("Unknown push rule");
+      if (attr === "enabled") r.enabled = value as boolean;
+      else r.actions = value as unknown[];
+    }
+  });
+  return {};
+}

@@ -1,0 +1,545 @@
+/**
+ * `/sync` ("Syncing" in the Client-Server API, `sync.yaml`): everything that changed for one device
+ * since a token, read in one transaction; a long-poll that returns as soon as the stream moves.
+ *
+ * Tokens are `s<pos>_<typing>`: `pos` is the global stream position (context.ts) the response is
+ * complete up to; `typing` the in-memory typing serial (ephemeral/typing.ts). A token names the
+ * point *after* stream position `pos`, so `prev_batch` is `s<first timeline pos - 1>` and
+ * `/messages?dir=b&from=s<n>` starts with the event at position n.
+ */
+import type { RequestContext, Requester, Services } from "../context.ts";
+import { MatrixError } from "../errors.ts";
+import { key, pos as posKey, prefix } from "../../storage/store.ts";
+import type { ReadTx, Row } from "../../storage/store.ts";
+import type { ClientEvent, StoredEvent } from "../events/types.ts";
+import { splitStateKey, stateKeyOf } from "../events/types.ts";
+import { currentState, latestEventAt, pdusOf, stateAfter, getEvent, membershipIn } from "../roomserver/state.ts";
+import type { MembershipRecord } from "../roomserver/state.ts";
+import { canSeeEvent } from "../roomserver/visibility.ts";
+import { EventServer } from "../roomserver/serve.ts";
+import { userPowerLevel } from "../rooms/powerLevels.ts";
+import { roomVersion, DEFAULT_ROOM_VERSION } from "../rooms/versions.ts";
+import type { RoomVersionRules } from "../rooms/versions.ts";
+import { typingState } from "../ephemeral/typing.ts";
+import { e2eeSyncSection, ackToDevice } from "./keys.ts";
+import { eventPasses, formatForFilter, resolveSyncFilter, roomAllowed, applyEventFields } from "./filters.ts";
+import type { Filter, RoomEventFilter } from "./filters.ts";
+import { evaluatePushRules, loadStoredRules, mergeRules } from "./pushRules.ts";
+import type { RuleSet } from "./pushRules.ts";
+import type { AccountDataRow } from "./accountData.ts";
+import type { ReceiptRow } from "./receipts.ts";
+import { presenceContent, touchPresence } from "./presence.ts";
+import type { PresenceRow } from "./presence.ts";
+
+/** A parsed `since` token. */
+export interface SyncToken {
+  pos: number;
+  typing: number;
+}
+
+/** Builds a sync token. */
+export const syncToken = (pos: number, typing: number): string => `s${pos}_${typing}`;
+
+/** Parses a sync token (`s<pos>_<typing>`; `s<pos>` alone is accepted). */
+export function parseSyncToken(token: string): SyncToken | undefined {
+  const m = /^s(\d+)(?:_(\d+))?$/.exec(token);
+  return m ? { pos: Number(m[1]), typing: Number(m[2] ?? 0) } : undefined;
+}
+
+const DEFAULT_TIMELINE_LIMIT = 10;
+const MAX_TIMELINE_LIMIT = 500;
+/** How many timeline rows one room's scan may read before it calls the timeline limited. */
+const MAX_SCAN = 1000;
+/** How many events after the read receipt are evaluated for unread counts. */
+const MAX_UNREAD_SCAN = 500;
+const MAX_TIMEOUT_MS = 5 * 60_000;
+/** "Stripped state" the invitee and knocker see (server behaviour of invites/knocks). */
+const STRIPPED_TYPES = ["m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption"];
+
+/** `GET /_matrix/client/v3/sync` */
+export async function getSync(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const filter = await resolveSyncFilter(ctx, me.userId, ctx.query("filter"));
+  const sinceParam = ctx.query("since");
+  const since = sinceParam !== undefined ? parseSyncToken(sinceParam) : undefined;
+  if (sinceParam !== undefined && !since) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid since token");
+  const fullState = ctx.query("full_state") === "true";
+  const timeoutParam = ctx.query("timeout");
+  const timeout = timeoutParam === undefined ? 0 : Number(timeoutParam);
+  if (!Number.isFinite(timeout) || timeout < 0) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid timeout");
+  const setPresence = ctx.query("set_presence") ?? "online";
+  if (!["online", "offline", "unavailable"].includes(setPresence)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid set_presence");
+
+  const hs = ctx.hs;
+  await touchPresence(hs, me.userId, setPresence);
+  // Messages delivered by the response that carried `since` are now acknowledged (send_to_device).
+  if (since) await ackToDevice(hs, me.userId, me.deviceId, since.pos);
+
+  const deadline = hs.clock() + Math.min(timeout, MAX_TIMEOUT_MS);
+  const typing = typingState(hs);
+  for (;;) {
+    const typingSerial = typing.serial;
+    const result = await hs.store.read((tx) => buildSync(hs, tx, me, filter, since, fullState, typingSerial));
+    const remaining = deadline - hs.clock();
+    if (!since || fullState || !result.empty || remaining <= 0 || ctx.request.signal.aborted) return result.body;
+    // A typing change during the build: build again rather than sleep past it.
+    if (typing.serial !== typingSerial) continue;
+    await hs.notifier.wait(result.upTo, remaining, ctx.request.signal);
+    if (ctx.request.signal.aborted) return result.body;
+  }
+}
+
+interface BuildResult {
+  body: Record<string, unknown>;
+  upTo: number;
+  empty: boolean;
+}
+
+/** Per-response context shared by the room builders. */
+interface SyncRun {
+  hs: Services;
+  tx: ReadTx;
+  me: Requester;
+  filter: Filter;
+  since: SyncToken | undefined;
+  fullState: boolean;
+  upTo: number;
+  typingSerial: number;
+  now: number;
+  server: EventServer;
+  rules?: RuleSet;
+}
+
+async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: SyncToken | undefined, fullState: boolean, typingSerial: number): Promise<BuildResult> {
+  const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+  const now = hs.clock();
+  const run: SyncRun = { hs, tx, me, filter, since, fullState, upTo, typingSerial, now, server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now) };
+  const sincePos = since?.pos ?? 0;
+
+  const join: Record<string, unknown> = {};
+  const invite: Record<string, unknown> = {};
+  const leave: Record<string, unknown> = {};
+  const knock: Record<string, unknown> = {};
+  const includeLeave = filter.room?.include_leave === true;
+  const memberships = await tx.range<MembershipRecord>("memberships", { prefix: prefix(me.userId) });
+  const joinedRooms: string[] = [];
+  for (const { key: k, value: rec } of memberships) {
+    const roomId = k.slice(prefix(me.userId).length);
+    if (rec.membership === "join") joinedRooms.push(roomId);
+    if (!roomAllowed(filter, roomId)) continue;
+    // A membership newer than the token is news for the room as a whole (e.g. a join: send it all).
+    const changed = !since || rec.streamPos > sincePos;
+    switch (rec.membership) {
+      case "join": {
+        const room = await joinedRoom(run, roomId, rec);
+        if (room) join[roomId] = room;
+        break;
+      }
+      case "invite":
+        if (changed || fullState) invite[roomId] = { invite_state: { events: await strippedState(run, roomId, rec) } };
+        break;
+      case "knock":
+        if (changed || fullState) knock[roomId] = { knock_state: { events: await strippedState(run, roomId, rec) } };
+        break;
+      case "leave":
+      case "ban": {
+        // Leaves are news once; an initial sync shows them only with `include_leave`.
+        const show = since ? rec.streamPos > sincePos || (fullState && includeLeave) : includeLeave && !rec.forgotten;
+        if (show) leave[roomId] = await leftRoom(run, roomId, rec);
+        break;
+      }
+    }
+  }
+
+  const accountData = await globalAccountData(run);
+  const presence = await presenceEvents(run, joinedRooms);
+  const e2ee = await e2eeSyncSection(tx, me.userId, me.deviceId, sincePos, upTo);
+
+  const body: Record<string, unknown> = {
+    next_batch: syncToken(upTo, typingSerial),
+    rooms: { join, invite, leave, knock },
+    presence: { events: presence },
+    account_data: { events: accountData },
+    to_device: e2ee.to_device,
+    device_lists: e2ee.device_lists,
+    device_one_time_keys_count: e2ee.device_one_time_keys_count,
+    device_unused_fallback_key_types: e2ee.device_unused_fallback_key_types,
+  };
+  const empty =
+    Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + Object.keys(knock).length === 0 &&
+    presence.length === 0 &&
+    accountData.length === 0 &&
+    e2ee.to_device.events.length === 0 &&
+    e2ee.device_lists.changed.length === 0 &&
+    e2ee.device_lists.left.length === 0;
+  return { body, upTo, empty };
+}
+
+// --- rooms ---
+
+function rulesFor(roomVersionId: string | undefined): RoomVersionRules {
+  return roomVersion(roomVersionId ?? DEFAULT_ROOM_VERSION) ?? roomVersion(DEFAULT_ROOM_VERSION)!;
+}
+
+interface Timeline {
+  events: StoredEvent[];
+  limited: boolean;
+}
+
+/**
+ * The newest `limit` events of a room in (lower, upper] the user may see and the filter lets
+ * through, oldest first. `visibleFrom`: events after this position need no visibility check (the
+ * user has been joined since).
+ */
+async function timelineOf(run: SyncRun, roomId: string, lower: number, upper: number, f: RoomEventFilter | undefined, visibleFrom: number | undefined): Promise<Timeline> {
+  const limit = Math.min(f?.limit ?? DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT);
+  const out: StoredEvent[] = [];
+  let cursor = upper;
+  let scanned = 0;
+  let limited = false;
+  while (out.length <= limit) {
+    const rows: Row<string>[] = await run.tx.range<string>("timeline", {
+      prefix: prefix(roomId),
+      gt: key(roomId, posKey(lower)),
+      lte: key(roomId, posKey(cursor)),
+      reverse: true,
+      limit: Math.min(limit + 1, 100),
+    });
+    if (rows.length === 0) break;
+    for (const row of rows) {
+      scanned++;
+      const e = await getEvent(run.tx, row.value);
+      if (!e || e.rejected || e.softFailed || e.outlier) continue;
+      if (!eventPasses(f, { type: e.pdu.type, sender: e.pdu.sender, content: e.pdu.content }, roomId)) continue;
+      const pos = e.streamPos ?? 0;
+      if (visibleFrom === undefined || pos <= visibleFrom) {
+        if (!(await canSeeEvent(run.tx, run.me.userId, e))) continue;
+      }
+      out.push(e);
+      if (out.length > limit) break;
+    }
+    const last = rows[rows.length - 1]!;
+    cursor = parseInt(last.key.slice(prefix(roomId).length), 16) - 1;
+    if (cursor <= lower) break;
+    if (scanned >= MAX_SCAN) {
+      limited = true;
+      break;
+    }
+  }
+  if (out.length > limit) {
+    limited = true;
+    out.length = limit;
+  }
+  out.reverse();
+  return { events: out, limited };
+}
+
+/** The state at a stream position in a room (after the newest event at or before it). */
+async function stateAtPos(tx: ReadTx, roomId: string, pos: number): Promise<Map<string, string>> {
+  if (pos <= 0) return new Map();
+  const e = await latestEventAt(tx, roomId, pos);
+  return e ? stateAfter(tx, e.eventId) : new Map();
+}
+
+/**
+ * The `state` section: the state at the start of the timeline, minus what the client already has
+ * at `sincePos` (all of it when `sincePos` is undefined). Lazy loading keeps only the members the
+ * timeline needs ("Lazy-loading room members").
+ */
+async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, upper: number, sincePos: number | undefined, includeOwnMember: boolean): Promise<StoredEvent[]> {
+  const startPos = timeline.events.length > 0 ? (timeline.events[0]!.streamPos ?? 1) - 1 : upper;
+  if (sincePos !== undefined && timeline.events.length === 0) return [];
+  const atStart = await stateAtPos(run.tx, roomId, startPos);
+  const atSince = sincePos !== undefined ? await stateAtPos(run.tx, roomId, sincePos) : new Map<string, string>();
+  const inTimeline = new Set(timeline.events.map((e) => e.eventId));
+  const stateFilter = run.filter.room?.state;
+  const lazy = stateFilter?.lazy_load_members === true;
+  const needed = new Set(timeline.events.map((e) => e.pdu.sender));
+  if (includeOwnMember) needed.add(run.me.userId);
+  const out: StoredEvent[] = [];
+  for (const [sk, id] of atStart) {
+    const [type, stateKey] = splitStateKey(sk);
+    const isMember = type === "m.room.member";
+    const changed = atSince.get(sk) !== id;
+    if (inTimeline.has(id)) continue;
+    if (lazy && isMember) {
+      // Members of timeline senders, even if sent before (no per-device record is kept, so
+      // `include_redundant_members: false` is honoured only as far as the timeline goes).
+      if (!needed.has(stateKey)) continue;
+    } else if (!changed) {
+      continue;
+    }
+    const e = await getEvent(run.tx, id);
+    if (!e) continue;
+    if (!eventPasses(stateFilter, { type: e.pdu.type, sender: e.pdu.sender, content: e.pdu.content }, roomId)) continue;
+    out.push(e);
+  }
+  return out;
+}
+
+async function serveEvents(run: SyncRun, events: StoredEvent[]): Promise<Record<string, unknown>[]> {
+  const out: Record<string, unknown>[] = [];
+  for (const e of events) {
+    const ce = await run.server.serve(e, { omitRoomId: true });
+    out.push(formatForFilter(ce, e.pdu as unknown as Record<string, unknown>, run.filter));
+  }
+  return out;
+}
+
+async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): Promise<Record<string, unknown> | undefined> {
+  const { tx, since, upTo } = run;
+  // Joined since the token (or no token): the room is new to the client, send it whole.
+  const roomSince = since && rec.streamPos <= since.pos ? since.pos : undefined;
+  const timelineFilter = run.filter.room?.timeline;
+  const timeline = await timelineOf(run, roomId, roomSince ?? 0, upTo, timelineFilter, rec.streamPos);
+
+  const receipts = await tx.range<ReceiptRow>("receipts", { prefix: prefix(roomId) });
+  const newReceipts = roomSince === undefined ? receipts : receipts.filter((r) => r.value.streamPos > roomSince);
+  const roomAccountData = await tx.range<AccountDataRow>("account_data", { prefix: prefix(run.me.userId, roomId) });
+  const newAccountData = roomSince === undefined ? roomAccountData : roomAccountData.filter((r) => r.value.streamPos > roomSince);
+  const typing = typingState(run.hs);
+  const typingChanged = roomSince === undefined || !since || typing.changedSince(roomId, since.typing);
+  // Any new timeline row (even one filtered out) may change unread counts or state.
+  const anyNewEvent = roomSince !== undefined && (await tx.count("timeline", { prefix: prefix(roomId), gt: key(roomId, posKey(roomSince)), lte: key(roomId, posKey(upTo)) })) > 0;
+
+  if (roomSince !== undefined && !run.fullState && timeline.events.length === 0 && !anyNewEvent && newReceipts.length === 0 && newAccountData.length === 0 && !typingChanged) {
+    return undefined;
+  }
+
+  const stateEvents = await stateSection(run, roomId, timeline, upTo, run.fullState ? undefined : roomSince, roomSince === undefined);
+  const ephemeral = ephemeralEvents(run, roomId, newReceipts, typingChanged);
+  const current = await currentState(tx, roomId);
+  const room = await tx.get<{ roomVersion: string }>("rooms", roomId);
+  const unread = await unreadCounts(run, roomId, receipts, current, rulesFor(room?.roomVersion));
+
+  const out: Record<string, unknown> = {
+    timeline: {
+      events: await serveEvents(run, timeline.events),
+      limited: timeline.limited,
+      ...(timeline.events.length > 0 ? { prev_batch: syncToken((timeline.events[0]!.streamPos ?? 1) - 1, run.typingSerial) } : { prev_batch: syncToken(roomSince ?? upTo, run.typingSerial) }),
+    },
+    state: { events: await serveEvents(run, stateEvents) },
+    ephemeral: { events: ephemeral },
+    account_data: { events: accountDataEvents(newAccountData, run.me.userId, roomId, run.filter.room?.account_data) },
+    unread_notifications: unread.main,
+    summary: summaryOf(current, run.me.userId),
+  };
+  if (timelineFilter?.unread_thread_notifications) out.unread_thread_notifications = unread.threads;
+  return out;
+}
+
+async function leftRoom(run: SyncRun, roomId: string, rec: MembershipRecord): Promise<Record<string, unknown>> {
+  const roomSince = run.since && !run.fullState ? run.since.pos : undefined;
+  // The timeline stops at the leave: nothing after it is the user's business.
+  const timeline = await timelineOf(run, roomId, roomSince ?? 0, rec.streamPos, run.filter.room?.timeline, undefined);
+  const stateEvents = await stateSection(run, roomId, timeline, rec.streamPos, roomSince, false);
+  const roomAccountData = await run.tx.range<AccountDataRow>("account_data", { prefix: prefix(run.me.userId, roomId) });
+  const newAccountData = roomSince === undefined ? roomAccountData : roomAccountData.filter((r) => r.value.streamPos > roomSince);
+  return {
+    timeline: {
+      events: await serveEvents(run, timeline.events),
+      limited: timeline.limited,
+      prev_batch: syncToken(timeline.events.length > 0 ? (timeline.events[0]!.streamPos ?? 1) - 1 : rec.streamPos, run.typingSerial),
+    },
+    state: { events: await serveEvents(run, stateEvents) },
+    account_data: { events: accountDataEvents(newAccountData, run.me.userId, roomId, run.filter.room?.account_data) },
+  };
+}
+
+/** Stripped state for an invite or knock, ending with the user's own member event. */
+async function strippedState(run: SyncRun, roomId: string, rec: MembershipRecord): Promise<Record<string, unknown>[]> {
+  const own = await getEvent(run.tx, rec.eventId);
+  // A federated invite carries the inviting server's view of the room.
+  const carried = own?.pdu.unsigned?.invite_room_state ?? own?.pdu.unsigned?.knock_room_state;
+  const out: Record<string, unknown>[] = [];
+  if (Array.isArray(carried)) {
+    out.push(...(carried as Record<string, unknown>[]));
+  } else {
+    for (const type of STRIPPED_TYPES) {
+      const id = await run.tx.get<string>("room_state", key(roomId, type, ""));
+      const e = id ? await getEvent(run.tx, id) : undefined;
+      if (e) out.push({ type: e.pdu.type, state_key: e.pdu.state_key ?? "", sender: e.pdu.sender, content: e.pdu.content });
+    }
+  }
+  if (own) {
+    const ce = await run.server.serve(own, { bundle: false });
+    out.push(ce as unknown as Record<string, unknown>);
+  }
+  return out;
+}
+
+function ephemeralEvents(run: SyncRun, roomId: string, receipts: Row<ReceiptRow>[], typingChanged: boolean): Record<string, unknown>[] {
+  const f = run.filter.room?.ephemeral;
+  const out: Record<string, unknown>[] = [];
+  const passes = (type: string): boolean => eventPasses(f, { type, sender: "" }, roomId) || (f?.senders !== undefined && eventPasses({ ...f, senders: undefined }, { type, sender: "" }, roomId));
+  if (typingChanged && passes("m.typing")) {
+    out.push({ type: "m.typing", content: { user_ids: typingState(run.hs).typingIn(roomId) } });
+  }
+  if (receipts.length > 0 && passes("m.receipt")) {
+    const content: Record<string, Record<string, Record<string, Record<string, unknown>>>> = {};
+    for (const r of receipts) {
+      const [, type, userId, threadId] = r.key.split("\u001f") as [string, string, string, string];
+      // m.read.private: "only the user who sent it" sees it (Receipts, "Private read receipts").
+      if (type === "m.read.private" && userId !== run.me.userId) continue;
+      if (f?.senders && !f.senders.includes(userId)) continue;
+      if (f?.not_senders?.includes(userId)) continue;
+      const byType = (content[r.value.eventId] ??= {});
+      const byUser = (byType[type] ??= {});
+      byUser[userId] = { ts: r.value.ts, ...(threadId ? { thread_id: threadId } : {}) };
+    }
+    if (Object.keys(content).length > 0) out.push({ type: "m.receipt", content });
+  }
+  return out.slice(0, f?.limit ?? out.length);
+}
+
+function accountDataEvents(rows: Row<AccountDataRow>[], userId: string, roomId: string, f: RoomEventFilter | undefined): Record<string, unknown>[] {
+  const p = prefix(userId, roomId);
+  const out: Record<string, unknown>[] = [];
+  for (const r of rows) {
+    const type = r.key.slice(p.length);
+    if (!eventPasses(f, { type, sender: userId }, roomId === "" ? undefined : roomId)) continue;
+    out.push({ type, content: r.value.content });
+  }
+  return f?.limit !== undefined ? out.slice(0, f.limit) : out;
+}
+
+/** `summary`: heroes and member counts ("Calculating the display name for a room"). */
+function summaryOf(current: Map<string, StoredEvent>, userId: string): Record<string, unknown> {
+  const joined: string[] = [];
+  const invited: string[] = [];
+  const left: string[] = [];
+  for (const [sk, e] of current) {
+    const [type, stateKey] = splitStateKey(sk);
+    if (type !== "m.room.member") continue;
+    const m = membershipIn(e);
+    if (m === "join") joined.push(stateKey);
+    else if (m === "invite") invited.push(stateKey);
+    else if (m === "leave" || m === "ban") left.push(stateKey);
+  }
+  const others = [...joined, ...invited].filter((u) => u !== userId).sort();
+  const heroes = (others.length > 0 ? others : left.filter((u) => u !== userId).sort()).slice(0, 5);
+  return { "m.heroes": heroes, "m.joined_member_count": joined.length, "m.invited_member_count": invited.length };
+}
+
+/**
+ * Unread counts: events after the user's read receipt that the push rules say notify
+ * ("Receiving notifications"; threaded counts per "Threading").
+ */
+async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptRow>[], current: Map<string, StoredEvent>, version: RoomVersionRules): Promise<{
+  main: { notification_count: number; highlight_count: number };
+  threads: Record<string, { notification_count: number; highlight_count: number }>;
+}> {
+  const { tx, me } = run;
+  const threaded = run.filter.room?.timeline?.unread_thread_notifications === true;
+  // Where the user has read up to, per thread ("" = unthreaded).
+  const readAt = new Map<string, number>();
+  for (const r of receipts) {
+    const [, type, userId, threadId] = r.key.split("\u001f") as [string, string, string, string];
+    if (userId !== me.userId || (type !== "m.read" && type !== "m.read.private")) continue;
+    const e = await getEvent(tx, r.value.eventId);
+    const p = e?.streamPos ?? 0;
+    const t = threaded ? threadId : threadId === "" || threadId === "main" ? "" : threadId;
+    if (p > (readAt.get(t) ?? 0)) readAt.set(t, p);
+  }
+  const unthreaded = readAt.get("") ?? 0;
+  const minRead = Math.min(unthreaded, ...[...readAt.values()]);
+  // Never count further back than the user's join.
+  const membership = await tx.get<MembershipRecord>("memberships", key(me.userId, roomId));
+  const from = Math.max(minRead, membership?.streamPos ?? 0);
+
+  const main = { notification_count: 0, highlight_count: 0 };
+  const threads: Record<string, { notification_count: number; highlight_count: number }> = {};
+  const rows = await tx.range<string>("timeline", { prefix: prefix(roomId), gt: key(roomId, posKey(from)), lte: key(roomId, posKey(run.upTo)), reverse: true, limit: MAX_UNREAD_SCAN });
+  if (rows.length === 0) return { main, threads };
+
+  run.rules ??= mergeRules(me.userId, await loadStoredRules(tx, me.userId));
+  const pdus = pdusOf(current);
+  const pl = current.get(stateKeyOf("m.room.power_levels", ""))?.pdu.content;
+  const ownMember = current.get(stateKeyOf("m.room.member", me.userId))?.pdu.content;
+  let memberCount = 0;
+  for (const [sk, e] of current) if (sk.startsWith("m.room.member\u001f") && membershipIn(e) === "join") memberCount++;
+  const powerCache = new Map<string, number>();
+
+  for (const row of rows) {
+    const e = await getEvent(tx, row.value);
+    if (!e || e.rejected || e.softFailed || e.redactedBy || e.pdu.sender === me.userId) continue;
+    const rel = e.pdu.content?.["m.relates_to"] as Record<string, unknown> | undefined;
+    const threadRoot = rel?.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : undefined;
+    const bucket = threaded && threadRoot ? threadRoot : threaded ? "main" : "";
+    const readPos = Math.max(unthreaded, threaded ? (readAt.get(bucket) ?? 0) : 0);
+    if ((e.streamPos ?? 0) <= readPos) continue;
+    let senderPower = powerCache.get(e.pdu.sender);
+    if (senderPower === undefined) powerCache.set(e.pdu.sender, (senderPower = userPowerLevel(e.pdu.sender, pdus, version)));
+    const ce = toPushEvent(e);
+    const outcome = evaluatePushRules(run.rules, ce, {
+      userId: me.userId,
+      displayName: typeof ownMember?.displayname === "string" ? ownMember.displayname : undefined,
+      memberCount,
+      senderPowerLevel: senderPower,
+      powerLevels: pl,
+    });
+    if (!outcome?.notify) continue;
+    const counts = threaded && threadRoot ? (threads[threadRoot] ??= { notification_count: 0, highlight_count: 0 }) : main;
+    counts.notification_count++;
+    if (outcome.highlight) counts.highlight_count++;
+  }
+  return { main, threads };
+}
+
+/** The event as push rules see it (client format, with `room_id`). */
+export function toPushEvent(e: StoredEvent): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    type: e.pdu.type,
+    content: e.pdu.content,
+    sender: e.pdu.sender,
+    room_id: e.roomId,
+    event_id: e.eventId,
+    origin_server_ts: e.pdu.origin_server_ts,
+  };
+  if (e.pdu.state_key !== undefined) out.state_key = e.pdu.state_key;
+  return out;
+}
+
+// --- global sections ---
+
+async function globalAccountData(run: SyncRun): Promise<Record<string, unknown>[]> {
+  const sincePos = run.since && !run.fullState ? run.since.pos : undefined;
+  const rows = await run.tx.range<AccountDataRow & { rules?: unknown }>("account_data", { prefix: prefix(run.me.userId, "") });
+  const fresh = sincePos === undefined ? rows : rows.filter((r) => r.value.streamPos > sincePos);
+  const events = accountDataEvents(fresh, run.me.userId, "", run.filter.account_data);
+  // The push rules are served computed (defaults may have changed since they were stored), and an
+  // initial sync always carries them, as clients read them from here.
+  const pushIdx = events.findIndex((e) => e.type === "m.push_rules");
+  const wantsPush = eventPasses(run.filter.account_data, { type: "m.push_rules", sender: run.me.userId });
+  if (pushIdx >= 0 || (sincePos === undefined && wantsPush)) {
+    const content = { global: mergeRules(run.me.userId, await loadStoredRules(run.tx, run.me.userId)) };
+    if (pushIdx >= 0) events[pushIdx] = { type: "m.push_rules", content };
+    else events.push({ type: "m.push_rules", content });
+  }
+  return events.map((e) => applyEventFields(e, run.filter.event_fields));
+}
+
+async function presenceEvents(run: SyncRun, joinedRooms: string[]): Promise<ClientEvent[] | Record<string, unknown>[]> {
+  const f = run.filter.presence;
+  if (f?.limit === 0) return [];
+  const sincePos = run.since && !run.fullState ? run.since.pos : 0;
+  const rows = await run.tx.range<PresenceRow>("presence");
+  const fresh = rows.filter((r) => r.value.streamPos > sincePos);
+  if (fresh.length === 0) return [];
+  // Presence goes to users who share a room ("Presence", server behaviour).
+  const visible = new Set<string>([run.me.userId]);
+  for (const roomId of joinedRooms) {
+    const members = await run.tx.range<string>("room_state", { prefix: prefix(roomId, "m.room.member") });
+    for (const m of members) {
+      const e = await getEvent(run.tx, m.value);
+      if (e && membershipIn(e) === "join" && e.pdu.state_key) visible.add(e.pdu.state_key);
+    }
+  }
+  const out: Record<string, unknown>[] = [];
+  for (const r of fresh) {
+    if (!visible.has(r.key)) continue;
+    if (!eventPasses(f, { type: "m.presence", sender: r.key })) continue;
+    out.push(applyEventFields({ type: "m.presence", sender: r.key, content: presenceContent(r.value, run.now) }, run.filter.event_fields));
+  }
+  return f?.limit !== undefined ? out.slice(0, f.limit) : out;
+}

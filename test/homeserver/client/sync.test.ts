@@ -1,0 +1,202 @@
+import { describe, it, expect, beforeEach, afterEach } from "vitest";
+import { TestServer, room } from "../roomserver/harness.ts";
+import type { TestUser } from "../roomserver/harness.ts";
+
+let t: TestServer;
+let alice: TestUser;
+let bob: TestUser;
+beforeEach(async () => {
+  t = await TestServer.start();
+  alice = await t.user("alice", { displayname: "Alice" });
+  bob = await t.user("bob", { displayname: "Bob" });
+});
+afterEach(async () => t.close());
+
+type Sync = Record<string, any>;
+const sync = (as: TestUser, q: Record<string, string> = {}): Promise<Sync> =>
+  t.ok("GET", `/sync?${new URLSearchParams({ set_presence: "offline", ...q })}`, as);
+const joined = (s: Sync, roomId: string): Sync => s.rooms.join[roomId];
+const bodies = (events: Sync[]): unknown[] => events.filter((e) => e.type === "m.room.message").map((e) => e.content.body);
+
+async function sharedRoom(): Promise<string> {
+  const roomId = await t.createRoom(alice, { preset: "private_chat", name: "Shared" });
+  await t.invite(alice, roomId, bob.userId);
+  await t.join(bob, roomId);
+  return roomId;
+}
+
+describe("GET /sync", () => {
+  it("needs an access token", async () => {
+    expect((await t.req("GET", "/sync")).body.errcode).toBe("M_MISSING_TOKEN");
+    const bad = await t.req("GET", "/sync", "nope");
+    expect(bad.status).toBe(401);
+    expect(bad.body.errcode).toBe("M_UNKNOWN_TOKEN");
+  });
+
+  it("rejects a malformed since token and an unknown filter ID", async () => {
+    expect((await t.req("GET", "/sync?since=garbage", alice)).body.errcode).toBe("M_INVALID_PARAM");
+    expect((await t.req("GET", "/sync?filter=999", alice)).body.errcode).toBe("M_INVALID_PARAM");
+    expect((await t.req("GET", "/sync?set_presence=busy", alice)).status).toBe(400);
+  });
+
+  it("initial sync: the whole room, state before the timeline, summary, push rules", async () => {
+    const roomId = await sharedRoom();
+    await t.send(bob, roomId, "hello");
+    const s = await sync(alice, { filter: JSON.stringify({ room: { timeline: { limit: 1 } } }) });
+    expect(s.next_batch).toMatch(/^s\d+_\d+$/);
+    const r = joined(s, roomId);
+    expect(bodies(r.timeline.events)).toEqual(["hello"]);
+    expect(r.timeline.limited).toBe(true);
+    expect(r.timeline.prev_batch).toMatch(/^s\d+_\d+$/);
+    // Timeline events carry no room_id in sync.
+    expect(r.timeline.events[0].room_id).toBeUndefined();
+    // The state before the timeline plus the timeline is the current state.
+    const all = [...r.state.events, ...r.timeline.events].filter((e: Sync) => e.state_key !== undefined);
+    const types = new Set(all.map((e: Sync) => `${e.type}|${e.state_key}`));
+    for (const k of ["m.room.create|", "m.room.name|", "m.room.power_levels|", `m.room.member|${alice.userId}`, `m.room.member|${bob.userId}`]) expect(types).toContain(k);
+    expect(r.summary).toEqual({ "m.heroes": [bob.userId], "m.joined_member_count": 2, "m.invited_member_count": 0 });
+    expect(s.account_data.events.map((e: Sync) => e.type)).toContain("m.push_rules");
+    expect(s.device_one_time_keys_count).toBeDefined();
+    expect(s.to_device.events).toEqual([]);
+  });
+
+  it("incremental sync returns only what is new, and nothing when nothing happened", async () => {
+    const roomId = await sharedRoom();
+    const s1 = await sync(alice);
+    const s2 = await sync(alice, { since: s1.next_batch, timeout: "0" });
+    expect(s2.rooms.join[roomId]).toBeUndefined();
+    expect(s2.next_batch).toBe(s1.next_batch);
+    await t.send(bob, roomId, "one");
+    await t.send(bob, roomId, "two");
+    const s3 = await sync(alice, { since: s1.next_batch });
+    const r = joined(s3, roomId);
+    expect(bodies(r.timeline.events)).toEqual(["one", "two"]);
+    expect(r.timeline.limited).toBe(false);
+    expect(r.state.events).toEqual([]);
+    expect(r.unread_notifications).toEqual({ notification_count: 2, highlight_count: 0 });
+  });
+
+  it("a long-poll returns as soon as an event arrives", async () => {
+    const roomId = await sharedRoom();
+    const s1 = await sync(alice);
+    const pending = sync(alice, { since: s1.next_batch, timeout: "30000" });
+    await new Promise((r) => setTimeout(r, 20));
+    await t.send(bob, roomId, "wake up");
+    const s2 = await pending;
+    expect(bodies(joined(s2, roomId).timeline.events)).toEqual(["wake up"]);
+  });
+
+  it("limits the timeline, flags it limited with a prev_batch, and gives the state gap", async () => {
+    const roomId = await sharedRoom();
+    const s1 = await sync(alice);
+    await t.state(bob, roomId, "m.room.topic", { topic: "gap" }).catch(() => undefined);
+    await t.state(alice, roomId, "m.room.topic", { topic: "gap" });
+    for (let i = 0; i < 8; i++) await t.send(bob, roomId, `m${i}`);
+    const filter = JSON.stringify({ room: { timeline: { limit: 3 } } });
+    const s2 = await sync(alice, { since: s1.next_batch, filter });
+    const r = joined(s2, roomId);
+    expect(bodies(r.timeline.events)).toEqual(["m5", "m6", "m7"]);
+    expect(r.timeline.limited).toBe(true);
+    expect(r.state.events.map((e: Sync) => e.type)).toEqual(["m.room.topic"]);
+    // prev_batch pages back into the gap through /messages.
+    const page = await t.ok("GET", room(roomId, `/messages?dir=b&limit=2&from=${r.timeline.prev_batch}`), alice);
+    expect(page.chunk.map((e: Sync) => e.content.body)).toEqual(["m4", "m3"]);
+  });
+
+  it("full_state gives the whole state even with a since token", async () => {
+    const roomId = await sharedRoom();
+    const s1 = await sync(alice);
+    const s2 = await sync(alice, { since: s1.next_batch, full_state: "true" });
+    expect(joined(s2, roomId).state.events.length).toBeGreaterThan(4);
+  });
+
+  it("invites carry stripped state; the join then brings the room", async () => {
+    const roomId = await t.createRoom(alice, { name: "Invite me" });
+    const s0 = await sync(bob);
+    await t.invite(alice, roomId, bob.userId);
+    const s1 = await sync(bob, { since: s0.next_batch });
+    const inv = s1.rooms.invite[roomId];
+    const types = inv.invite_state.events.map((e: Sync) => e.type);
+    expect(types).toContain("m.room.create");
+    expect(types).toContain("m.room.name");
+    const me = inv.invite_state.events.find((e: Sync) => e.type === "m.room.member" && e.state_key === bob.userId);
+    expect(me.content.membership).toBe("invite");
+    await t.join(bob, roomId);
+    const s2 = await sync(bob, { since: s1.next_batch });
+    expect(s2.rooms.invite[roomId]).toBeUndefined();
+    const r = joined(s2, roomId);
+    expect(r.timeline.events.at(-1)).toMatchObject({ type: "m.room.member", state_key: bob.userId, content: { membership: "join" } });
+  });
+
+  it("a leave shows once in rooms.leave with the timeline up to the leave", async () => {
+    const roomId = await sharedRoom();
+    const s1 = await sync(bob);
+    await t.ok("POST", room(roomId, "/leave"), bob, {});
+    await t.send(alice, roomId, "after you left");
+    const s2 = await sync(bob, { since: s1.next_batch });
+    const left = s2.rooms.leave[roomId];
+    expect(left.timeline.events.at(-1)).toMatchObject({ type: "m.room.member", state_key: bob.userId, content: { membership: "leave" } });
+    expect(bodies(left.timeline.events)).toEqual([]);
+    const s3 = await sync(bob, { since: s2.next_batch });
+    expect(s3.rooms.leave[roomId]).toBeUndefined();
+    // Initial sync shows left rooms only with include_leave.
+    expect((await sync(bob)).rooms.leave[roomId]).toBeUndefined();
+    expect((await sync(bob, { filter: JSON.stringify({ room: { include_leave: true } }) })).rooms.leave[roomId]).toBeDefined();
+  });
+
+  it("does not serve history the user may not see", async () => {
+    const roomId = await t.createRoom(alice, { preset: "public_chat" });
+    await t.state(alice, roomId, "m.room.history_visibility", { history_visibility: "joined" });
+    await t.send(alice, roomId, "secret before bob");
+    await t.join(bob, roomId);
+    await t.send(alice, roomId, "after bob");
+    const r = joined(await sync(bob), roomId);
+    expect(bodies(r.timeline.events)).toEqual(["after bob"]);
+  });
+
+  it("applies stored and inline filters", async () => {
+    const roomId = await sharedRoom();
+    await t.send(bob, roomId, "text");
+    await t.send(bob, roomId, { key: "v" }, "org.example.custom");
+    const { filter_id } = await t.ok("POST", `/user/${encodeURIComponent(alice.userId)}/filter`, alice, { room: { timeline: { not_types: ["org.example.*"] } } });
+    expect(typeof filter_id).toBe("string");
+    const r = joined(await sync(alice, { filter: filter_id }), roomId);
+    expect(r.timeline.events.map((e: Sync) => e.type)).not.toContain("org.example.custom");
+    const r2 = joined(await sync(alice, { filter: JSON.stringify({ room: { timeline: { types: ["org.example.custom"] } } }) }), roomId);
+    expect(r2.timeline.events.map((e: Sync) => e.type)).toEqual(["org.example.custom"]);
+    const other = await sync(alice, { filter: JSON.stringify({ room: { not_rooms: [roomId] } }) });
+    expect(other.rooms.join[roomId]).toBeUndefined();
+    const fields = joined(await sync(alice, { filter: JSON.stringify({ event_fields: ["type", "content.body"], room: { timeline: { limit: 1 } } }) }), roomId);
+    expect(fields.timeline.events[0]).toEqual({ type: "org.example.custom" });
+  });
+
+  it("lazy-loads members: only the timeline's senders", async () => {
+    const roomId = await sharedRoom();
+    const carol = await t.user("carol");
+    await t.invite(alice, roomId, carol.userId);
+    await t.join(carol, roomId);
+    for (let i = 0; i < 3; i++) await t.send(bob, roomId, `b${i}`);
+    const filter = JSON.stringify({ room: { timeline: { limit: 2 }, state: { lazy_load_members: true } } });
+    const r = joined(await sync(alice, { filter }), roomId);
+    const members = r.state.events.filter((e: Sync) => e.type === "m.room.member").map((e: Sync) => e.state_key).sort();
+    expect(members).toEqual([alice.userId, bob.userId].sort());
+    expect(r.state.events.some((e: Sync) => e.type === "m.room.create")).toBe(true);
+  });
+});
+
+describe("filters API", () => {
+  it("stores and returns a filter; 404 for an unknown one; 403 for another user", async () => {
+    const f = { room: { timeline: { limit: 5 } }, event_format: "client" };
+    const path = `/user/${encodeURIComponent(alice.userId)}/filter`;
+    const { filter_id } = await t.ok("POST", path, alice, f);
+    expect(await t.ok("GET", `${path}/${filter_id}`, alice)).toEqual(f);
+    const missing = await t.req("GET", `${path}/12345`, alice);
+    expect(missing.status).toBe(404);
+    expect(missing.body.errcode).toBe("M_NOT_FOUND");
+    expect((await t.req("POST", path, bob, f)).status).toBe(403);
+    expect((await t.req("GET", `${path}/${filter_id}`, bob)).status).toBe(403);
+    expect((await t.req("POST", path, alice, { room: { timeline: { limit: "x" } } })).body.errcode).toBe("M_BAD_JSON");
+    expect((await t.req("POST", path, alice, "{not json")).body.errcode).toBe("M_NOT_JSON");
+    expect((await t.req("POST", path, undefined, f)).body.errcode).toBe("M_MISSING_TOKEN");
+  });
+});
