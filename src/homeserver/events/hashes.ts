@@ -30,9 +30,15 @@ export async function checkContentHash(event: JsonObject): Promise<boolean> {
   return encodeBase64(claimedBytes) === (await contentHash(event));
 }
 
-/** The reference hash: SHA-256 of the redacted event without `signatures`, `unsigned` (and `event_id`, `age_ts`). */
+/**
+ * The reference hash ("Calculating the reference hash for an event"): redact, remove `signatures`
+ * and `unsigned`, canonical JSON, SHA-256. In v1/v2 `event_id` is a PDU field the redaction keeps,
+ * so it is covered; from v3 an `event_id` is never part of the PDU (it is the hash), so one added
+ * locally is ignored.
+ */
 export async function referenceHash(event: JsonObject, version: RoomVersionRules): Promise<Uint8Array> {
-  const { signatures: _s, unsigned: _u, event_id: _e, age_ts: _a, ...rest } = redact(event, version);
+  const { signatures: _s, unsigned: _u, ...rest } = redact(event, version);
+  if (!version.referencePairs) delete rest.event_id;
   return sha256(canonicalJsonBytes(rest));
 }
 

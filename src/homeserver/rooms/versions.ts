@@ -35,6 +35,28 @@ export interface RoomVersionRules {
   readonly roomIdFromCreate: boolean;
   /** Whether the version is stable (all here are). */
   readonly stable: boolean;
+  /** v1/v2: `prev_events`/`auth_events` are `[eventId, {sha256}]` pairs and `event_id` is a PDU field. */
+  readonly referencePairs: boolean;
+  /** v1/v2: events also need a signature from the domain of the `event_id`. */
+  readonly eventIdDomainSigned: boolean;
+  /** v1–v10: PDUs carry a top-level `origin` (kept by their redaction algorithm). */
+  readonly originField: boolean;
+  /** v1–v10: redactions carry top-level `redacts`; v11+: `content.redacts`. */
+  readonly redactsInContent: boolean;
+  /** v1–v10: `content.creator` is required on create and names the creator; v11+: `sender`. */
+  readonly creatorInContent: boolean;
+  /** v1–v11: create rule "domain of the `room_id` does not match the domain of the `sender`". */
+  readonly createRoomIdDomainCheck: boolean;
+  /** v1–v11: `m.room.create` is selected into `auth_events`; v12: it "MUST NOT be selected". */
+  readonly createInAuthEvents: boolean;
+  /** v12: `additional_creators` and infinite creator power. */
+  readonly privilegedCreators: boolean;
+  /** v1/v2: rule 11 authorises `m.room.redaction` by redact level / event-ID domain. */
+  readonly redactionAuthRule: boolean;
+  /** v1–v9: power level values may be strings (and, before v6, floats). */
+  readonly stringyPowerLevels: boolean;
+  /** Depth bound: v1–v5 2^63 − 1, v6+ 2^53 − 1 ("depth" in the PDU format). */
+  readonly maxDepth: number;
 }
 
 const base: RoomVersionRules = {
@@ -54,22 +76,41 @@ const base: RoomVersionRules = {
   v11Semantics: false,
   roomIdFromCreate: false,
   stable: true,
+  referencePairs: true,
+  eventIdDomainSigned: true,
+  originField: true,
+  redactsInContent: false,
+  creatorInContent: true,
+  createRoomIdDomainCheck: true,
+  createInAuthEvents: true,
+  privilegedCreators: false,
+  redactionAuthRule: true,
+  stringyPowerLevels: true,
+  maxDepth: 2 ** 63 - 1, // not exactly representable as a double; the bound is approximate for v1–v5
 };
 
 const v2 = { ...base, id: "2", stateRes: "v2" } as const;
-const v3 = { ...v2, id: "3", eventIdFormat: "v3", authRules: "v3" } as const;
+const v3 = {
+  ...v2, id: "3", eventIdFormat: "v3", authRules: "v3", referencePairs: false, eventIdDomainSigned: false, redactionAuthRule: false,
+} as const;
 const v4 = { ...v3, id: "4", eventIdFormat: "v4" } as const;
 const v5 = { ...v4, id: "5", enforceKeyValidity: true } as const;
 const v6 = {
   ...v5, id: "6", redaction: "v6", authRules: "v6", specialCaseAliases: false, strictCanonicalJson: true,
-  limitNotificationsPowerLevels: true,
+  limitNotificationsPowerLevels: true, maxDepth: 2 ** 53 - 1,
 } as const;
 const v7 = { ...v6, id: "7", authRules: "v7", knocking: true } as const;
 const v8 = { ...v7, id: "8", redaction: "v8", authRules: "v8", restrictedJoins: true } as const;
 const v9 = { ...v8, id: "9", redaction: "v9" } as const;
-const v10 = { ...v9, id: "10", authRules: "v10", knockRestricted: true, integerPowerLevels: true } as const;
-const v11 = { ...v10, id: "11", redaction: "v11", authRules: "v11", v11Semantics: true } as const;
-const v12 = { ...v11, id: "12", authRules: "v12", stateRes: "v2.1", roomIdFromCreate: true } as const;
+const v10 = { ...v9, id: "10", authRules: "v10", knockRestricted: true, integerPowerLevels: true, stringyPowerLevels: false } as const;
+const v11 = {
+  ...v10, id: "11", redaction: "v11", authRules: "v11", v11Semantics: true, originField: false, redactsInContent: true,
+  creatorInContent: false,
+} as const;
+const v12 = {
+  ...v11, id: "12", authRules: "v12", stateRes: "v2.1", roomIdFromCreate: true, createRoomIdDomainCheck: false,
+  createInAuthEvents: false, privilegedCreators: true,
+} as const;
 
 /** Every stable room version this server understands, by ID. */
 export const ROOM_VERSIONS: ReadonlyMap<string, RoomVersionRules> = new Map(
