@@ -5,6 +5,7 @@ import type { Ed25519Verifier } from "./crypto/ed25519.ts";
 import { missingToken, unknownToken, MatrixError } from "./errors.ts";
 import { readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
+import type { Thumbnailer } from "./media/thumbnailer.ts";
 
 /** Where the homeserver writes its log lines. */
 export interface Logger {
@@ -49,6 +50,8 @@ export interface Services {
   readonly config: HomeserverConfig;
   /** Wakes `/sync` long-polls after a commit. */
   readonly notifier: Notifier;
+  /** Makes media thumbnails; without it the original image is served (media/thumbnailer.ts). */
+  readonly thumbnailer?: Thumbnailer;
 }
 
 /** The authenticated caller of a request. */

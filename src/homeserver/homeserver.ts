@@ -10,6 +10,7 @@ import type { HomeserverConfig, Logger, Services } from "./context.ts";
 import { Notifier } from "./notifier.ts";
 import { Router } from "./router.ts";
 import { ROUTES } from "./routes.ts";
+import type { Thumbnailer } from "./media/thumbnailer.ts";
 
 /** What a homeserver is built from. */
 export interface HomeserverOptions {
@@ -24,6 +25,8 @@ export interface HomeserverOptions {
   random?: (bytes: number) => Uint8Array;
   logger?: Logger;
   config?: Partial<HomeserverConfig>;
+  /** Media thumbnailing (the Node runner passes one built on sharp, src/node/thumbnailer.ts). */
+  thumbnailer?: Thumbnailer;
 }
 
 /** A running homeserver. */
@@ -53,6 +56,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     logger: options.logger ?? silentLogger,
     config: { ...DEFAULT_CONFIG, ...options.config },
     notifier: new Notifier(),
+    thumbnailer: options.thumbnailer,
   };
   const router = new Router(ROUTES);
   return {
