@@ -1,0 +1,265 @@
+/**
+ * Client-Server "Room aliases", "Room directory" (published rooms, `/publicRooms`) and the user
+ * directory (`/user_directory/search`).
+ * key aliases = alias → { roomId, creator }; key room_directory = roomId → { visibility }
+ */
+import type { RequestContext } from "../context.ts";
+import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
+import type { ReadTx } from "../../storage/store.ts";
+import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
+import { isRoomAlias, isRoomId, serverOf } from "../roomserver/ids.ts";
+import { isWorldReadable } from "../roomserver/access.ts";
+import { currentState, currentStateContent, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
+import { joinedRooms } from "../roomserver/membership.ts";
+
+/** An alias row. */
+interface AliasRow {
+  roomId: string;
+  creator: string;
+}
+
+function checkAlias(ctx: RequestContext, alias: string): void {
+  if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
+  if (serverOf(alias) !== ctx.hs.serverName) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias must be on this server");
+}
+
+/** `PUT /_matrix/client/v3/directory/room/{roomAlias}` */
+export async function putAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const alias = p.roomAlias!;
+  checkAlias(ctx, alias);
+  const body = await ctx.json();
+  if (typeof body.room_id !== "string" || !isRoomId(body.room_id)) throw badJson("room_id must be a room ID");
+  const roomId = body.room_id;
+  await ctx.hs.store.write(async (tx) => {
+    await requireRoom(tx, roomId);
+    if (await tx.get("aliases", alias)) throw new MatrixError(409, "M_UNKNOWN", `Room alias ${alias} already exists.`);
+    tx.put("aliases", alias, { roomId, creator: me.userId } satisfies AliasRow);
+  });
+  return {};
+}
+
+/** `GET /_matrix/client/v3/directory/room/{roomAlias}` */
+export async function getAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const alias = p.roomAlias!;
+  if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
+  const row = await ctx.hs.store.read((tx) => tx.get<AliasRow>("aliases", alias));
+  if (!row) throw notFound(`Room alias ${alias} not found.`);
+  return { room_id: row.roomId, servers: [ctx.hs.serverName] };
+}
+
+/** `DELETE /_matrix/client/v3/directory/room/{roomAlias}` */
+export async function deleteAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const alias = p.roomAlias!;
+  if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
+  await ctx.hs.store.write(async (tx) => {
+    const row = await tx.get<AliasRow>("aliases", alias);
+    if (!row) throw notFound(`Room alias ${alias} not found.`);
+    // Access control (directory.yaml leaves it to the server): the alias's creator, an admin, or
+    // a member who may change the room's canonical alias.
+    if (row.creator !== me.userId && !(await isAdmin(tx, me.userId)) && !(await mayEdit(tx, row.roomId, me.userId, "m.room.canonical_alias"))) {
+      throw forbidden("You may not delete this alias");
+    }
+    tx.delete("aliases", alias);
+  });
+  return {};
+}
+
+async function isAdmin(tx: ReadTx, userId: string): Promise<boolean> {
+  return (await tx.get<{ admin?: boolean }>("accounts", userId))?.admin === true;
+}
+
+/** Whether a joined user has the power to send the given state event type. */
+async function mayEdit(tx: ReadTx, roomId: string, userId: string, type: string): Promise<boolean> {
+  const room = await tx.get<{ roomId: string; roomVersion: string }>("rooms", roomId);
+  if (!room) return false;
+  if ((await membershipRecord(tx, roomId, userId))?.membership !== "join") return false;
+  const state = pdusOf(await currentState(tx, roomId));
+  return userPowerLevel(userId, state, rulesOf(room)) >= eventPowerLevel(type, true, state);
+}
+
+/** The local aliases of a room. */
+async function aliasesOf(tx: ReadTx, roomId: string): Promise<string[]> {
+  const rows = await tx.range<AliasRow>("aliases");
+  return rows.filter((r) => r.value.roomId === roomId).map((r) => r.key);
+}
+
+/** `GET /_matrix/client/v3/rooms/{roomId}/aliases` */
+export async function getRoomAliases(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  return ctx.hs.store.read(async (tx) => {
+    await requireRoom(tx, p.roomId!);
+    const m = await membershipRecord(tx, p.roomId!, me.userId);
+    if (m?.membership !== "join" && !(await isWorldReadable(tx, p.roomId!))) throw forbidden("You are not in this room");
+    return { aliases: await aliasesOf(tx, p.roomId!) };
+  });
+}
+
+/** `GET /_matrix/client/v3/directory/list/room/{roomId}` */
+export async function getDirectoryVisibility(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  return ctx.hs.store.read(async (tx) => {
+    await requireRoom(tx, p.roomId!);
+    const row = await tx.get<{ visibility: string }>("room_directory", p.roomId!);
+    return { visibility: row?.visibility ?? "private" };
+  });
+}
+
+/** `PUT /_matrix/client/v3/directory/list/room/{roomId}` */
+export async function putDirectoryVisibility(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json({ allowEmpty: true });
+  const visibility = body.visibility ?? "public";
+  if (visibility !== "public" && visibility !== "private") throw new MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private");
+  await ctx.hs.store.write(async (tx) => {
+    await requireRoom(tx, p.roomId!);
+    // Publishing is a room-wide decision: require the power to change the canonical alias.
+    if (!(await isAdmin(tx, me.userId)) && !(await mayEdit(tx, p.roomId!, me.userId, "m.room.canonical_alias"))) {
+      throw forbidden("You may not change this room's directory visibility");
+    }
+    tx.put("room_directory", p.roomId!, { visibility });
+  });
+  return {};
+}
+
+/** A `/publicRooms` chunk entry ("PublishedRoomsChunk"). */
+async function publishedRoom(tx: ReadTx, roomId: string): Promise<Record<string, unknown>> {
+  const c = (type: string) => currentStateContent(tx, roomId, type);
+  const name = (await c("m.room.name"))?.name;
+  const topic = (await c("m.room.topic"))?.topic;
+  const alias = (await c("m.room.canonical_alias"))?.alias;
+  const avatar = (await c("m.room.avatar"))?.url;
+  const joinRule = (await c("m.room.join_rules"))?.join_rule;
+  const roomType = (await c("m.room.create"))?.type;
+  const out: Record<string, unknown> = {
+    room_id: roomId,
+    num_joined_members: (await membersWith(tx, roomId, "join")).length,
+    world_readable: (await c("m.room.history_visibility"))?.history_visibility === "world_readable",
+    guest_can_join: (await c("m.room.guest_access"))?.guest_access === "can_join",
+    join_rule: typeof joinRule === "string" ? joinRule : "public",
+  };
+  if (typeof name === "string") out.name = name;
+  if (typeof topic === "string") out.topic = topic;
+  if (typeof alias === "string") out.canonical_alias = alias;
+  if (typeof avatar === "string") out.avatar_url = avatar;
+  if (typeof roomType === "string") out.room_type = roomType;
+  return out;
+}
+
+/** The published-room list with `limit`, `since` (an offset token `p<n>`) and the filter. */
+async function listPublicRooms(ctx: RequestContext, limitRaw: unknown, since: unknown, filter: unknown): Promise<Record<string, unknown>> {
+  let limit: number | undefined;
+  if (limitRaw !== undefined) {
+    if (typeof limitRaw !== "number" || !Number.isInteger(limitRaw) || limitRaw < 0) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
+    limit = limitRaw;
+  }
+  let offset = 0;
+  if (since !== undefined) {
+    const m = typeof since === "string" ? /^p(\d+)$/.exec(since) : null;
+    if (!m) throw new MatrixError(400, "M_INVALID_PARAM", "Malformed since token");
+    offset = Number(m[1]);
+  }
+  let term: string | undefined;
+  let roomTypes: (string | null)[] | undefined;
+  if (filter !== undefined) {
+    if (filter === null || typeof filter !== "object" || Array.isArray(filter)) throw badJson("filter must be an object");
+    const f = filter as Record<string, unknown>;
+    if (f.generic_search_term !== undefined) {
+      if (typeof f.generic_search_term !== "string") throw badJson("generic_search_term must be a string");
+      term = f.generic_search_term.toLowerCase();
+    }
+    if (f.room_types !== undefined) {
+      if (!Array.isArray(f.room_types)) throw badJson("room_types must be a list");
+      roomTypes = f.room_types as (string | null)[];
+    }
+  }
+  return ctx.hs.store.read(async (tx) => {
+    const published = (await tx.range<{ visibility: string }>("room_directory")).filter((r) => r.value.visibility === "public");
+    const all: Record<string, unknown>[] = [];
+    for (const r of published) {
+      if (!(await tx.get("rooms", r.key))) continue;
+      all.push(await publishedRoom(tx, r.key));
+    }
+    const total = all.length;
+    const matching = all.filter((room) => {
+      if (term !== undefined) {
+        const hay = [room.name, room.topic, room.canonical_alias, room.room_id].filter((x) => typeof x === "string").join("\n").toLowerCase();
+        if (!hay.includes(term)) return false;
+      }
+      // room_types: `null` selects rooms without a type.
+      if (roomTypes !== undefined && !roomTypes.includes((room.room_type as string | undefined) ?? null)) return false;
+      return true;
+    });
+    // Largest rooms first, then by ID, so that pages are stable.
+    matching.sort((a, b) => (b.num_joined_members as number) - (a.num_joined_members as number) || String(a.room_id).localeCompare(String(b.room_id)));
+    const end = limit === undefined ? matching.length : offset + limit;
+    const out: Record<string, unknown> = { chunk: matching.slice(offset, end), total_room_count_estimate: total };
+    if (end < matching.length) out.next_batch = `p${end}`;
+    if (offset > 0) out.prev_batch = `p${Math.max(0, offset - (limit ?? offset))}`;
+    return out;
+  });
+}
+
+/** `GET /_matrix/client/v3/publicRooms` */
+export async function getPublicRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const server = ctx.query("server");
+  // Other servers' directories come over federation, which this endpoint does not reach yet.
+  if (server !== undefined && server !== ctx.hs.serverName) throw notFound(`Cannot reach the directory of ${server}`);
+  const limitRaw = ctx.query("limit");
+  if (limitRaw !== undefined && !/^\d+$/.test(limitRaw)) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
+  return listPublicRooms(ctx, limitRaw === undefined ? undefined : Number(limitRaw), ctx.query("since"), undefined);
+}
+
+/** `POST /_matrix/client/v3/publicRooms` */
+export async function postPublicRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
+  await ctx.requireAuth();
+  const server = ctx.query("server");
+  if (server !== undefined && server !== ctx.hs.serverName) throw notFound(`Cannot reach the directory of ${server}`);
+  const body = await ctx.json({ allowEmpty: true });
+  return listPublicRooms(ctx, body.limit, body.since, body.filter);
+}
+
+/** `POST /_matrix/client/v3/user_directory/search` */
+export async function postUserDirectorySearch(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json();
+  if (body.search_term === undefined) throw missingParam("search_term is required");
+  if (typeof body.search_term !== "string") throw badJson("search_term must be a string");
+  let limit = 10;
+  if (body.limit !== undefined) {
+    if (typeof body.limit !== "number" || !Number.isInteger(body.limit) || body.limit < 0) throw badJson("limit must be a non-negative integer");
+    limit = body.limit;
+  }
+  const term = body.search_term.toLowerCase();
+  return ctx.hs.store.read(async (tx) => {
+    // Candidates (users.yaml): users who share a room with the requester, and users in public rooms.
+    const profiles = new Map<string, { displayname?: string; avatar_url?: string }>();
+    const addMembers = async (roomId: string): Promise<void> => {
+      for (const e of (await currentState(tx, roomId)).values()) {
+        if (e.pdu.type !== "m.room.member" || e.pdu.content.membership !== "join" || !e.pdu.state_key) continue;
+        const c = e.pdu.content;
+        profiles.set(e.pdu.state_key, {
+          ...(typeof c.displayname === "string" ? { displayname: c.displayname } : {}),
+          ...(typeof c.avatar_url === "string" ? { avatar_url: c.avatar_url } : {}),
+        });
+      }
+    };
+    for (const roomId of await joinedRooms(tx, me.userId)) await addMembers(roomId);
+    const rooms = await tx.range<unknown>("rooms", {});
+    for (const r of rooms) {
+      const jr = (await currentStateContent(tx, r.key, "m.room.join_rules"))?.join_rule;
+      const published = (await tx.get<{ visibility: string }>("room_directory", r.key))?.visibility === "public";
+      if (jr === "public" || published) await addMembers(r.key);
+    }
+    const results: Record<string, unknown>[] = [];
+    for (const [userId, prof] of [...profiles].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const localpart = userId.slice(1, userId.indexOf(":"));
+      const hit = userId.toLowerCase().includes(term) || localpart.toLowerCase().includes(term) || (prof.displayname?.toLowerCase().includes(term) ?? false);
+      if (!hit) continue;
+      results.push({ user_id: userId, ...(prof.displayname ? { display_name: prof.displayname } : {}), ...(prof.avatar_url ? { avatar_url: prof.avatar_url } : {}) });
+    }
+    return { results: results.slice(0, limit), limited: results.length > limit };
+  });
+}
+
+

@@ -1,0 +1,170 @@
+/**
+ * Client-Server "Syncing" pagination (`/messages`), `/context` and `/timestamp_to_event`.
+ *
+ * Pagination tokens (roomserver/tokens.ts): `s<N>` names the point just after global stream
+ * position N, the same numbers `/sync` uses. Backwards from `s<N>` yields events at positions ≤ N
+ * (newest first); forwards yields positions > N. A sync `next_batch` `s<N>` therefore works as a
+ * forward `from`, and a sync timeline whose first event is at P has `prev_batch` `s<P-1>`. Tokens
+ * that start with `s<N>` followed by `_…` (multi-part sync tokens), `t<N>` and a bare `N` are read
+ * the same way.
+ */
+import type { RequestContext } from "../context.ts";
+import { MatrixError, notFound } from "../errors.ts";
+import type { ReadTx } from "../../storage/store.ts";
+import { key, pos, prefix } from "../../storage/store.ts";
+import type { StoredEvent } from "../events/types.ts";
+import { stateKeyOf } from "../events/types.ts";
+import { currentStreamPos } from "../context.ts";
+
+import { readableState, readableUpTo } from "../roomserver/access.ts";
+import { canSeeEvent } from "../roomserver/visibility.ts";
+import { EventServer } from "../roomserver/serve.ts";
+import { filterFromQuery, matchesFilter } from "../roomserver/filter.ts";
+import type { RoomEventFilter } from "../roomserver/filter.ts";
+import { getEvent, requireRoom, stateAfter } from "../roomserver/state.ts";
+import { makeToken, parseToken } from "../roomserver/tokens.ts";
+import { walkTimeline } from "../roomserver/timeline.ts";
+
+const MAX_LIMIT = 1000;
+
+/** Reads a `limit` query parameter: default, capped, 400 M_INVALID_PARAM if not a number. */
+export function limitParam(ctx: RequestContext, def: number, max = MAX_LIMIT): number {
+  const raw = ctx.query("limit");
+  if (raw === undefined) return def;
+  if (!/^\d+$/.test(raw)) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
+  return Math.min(Number(raw), max);
+}
+
+/** The member events lazy loading asks for: those of the given senders in the state the user may read. */
+async function lazyMembers(tx: ReadTx, roomId: string, userId: string, senders: Set<string>, at?: string): Promise<StoredEvent[]> {
+  const out: StoredEvent[] = [];
+  if (at) {
+    const state = await stateAfter(tx, at);
+    for (const s of senders) {
+      const id = state.get(stateKeyOf("m.room.member", s));
+      const e = id ? await getEvent(tx, id) : undefined;
+      if (e) out.push(e);
+    }
+    return out;
+  }
+  const state = await readableState(tx, roomId, userId);
+  for (const s of senders) {
+    const e = state.get(stateKeyOf("m.room.member", s));
+    if (e) out.push(e);
+  }
+  return out;
+}
+
+/** `GET /_matrix/client/v3/rooms/{roomId}/messages` */
+export async function getMessages(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const dir = ctx.query("dir");
+  if (dir !== "b" && dir !== "f") throw new MatrixError(400, "M_INVALID_PARAM", "dir must be b or f");
+  const fromRaw = ctx.query("from");
+  const toRaw = ctx.query("to");
+  const filter = filterFromQuery(ctx.query("filter"));
+  const limit = Math.min(limitParam(ctx, 10), filter.limit ?? MAX_LIMIT);
+  const now = await currentStreamPos(ctx.hs.store);
+  const from = fromRaw !== undefined ? parseToken(fromRaw, "from") : dir === "b" ? now : 0;
+  const to = toRaw !== undefined ? parseToken(toRaw, "to") : undefined;
+  const roomId = p.roomId!;
+  return ctx.hs.store.read(async (tx) => {
+    const { upTo } = await readableUpTo(tx, roomId, me.userId);
+    // A user who left reads up to their leave and no further.
+    const start = dir === "b" ? Math.min(from, upTo) : from;
+    const stop = dir === "f" && upTo !== Infinity ? Math.min(to ?? Infinity, upTo) : to;
+    const walk = await walkTimeline(tx, {
+      roomId, dir, from: start, ...(stop !== undefined && stop !== Infinity ? { to: stop } : {}), limit,
+      keep: async (e) => matchesFilter(filter, e) && !e.rejected && (await canSeeEvent(tx, me.userId, e)),
+    });
+    const server = new EventServer(tx, me, ctx.hs.clock());
+    const out: Record<string, unknown> = {
+      chunk: await server.serveAll(walk.events),
+      start: makeToken(from),
+    };
+    // "If no further events are available … this property is omitted" (backwards). Forwards always
+    // gives a token so the client can continue from it later.
+    if (dir === "f") out.end = makeToken(Math.max(walk.last, from));
+    else if (!walk.exhausted) out.end = makeToken(walk.last);
+    if (filter.lazy_load_members) {
+      const senders = new Set(walk.events.map((e) => e.pdu.sender));
+      out.state = await server.serveAll(await lazyMembers(tx, roomId, me.userId, senders), { bundle: false });
+    }
+    return out;
+  });
+}
+
+/** `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}` */
+export async function getContext(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const limit = limitParam(ctx, 10, 100);
+  const filter: RoomEventFilter = filterFromQuery(ctx.query("filter"));
+  const roomId = p.roomId!;
+  return ctx.hs.store.read(async (tx) => {
+    await requireRoom(tx, roomId);
+    const event = await getEvent(tx, p.eventId!);
+    if (!event || event.roomId !== roomId || event.streamPos === undefined || event.rejected || !(await canSeeEvent(tx, me.userId, event))) {
+      throw notFound("Event not found");
+    }
+    const { upTo } = await readableUpTo(tx, roomId, me.userId).catch(() => ({ upTo: event.streamPos! }));
+    const keep = async (e: StoredEvent): Promise<boolean> => matchesFilter(filter, e) && (await canSeeEvent(tx, me.userId, e));
+    const nBefore = Math.floor(limit / 2);
+    const before = await walkTimeline(tx, { roomId, dir: "b", from: event.streamPos - 1, limit: nBefore, keep });
+    const afterLimit = upTo === Infinity ? undefined : upTo;
+    const after = await walkTimeline(tx, { roomId, dir: "f", from: event.streamPos, limit: limit - nBefore, keep, ...(afterLimit !== undefined ? { to: afterLimit } : {}) });
+    const server = new EventServer(tx, me, ctx.hs.clock());
+    const lastEvent = after.events[after.events.length - 1] ?? event;
+    let stateEvents: StoredEvent[];
+    if (filter.lazy_load_members) {
+      const senders = new Set([event, ...before.events, ...after.events].map((e) => e.pdu.sender));
+      stateEvents = await lazyMembers(tx, roomId, me.userId, senders, lastEvent.eventId);
+    } else {
+      stateEvents = [];
+      for (const id of (await stateAfter(tx, lastEvent.eventId)).values()) {
+        const e = await getEvent(tx, id);
+        if (e) stateEvents.push(e);
+      }
+    }
+    return {
+      event: await server.serve(event),
+      events_before: await server.serveAll(before.events),
+      events_after: await server.serveAll(after.events),
+      start: makeToken(Math.max(0, before.last)),
+      end: makeToken(after.last),
+      state: await server.serveAll(stateEvents, { bundle: false }),
+    };
+  });
+}
+
+/** `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event` */
+export async function getTimestampToEvent(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const tsRaw = ctx.query("ts");
+  const dir = ctx.query("dir");
+  if (tsRaw === undefined || !/^\d+$/.test(tsRaw)) throw new MatrixError(400, "M_INVALID_PARAM", "ts must be a timestamp in milliseconds");
+  if (dir !== "f" && dir !== "b") throw new MatrixError(400, "M_INVALID_PARAM", "dir must be f or b");
+  const ts = Number(tsRaw);
+  const roomId = p.roomId!;
+  return ctx.hs.store.read(async (tx) => {
+    const { upTo } = await readableUpTo(tx, roomId, me.userId);
+    const rows = await tx.range<string>("timeline", {
+      prefix: prefix(roomId), ...(upTo !== Infinity ? { lte: key(roomId, pos(upTo)) } : {}), ...(dir === "b" ? { reverse: true } : {}),
+    });
+    // The closest visible event at or after (f) / at or before (b) the timestamp.
+    let best: StoredEvent | undefined;
+    for (const row of rows) {
+
+      const e = await getEvent(tx, row.value);
+      if (!e || e.rejected) continue;
+      const t = e.pdu.origin_server_ts;
+      const fits = dir === "f" ? t >= ts : t <= ts;
+      if (!fits) continue;
+      const better = !best || (dir === "f" ? t < best.pdu.origin_server_ts : t > best.pdu.origin_server_ts);
+      if (better && (await canSeeEvent(tx, me.userId, e))) best = e;
+    }
+    if (!best) throw notFound("No event found");
+    return { event_id: best.eventId, origin_server_ts: best.pdu.origin_server_ts };
+  });
+}
+
+
