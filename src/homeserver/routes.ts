@@ -28,6 +28,7 @@ import * as pushers from "./client/pushers.ts";
 import * as notifications from "./client/notifications.ts";
 import * as capabilities from "./client/capabilities.ts";
 import * as voip from "./client/voip.ts";
+import * as media from "./media/media.ts";
 export const ROUTES: HsRoute[] = [
   // --- discovery ---
   ...at("GET", "/_matrix/client/versions", getVersions),
@@ -155,4 +156,21 @@ export const ROUTES: HsRoute[] = [
   ...client("DELETE", "/room_keys/keys/{roomId}/{sessionId}", backup.deleteRoomKeys),
 
   // --- media (media/*.ts) ---
+  ...at("POST", "/_matrix/media/v3/upload", media.postUpload),
+  ...at("POST", "/_matrix/media/r0/upload", media.postUpload),
+  ...at("POST", "/_matrix/media/v1/create", media.postCreate),
+  ...at("PUT", "/_matrix/media/v3/upload/{serverName}/{mediaId}", media.putUpload),
+  ...at("GET", "/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName?}", media.getDownloadAuthed),
+  ...at("GET", "/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}", media.getThumbnailAuthed),
+  ...at("GET", "/_matrix/client/v1/media/config", media.getConfig),
+  ...at("GET", "/_matrix/client/v1/media/preview_url", media.getPreviewUrl),
+  // Deprecated since v1.11 (content_repo.md); kept for clients that predate authenticated media.
+  ...at("GET", "/_matrix/media/v3/download/{serverName}/{mediaId}/{fileName?}", media.getDownloadLegacy),
+  ...at("GET", "/_matrix/media/r0/download/{serverName}/{mediaId}/{fileName?}", media.getDownloadLegacy),
+  ...at("GET", "/_matrix/media/v3/thumbnail/{serverName}/{mediaId}", media.getThumbnailLegacy),
+  ...at("GET", "/_matrix/media/r0/thumbnail/{serverName}/{mediaId}", media.getThumbnailLegacy),
+  ...at("GET", "/_matrix/media/v3/config", media.getConfig),
+  ...at("GET", "/_matrix/media/r0/config", media.getConfig),
+  ...at("GET", "/_matrix/media/v3/preview_url", media.getPreviewUrl),
+  ...at("GET", "/_matrix/media/r0/preview_url", media.getPreviewUrl),
 ];
