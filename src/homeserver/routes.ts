@@ -29,6 +29,9 @@ import * as notifications from "./client/notifications.ts";
 import * as capabilities from "./client/capabilities.ts";
 import * as voip from "./client/voip.ts";
 import * as media from "./media/media.ts";
+import * as messages from "./client/messages.ts";
+import * as relations from "./client/relations.ts";
+import * as directory from "./client/directory.ts";
 export const ROUTES: HsRoute[] = [
   // --- discovery ---
   ...at("GET", "/_matrix/client/versions", getVersions),
@@ -91,6 +94,13 @@ export const ROUTES: HsRoute[] = [
   ...client("GET", "/joined_rooms", membership.getJoinedRooms),
   ...client("GET", "/rooms/{roomId}/members", membership.getMembers),
   ...client("GET", "/rooms/{roomId}/joined_members", membership.getJoinedMembers),
+  ...client("GET", "/rooms/{roomId}/messages", messages.getMessages),
+  ...client("GET", "/rooms/{roomId}/context/{eventId}", messages.getContext),
+  ...at("GET", "/_matrix/client/v1/rooms/{roomId}/timestamp_to_event", messages.getTimestampToEvent),
+  ...at("GET", "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}", relations.getRelations),
+  ...at("GET", "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", relations.getRelations),
+  ...at("GET", "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", relations.getRelations),
+  ...at("GET", "/_matrix/client/v1/rooms/{roomId}/threads", relations.getThreads),
 
   // --- sync, filters (client/sync.ts, client/filters.ts) ---
   ...client("GET", "/sync", sync.getSync),
@@ -131,6 +141,15 @@ export const ROUTES: HsRoute[] = [
   ...client("GET", "/voip/turnServer", voip.getTurnServer),
 
   // --- directory, aliases, user directory (client/directory.ts) ---
+  ...client("PUT", "/directory/room/{roomAlias}", directory.putAlias),
+  ...client("GET", "/directory/room/{roomAlias}", directory.getAlias),
+  ...client("DELETE", "/directory/room/{roomAlias}", directory.deleteAlias),
+  ...client("GET", "/rooms/{roomId}/aliases", directory.getRoomAliases),
+  ...client("GET", "/directory/list/room/{roomId}", directory.getDirectoryVisibility),
+  ...client("PUT", "/directory/list/room/{roomId}", directory.putDirectoryVisibility),
+  ...client("GET", "/publicRooms", directory.getPublicRooms),
+  ...client("POST", "/publicRooms", directory.postPublicRooms),
+  ...client("POST", "/user_directory/search", directory.postUserDirectorySearch),
 
   // --- end-to-end encryption (client/keys.ts, client/toDevice.ts, client/backup.ts) ---
   ...client("POST", "/keys/upload", keys.postKeysUpload),
