@@ -302,12 +302,13 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
   // Any new timeline row (even one filtered out) may change unread counts or state.
   const anyNewEvent = roomSince !== undefined && (await tx.count("timeline", { prefix: prefix(roomId), gt: key(roomId, posKey(roomSince)), lte: key(roomId, posKey(upTo)) })) > 0;
 
-  if (roomSince !== undefined && !run.fullState && timeline.events.length === 0 && !anyNewEvent && newReceipts.length === 0 && newAccountData.length === 0 && !typingChanged) {
+  const ephemeral = ephemeralEvents(run, roomId, newReceipts, typingChanged);
+  const accountData = accountDataEvents(newAccountData, run.me.userId, roomId, run.filter.room?.account_data);
+  if (roomSince !== undefined && !run.fullState && timeline.events.length === 0 && !anyNewEvent && ephemeral.length === 0 && accountData.length === 0) {
     return undefined;
   }
 
   const stateEvents = await stateSection(run, roomId, timeline, upTo, run.fullState ? undefined : roomSince, roomSince === undefined);
-  const ephemeral = ephemeralEvents(run, roomId, newReceipts, typingChanged);
   const current = await currentState(tx, roomId);
   const room = await tx.get<{ roomVersion: string }>("rooms", roomId);
   const unread = await unreadCounts(run, roomId, receipts, current, rulesFor(room?.roomVersion));
@@ -320,7 +321,7 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
     },
     state: { events: await serveEvents(run, stateEvents) },
     ephemeral: { events: ephemeral },
-    account_data: { events: accountDataEvents(newAccountData, run.me.userId, roomId, run.filter.room?.account_data) },
+    account_data: { events: accountData },
     unread_notifications: unread.main,
     summary: summaryOf(current, run.me.userId),
   };

@@ -6,22 +6,23 @@
 import type { Services } from "../context.ts";
 
 interface RoomTyping {
-  /** userId → expiry time (server clock, ms). */
+  /** userId → generation of the typing notification that is running. */
   users: Map<string, number>;
   /** The serial of the last change in this room. */
   changedAt: number;
 }
 
-/** The typing table of one homeserver. */
+/**
+ * The typing table of one homeserver. Expiry is driven by timers alone (not by comparing clock
+ * readings), so it behaves the same under an injected test clock.
+ */
 export class TypingState {
   private serialValue = 0;
+  private generation = 0;
   private readonly rooms = new Map<string, RoomTyping>();
   private readonly timers = new Set<ReturnType<typeof setTimeout>>();
 
-  constructor(
-    private readonly clock: () => number,
-    private readonly onChange: () => void,
-  ) {}
+  constructor(private readonly onChange: () => void) {}
 
   /** The current serial; a `/sync` token records it. */
   get serial(): number {
@@ -30,17 +31,20 @@ export class TypingState {
 
   /** Marks `userId` typing in `roomId` for `timeoutMs`, or stops it. */
   set(roomId: string, userId: string, typing: boolean, timeoutMs = 30_000): void {
-    this.expire();
     let room = this.rooms.get(roomId);
     if (!room) this.rooms.set(roomId, (room = { users: new Map(), changedAt: 0 }));
     const was = room.users.has(userId);
     if (typing) {
-      const expiresAt = this.clock() + timeoutMs;
-      room.users.set(userId, expiresAt);
+      const gen = ++this.generation;
+      room.users.set(userId, gen);
       const timer = setTimeout(() => {
         this.timers.delete(timer);
-        if (this.expire()) this.onChange();
-      }, timeoutMs + 5);
+        // Only the latest notification's timer ends it; a refresh restarted the clock.
+        if (room.users.get(userId) !== gen) return;
+        room.users.delete(userId);
+        room.changedAt = ++this.serialValue;
+        this.onChange();
+      }, timeoutMs);
       (timer as { unref?: () => void }).unref?.();
       this.timers.add(timer);
       // A refresh of an ongoing notification does not change what clients see.
@@ -55,37 +59,15 @@ export class TypingState {
 
   /** Users typing in `roomId` now. */
   typingIn(roomId: string): string[] {
-    this.expire();
     return [...(this.rooms.get(roomId)?.users.keys() ?? [])].sort();
   }
 
   /** Whether the room's typing set changed after `sinceSerial`. */
   changedSince(roomId: string, sinceSerial: number): boolean {
-    this.expire();
-    const room = this.rooms.get(roomId);
     // A token from before a restart (serial ahead of ours) cannot be compared: resend.
     if (sinceSerial > this.serialValue) return true;
+    const room = this.rooms.get(roomId);
     return room !== undefined && room.changedAt > sinceSerial;
-  }
-
-  /** Drops expired entries; true if anything changed. */
-  expire(): boolean {
-    const now = this.clock();
-    let changed = false;
-    for (const room of this.rooms.values()) {
-      let roomChanged = false;
-      for (const [user, expiresAt] of room.users) {
-        if (expiresAt <= now) {
-          room.users.delete(user);
-          roomChanged = true;
-        }
-      }
-      if (roomChanged) {
-        room.changedAt = ++this.serialValue;
-        changed = true;
-      }
-    }
-    return changed;
   }
 
   /** Stops expiry timers. */
@@ -101,7 +83,7 @@ const states = new WeakMap<Services, TypingState>();
 export function typingState(hs: Services): TypingState {
   let s = states.get(hs);
   if (!s) {
-    s = new TypingState(hs.clock, () => hs.notifier.wakeAll());
+    s = new TypingState(() => hs.notifier.wakeAll());
     states.set(hs, s);
   }
   return s;

@@ -1,0 +1,139 @@
+import { describe, it, expect, beforeEach, afterEach } from "vitest";
+import { TestServer, room } from "../roomserver/harness.ts";
+import type { TestUser } from "../roomserver/harness.ts";
+
+let t: TestServer;
+let alice: TestUser;
+let bob: TestUser;
+beforeEach(async () => {
+  t = await TestServer.start();
+  alice = await t.user("alice", { displayname: "Alice" });
+  bob = await t.user("bob", { displayname: "Bob" });
+});
+afterEach(async () => t.close());
+
+type Sync = Record<string, any>;
+const sync = (as: TestUser, q: Record<string, string> = {}): Promise<Sync> =>
+  t.ok("GET", `/sync?${new URLSearchParams({ set_presence: "offline", ...q })}`, as);
+const u = (x: TestUser): string => `/user/${encodeURIComponent(x.userId)}`;
+
+describe("account data", () => {
+  it("global: put, get, delivered by sync once", async () => {
+    const s0 = await sync(alice);
+    await t.ok("PUT", `${u(alice)}/account_data/org.example.settings`, alice, { theme: "dark" });
+    expect(await t.ok("GET", `${u(alice)}/account_data/org.example.settings`, alice)).toEqual({ theme: "dark" });
+    const s1 = await sync(alice, { since: s0.next_batch });
+    expect(s1.account_data.events).toEqual([{ type: "org.example.settings", content: { theme: "dark" } }]);
+    const s2 = await sync(alice, { since: s1.next_batch });
+    expect(s2.account_data.events).toEqual([]);
+    const filtered = await sync(alice, { filter: JSON.stringify({ account_data: { not_types: ["org.example.*"] } }) });
+    expect(filtered.account_data.events.map((e: Sync) => e.type)).not.toContain("org.example.settings");
+  });
+
+  it("per room, and tags", async () => {
+    const roomId = await t.createRoom(alice);
+    const base = `${u(alice)}/rooms/${encodeURIComponent(roomId)}`;
+    await t.ok("PUT", `${base}/account_data/org.example.r`, alice, { a: 1 });
+    expect(await t.ok("GET", `${base}/account_data/org.example.r`, alice)).toEqual({ a: 1 });
+    await t.ok("PUT", `${base}/tags/m.favourite`, alice, { order: 0.5 });
+    await t.ok("PUT", `${base}/tags/u.work`, alice, {});
+    expect(await t.ok("GET", `${base}/tags`, alice)).toEqual({ tags: { "m.favourite": { order: 0.5 }, "u.work": {} } });
+    await t.ok("DELETE", `${base}/tags/u.work`, alice);
+    expect(await t.ok("GET", `${base}/tags`, alice)).toEqual({ tags: { "m.favourite": { order: 0.5 } } });
+    const r = (await sync(alice)).rooms.join[roomId];
+    expect(r.account_data.events).toContainEqual({ type: "m.tag", content: { tags: { "m.favourite": { order: 0.5 } } } });
+    expect(r.account_data.events).toContainEqual({ type: "org.example.r", content: { a: 1 } });
+    expect((await t.req("PUT", `${base}/tags/x`, alice, { order: 7 })).body.errcode).toBe("M_BAD_JSON");
+  });
+
+  it("errors: other users 403, unknown 404, server-managed types 405, bad JSON 400", async () => {
+    expect((await t.req("GET", `${u(alice)}/account_data/x`, bob)).status).toBe(403);
+    expect((await t.req("PUT", `${u(alice)}/account_data/x`, bob, {})).body.errcode).toBe("M_FORBIDDEN");
+    const missing = await t.req("GET", `${u(alice)}/account_data/x`, alice);
+    expect(missing.status).toBe(404);
+    expect(missing.body.errcode).toBe("M_NOT_FOUND");
+    for (const type of ["m.fully_read", "m.push_rules"]) {
+      const r = await t.req("PUT", `${u(alice)}/account_data/${type}`, alice, {});
+      expect(r.status).toBe(405);
+      expect(r.body.errcode).toBe("M_BAD_JSON");
+    }
+    expect((await t.req("PUT", `${u(alice)}/account_data/x`, alice, "[1]")).body.errcode).toBe("M_BAD_JSON");
+    expect((await t.req("PUT", `${u(alice)}/account_data/x`, alice, "{")).body.errcode).toBe("M_NOT_JSON");
+    expect((await t.req("PUT", `${u(alice)}/account_data/x`, undefined, {})).body.errcode).toBe("M_MISSING_TOKEN");
+    expect((await t.req("GET", `${u(alice)}/rooms/${encodeURIComponent("!x:y")}/tags`, bob)).status).toBe(403);
+  });
+});
+
+describe("profile", () => {
+  it("reads and changes display name and avatar; the member event follows in every joined room", async () => {
+    const roomId = await t.createRoom(alice, { preset: "private_chat" });
+    await t.invite(alice, roomId, bob.userId);
+    await t.join(bob, roomId);
+    const s0 = await sync(bob);
+    expect(await t.ok("GET", `/profile/${encodeURIComponent(alice.userId)}`, bob)).toEqual({ displayname: "Alice" });
+    await t.ok("PUT", `/profile/${encodeURIComponent(alice.userId)}/displayname`, alice, { displayname: "Alice Liddell" });
+    await t.ok("PUT", `/profile/${encodeURIComponent(alice.userId)}/avatar_url`, alice, { avatar_url: "mxc://hs.test/abc" });
+    expect(await t.ok("GET", `/profile/${encodeURIComponent(alice.userId)}/displayname`, bob)).toEqual({ displayname: "Alice Liddell" });
+    expect(await t.ok("GET", `/profile/${encodeURIComponent(alice.userId)}/avatar_url`, bob)).toEqual({ avatar_url: "mxc://hs.test/abc" });
+    const member = await t.ok("GET", room(roomId, `/state/m.room.member/${encodeURIComponent(alice.userId)}`), bob);
+    expect(member).toMatchObject({ membership: "join", displayname: "Alice Liddell", avatar_url: "mxc://hs.test/abc" });
+    const s1 = await sync(bob, { since: s0.next_batch });
+    const changes = s1.rooms.join[roomId].timeline.events.filter((e: Sync) => e.type === "m.room.member" && e.state_key === alice.userId);
+    expect(changes.map((e: Sync) => e.content.displayname)).toEqual(["Alice Liddell", "Alice Liddell"]);
+  });
+
+  it("errors: 403 for another user, 404 for unknown users, bad JSON", async () => {
+    const r = await t.req("PUT", `/profile/${encodeURIComponent(alice.userId)}/displayname`, bob, { displayname: "x" });
+    expect(r.status).toBe(403);
+    expect(r.body.errcode).toBe("M_FORBIDDEN");
+    const nobody = await t.req("GET", `/profile/${encodeURIComponent("@nobody:hs.test")}`, alice);
+    expect(nobody.status).toBe(404);
+    expect(nobody.body.errcode).toBe("M_NOT_FOUND");
+    expect((await t.req("GET", `/profile/${encodeURIComponent(bob.userId)}/avatar_url`, alice)).status).toBe(404);
+    expect((await t.req("PUT", `/profile/${encodeURIComponent(alice.userId)}/displayname`, alice, { displayname: 5 })).body.errcode).toBe("M_BAD_JSON");
+    expect((await t.req("PUT", `/profile/${encodeURIComponent(alice.userId)}/displayname`, undefined, { displayname: "x" })).status).toBe(401);
+  });
+});
+
+describe("presence", () => {
+  it("is set, read back, and delivered to users sharing a room", async () => {
+    const roomId = await t.createRoom(alice, { preset: "private_chat" });
+    await t.invite(alice, roomId, bob.userId);
+    await t.join(bob, roomId);
+    const s0 = await sync(bob);
+    await t.ok("PUT", `/presence/${encodeURIComponent(alice.userId)}/status`, alice, { presence: "unavailable", status_msg: "lunch" });
+    const got = await t.ok("GET", `/presence/${encodeURIComponent(alice.userId)}/status`, bob);
+    expect(got).toMatchObject({ presence: "unavailable", status_msg: "lunch", currently_active: false });
+    const s1 = await sync(bob, { since: s0.next_batch });
+    expect(s1.presence.events).toContainEqual(expect.objectContaining({ type: "m.presence", sender: alice.userId, content: expect.objectContaining({ presence: "unavailable" }) }));
+    const carol = await t.user("carol");
+    expect((await sync(carol)).presence.events.map((e: Sync) => e.sender)).not.toContain(alice.userId);
+    expect((await t.req("GET", `/presence/${encodeURIComponent(alice.userId)}/status`, carol)).status).toBe(403);
+  });
+
+  it("sync's set_presence marks the user online; errors per spec", async () => {
+    await t.ok("GET", "/sync?set_presence=online", alice);
+    expect((await t.ok("GET", `/presence/${encodeURIComponent(alice.userId)}/status`, alice)).presence).toBe("online");
+    expect((await t.req("PUT", `/presence/${encodeURIComponent(alice.userId)}/status`, bob, { presence: "online" })).status).toBe(403);
+    expect((await t.req("PUT", `/presence/${encodeURIComponent(alice.userId)}/status`, alice, { presence: "busy" })).status).toBe(400);
+    expect((await t.req("GET", `/presence/${encodeURIComponent("@ghost:hs.test")}/status`, alice)).status).toBe(404);
+  });
+});
+
+describe("capabilities and turnServer", () => {
+  it("advertises every room version as stable and v12 as default", async () => {
+    const c = (await t.ok("GET", "/capabilities", alice)).capabilities;
+    expect(c["m.room_versions"].default).toBe("12");
+    expect(Object.keys(c["m.room_versions"].available).sort((a: string, b: string) => Number(a) - Number(b))).toEqual(["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]);
+    expect(Object.values(c["m.room_versions"].available).every((v) => v === "stable")).toBe(true);
+    expect(c["m.3pid_changes"]).toEqual({ enabled: false });
+    expect(c["m.change_password"]).toEqual({ enabled: true });
+    expect((await t.req("GET", "/capabilities")).body.errcode).toBe("M_MISSING_TOKEN");
+    expect(await t.ok("GET", "/voip/turnServer", alice)).toEqual({});
+  });
+
+  it("/versions advertises v1.11 or later", async () => {
+    const v = await t.ok("GET", "/_matrix/client/versions");
+    expect(v.versions).toContain("v1.11");
+  });
+});
