@@ -49,13 +49,14 @@ export interface SendOpts {
 }
 
 let roomCounter = 0;
+let branchCounter = 0;
 
 /** A linear (or, with `prev`, forked) test room whose state follows every accepted event. */
 export class TestRoom {
   readonly version: RoomVersionRules;
   roomId = "";
   /** Every built event by ID. */
-  readonly events = new Map<string, EventWithId>();
+  readonly events: Map<string, EventWithId> = new Map();
   /** The current state: SK → event ID. */
   state = new Map<string, string>();
   /** Forward extremities. */
@@ -98,6 +99,22 @@ export class TestRoom {
     }
     this.events.set(e.eventId, e);
     return e;
+  }
+
+  /** A fork: shares the events, copies the state and extremities. */
+  branch(): TestRoom {
+    const b = new TestRoom(this.version.id);
+    (b as { events: Map<string, EventWithId> }).events = this.events;
+    b.roomId = this.roomId;
+    b.state = new Map(this.state);
+    b.last = [...this.last];
+    b.ts = this.ts + 50_000 * ++branchCounter;
+    return b;
+  }
+
+  /** The state map (SK → event ID) after this room's extremities, i.e. its current state. */
+  snapshot(): Map<string, string> {
+    return new Map(this.state);
   }
 
   /** Checks an event against the current state. */
