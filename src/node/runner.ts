@@ -17,6 +17,7 @@ import { loadOrCreateSeed, serverNameFromSeed } from "./identity.ts";
 import { createRequestListener } from "./listener.ts";
 import type { RequestListener } from "./listener.ts";
 import { openNodeStore } from "./storage.ts";
+import { sharpThumbnailer } from "./thumbnailer.ts";
 
 /** A running Node homeserver. */
 export interface RunningNode {
@@ -82,7 +83,7 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   if (config.passwordIterations !== undefined) hsConfig.passwordIterations = config.passwordIterations;
   if (config.maxUploadBytes !== undefined) hsConfig.maxUploadBytes = config.maxUploadBytes;
   if (config.publicBaseUrl !== undefined) hsConfig.publicBaseUrl = config.publicBaseUrl;
-  const homeserver = await createHomeserver({ store, seed, serverName, logger, config: hsConfig, clock: options.clock });
+  const homeserver = await createHomeserver({ store, seed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer });
 
   if (config.rendezvous !== undefined) {
     logger.warn(`rendezvous ${config.rendezvous} recorded, but P2P federation is not yet enabled in this build`);
