@@ -1,0 +1,66 @@
+import { describe, it, expect, afterEach } from "vitest";
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createRequestListener } from "../../src/node/listener.ts";
+import type { Handle } from "../../src/node/listener.ts";
+import { silentLogger } from "../../src/homeserver/context.ts";
+import { CLIENT_ADDRESS_HEADER } from "../../src/homeserver/auth/rateLimit.ts";
+
+let server: Server | undefined;
+afterEach(async () => {
+  if (server) await new Promise<void>((r) => server!.close(() => r()));
+  server = undefined;
+});
+
+async function serve(handle: Handle, maxBodyBytes = 1 << 20): Promise<string> {
+  const listener = createRequestListener(handle, { scheme: "http", fallbackHost: "127.0.0.1", maxBodyBytes, logger: silentLogger });
+  server = createServer(listener);
+  await new Promise<void>((r) => server!.listen(0, "127.0.0.1", () => r()));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe("Node listener", () => {
+  it("passes binary request bodies through and streams binary responses back", async () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    const base = await serve(async (req) => {
+      const got = new Uint8Array(await req.arrayBuffer());
+      // Answer in several chunks: the received bytes, then every byte value.
+      const stream = new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(got);
+          for (let i = 0; i < 4; i++) c.enqueue(all.slice(i * 64, (i + 1) * 64));
+          c.close();
+        },
+      });
+      return new Response(stream, { status: 201, headers: { "Content-Type": "application/octet-stream", "X-Method": req.method } });
+    });
+    const sent = Uint8Array.from([0, 255, 10, 13, 0, 128]);
+    const res = await fetch(`${base}/upload?x=1`, { method: "POST", body: sent });
+    expect(res.status).toBe(201);
+    expect(res.headers.get("x-method")).toBe("POST");
+    const body = new Uint8Array(await res.arrayBuffer());
+    expect([...body]).toEqual([...sent, ...all]);
+  });
+
+  it("builds the URL from the Host header and sets the client address itself", async () => {
+    const base = await serve(async (req) => Response.json({ url: req.url, addr: req.headers.get(CLIENT_ADDRESS_HEADER) }));
+    const res = await fetch(`${base}/_matrix/client/versions?a=b`, { headers: { [CLIENT_ADDRESS_HEADER]: "6.6.6.6" } });
+    const body = (await res.json()) as { url: string; addr: string };
+    expect(body.url).toBe(`${base}/_matrix/client/versions?a=b`);
+    // A client cannot pick its own rate-limit key.
+    expect(body.addr).toBe("127.0.0.1");
+  });
+
+  it("answers 413 for bodies over the limit without calling the homeserver", async () => {
+    let called = false;
+    const base = await serve(async () => {
+      called = true;
+      return new Response("ok");
+    }, 10);
+    const res = await fetch(`${base}/x`, { method: "POST", body: "x".repeat(11) });
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { errcode: string }).errcode).toBe("M_TOO_LARGE");
+    expect(called).toBe(false);
+  });
+});
