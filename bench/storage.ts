@@ -1,0 +1,212 @@
+/**
+ * Storage rates per backend, each next to the raw primitive underneath it measured in the same
+ * run: one `write()` with one put and one `read()` with one get (the per-operation cost a request
+ * pays), batched puts (1000 per transaction), and the SQLite file store's durable write rate with
+ * and without concurrency (group commit).
+ */
+import "fake-indexeddb/auto";
+import { IDBFactory } from "fake-indexeddb";
+import initSqlJs from "sql.js";
+import { wrap } from "idb";
+import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Store } from "../src/storage/store.ts";
+import { key, pos } from "../src/storage/store.ts";
+import { createMemoryStore } from "../src/storage/memory.ts";
+import { createSqliteStore } from "../src/storage/sqlite.ts";
+import { createIndexedDbStore } from "../src/storage/indexeddb.ts";
+import { openSqliteFileStore } from "../src/node/sqliteFile.ts";
+import type { Bench, Figure } from "./harness.ts";
+import { rate, versus } from "./harness.ts";
+
+/** A stored event of typical size (~600 bytes of JSON). */
+const value = {
+  eventId: "$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+  streamPos: 42,
+  pdu: {
+    type: "m.room.message", room_id: "!abcdefghijklmnop:example.org", sender: "@alice:example.org",
+    content: { msgtype: "m.text", body: "Hello, world! ".repeat(8) }, depth: 42, origin_server_ts: 1_700_000_000_000,
+    prev_events: ["$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"], auth_events: ["$b", "$c", "$d"], hashes: { sha256: "x" }, signatures: {},
+  },
+};
+const MS = 700;
+const BATCH = 1000;
+
+/** put / get / batch rates through the Store interface. */
+async function storeRates(s: Store): Promise<{ put: number; get: number; batch: number }> {
+  let i = 0;
+  const put = await rate(() => s.write(async (tx) => tx.put("events", key("!r", pos(i++)), value)), MS);
+  const written = i;
+  let j = 0;
+  const get = await rate(() => s.read((tx) => tx.get("events", key("!r", pos(j++ % written)))), MS);
+  const batch =
+    BATCH *
+    (await rate(
+      () =>
+        s.write(async (tx) => {
+          for (let b = 0; b < BATCH; b++) tx.put("timeline", key("!r", pos(i++)), "$e");
+        }),
+      MS,
+    ));
+  return { put, get, batch };
+}
+
+/** Raw sql.js: prepared INSERT OR REPLACE / SELECT on an identical table, autocommit. */
+async function rawSqlJs(): Promise<{ put: number; get: number; batch: number }> {
+  const SQL = await initSqlJs();
+  const db = new SQL.Database();
+  db.run(`CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID`);
+  const ins = db.prepare(`INSERT OR REPLACE INTO t (k, v) VALUES (?, ?)`);
+  const sel = db.prepare(`SELECT v FROM t WHERE k = ?`);
+  const text = JSON.stringify(value);
+  let i = 0;
+  const put = await rate(() => ins.run([key("!r", pos(i++)), text]), MS);
+  const written = i;
+  let j = 0;
+  const get = await rate(() => {
+    sel.bind([key("!r", pos(j++ % written))]);
+    sel.step();
+    JSON.parse(sel.get()[0] as string);
+    sel.reset();
+  }, MS);
+  const batch =
+    BATCH *
+    (await rate(() => {
+      db.run("BEGIN");
+      for (let b = 0; b < BATCH; b++) ins.run([key("!r", pos(i++)), "$e"]);
+      db.run("COMMIT");
+    }, MS));
+  ins.free();
+  sel.free();
+  db.close();
+  return { put, get, batch };
+}
+
+const request = <T>(r: IDBRequest<T>): Promise<T> =>
+  new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+const complete = (tx: IDBTransaction): Promise<void> =>
+  new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = tx.onabort = () => reject(tx.error);
+  });
+
+/** Raw fake-indexeddb through the bare IDB API: one transaction per put / get, like the store. */
+async function rawIdb(): Promise<{ put: number; get: number; batch: number }> {
+  const factory = new IDBFactory();
+  const open = factory.open("raw", 1);
+  open.onupgradeneeded = () => open.result.createObjectStore("t");
+  const db = await request(open);
+  let i = 0;
+  const put = await rate(async () => {
+    const tx = db.transaction("t", "readwrite");
+    tx.objectStore("t").put(value, key("!r", pos(i++)));
+    await complete(tx);
+  }, MS);
+  const written = i;
+  let j = 0;
+  const get = await rate(() => request(db.transaction("t", "readonly").objectStore("t").get(key("!r", pos(j++ % written)))), MS);
+  const batch =
+    BATCH *
+    (await rate(async () => {
+      const tx = db.transaction("t", "readwrite");
+      const st = tx.objectStore("t");
+      for (let b = 0; b < BATCH; b++) st.put("$e", key("!r", pos(i++)));
+      await complete(tx);
+    }, MS));
+  db.close();
+  return { put, get, batch };
+}
+
+/** The same one-put transaction through the `idb` wrapper (promises over the bare API). */
+async function rawIdbWrapped(): Promise<number> {
+  const factory = new IDBFactory();
+  const open = factory.open("raw", 1);
+  open.onupgradeneeded = () => open.result.createObjectStore("t");
+  const db = wrap(await request(open));
+  let i = 0;
+  const put = await rate(async () => {
+    const tx = db.transaction("t", "readwrite");
+    void tx.objectStore("t").put(value, key("!r", pos(i++)));
+    await tx.done;
+  }, MS);
+  db.close();
+  return put;
+}
+
+/** Raw Map with structuredClone (what the memory store does per value). */
+async function rawMap(): Promise<{ put: number; get: number; batch: number }> {
+  const m = new Map<string, unknown>();
+  let i = 0;
+  const put = await rate(() => m.set(key("!r", pos(i++)), structuredClone(value)), MS);
+  const written = i;
+  let j = 0;
+  const get = await rate(() => structuredClone(m.get(key("!r", pos(j++ % written)))), MS);
+  const batch = BATCH * (await rate(() => {
+    for (let b = 0; b < BATCH; b++) m.set(key("!r", pos(i++)), "$e");
+  }, MS));
+  return { put, get, batch };
+}
+
+function triple(name: string, ours: { put: number; get: number; batch: number }, rawName: string, raw: { put: number; get: number; batch: number }): Figure[] {
+  return [
+    versus(`${name}: write() with 1 put`, ours.put, "tx/s", `${rawName} 1 put`, raw.put),
+    versus(`${name}: read() with 1 get`, ours.get, "tx/s", `${rawName} 1 get`, raw.get),
+    versus(`${name}: puts in 1000-put transactions`, ours.batch, "puts/s", `${rawName} 1000-put transaction`, raw.batch),
+  ];
+}
+
+export const storageBench: Bench = async () => {
+  const figures: Figure[] = [];
+
+  const mem = createMemoryStore();
+  figures.push(...triple("memory store", await storeRates(mem), "raw Map + structuredClone", await rawMap()));
+  await mem.close();
+
+  const sq = await createSqliteStore();
+  const sqRaw = await rawSqlJs();
+  figures.push(...triple("sqlite store (in memory)", await storeRates(sq), "raw sql.js", sqRaw));
+  await sq.close();
+
+  const idb = await createIndexedDbStore({ name: "bench", indexedDB: new IDBFactory() });
+  const idbRates = await storeRates(idb);
+  figures.push(...triple("indexeddb store (fake-indexeddb)", idbRates, "raw fake-indexeddb", await rawIdb()));
+  figures.push(versus("indexeddb store (fake-indexeddb): write() with 1 put", idbRates.put, "tx/s", "idb wrapper, 1-store tx, 1 put", await rawIdbWrapped()));
+  await idb.close();
+
+  // Durable writes: each write() waits for export + write + fsync + rename of the whole file.
+  const dir = mkdtempSync(join(tmpdir(), "hyphae-bench-"));
+  try {
+    const file = await openSqliteFileStore(join(dir, "db.sqlite"));
+    let i = 0;
+    const seq = await rate(() => file.write(async (tx) => tx.put("events", key("!r", pos(i++)), value)), MS);
+    const CONC = 50;
+    const conc =
+      CONC *
+      (await rate(
+        () => Promise.all(Array.from({ length: CONC }, () => file.write(async (tx) => tx.put("events", key("!r", pos(i++)), value)))),
+        MS,
+      ));
+    await file.close();
+    // The floor under one durable write: writing a file of the same size and fsyncing it.
+    const bytes = new Uint8Array(statSync(join(dir, "db.sqlite")).size);
+    const raw = await rate(() => {
+      const p = join(dir, "raw.bin");
+      writeFileSync(p, bytes);
+      const fd = openSync(p, "r+");
+      fsyncSync(fd);
+      closeSync(fd);
+    }, MS);
+    figures.push(
+      versus("sqlite file store: sequential durable writes", seq, "tx/s", "raw sql.js 1 put (no durability)", sqRaw.put),
+      versus("sqlite file store: sequential durable writes", seq, "tx/s", `raw writeFile+fsync of ${Math.round(bytes.length / 1024)} KB`, raw),
+      versus(`sqlite file store: ${CONC} concurrent durable writes (group commit)`, conc, "tx/s", "same, sequential", seq),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return figures;
+};
