@@ -201,6 +201,21 @@ describe("cross-signing", () => {
     expect(replace.json.flows).toBeDefined();
     expect(typeof replace.json.session).toBe("string");
 
+    // Completing UIA (this fixture account has no password, so the dummy stage proves identity).
+    const done = await f.call("POST", "/_matrix/client/v3/keys/device_signing/upload", alice, {
+      master_key: crossKey(ALICE, "master", master2.pub),
+      auth: { type: "m.login.dummy", session: replace.json.session },
+    });
+    expect(done.status).toBe(200);
+    const afterReplace = await f.call("POST", "/_matrix/client/v3/keys/query", bob, { device_keys: { [ALICE]: [] } });
+    expect((afterReplace.json.master_keys as Record<string, unknown>)[ALICE]).toEqual(crossKey(ALICE, "master", master2.pub));
+    // The old subkeys were signed by the replaced master key: they are gone.
+    expect(afterReplace.json.self_signing_keys).toEqual({});
+    await f.call("POST", "/_matrix/client/v3/keys/device_signing/upload", alice, {
+      auth: { type: "m.login.dummy" },
+      ...body,
+    });
+
     const asBob = await f.call("POST", "/_matrix/client/v3/keys/query", bob, { device_keys: { [ALICE]: [] } });
     expect((asBob.json.master_keys as Record<string, unknown>)[ALICE]).toEqual(body.master_key);
     expect((asBob.json.self_signing_keys as Record<string, unknown>)[ALICE]).toEqual(body.self_signing_key);
@@ -252,5 +267,17 @@ describe("cross-signing", () => {
 
     const bad = await f.call("POST", "/_matrix/client/v3/keys/signatures/upload", alice, { [ALICE]: { ADEV: forged } });
     expect(bad.json.failures).toEqual({ [ALICE]: { ADEV: expect.objectContaining({ errcode: "M_INVALID_SIGNATURE" }) } });
+  });
+});
+
+describe("dehydrated devices", () => {
+  it("are not implemented and say so with 404 M_UNRECOGNIZED", async () => {
+    const f = await fixture();
+    const alice = await f.device("alice", "ADEV");
+    for (const path of ["/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", "/_matrix/client/v1/dehydrated_device"]) {
+      const r = await f.call("GET", path, alice);
+      expect(r.status, path).toBe(404);
+      expect(r.json.errcode).toBe("M_UNRECOGNIZED");
+    }
   });
 });
