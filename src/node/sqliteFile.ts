@@ -4,10 +4,11 @@
  * so the file on disk is always one complete committed state: a crash leaves either the old or the
  * new database, and a `write()` that resolved is in the file.
  */
-import { open, readFile, rename, rm } from "node:fs/promises";
+import { open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createSqliteStore } from "../storage/sqlite.ts";
 import type { Store } from "../storage/store.ts";
+import { StorageError } from "../storage/store.ts";
 import type { Migration } from "../storage/schema.ts";
 
 async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
@@ -31,8 +32,62 @@ async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
   }
 }
 
-/** Opens (or creates) the SQLite database file at `path` as a Store. */
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+/**
+ * Takes `<path>.lock` (holding our pid). Two processes on one file would each persist their own
+ * in-memory copy and silently drop the other's writes, so a live other owner is refused; a lock
+ * left by a dead process (crash, SIGKILL) is taken over. The same process may reopen the file.
+ */
+async function lock(path: string): Promise<() => Promise<void>> {
+  const lockPath = path + ".lock";
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(lockPath, String(process.pid), { flag: "wx" });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 2) throw e;
+      const owner = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
+      if (owner === process.pid) break;
+      if (owner > 0 && alive(owner)) throw new StorageError(`${path} is in use by process ${owner}`);
+      await rm(lockPath, { force: true });
+    }
+  }
+  return async () => {
+    const owner = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
+    if (owner === process.pid) await rm(lockPath, { force: true });
+  };
+}
+
+/** Opens (or creates) the SQLite database file at `path` as a Store (one process at a time). */
 export async function openSqliteFileStore(path: string, options: { migrations?: readonly Migration[] } = {}): Promise<Store> {
+  const unlock = await lock(path);
+  try {
+    const store = await openLocked(path, options);
+    return {
+      kind: store.kind,
+      read: (fn) => store.read(fn),
+      write: (fn) => store.write(fn),
+      schemaVersion: () => store.schemaVersion(),
+      close: async () => {
+        await store.close();
+        await unlock();
+      },
+    };
+  } catch (e) {
+    await unlock();
+    throw e;
+  }
+}
+
+async function openLocked(path: string, options: { migrations?: readonly Migration[] }): Promise<Store> {
   let data: Uint8Array | undefined;
   try {
     data = await readFile(path);

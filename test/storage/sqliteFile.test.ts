@@ -1,11 +1,11 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { openSqliteFileStore } from "../../src/node/sqliteFile.ts";
-import { pos } from "../../src/storage/store.ts";
+import { pos, StorageError } from "../../src/storage/store.ts";
 import { SCHEMA_VERSION } from "../../src/storage/schema.ts";
 import { storageConformance } from "./conformance.ts";
 
@@ -42,6 +42,23 @@ describe("sqlite file store", () => {
     expect(await r.read((tx) => tx.get("accounts", "@alice:x"))).toEqual({ userId: "@alice:x", createdAt: 5 });
     expect(await r.read((tx) => tx.get("media_content", "m"))).toEqual(new Uint8Array([1, 2, 3]));
     await r.close();
+  });
+
+  it("refuses a file another live process has open, and takes over a dead one's lock", async () => {
+    const path = freshPath();
+    const other = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60000)"], { stdio: "ignore" });
+    try {
+      writeFileSync(path + ".lock", String(other.pid));
+      await expect(openSqliteFileStore(path)).rejects.toBeInstanceOf(StorageError);
+    } finally {
+      other.kill("SIGKILL");
+      await new Promise((r) => other.once("exit", r));
+    }
+    // Now the owner is dead: its lock is stale.
+    const s = await openSqliteFileStore(path);
+    expect(readFileSync(path + ".lock", "utf8")).toBe(String(process.pid));
+    await s.close();
+    expect(existsSync(path + ".lock")).toBe(false);
   });
 
   it("has every resolved write in the file when the process is killed", async () => {
