@@ -3,11 +3,13 @@ import { writeFileSync } from "node:fs";
 import type { Bench, Figure } from "./harness.ts";
 import { cryptoBench } from "./crypto.ts";
 import { storageBench } from "./storage.ts";
+import { syncBench } from "./sync.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
   ["crypto", cryptoBench],
   ["storage", storageBench],
+  ["sync", syncBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
