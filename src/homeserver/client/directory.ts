@@ -122,8 +122,8 @@ export async function putDirectoryVisibility(ctx: RequestContext, p: Record<stri
   return {};
 }
 
-/** A `/publicRooms` chunk entry ("PublishedRoomsChunk"). */
-async function publishedRoom(tx: ReadTx, roomId: string): Promise<Record<string, unknown>> {
+/** A `/publicRooms` (and `/hierarchy`) chunk entry ("PublishedRoomsChunk"). */
+export async function publishedRoomChunk(tx: ReadTx, roomId: string): Promise<Record<string, unknown>> {
   const c = (type: string) => currentStateContent(tx, roomId, type);
   const name = (await c("m.room.name"))?.name;
   const topic = (await c("m.room.topic"))?.topic;
@@ -178,7 +178,7 @@ async function listPublicRooms(ctx: RequestContext, limitRaw: unknown, since: un
     const all: Record<string, unknown>[] = [];
     for (const r of published) {
       if (!(await tx.get("rooms", r.key))) continue;
-      all.push(await publishedRoom(tx, r.key));
+      all.push(await publishedRoomChunk(tx, r.key));
     }
     const total = all.length;
     const matching = all.filter((room) => {

@@ -12,6 +12,7 @@ import { DEFAULT_ROOM_VERSION, roomVersion } from "../rooms/versions.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { withRoomLock } from "./lock.ts";
 import { sendLocked, storeCreateEvent } from "./send.ts";
+import type { SendResult } from "./send.ts";
 import { isUserId, isRoomAliasLocalpart } from "./ids.ts";
 import { forbidden } from "../errors.ts";
 
@@ -94,25 +95,7 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
     if (all.size > 0) creationContent.additional_creators = [...all];
     else delete creationContent.additional_creators;
   }
-  const createBuilt = await buildEvent(
-    {
-      ...(rules.roomIdFromCreate ? {} : { roomId: `!${encodeBase64Url(hs.random(18))}:${hs.serverName}` }),
-      sender: creator, type: "m.room.create", stateKey: "", content: creationContent,
-      prevEvents: [], authEvents: [], depth: 1, originServerTs: hs.clock(), origin: hs.serverName,
-    },
-    rules,
-    hs.signingKey,
-    hs.random,
-  );
-  const verdict = checkAuth(createBuilt.pdu, createBuilt.eventId, new Map(), rules);
-  if (!verdict.allowed) throw forbidden(verdict.reason);
-  const roomId = createBuilt.roomId;
-
-  await withRoomLock(hs.store, roomId, async () => {
-    await storeCreateEvent(hs, rules, createBuilt);
-    const send = (type: string, stateKey: string | undefined, content: Record<string, unknown>) =>
-      sendLocked(hs, { roomId, sender: creator, type, ...(stateKey !== undefined ? { stateKey } : {}), content });
-
+  const roomId = await newRoom(hs, rules, creator, creationContent, async (send) => {
     // 2. the creator joins
     const profile = await hs.store.read((tx) => tx.get<{ displayname?: string; avatar_url?: string }>("accounts", creator));
     await send("m.room.member", creator, {
@@ -204,4 +187,36 @@ function powerLevels(rules: RoomVersionRules, creator: string, trustedInvitees: 
     pl.users = u;
   }
   return pl;
+}
+
+/** Sends one event of a room being set up (the room lock is held). */
+export type SetupSend = (type: string, stateKey: string | undefined, content: Record<string, unknown>) => Promise<SendResult>;
+
+/**
+ * Builds and stores a new room's create event, then runs `setup` with the room locked so the
+ * remaining initial events follow in order. Returns the room ID (derived from the create event in
+ * v12, random `!…:server` before).
+ */
+export async function newRoom(
+  hs: Services, rules: RoomVersionRules, creator: string, creationContent: Record<string, unknown>, setup: (send: SetupSend) => Promise<void>,
+): Promise<string> {
+  const createBuilt = await buildEvent(
+    {
+      ...(rules.roomIdFromCreate ? {} : { roomId: `!${encodeBase64Url(hs.random(18))}:${hs.serverName}` }),
+      sender: creator, type: "m.room.create", stateKey: "", content: creationContent,
+      prevEvents: [], authEvents: [], depth: 1, originServerTs: hs.clock(), origin: hs.serverName,
+    },
+    rules,
+    hs.signingKey,
+    hs.random,
+  );
+  const verdict = checkAuth(createBuilt.pdu, createBuilt.eventId, new Map(), rules);
+  if (!verdict.allowed) throw forbidden(verdict.reason);
+  const roomId = createBuilt.roomId;
+  await withRoomLock(hs.store, roomId, async () => {
+    await storeCreateEvent(hs, rules, createBuilt);
+    await setup((type, stateKey, content) =>
+      sendLocked(hs, { roomId, sender: creator, type, ...(stateKey !== undefined ? { stateKey } : {}), content }));
+  });
+  return roomId;
 }

@@ -1,0 +1,98 @@
+/**
+ * Client-Server "Spaces": `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`, a depth-first walk
+ * of `m.space.child` state over the rooms this server knows (remote rooms need federation and are
+ * left out). Pagination tokens are `h<offset>`, tied to the `suggested_only`/`max_depth` they were
+ * issued for.
+ */
+import type { RequestContext } from "../context.ts";
+import { MatrixError, forbidden } from "../errors.ts";
+import type { ReadTx } from "../../storage/store.ts";
+import { currentState, getRoom, membershipRecord } from "../roomserver/state.ts";
+import { limitParam } from "./messages.ts";
+import { publishedRoomChunk } from "./directory.ts";
+
+/** Whether the user may see a room's summary: joined, world-readable, or joinable/knockable. */
+async function canView(tx: ReadTx, roomId: string, userId: string): Promise<boolean> {
+  if (!(await getRoom(tx, roomId))) return false;
+  if ((await membershipRecord(tx, roomId, userId))?.membership === "join") return true;
+  const state = await currentState(tx, roomId);
+  const hv = state.get("m.room.history_visibility\u001f")?.pdu.content.history_visibility;
+  const jr = state.get("m.room.join_rules\u001f")?.pdu.content.join_rule;
+  if (hv === "world_readable" || jr === "public" || jr === "knock" || jr === "knock_restricted") return true;
+  if (jr === "restricted" || jr === "knock_restricted") {
+    const allow = state.get("m.room.join_rules\u001f")?.pdu.content.allow;
+    if (Array.isArray(allow)) {
+      for (const a of allow as Record<string, unknown>[]) {
+        if (typeof a?.room_id === "string" && (await membershipRecord(tx, a.room_id, userId))?.membership === "join") return true;
+      }
+    }
+  }
+  return false;
+}
+
+/** `GET /_matrix/client/v1/rooms/{roomId}/hierarchy` */
+export async function getHierarchy(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const limit = Math.max(1, limitParam(ctx, 50, 100));
+  const suggestedRaw = ctx.query("suggested_only") ?? "false";
+  if (suggestedRaw !== "true" && suggestedRaw !== "false") throw new MatrixError(400, "M_INVALID_PARAM", "suggested_only must be true or false");
+  const suggestedOnly = suggestedRaw === "true";
+  const depthRaw = ctx.query("max_depth");
+  if (depthRaw !== undefined && !/^\d+$/.test(depthRaw)) throw new MatrixError(400, "M_INVALID_PARAM", "max_depth must be a non-negative integer");
+  const maxDepth = depthRaw === undefined ? Infinity : Number(depthRaw);
+  const from = ctx.query("from");
+  let offset = 0;
+  if (from !== undefined) {
+    const m = /^h(\d+)_(true|false)_(\d+|inf)$/.exec(from);
+    if (!m) throw new MatrixError(400, "M_INVALID_PARAM", "Malformed from token");
+    if (m[2] !== suggestedRaw || m[3] !== (depthRaw ?? "inf")) {
+      throw new MatrixError(400, "M_INVALID_PARAM", "suggested_only and max_depth cannot change on paginated requests");
+    }
+    offset = Number(m[1]);
+  }
+  const rootId = p.roomId!;
+  return ctx.hs.store.read(async (tx) => {
+    if (!(await canView(tx, rootId, me.userId))) throw forbidden("You are not allowed to view this room.");
+    const out: Record<string, unknown>[] = [];
+    const seen = new Set<string>();
+    let index = 0;
+    let more = false;
+    // Depth-first, children in the spec's order ("Ordering of children within a space").
+    const visit = async (roomId: string, depth: number): Promise<void> => {
+      if (seen.has(roomId) || more) return;
+      seen.add(roomId);
+      if (!(await canView(tx, roomId, me.userId))) return;
+      const state = await currentState(tx, roomId);
+      const children = [...state.values()].filter((e) => {
+        if (e.pdu.type !== "m.space.child" || !e.pdu.state_key) return false;
+        const via = e.pdu.content.via;
+        if (!Array.isArray(via) || via.length === 0) return false; // no via: not a child
+        return !suggestedOnly || e.pdu.content.suggested === true;
+      });
+      const order = (e: (typeof children)[number]): string => {
+        const o = e.pdu.content.order;
+        return typeof o === "string" && o.length <= 50 && /^[\x20-\x7E]*$/.test(o) ? o : "\u{10FFFF}";
+      };
+      children.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0) || a.pdu.origin_server_ts - b.pdu.origin_server_ts || a.pdu.state_key!.localeCompare(b.pdu.state_key!));
+      if (index >= offset) {
+        if (out.length >= limit) {
+          more = true;
+          return;
+        }
+        out.push({
+          ...(await publishedRoomChunk(tx, roomId)),
+          children_state: children.map((e) => ({
+            type: e.pdu.type, state_key: e.pdu.state_key, content: e.pdu.content, sender: e.pdu.sender, origin_server_ts: e.pdu.origin_server_ts,
+          })),
+        });
+      }
+      index++;
+      if (depth >= maxDepth) return;
+      for (const c of children) await visit(c.pdu.state_key!, depth + 1);
+    };
+    await visit(rootId, 0);
+    const res: Record<string, unknown> = { rooms: out };
+    if (more) res.next_batch = `h${offset + out.length}_${suggestedRaw}_${depthRaw ?? "inf"}`;
+    return res;
+  });
+}

@@ -1,0 +1,109 @@
+/**
+ * Client-Server "Server Side Search": `POST /search`, category `room_events` only. A case-insensitive
+ * match of every word of the search term against `content.body` (and/or `content.name`,
+ * `content.topic` per `keys`) of events the user may see in rooms they are joined to, newest first
+ * (`order_by: rank` is served in the same order, every result ranked 1). `next_batch` is `s<N>`:
+ * the next page holds matches at stream positions below N.
+ */
+import type { RequestContext } from "../context.ts";
+import { MatrixError, badJson } from "../errors.ts";
+import { prefix } from "../../storage/store.ts";
+import type { StoredEvent } from "../events/types.ts";
+import { canSeeEvent } from "../roomserver/visibility.ts";
+import { EventServer } from "../roomserver/serve.ts";
+import { matchesFilter, parseRoomEventFilter } from "../roomserver/filter.ts";
+import { joinedRooms } from "../roomserver/membership.ts";
+import { currentState, getEvent } from "../roomserver/state.ts";
+import { walkTimeline } from "../roomserver/timeline.ts";
+import { parseToken } from "../roomserver/tokens.ts";
+
+const KEYS = new Set(["content.body", "content.name", "content.topic"]);
+const PAGE = 10;
+
+const obj = (v: unknown): Record<string, unknown> | undefined => (v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined);
+
+/** `POST /_matrix/client/v3/search` */
+export async function postSearch(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const body = await ctx.json();
+  const cats = obj(body.search_categories);
+  if (!cats) throw badJson("search_categories is required");
+  const criteria = obj(cats.room_events);
+  if (!criteria) return { search_categories: {} };
+  if (typeof criteria.search_term !== "string") throw badJson("search_term is required");
+  const keys = criteria.keys ?? [...KEYS];
+  if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string" && KEYS.has(k))) throw badJson("keys must be a subset of content.body, content.name, content.topic");
+  const orderBy = criteria.order_by ?? "rank";
+  if (orderBy !== "rank" && orderBy !== "recent") throw badJson("order_by must be rank or recent");
+  const filter = parseRoomEventFilter(criteria.filter);
+  const limit = Math.min(filter.limit ?? PAGE, 100);
+  const context = obj(criteria.event_context);
+  const beforeLimit = context ? Number(context.before_limit ?? 5) : 0;
+  const afterLimit = context ? Number(context.after_limit ?? 5) : 0;
+  if (!Number.isInteger(beforeLimit) || !Number.isInteger(afterLimit) || beforeLimit < 0 || afterLimit < 0) throw badJson("event_context limits must be non-negative integers");
+  const includeProfile = context?.include_profile === true;
+  const nextBatch = ctx.query("next_batch");
+  const below = nextBatch !== undefined ? parseToken(nextBatch, "next_batch") : Infinity;
+  const words = criteria.search_term.toLowerCase().split(/\s+/).filter((w) => w.length > 0);
+  if (words.length === 0) throw new MatrixError(400, "M_INVALID_PARAM", "search_term is empty");
+
+  const matches = (e: StoredEvent): boolean => {
+    if (e.redactedBy || e.rejected) return false;
+    const c = e.pdu.content;
+    const text = (keys as string[]).map((k) => c[k.slice("content.".length)]).filter((v): v is string => typeof v === "string").join("\n").toLowerCase();
+    return text.length > 0 && words.every((w) => text.includes(w));
+  };
+
+  return ctx.hs.store.read(async (tx) => {
+    const rooms = (await joinedRooms(tx, me.userId)).filter((r) => (!filter.rooms || filter.rooms.includes(r)) && !filter.not_rooms?.includes(r));
+    // Every match across the user's rooms, newest first.
+    const hits: StoredEvent[] = [];
+    for (const roomId of rooms) {
+      const rows = await tx.range<string>("timeline", { prefix: prefix(roomId) });
+      for (const row of rows) {
+        const e = await getEvent(tx, row.value);
+        if (!e || !matches(e) || !matchesFilter(filter, e)) continue;
+        if (!(await canSeeEvent(tx, me.userId, e))) continue;
+        hits.push(e);
+      }
+    }
+    hits.sort((a, b) => (b.streamPos ?? 0) - (a.streamPos ?? 0));
+    const page = hits.filter((e) => (e.streamPos ?? 0) < below).slice(0, limit);
+    const server = new EventServer(tx, me, ctx.hs.clock());
+    const results: Record<string, unknown>[] = [];
+    for (const e of page) {
+      const r: Record<string, unknown> = { rank: 1, result: await server.serve(e) };
+      if (context) {
+        const keep = (x: StoredEvent): Promise<boolean> => canSeeEvent(tx, me.userId, x);
+        const before = await walkTimeline(tx, { roomId: e.roomId, dir: "b", from: e.streamPos! - 1, limit: beforeLimit, keep });
+        const after = await walkTimeline(tx, { roomId: e.roomId, dir: "f", from: e.streamPos!, limit: afterLimit, keep });
+        const ctxOut: Record<string, unknown> = {
+          events_before: await server.serveAll(before.events),
+          events_after: await server.serveAll(after.events),
+          start: `s${Math.max(0, before.last)}`,
+          end: `s${after.last}`,
+        };
+        if (includeProfile) {
+          const profileInfo: Record<string, unknown> = {};
+          const state = await currentState(tx, e.roomId);
+          for (const x of [e, ...before.events, ...after.events]) {
+            const m = state.get(`m.room.member\u001f${x.pdu.sender}`)?.pdu.content;
+            if (m) profileInfo[x.pdu.sender] = { ...(typeof m.displayname === "string" ? { displayname: m.displayname } : {}), ...(typeof m.avatar_url === "string" ? { avatar_url: m.avatar_url } : {}) };
+          }
+          ctxOut.profile_info = profileInfo;
+        }
+        r.context = ctxOut;
+      }
+      results.push(r);
+    }
+    const out: Record<string, unknown> = { results, count: hits.length, highlights: words };
+    const last = page[page.length - 1];
+    if (last && hits.some((e) => (e.streamPos ?? 0) < last.streamPos!)) out.next_batch = `s${last.streamPos}`;
+    if (criteria.include_state === true) {
+      const state: Record<string, unknown[]> = {};
+      for (const roomId of new Set(page.map((e) => e.roomId))) state[roomId] = await server.serveAll([...(await currentState(tx, roomId)).values()], { bundle: false });
+      out.state = state;
+    }
+    return { search_categories: { room_events: out } };
+  });
+}
