@@ -32,6 +32,10 @@ import * as media from "./media/media.ts";
 import * as messages from "./client/messages.ts";
 import * as relations from "./client/relations.ts";
 import * as directory from "./client/directory.ts";
+import * as upgrade from "./client/upgrade.ts";
+import * as hierarchy from "./client/hierarchy.ts";
+import * as search from "./client/search.ts";
+import * as report from "./client/report.ts";
 export const ROUTES: HsRoute[] = [
   // --- discovery ---
   ...at("GET", "/_matrix/client/versions", getVersions),
@@ -101,6 +105,12 @@ export const ROUTES: HsRoute[] = [
   ...at("GET", "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", relations.getRelations),
   ...at("GET", "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", relations.getRelations),
   ...at("GET", "/_matrix/client/v1/rooms/{roomId}/threads", relations.getThreads),
+  ...client("POST", "/rooms/{roomId}/upgrade", upgrade.postUpgrade),
+  ...at("GET", "/_matrix/client/v1/rooms/{roomId}/hierarchy", hierarchy.getHierarchy),
+  ...client("POST", "/search", search.postSearch),
+  ...client("POST", "/rooms/{roomId}/report/{eventId}", report.postReportEvent),
+  ...client("POST", "/rooms/{roomId}/report", report.postReportRoom),
+  ...client("POST", "/users/{userId}/report", report.postReportUser),
 
   // --- sync, filters (client/sync.ts, client/filters.ts) ---
   ...client("GET", "/sync", sync.getSync),
