@@ -16,6 +16,7 @@ import { decodeBase64 } from "../crypto/base64.ts";
 import { verifyJsonSignature } from "../crypto/signing.ts";
 import type { JsonObject } from "../crypto/signing.ts";
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
+import type { StoredEvent } from "../events/types.ts";
 import { key, pos, prefix, unpos } from "../../storage/store.ts";
 import { requireUserInteractiveAuth, identityFlows } from "./uia.ts";
 
@@ -90,40 +91,94 @@ async function membersOf(tx: ReadTx, roomId: string): Promise<{ userId: string; 
   return out;
 }
 
+/** Windows with more timeline events than this are answered by scanning room members instead. */
+const MEMBERSHIP_WINDOW_LIMIT = 500;
+
 /**
  * Device list changes between two stream positions for one user ("Tracking the device list for a
  * user"): `changed` holds users sharing a room whose keys changed, users who started sharing a room
  * with the user, and the user themselves; `left` users who no longer share any room.
+ *
+ * An incremental sync looks only at what happened in the window (membership events in the
+ * timeline stream, rows of device_list_stream), so its cost follows the news, not the size of the
+ * user's rooms; long windows fall back to scanning the members of every room.
  */
-export async function deviceListChanges(tx: ReadTx, userId: string, since: number, upTo: number): Promise<{ changed: string[]; left: string[] }> {
+export async function deviceListChanges(
+  tx: ReadTx,
+  userId: string,
+  since: number,
+  upTo: number,
+  windowLimit = MEMBERSHIP_WINDOW_LIMIT,
+): Promise<{ changed: string[]; left: string[] }> {
   const rooms = await roomsOf(tx, userId);
-  const sharing = new Set<string>([userId]);
+  const mine = new Map(rooms.map((r) => [r.roomId, r]));
+  const joined = new Set(rooms.filter((r) => r.membership === "join").map((r) => r.roomId));
+  const inWindow = (p: number): boolean => p > since && p <= upTo;
   const changed = new Set<string>();
   const candidatesLeft = new Set<string>();
-  const inWindow = (p: number): boolean => p > since && p <= upTo;
-  for (const room of rooms) {
-    const joinedNow = room.membership === "join";
-    const changedMine = inWindow(room.streamPos);
-    if (!joinedNow && !changedMine) continue;
-    const members = await membersOf(tx, room.roomId);
-    for (const m of members) {
-      if (joinedNow && m.membership === "join") {
-        sharing.add(m.userId);
-        // A user newly joined, or we newly joined: their devices are news to us.
-        if (inWindow(m.streamPos) || changedMine) changed.add(m.userId);
-      } else if (m.membership === "join" && changedMine) {
-        // We left this room: its members may no longer share a room with us.
-        candidatesLeft.add(m.userId);
-      } else if (m.membership !== "join" && inWindow(m.streamPos)) {
-        candidatesLeft.add(m.userId);
+
+  const events = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: pos(since), lte: pos(upTo), limit: windowLimit + 1 });
+  let sharing: Set<string> | undefined;
+  if (events.length > windowLimit) {
+    sharing = new Set([userId]);
+    for (const room of rooms) {
+      const joinedNow = room.membership === "join";
+      const changedMine = inWindow(room.streamPos);
+      if (!joinedNow && !changedMine) continue;
+      for (const m of await membersOf(tx, room.roomId)) {
+        if (joinedNow && m.membership === "join") {
+          sharing.add(m.userId);
+          // A user newly joined, or we newly joined: their devices are news to us.
+          if (inWindow(m.streamPos) || changedMine) changed.add(m.userId);
+        } else if (m.membership === "join" && changedMine) {
+          // We left this room: its members may no longer share a room with us.
+          candidatesLeft.add(m.userId);
+        } else if (m.membership !== "join" && inWindow(m.streamPos)) {
+          candidatesLeft.add(m.userId);
+        }
+      }
+    }
+  } else {
+    const ownChangeDone = new Set<string>();
+    for (const row of events) {
+      const room = mine.get(row.value.roomId);
+      if (!room) continue;
+      const ev = await tx.get<StoredEvent>("events", row.value.eventId);
+      if (ev?.pdu.type !== "m.room.member" || typeof ev.pdu.state_key !== "string") continue;
+      const target = ev.pdu.state_key;
+      if (target === userId) {
+        if (ownChangeDone.has(room.roomId)) continue;
+        ownChangeDone.add(room.roomId);
+        // Our own membership changed: everyone in the room is news (joined) or may be gone (left).
+        for (const m of await membersOf(tx, room.roomId)) {
+          if (m.membership !== "join") continue;
+          if (joined.has(room.roomId)) changed.add(m.userId);
+          else candidatesLeft.add(m.userId);
+        }
+        continue;
+      }
+      const current = await tx.get<{ membership: string }>("memberships", key(target, room.roomId));
+      if (current?.membership === "join") {
+        if (joined.has(room.roomId)) changed.add(target);
+      } else {
+        candidatesLeft.add(target);
       }
     }
   }
+
+  const sharesRoom = async (other: string): Promise<boolean> => {
+    if (sharing) return sharing.has(other);
+    if (other === userId) return true;
+    return (await roomsOf(tx, other)).some((r) => r.membership === "join" && joined.has(r.roomId));
+  };
   const stream = await tx.range<DeviceListChange>("device_list_stream", { gt: pos(since), lte: pos(upTo) });
   for (const r of stream) {
-    if (r.value.visibleTo !== undefined ? r.value.visibleTo === userId : sharing.has(r.value.userId)) changed.add(r.value.userId);
+    const u = r.value.userId;
+    if (r.value.visibleTo !== undefined ? r.value.visibleTo === userId : changed.has(u) || (await sharesRoom(u))) changed.add(u);
   }
-  const left = [...candidatesLeft].filter((u) => !sharing.has(u));
+  const left: string[] = [];
+  for (const u of candidatesLeft) if (!(await sharesRoom(u))) left.push(u);
+  for (const u of left) changed.delete(u);
   return { changed: [...changed].sort(), left: left.sort() };
 }
 

@@ -2,7 +2,7 @@
 import { createHomeserver } from "../../../src/homeserver/homeserver.ts";
 import type { Homeserver, HomeserverOptions } from "../../../src/homeserver/homeserver.ts";
 import { createMemoryStore } from "../../../src/storage/memory.ts";
-import { key } from "../../../src/storage/store.ts";
+import { key, pos } from "../../../src/storage/store.ts";
 import { nextStreamPos } from "../../../src/homeserver/context.ts";
 
 export const SERVER = "test.local";
@@ -37,6 +37,10 @@ export async function fixture(options: Partial<HomeserverOptions> = {}): Promise
         const p = await nextStreamPos(tx);
         tx.put("memberships", key(userId, roomId), { membership, eventId: `$m${p}`, streamPos: p });
         tx.put("room_state", key(roomId, "m.room.member", userId), `$m${p}`);
+        // The timeline entry, as the room server writes it (events + stream), minus signatures.
+        const pdu = { type: "m.room.member", state_key: userId, sender: userId, room_id: roomId, content: { membership } };
+        tx.put("events", `$m${p}`, { eventId: `$m${p}`, roomId, pdu, streamPos: p });
+        tx.put("stream", pos(p), { roomId, eventId: `$m${p}` });
         return p;
       });
       hs.services.notifier.notify(p);

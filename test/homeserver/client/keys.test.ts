@@ -2,7 +2,7 @@ import { describe, it, expect, beforeEach } from "vitest";
 import nacl from "tweetnacl";
 import { fixture, SERVER } from "./e2eeFixture.ts";
 import type { Fixture } from "./e2eeFixture.ts";
-import { e2eeSyncSection } from "../../../src/homeserver/client/keys.ts";
+import { deviceListChanges, e2eeSyncSection } from "../../../src/homeserver/client/keys.ts";
 import { currentStreamPos } from "../../../src/homeserver/context.ts";
 import { canonicalJsonBytes } from "../../../src/homeserver/crypto/canonicalJson.ts";
 import { encodeBase64 } from "../../../src/homeserver/crypto/base64.ts";
@@ -127,7 +127,13 @@ describe("keys/upload, query, claim", () => {
   });
 });
 
-describe("device list changes", () => {
+describe.each([
+  ["from the window of news", undefined],
+  ["by scanning room members", 0],
+] as const)("device list changes, %s", (_name, windowLimit) => {
+  const changesFor = (f: Fixture, userId: string, since: number, upTo: number) =>
+    f.hs.services.store.read((tx) => deviceListChanges(tx, userId, since, upTo, windowLimit));
+
   it("reports keys changes of users sharing a room, new members, and users who left", async () => {
     const f = await fixture();
     const alice = await f.device("alice", "ADEV");
@@ -141,7 +147,7 @@ describe("device list changes", () => {
     await f.call("POST", "/_matrix/client/v3/keys/upload", bob, { device_keys: deviceKeys(BOB, "BDEV") });
     await f.membership(CAROL, "!r:x", "join");
     let upTo = await currentStreamPos(f.hs.services.store);
-    let lists = (await f.hs.services.store.read((tx) => e2eeSyncSection(tx, ALICE, "ADEV", since, upTo))).device_lists;
+    let lists = await changesFor(f, ALICE, since, upTo);
     expect(lists).toEqual({ changed: [BOB, CAROL], left: [] });
 
     // An initial sync carries no device list changes.
@@ -151,7 +157,7 @@ describe("device list changes", () => {
     const since2 = upTo;
     await f.membership(BOB, "!r:x", "leave");
     upTo = await currentStreamPos(f.hs.services.store);
-    lists = (await f.hs.services.store.read((tx) => e2eeSyncSection(tx, ALICE, "ADEV", since2, upTo))).device_lists;
+    lists = await changesFor(f, ALICE, since2, upTo);
     expect(lists).toEqual({ changed: [], left: [BOB] });
 
     // keys/changes takes sync tokens.
@@ -163,6 +169,24 @@ describe("device list changes", () => {
     expect(bad.status).toBe(400);
   });
 
+  it("reports everyone in a room we joined, and everyone who shares no other room when we leave", async () => {
+    const f = await fixture();
+    const CAROL = `@carol:${SERVER}`;
+    await f.membership(BOB, "!r:x", "join");
+    await f.membership(CAROL, "!r:x", "join");
+    await f.membership(CAROL, "!other:x", "join");
+    await f.membership(ALICE, "!other:x", "join");
+    const since = await currentStreamPos(f.hs.services.store);
+    await f.membership(ALICE, "!r:x", "join");
+    let upTo = await currentStreamPos(f.hs.services.store);
+    expect(await changesFor(f, ALICE, since, upTo)).toEqual({ changed: [ALICE, BOB, CAROL], left: [] });
+    const since2 = upTo;
+    await f.membership(ALICE, "!r:x", "leave");
+    upTo = await currentStreamPos(f.hs.services.store);
+    // Carol still shares !other:x with Alice; Bob shares nothing any more.
+    expect(await changesFor(f, ALICE, since2, upTo)).toEqual({ changed: [], left: [BOB] });
+  });
+
   it("does not report users who share no room", async () => {
     const f = await fixture();
     const bob = await f.device("bob", "BDEV");
@@ -171,7 +195,7 @@ describe("device list changes", () => {
     const since = await currentStreamPos(f.hs.services.store);
     await f.call("POST", "/_matrix/client/v3/keys/upload", bob, { device_keys: deviceKeys(BOB, "BDEV") });
     const upTo = await currentStreamPos(f.hs.services.store);
-    const lists = (await f.hs.services.store.read((tx) => e2eeSyncSection(tx, ALICE, "ADEV", since, upTo))).device_lists;
+    const lists = await changesFor(f, ALICE, since, upTo);
     expect(lists.changed).toEqual([]);
   });
 });
