@@ -2,14 +2,20 @@
 import { writeFileSync } from "node:fs";
 import type { Bench, Figure } from "./harness.ts";
 import { cryptoBench } from "./crypto.ts";
+import { roomsBench } from "./rooms.ts";
 import { storageBench } from "./storage.ts";
 import { syncBench } from "./sync.ts";
+import { e2eeBench } from "./e2ee.ts";
+import { sendBench } from "./send.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
   ["crypto", cryptoBench],
   ["storage", storageBench],
   ["sync", syncBench],
+  ["rooms", roomsBench],
+  ["e2ee", e2eeBench],
+  ["send", sendBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
