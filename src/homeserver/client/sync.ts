@@ -67,6 +67,9 @@ export async function getSync(ctx: RequestContext): Promise<Record<string, unkno
   const timeoutParam = ctx.query("timeout");
   const timeout = timeoutParam === undefined ? 0 : Number(timeoutParam);
   if (!Number.isFinite(timeout) || timeout < 0) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid timeout");
+  // `use_state_after` (v1.16); the unstable MSC4222 name is what matrix-js-sdk sends, and it
+  // expects the answer under the unstable key.
+  const stateAfterKey = ctx.query("use_state_after") === "true" ? "state_after" : ctx.query("org.matrix.msc4222.use_state_after") === "true" ? "org.matrix.msc4222.state_after" : undefined;
   const setPresence = ctx.query("set_presence") ?? "online";
   if (!["online", "offline", "unavailable"].includes(setPresence)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid set_presence");
 
@@ -79,7 +82,7 @@ export async function getSync(ctx: RequestContext): Promise<Record<string, unkno
   const typing = typingState(hs);
   for (;;) {
     const typingSerial = typing.serial;
-    const result = await hs.store.read((tx) => buildSync(hs, tx, me, filter, since, fullState, typingSerial));
+    const result = await hs.store.read((tx) => buildSync(hs, tx, me, filter, since, fullState, typingSerial, stateAfterKey));
     const remaining = deadline - hs.clock();
     if (!since || fullState || !result.empty || remaining <= 0 || ctx.request.signal.aborted) return result.body;
     // A typing change during the build: build again rather than sleep past it.
@@ -107,13 +110,22 @@ interface SyncRun {
   typingSerial: number;
   now: number;
   server: EventServer;
+  /** Where `state_after` goes, when the client asked for it instead of `state`. */
+  stateAfterKey: string | undefined;
+  /** Users on the `m.ignored_user_list` ("Ignoring Users"). */
+  ignored: Set<string>;
   rules?: RuleSet;
 }
 
-async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: SyncToken | undefined, fullState: boolean, typingSerial: number): Promise<BuildResult> {
+async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: SyncToken | undefined, fullState: boolean, typingSerial: number, stateAfterKey: string | undefined): Promise<BuildResult> {
   const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
   const now = hs.clock();
-  const run: SyncRun = { hs, tx, me, filter, since, fullState, upTo, typingSerial, now, server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now) };
+  const ignoredList = (await tx.get<AccountDataRow>("account_data", key(me.userId, "", "m.ignored_user_list")))?.content.ignored_users;
+  const ignored = new Set(ignoredList !== null && typeof ignoredList === "object" ? Object.keys(ignoredList) : []);
+  const run: SyncRun = {
+    hs, tx, me, filter, since, fullState, upTo, typingSerial, now, stateAfterKey, ignored,
+    server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
+  };
   const sincePos = since?.pos ?? 0;
 
   const join: Record<string, unknown> = {};
@@ -136,6 +148,8 @@ async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter
         break;
       }
       case "invite":
+        // "Servers must not send room invites from ignored users to clients."
+        if (ignored.size > 0 && ignored.has((await getEvent(tx, rec.eventId))?.pdu.sender ?? "")) break;
         if (changed || fullState) invite[roomId] = { invite_state: { events: await strippedState(run, roomId, rec) } };
         break;
       case "knock":
@@ -211,6 +225,8 @@ async function timelineOf(run: SyncRun, roomId: string, lower: number, upper: nu
       const e = await getEvent(run.tx, row.value);
       if (!e || e.rejected || e.softFailed || e.outlier) continue;
       if (!eventPasses(f, { type: e.pdu.type, sender: e.pdu.sender, content: e.pdu.content }, roomId)) continue;
+      // Ignored users' events are not sent, except state events ("Ignoring Users").
+      if (run.ignored.has(e.pdu.sender) && e.pdu.state_key === undefined) continue;
       const pos = e.streamPos ?? 0;
       if (visibleFrom === undefined || pos <= visibleFrom) {
         if (!(await canSeeEvent(run.tx, run.me.userId, e))) continue;
@@ -243,29 +259,33 @@ async function stateAtPos(tx: ReadTx, roomId: string, pos: number): Promise<Map<
 
 /**
  * The `state` section: the state at the start of the timeline, minus what the client already has
- * at `sincePos` (all of it when `sincePos` is undefined). Lazy loading keeps only the members the
- * timeline needs ("Lazy-loading room members").
+ * at `sincePos` (all of it when `sincePos` is undefined). With `use_state_after` it is the state
+ * at the *end* of the timeline instead, timeline state events included. Lazy loading keeps only
+ * the members the timeline needs ("Lazy-loading room members").
  */
 async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, upper: number, sincePos: number | undefined, includeOwnMember: boolean): Promise<StoredEvent[]> {
+  const after = run.stateAfterKey !== undefined;
+  if (sincePos !== undefined && timeline.events.length === 0 && !after) return [];
+  const endPos = after ? (timeline.events.length > 0 ? (timeline.events[timeline.events.length - 1]!.streamPos ?? upper) : upper) : undefined;
   const startPos = timeline.events.length > 0 ? (timeline.events[0]!.streamPos ?? 1) - 1 : upper;
-  if (sincePos !== undefined && timeline.events.length === 0) return [];
-  const atStart = await stateAtPos(run.tx, roomId, startPos);
+  const target = await stateAtPos(run.tx, roomId, endPos ?? startPos);
   const atSince = sincePos !== undefined ? await stateAtPos(run.tx, roomId, sincePos) : new Map<string, string>();
-  const inTimeline = new Set(timeline.events.map((e) => e.eventId));
+  const inTimeline = new Set(after ? [] : timeline.events.map((e) => e.eventId));
   const stateFilter = run.filter.room?.state;
   const lazy = stateFilter?.lazy_load_members === true;
   const needed = new Set(timeline.events.map((e) => e.pdu.sender));
   if (includeOwnMember) needed.add(run.me.userId);
   const out: StoredEvent[] = [];
-  for (const [sk, id] of atStart) {
+  for (const [sk, id] of target) {
     const [type, stateKey] = splitStateKey(sk);
     const isMember = type === "m.room.member";
     const changed = atSince.get(sk) !== id;
     if (inTimeline.has(id)) continue;
     if (lazy && isMember) {
       // Members of timeline senders, even if sent before (no per-device record is kept, so
-      // `include_redundant_members: false` is honoured only as far as the timeline goes).
-      if (!needed.has(stateKey)) continue;
+      // `include_redundant_members: false` is honoured only as far as the timeline goes); with
+      // state_after also every member change, as the client takes state from nowhere else.
+      if (!needed.has(stateKey) && !(after && changed)) continue;
     } else if (!changed) {
       continue;
     }
@@ -275,6 +295,11 @@ async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, up
     out.push(e);
   }
   return out;
+}
+
+/** The state part of a room object: `state`, or `state_after` under the key the client used. */
+async function stateObject(run: SyncRun, events: StoredEvent[]): Promise<Record<string, unknown>> {
+  return { [run.stateAfterKey ?? "state"]: { events: await serveEvents(run, events) } };
 }
 
 async function serveEvents(run: SyncRun, events: StoredEvent[]): Promise<Record<string, unknown>[]> {
@@ -319,7 +344,7 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
       limited: timeline.limited,
       ...(timeline.events.length > 0 ? { prev_batch: syncToken((timeline.events[0]!.streamPos ?? 1) - 1, run.typingSerial) } : { prev_batch: syncToken(roomSince ?? upTo, run.typingSerial) }),
     },
-    state: { events: await serveEvents(run, stateEvents) },
+    ...(await stateObject(run, stateEvents)),
     ephemeral: { events: ephemeral },
     account_data: { events: accountData },
     unread_notifications: unread.main,
@@ -342,7 +367,7 @@ async function leftRoom(run: SyncRun, roomId: string, rec: MembershipRecord): Pr
       limited: timeline.limited,
       prev_batch: syncToken(timeline.events.length > 0 ? (timeline.events[0]!.streamPos ?? 1) - 1 : rec.streamPos, run.typingSerial),
     },
-    state: { events: await serveEvents(run, stateEvents) },
+    ...(await stateObject(run, stateEvents)),
     account_data: { events: accountDataEvents(newAccountData, run.me.userId, roomId, run.filter.room?.account_data) },
   };
 }
@@ -463,7 +488,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
 
   for (const row of rows) {
     const e = await getEvent(tx, row.value);
-    if (!e || e.rejected || e.softFailed || e.redactedBy || e.pdu.sender === me.userId) continue;
+    if (!e || e.rejected || e.softFailed || e.redactedBy || e.pdu.sender === me.userId || run.ignored.has(e.pdu.sender)) continue;
     const rel = e.pdu.content?.["m.relates_to"] as Record<string, unknown> | undefined;
     const threadRoot = rel?.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : undefined;
     const bucket = threaded && threadRoot ? threadRoot : threaded ? "main" : "";

@@ -184,6 +184,44 @@ describe("GET /sync", () => {
   });
 });
 
+describe("use_state_after", () => {
+  it("gives the state at the end of the timeline in state_after and omits state", async () => {
+    const roomId = await sharedRoom();
+    const s1 = await sync(alice, { use_state_after: "true" });
+    const r1 = joined(s1, roomId);
+    expect(r1.state).toBeUndefined();
+    const keys = r1.state_after.events.map((e: Sync) => `${e.type}|${e.state_key}`);
+    // Everything, including the state events that are also in the timeline.
+    expect(keys).toContain(`m.room.member|${bob.userId}`);
+    expect(keys).toContain("m.room.create|");
+    await t.state(alice, roomId, "m.room.topic", { topic: "new" });
+    await t.send(bob, roomId, "after topic");
+    const r2 = joined(await sync(alice, { since: s1.next_batch, use_state_after: "true" }), roomId);
+    expect(r2.state_after.events.map((e: Sync) => e.type)).toEqual(["m.room.topic"]);
+    expect(bodies(r2.timeline.events)).toEqual(["after topic"]);
+    // The unstable MSC4222 name answers under the unstable key.
+    const r3 = joined(await sync(alice, { "org.matrix.msc4222.use_state_after": "true" }), roomId);
+    expect(r3["org.matrix.msc4222.state_after"].events.length).toBeGreaterThan(3);
+    expect(r3.state).toBeUndefined();
+  });
+});
+
+describe("ignoring users", () => {
+  it("drops ignored users' messages (not their state) and their invites", async () => {
+    const roomId = await sharedRoom();
+    await t.ok("PUT", `/user/${encodeURIComponent(alice.userId)}/account_data/m.ignored_user_list`, alice, { ignored_users: { [bob.userId]: {} } });
+    await t.send(bob, roomId, "you cannot see me");
+    await t.state(bob, roomId, "m.room.member", { membership: "join", displayname: "Bobby" }, bob.userId);
+    const r = joined(await sync(alice), roomId);
+    expect(bodies(r.timeline.events)).toEqual([]);
+    expect(r.timeline.events.some((e: Sync) => e.type === "m.room.member" && e.content.displayname === "Bobby")).toBe(true);
+    expect(r.unread_notifications.notification_count).toBe(0);
+    const other = await t.createRoom(bob);
+    await t.invite(bob, other, alice.userId);
+    expect((await sync(alice)).rooms.invite[other]).toBeUndefined();
+  });
+});
+
 describe("filters API", () => {
   it("stores and returns a filter; 404 for an unknown one; 403 for another user", async () => {
     const f = { room: { timeline: { limit: 5 } }, event_format: "client" };
