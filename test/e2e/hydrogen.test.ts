@@ -10,6 +10,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClientEvent, createClient, RoomEvent } from "matrix-js-sdk";
 import type { MatrixClient, MatrixEvent, Room } from "matrix-js-sdk";
+import { logger as jsSdkLogger } from "matrix-js-sdk/lib/logger.js";
+import type { Logger } from "matrix-js-sdk/lib/logger.js";
 import { launchChromium } from "./browser.ts";
 import type { LaunchedBrowser } from "./browser.ts";
 import { buildHydrogenApp, serveStatic } from "./hydrogen-app/build.ts";
@@ -49,6 +51,19 @@ async function register(base: string, username: string, password: string): Promi
   expect(second.status, JSON.stringify(second.body)).toBe(200);
   return second.body as unknown as Session;
 }
+
+/** js-sdk logs every request at info level; keep the test output readable. */
+const quietLogger: Logger = {
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: (...msg: unknown[]) => console.error("[js-sdk]", ...msg),
+  getChild: () => quietLogger,
+};
+
+// Parts of js-sdk log through its module-level (loglevel) logger instead of the client's.
+(jsSdkLogger as unknown as { setLevel(level: string): void }).setLevel("error");
 
 /** Resolves with the first m.room.message in `roomId` whose body is `body`, as B's js-sdk client sees it. */
 function waitForMessage(client: MatrixClient, roomId: string, body: string): Promise<MatrixEvent> {
@@ -118,7 +133,7 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
     expect(joined.status, JSON.stringify(joined.body)).toBe(200);
 
     // Bob listens with matrix-js-sdk.
-    bobClient = createClient({ baseUrl: base, userId: bob.user_id, accessToken: bob.access_token, deviceId: bob.device_id });
+    bobClient = createClient({ baseUrl: base, userId: bob.user_id, accessToken: bob.access_token, deviceId: bob.device_id, logger: quietLogger });
     const bobReady = new Promise<void>((resolve) => {
       bobClient!.on(ClientEvent.Sync, (state) => {
         if (state === "PREPARED") resolve();
