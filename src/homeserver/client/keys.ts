@@ -91,7 +91,7 @@ async function membersOf(tx: ReadTx, roomId: string): Promise<{ userId: string; 
   return out;
 }
 
-/** Windows with more timeline events than this are answered by scanning room members instead. */
+/** Windows with this many timeline events or more are answered by scanning room members instead. */
 const MEMBERSHIP_WINDOW_LIMIT = 500;
 
 /**
@@ -119,7 +119,7 @@ export async function deviceListChanges(
 
   const events = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: pos(since), lte: pos(upTo), limit: windowLimit + 1 });
   let sharing: Set<string> | undefined;
-  if (events.length > windowLimit) {
+  if (events.length >= windowLimit) {
     sharing = new Set([userId]);
     for (const room of rooms) {
       const joinedNow = room.membership === "join";
