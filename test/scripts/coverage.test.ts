@@ -23,6 +23,9 @@ describe("coverage script", () => {
       path: "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}",
     });
     expect(byId.get("getWellknown")?.path).toBe("/.well-known/matrix/client");
+    // A second operation on the same path+method is written with a trailing space in the yaml.
+    expect(byId.get("peekEvents")?.path).toBe("/_matrix/client/v3/events");
+    expect(ops.every((o) => o.path === o.path.trim())).toBe(true);
     expect(byId.get("generateLoginToken")?.path).toBe("/_matrix/client/v1/login/get_token");
     // The old unauthenticated media API lives under /_matrix (basePath) + /media/v3/….
     expect(byId.get("uploadContent")).toMatchObject({ method: "POST", path: "/_matrix/media/v3/upload", deprecated: false });
@@ -44,6 +47,7 @@ describe("coverage script", () => {
     expect(routeServes("/_matrix/client/v3/rooms/{id}/state/{type}", spec)).toBe(false);
     // A literal route segment covers only one value of a spec parameter.
     expect(routeServes("/_matrix/client/v3/profile/{userId}/displayname", "/_matrix/client/v3/profile/{userId}/{keyName}")).toBe(false);
+    expect(routeServes("/_matrix/client/v3/profile/{userId}/displayname", "/_matrix/client/v3/profile/{userId}/{keyName}", { literalForParam: true })).toBe(true);
     expect(routeServes("/_matrix/client/r0/rooms/{roomId}/joined_members", "/_matrix/client/v3/rooms/{roomId}/joined_members")).toBe(false);
   });
 
@@ -60,6 +64,13 @@ describe("coverage script", () => {
       await homeserverRoutes(),
     );
     expect(put[0]!.implemented).toBe(false);
+    // A route for one value of a path parameter is "partly", not implemented.
+    const [profile] = computeCoverage(
+      [{ operationId: "p", method: "GET", path: "/_matrix/client/v3/profile/{userId}/{keyName}", file: "t.yaml", deprecated: false }],
+      [{ method: "GET", path: "/_matrix/client/v3/profile/{userId}/displayname" }],
+    );
+    expect(profile).toMatchObject({ implemented: false, partial: true });
+    expect(renderMarkdown([profile!])).toContain("| partly (some parameter values) |");
   });
 
   it("renders the count and rewrites only the marked section", () => {
@@ -74,6 +85,7 @@ describe("coverage script", () => {
     expect(md).toContain("1 of 2 implemented");
     expect(md).toContain("| a | GET | `/x` | yes |");
     expect(md).toContain("| b (deprecated) | GET | `/y` | no |");
+    expect(rows.map((r) => r.partial)).toEqual([false, false]);
     const doc = `head\n${START_MARKER}\nold\n${END_MARKER}\ntail\n`;
     expect(replaceSection(doc, "new")).toBe(`head\n${START_MARKER}\nnew\n${END_MARKER}\ntail\n`);
     expect(() => replaceSection("no markers", "x")).toThrow();
