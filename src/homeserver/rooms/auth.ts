@@ -43,7 +43,7 @@ export function authStateKeysFor(
   content: Record<string, unknown>,
   version: RoomVersionRules,
 ): string[] {
-  if (type === "m.room.create" && stateKey === "") return [];
+  if (type === "m.room.create") return [];
   const keys: string[] = [];
   // "Depending on the room version, the m.room.create event."
   if (version.createInAuthEvents) keys.push(CREATE);
@@ -119,8 +119,8 @@ function checkAuthInner(event: Pdu, eventId: string, authState: Map<string, Pdu>
   const content = obj(event.content) ?? {};
   const stateKey = event.state_key;
 
-  // 1. "If type is m.room.create:"
-  if (type === "m.room.create" && stateKey === "") {
+  // 1. "If type is m.room.create:" (whatever its state_key; receive.ts drops a non-empty one as malformed)
+  if (type === "m.room.create") {
     // 1.1 "If it has any prev_events, reject."
     if (Array.isArray(event.prev_events) && event.prev_events.length > 0) return deny("create: has prev_events");
     if (version.createRoomIdDomainCheck) {
@@ -500,7 +500,7 @@ export interface AuthEventEntry {
  * `auth_events` name, in order.
  */
 export function checkAuthEvents(event: Pdu, authEvents: AuthEventEntry[], version: RoomVersionRules): AuthResult {
-  if (event.type === "m.room.create" && event.state_key === "") {
+  if (event.type === "m.room.create") {
     return authEvents.length === 0 ? ALLOW : deny("create: has auth_events");
   }
   const allowed = new Set(authStateKeysFor(event.type, event.state_key, event.sender, obj(event.content) ?? {}, version));
@@ -524,4 +524,17 @@ export function checkAuthEvents(event: Pdu, authEvents: AuthEventEntry[], versio
   // 2.4 (v1–v11) "If there is no m.room.create event among the entries, reject."
   if (version.createInAuthEvents && !hasCreate) return deny("no m.room.create among auth_events");
   return ALLOW;
+}
+
+/**
+ * Whether an accepted redaction is applied to its target ("Handling redactions", v3+): "1. The power
+ * level of the redaction event's sender is greater than or equal to the redact level. 2. The domain
+ * of the redaction event's sender matches that of the original event's sender." In v1/v2 the auth
+ * rules (rule 11) already decided, so an accepted redaction applies. `state` is the state the
+ * redaction is judged against (SK → PDU, with the create event).
+ */
+export function mayApplyRedaction(redaction: Pdu, target: Pdu, state: Map<string, Pdu>, version: RoomVersionRules): boolean {
+  if (version.redactionAuthRule) return true;
+  if (userPowerLevel(redaction.sender, state, version) >= requiredPowerLevel("redact", state)) return true;
+  return domainOf(redaction.sender) === domainOf(target.sender);
 }

@@ -73,7 +73,7 @@ export async function buildEvent(
   key: SigningKey,
   random: (n: number) => Uint8Array = defaultRandom,
 ): Promise<EventWithId> {
-  const isV12Create = version.roomIdFromCreate && proto.type === "m.room.create" && proto.stateKey === "";
+  const isV12Create = version.roomIdFromCreate && proto.type === "m.room.create";
   if (!isV12Create && !proto.roomId) throw badJson("room_id is required");
   if (!Number.isInteger(proto.depth) || proto.depth < 0) throw badJson("depth must be a non-negative integer");
   const refs = (list: EventRef[]): unknown[] =>

@@ -73,7 +73,9 @@ export function checkFormat(raw: JsonObject, version: RoomVersionRules): string 
   if (!sigs || !Object.values(sigs).every((s) => obj(s) && Object.values(s as object).every((x) => typeof x === "string"))) return "signatures malformed";
   if ("state_key" in p && typeof p.state_key !== "string") return "state_key is not a string";
   if ("unsigned" in p && !obj(p.unsigned)) return "unsigned is not an object";
-  const isCreate = p.type === "m.room.create" && p.state_key === "";
+  // The `m.room.create` schema: "state_key: A zero-length string."
+  if (p.type === "m.room.create" && p.state_key !== "") return "m.room.create without an empty state_key";
+  const isCreate = p.type === "m.room.create";
   // Room IDs: `!opaque:domain` before v12; in v12 "Omitted from m.room.create events", else the hash form.
   if (version.roomIdFromCreate && isCreate) {
     if ("room_id" in p) return "v12 create event has a room_id";
@@ -125,7 +127,7 @@ export async function receivePdu(raw: JsonObject, version: RoomVersionRules, inp
   let pdu = raw as Pdu;
   const eventId = await eventIdOf(pdu, version);
   if (inputs.expectedEventId !== undefined && eventId !== inputs.expectedEventId) return { outcome: "drop", reason: "event ID does not match" };
-  const isCreate = pdu.type === "m.room.create" && pdu.state_key === "";
+  const isCreate = pdu.type === "m.room.create";
   const roomId = version.roomIdFromCreate && isCreate ? "!" + eventId.slice(1) : pdu.room_id!;
 
   // 2. "Passes signature checks, otherwise it is dropped." The redacted event is checked for the

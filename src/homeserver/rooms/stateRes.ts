@@ -183,7 +183,7 @@ async function resolveV2(version: RoomVersionRules, stateSets: StateMap[], cache
  * conflicted state set. An event is on such a path when it is reachable from a conflicted event
  * and can itself reach a conflicted event.
  */
-async function conflictedSubgraph(conflicted: Set<string>, cache: EventCache): Promise<Set<string>> {
+export async function conflictedSubgraph(conflicted: Set<string>, cache: EventCache): Promise<Set<string>> {
   // Forward: everything reachable from the conflicted set (the union of their auth chains).
   const reachable = await authChain(conflicted, cache);
   // Backward: which of those reach a conflicted event; iterative post-order DFS with memo.
@@ -227,7 +227,7 @@ async function authEventsState(e: ResolvableEvent, cache: EventCache): Promise<M
  * power level than y's sender, when looking at their respective auth_events", then smaller
  * `origin_server_ts`, then smaller `event_id`.
  */
-async function reverseTopologicalPowerOrder(
+export async function reverseTopologicalPowerOrder(
   events: ResolvableEvent[],
   version: RoomVersionRules,
   create: ResolvableEvent | undefined,
@@ -292,7 +292,7 @@ async function authPowerEvent(e: ResolvableEvent, cache: EventCache): Promise<Re
  * e_j (j ≥ 1) of its own power-levels chain on the mainline, else ∞. Sorted by position descending,
  * then `origin_server_ts`, then `event_id`.
  */
-async function mainlineOrder(events: ResolvableEvent[], powerId: string | undefined, cache: EventCache): Promise<ResolvableEvent[]> {
+export async function mainlineOrder(events: ResolvableEvent[], powerId: string | undefined, cache: EventCache): Promise<ResolvableEvent[]> {
   const mainline = new Map<string, number>();
   let p = powerId ? await cache.get(powerId) : undefined;
   for (let i = 0; p && !mainline.has(p.eventId); i++) {

@@ -9,7 +9,7 @@ import { encodeBase64 } from "../../../src/homeserver/crypto/base64.ts";
 import type { Pdu } from "../../../src/homeserver/events/types.ts";
 import { stateKeyOf } from "../../../src/homeserver/events/types.ts";
 import type { AuthResult } from "../../../src/homeserver/rooms/auth.ts";
-import { authStateKeysFor, checkAuth, checkAuthEvents } from "../../../src/homeserver/rooms/auth.ts";
+import { authStateKeysFor, checkAuth, checkAuthEvents, mayApplyRedaction } from "../../../src/homeserver/rooms/auth.ts";
 import { userPowerLevel } from "../../../src/homeserver/rooms/powerLevels.ts";
 import type { RoomVersionRules } from "../../../src/homeserver/rooms/versions.ts";
 import { roomVersion } from "../../../src/homeserver/rooms/versions.ts";
@@ -402,5 +402,25 @@ describe("power levels", () => {
     expect(userPowerLevel(dave, st, r.version)).toBe(5); // not an integer string: the default applies
     // v10+ reads only integers.
     expect(userPowerLevel(carol, st, roomVersion("10")!)).toBe(0);
+  });
+});
+
+describe("handling redactions (v3+)", () => {
+  it.each(["3", "10", "12"])("v%s: applies for the redact level or the same sender domain", async (v) => {
+    const r = await basic(v, { users: { [carol]: 0 } });
+    await r.join(bob);
+    await r.join(dave);
+    await r.join(carol);
+    const byAlice = await r.send(alice, "m.room.message", { body: "a" });
+    const byCarol = await r.send(carol, "m.room.message", { body: "c" });
+    const redBob = await r.build(bob, "m.room.redaction", {}, { redacts: byAlice.eventId });
+    const redDave = await r.build(dave, "m.room.redaction", {}, { redacts: byAlice.eventId });
+    const redAlice = await r.build(alice, "m.room.redaction", {}, { redacts: byCarol.eventId });
+    // bob (b.test, level 0 < redact 50) may not redact alice's (a.test) event.
+    expect(mayApplyRedaction(redBob.pdu, byAlice.pdu, r.authState(), r.version)).toBe(false);
+    // dave shares alice's server.
+    expect(mayApplyRedaction(redDave.pdu, byAlice.pdu, r.authState(), r.version)).toBe(true);
+    // alice has the redact level.
+    expect(mayApplyRedaction(redAlice.pdu, byCarol.pdu, r.authState(), r.version)).toBe(true);
   });
 });
