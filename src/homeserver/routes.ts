@@ -13,9 +13,17 @@ import { getServerKeys } from "./keys/server.ts";
 import * as keys from "./client/keys.ts";
 import * as toDevice from "./client/toDevice.ts";
 import * as backup from "./client/backup.ts";
+import * as media from "./media/media.ts";
 
 import * as rooms from "./client/rooms.ts";
 import * as membership from "./client/membership.ts";
+import * as messages from "./client/messages.ts";
+import * as relations from "./client/relations.ts";
+import * as directory from "./client/directory.ts";
+import * as upgrade from "./client/upgrade.ts";
+import * as hierarchy from "./client/hierarchy.ts";
+import * as search from "./client/search.ts";
+import * as report from "./client/report.ts";
 import * as sync from "./client/sync.ts";
 import * as filters from "./client/filters.ts";
 import * as profile from "./client/profile.ts";
@@ -28,14 +36,6 @@ import * as pushers from "./client/pushers.ts";
 import * as notifications from "./client/notifications.ts";
 import * as capabilities from "./client/capabilities.ts";
 import * as voip from "./client/voip.ts";
-import * as media from "./media/media.ts";
-import * as messages from "./client/messages.ts";
-import * as relations from "./client/relations.ts";
-import * as directory from "./client/directory.ts";
-import * as upgrade from "./client/upgrade.ts";
-import * as hierarchy from "./client/hierarchy.ts";
-import * as search from "./client/search.ts";
-import * as report from "./client/report.ts";
 export const ROUTES: HsRoute[] = [
   // --- discovery ---
   ...at("GET", "/_matrix/client/versions", getVersions),
@@ -129,10 +129,9 @@ export const ROUTES: HsRoute[] = [
   ...client("PUT", "/user/{userId}/rooms/{roomId}/tags/{tag}", accountData.putTag),
   ...client("DELETE", "/user/{userId}/rooms/{roomId}/tags/{tag}", accountData.deleteTag),
   ...client("GET", "/profile/{userId}", profile.getProfile),
-  ...client("GET", "/profile/{userId}/displayname", profile.getDisplayName),
-  ...client("PUT", "/profile/{userId}/displayname", profile.putDisplayName),
-  ...client("GET", "/profile/{userId}/avatar_url", profile.getAvatarUrl),
-  ...client("PUT", "/profile/{userId}/avatar_url", profile.putAvatarUrl),
+  ...client("GET", "/profile/{userId}/{keyName}", profile.getProfileField),
+  ...client("PUT", "/profile/{userId}/{keyName}", profile.putProfileField),
+  ...client("DELETE", "/profile/{userId}/{keyName}", profile.deleteProfileField),
   ...client("GET", "/presence/{userId}/status", presence.getPresence),
   ...client("PUT", "/presence/{userId}/status", presence.putPresence),
   ...client("GET", "/pushrules/", pushRules.getPushRules),

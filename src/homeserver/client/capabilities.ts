@@ -16,6 +16,8 @@ export async function getCapabilities(ctx: RequestContext): Promise<Record<strin
       // No identity server and no third-party identifiers here.
       "m.3pid_changes": { enabled: false },
       "m.get_login_token": { enabled: true },
+      // Custom profile fields (v1.16): every field may be set.
+      "m.profile_fields": { enabled: true },
     },
   };
 }

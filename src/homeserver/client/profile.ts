@@ -1,25 +1,46 @@
 /**
- * Profiles ("Profiles" in the Client-Server API, `profile.yaml`). A change is also sent as a new
- * `m.room.member` event into every room the user has joined ("Events on Change of Profile
- * Information").
+ * Profiles ("Profiles" in the Client-Server API, `profile.yaml`), including custom fields (v1.16).
+ * `displayname` and `avatar_url` live on the account record as before; other fields in its
+ * `profileFields`. A change of name or avatar is also sent as a new `m.room.member` event into
+ * every room the user has joined ("Events on Change of Profile Information").
  */
 import type { RequestContext, Services } from "../context.ts";
-import { MatrixError, badJson, forbidden, notFound } from "../errors.ts";
+import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
 import { prefix } from "../../storage/store.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { currentStateContent } from "../roomserver/state.ts";
 import { sendEvent } from "../roomserver/send.ts";
 
+/** The profile part of an `accounts` row. */
 interface AccountProfile {
   userId: string;
   displayname?: string;
   avatar_url?: string;
+  /** Custom profile fields (`m.tz`, namespaced keys): key → any JSON value. */
+  profileFields?: Record<string, unknown>;
   deactivated?: boolean;
 }
 
-type Field = "displayname" | "avatar_url";
-/** Longest display name / avatar URL accepted. */
-const MAX_FIELD_LENGTH = 1024;
+/** profile.yaml `keyName` pattern. */
+const KEY_NAME = /^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$/;
+/** "the total profile MUST be under 64 KiB". */
+const MAX_PROFILE_BYTES = 64 * 1024;
+const MAX_KEY_BYTES = 255;
+
+const utf8Length = (s: string): number => new TextEncoder().encode(s).length;
+
+/** The whole profile of an account as `GET /profile/{userId}` serves it. */
+function profileOf(account: AccountProfile): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...(account.profileFields ?? {}) };
+  if (account.displayname !== undefined) out.displayname = account.displayname;
+  if (account.avatar_url !== undefined) out.avatar_url = account.avatar_url;
+  return out;
+}
+
+function checkKey(keyName: string): void {
+  if (utf8Length(keyName) > MAX_KEY_BYTES) throw new MatrixError(400, "M_KEY_TOO_LARGE", "Profile key is longer than 255 bytes");
+  if (!KEY_NAME.test(keyName)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid profile key");
+}
 
 async function loadProfile(ctx: RequestContext, userId: string): Promise<AccountProfile> {
   const account = await ctx.hs.store.read((tx) => tx.get<AccountProfile>("accounts", userId));
@@ -29,51 +50,79 @@ async function loadProfile(ctx: RequestContext, userId: string): Promise<Account
 
 /** `GET /_matrix/client/v3/profile/{userId}` */
 export async function getProfile(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
-  const account = await loadProfile(ctx, p.userId!);
-  const out: Record<string, unknown> = {};
-  if (account.displayname !== undefined) out.displayname = account.displayname;
-  if (account.avatar_url !== undefined) out.avatar_url = account.avatar_url;
-  return out;
+  return profileOf(await loadProfile(ctx, p.userId!));
 }
 
-function getField(field: Field) {
-  /** `GET /_matrix/client/v3/profile/{userId}/{displayname|avatar_url}` */
-  return async (ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> => {
-    const account = await loadProfile(ctx, p.userId!);
-    const v = account[field];
-    if (v === undefined) throw notFound(`No ${field} set`);
-    return { [field]: v };
-  };
+/** `GET /_matrix/client/v3/profile/{userId}/{keyName}` */
+export async function getProfileField(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const keyName = p.keyName!;
+  checkKey(keyName);
+  const profile = profileOf(await loadProfile(ctx, p.userId!));
+  if (!Object.hasOwn(profile, keyName)) throw notFound(`No ${keyName} set`);
+  return { [keyName]: profile[keyName] };
 }
 
-function putField(field: Field) {
-  /** `PUT /_matrix/client/v3/profile/{userId}/{displayname|avatar_url}` */
-  return async (ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> => {
-    const me = await ctx.requireAuth();
-    if (p.userId !== me.userId) throw forbidden("Cannot change the profile of other users");
-    const body = await ctx.json();
-    const v = body[field];
-    if (v !== undefined && v !== null && typeof v !== "string") throw badJson(`${field} must be a string`);
-    if (typeof v === "string" && v.length > MAX_FIELD_LENGTH) throw new MatrixError(400, "M_TOO_LARGE", `${field} is too long`);
-    if (field === "avatar_url" && typeof v === "string" && v !== "" && !v.startsWith("mxc://")) throw badJson("avatar_url must be an mxc:// URI");
-    const value = typeof v === "string" && v !== "" ? v : undefined;
-    const rooms = await ctx.hs.store.write(async (tx) => {
-      const account = await tx.get<AccountProfile>("accounts", me.userId);
-      if (!account) throw notFound("Profile not found");
-      const updated = { ...account };
-      if (value === undefined) delete updated[field];
-      else updated[field] = value;
-      tx.put("accounts", me.userId, updated);
-      const rows = await tx.range<MembershipRecord>("memberships", { prefix: prefix(me.userId) });
-      return rows.filter((r) => r.value.membership === "join").map((r) => r.key.slice(prefix(me.userId).length));
-    });
-    await propagate(ctx.hs, me.userId, field, value, rooms);
-    return {};
-  };
+/** Applies a change to the account and returns the rooms whose member event must follow. */
+async function updateProfile(ctx: RequestContext, userId: string, keyName: string, value: unknown, remove: boolean): Promise<string[]> {
+  return ctx.hs.store.write(async (tx) => {
+    const account = await tx.get<AccountProfile>("accounts", userId);
+    if (!account) throw notFound("Profile not found");
+    const updated: AccountProfile = { ...account, profileFields: { ...(account.profileFields ?? {}) } };
+    if (keyName === "displayname" || keyName === "avatar_url") {
+      if (remove) delete updated[keyName];
+      else updated[keyName] = value as string;
+    } else if (remove) {
+      delete updated.profileFields![keyName];
+    } else {
+      updated.profileFields![keyName] = value;
+    }
+    if (Object.keys(updated.profileFields!).length === 0) delete updated.profileFields;
+    if (utf8Length(JSON.stringify(profileOf(updated))) >= MAX_PROFILE_BYTES) {
+      throw new MatrixError(400, "M_PROFILE_TOO_LARGE", "The profile would exceed 64 KiB");
+    }
+    tx.put("accounts", userId, updated);
+    if (keyName !== "displayname" && keyName !== "avatar_url") return [];
+    const rows = await tx.range<MembershipRecord>("memberships", { prefix: prefix(userId) });
+    return rows.filter((r) => r.value.membership === "join").map((r) => r.key.slice(prefix(userId).length));
+  });
+}
+
+/** `PUT /_matrix/client/v3/profile/{userId}/{keyName}` */
+export async function putProfileField(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const keyName = p.keyName!;
+  checkKey(keyName);
+  if (p.userId !== me.userId) throw forbidden("Cannot change the profile of other users");
+  const body = await ctx.json();
+  if (!Object.hasOwn(body, keyName)) throw missingParam(`The body must contain ${keyName}`);
+  const v = body[keyName];
+  let remove = false;
+  if (keyName === "displayname" || keyName === "avatar_url") {
+    // An empty or null name/avatar clears it (what clients have long sent to remove one).
+    if (v !== null && typeof v !== "string") throw badJson(`${keyName} must be a string`);
+    if (keyName === "avatar_url" && typeof v === "string" && v !== "" && !/^mxc:\/\/[^/]+\/[^/]+$/.test(v)) throw badJson("avatar_url must be an mxc:// URI");
+    remove = v === null || v === "";
+  } else if (keyName === "m.tz" && typeof v !== "string") {
+    throw badJson("m.tz must be a string");
+  }
+  const rooms = await updateProfile(ctx, me.userId, keyName, v, remove);
+  if (keyName === "displayname" || keyName === "avatar_url") await propagate(ctx.hs, me.userId, keyName, remove ? undefined : (v as string), rooms);
+  return {};
+}
+
+/** `DELETE /_matrix/client/v3/profile/{userId}/{keyName}` */
+export async function deleteProfileField(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const keyName = p.keyName!;
+  checkKey(keyName);
+  if (p.userId !== me.userId) throw forbidden("Cannot change the profile of other users");
+  const rooms = await updateProfile(ctx, me.userId, keyName, undefined, true);
+  if (keyName === "displayname" || keyName === "avatar_url") await propagate(ctx.hs, me.userId, keyName, undefined, rooms);
+  return {};
 }
 
 /** Sends the updated member event into each joined room; a room that refuses is skipped. */
-async function propagate(hs: Services, userId: string, field: Field, value: string | undefined, rooms: string[]): Promise<void> {
+async function propagate(hs: Services, userId: string, field: "displayname" | "avatar_url", value: string | undefined, rooms: string[]): Promise<void> {
   for (const roomId of rooms) {
     try {
       const content = await hs.store.read((tx) => currentStateContent(tx, roomId, "m.room.member", userId));
@@ -89,12 +138,3 @@ async function propagate(hs: Services, userId: string, field: Field, value: stri
     }
   }
 }
-
-/** `GET /_matrix/client/v3/profile/{userId}/displayname` */
-export const getDisplayName = getField("displayname");
-/** `PUT /_matrix/client/v3/profile/{userId}/displayname` */
-export const putDisplayName = putField("displayname");
-/** `GET /_matrix/client/v3/profile/{userId}/avatar_url` */
-export const getAvatarUrl = getField("avatar_url");
-/** `PUT /_matrix/client/v3/profile/{userId}/avatar_url` */
-export const putAvatarUrl = putField("avatar_url");

@@ -11,7 +11,7 @@ import type { RequestContext, Requester, Services } from "../context.ts";
 import { MatrixError } from "../errors.ts";
 import { key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
-import type { ClientEvent, StoredEvent } from "../events/types.ts";
+import type { StoredEvent } from "../events/types.ts";
 import { splitStateKey, stateKeyOf } from "../events/types.ts";
 import { currentState, latestEventAt, pdusOf, stateAfter, getEvent, membershipIn } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
@@ -78,12 +78,13 @@ export async function getSync(ctx: RequestContext): Promise<Record<string, unkno
   // Messages delivered by the response that carried `since` are now acknowledged (send_to_device).
   if (since) await ackToDevice(hs, me.userId, me.deviceId, since.pos);
 
-  const deadline = hs.clock() + Math.min(timeout, MAX_TIMEOUT_MS);
+  // The long-poll deadline is real time (the wait is a real timer), not the injected clock.
+  const deadline = performance.now() + Math.min(timeout, MAX_TIMEOUT_MS);
   const typing = typingState(hs);
   for (;;) {
     const typingSerial = typing.serial;
     const result = await hs.store.read((tx) => buildSync(hs, tx, me, filter, since, fullState, typingSerial, stateAfterKey));
-    const remaining = deadline - hs.clock();
+    const remaining = deadline - performance.now();
     if (!since || fullState || !result.empty || remaining <= 0 || ctx.request.signal.aborted) return result.body;
     // A typing change during the build: build again rather than sleep past it.
     if (typing.serial !== typingSerial) continue;
@@ -545,7 +546,7 @@ async function globalAccountData(run: SyncRun): Promise<Record<string, unknown>[
   return events.map((e) => applyEventFields(e, run.filter.event_fields));
 }
 
-async function presenceEvents(run: SyncRun, joinedRooms: string[]): Promise<ClientEvent[] | Record<string, unknown>[]> {
+async function presenceEvents(run: SyncRun, joinedRooms: string[]): Promise<Record<string, unknown>[]> {
   const f = run.filter.presence;
   if (f?.limit === 0) return [];
   const sincePos = run.since && !run.fullState ? run.since.pos : 0;

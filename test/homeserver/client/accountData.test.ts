@@ -95,6 +95,32 @@ describe("profile", () => {
   });
 });
 
+describe("custom profile fields (v1.16)", () => {
+  const field = (x: TestUser, k: string): string => `/profile/${encodeURIComponent(x.userId)}/${k}`;
+  it("sets, reads, lists and deletes custom fields", async () => {
+    await t.ok("PUT", field(alice, "m.tz"), alice, { "m.tz": "Europe/London" });
+    await t.ok("PUT", field(alice, "org.example.job"), alice, { "org.example.job": { title: "Queen" } });
+    expect(await t.ok("GET", field(alice, "m.tz"), bob)).toEqual({ "m.tz": "Europe/London" });
+    expect(await t.ok("GET", `/profile/${encodeURIComponent(alice.userId)}`, bob)).toEqual({ displayname: "Alice", "m.tz": "Europe/London", "org.example.job": { title: "Queen" } });
+    await t.ok("DELETE", field(alice, "org.example.job"), alice);
+    expect((await t.req("GET", field(alice, "org.example.job"), bob)).status).toBe(404);
+    // Deleting what is not there is fine.
+    await t.ok("DELETE", field(alice, "org.example.job"), alice);
+    const caps = (await t.ok("GET", "/capabilities", alice)).capabilities;
+    expect(caps["m.profile_fields"]).toEqual({ enabled: true });
+  });
+
+  it("errors: invalid key, missing property, too large, other users", async () => {
+    expect((await t.req("PUT", field(alice, "NotNamespaced"), alice, { NotNamespaced: 1 })).body.errcode).toBe("M_INVALID_PARAM");
+    expect((await t.req("PUT", field(alice, "org.example.x"), alice, { other: 1 })).body.errcode).toBe("M_MISSING_PARAM");
+    expect((await t.req("PUT", field(alice, "org.example." + "a".repeat(260)), alice, {})).body.errcode).toBe("M_KEY_TOO_LARGE");
+    expect((await t.req("PUT", field(alice, "org.example.big"), alice, { "org.example.big": "x".repeat(70_000) })).body.errcode).toBe("M_PROFILE_TOO_LARGE");
+    expect((await t.req("PUT", field(alice, "org.example.x"), bob, { "org.example.x": 1 })).status).toBe(403);
+    expect((await t.req("DELETE", field(alice, "org.example.x"), bob)).status).toBe(403);
+    expect((await t.req("PUT", field(alice, "m.tz"), alice, { "m.tz": 3 })).body.errcode).toBe("M_BAD_JSON");
+  });
+});
+
 describe("presence", () => {
   it("is set, read back, and delivered to users sharing a room", async () => {
     const roomId = await t.createRoom(alice, { preset: "private_chat" });

@@ -144,6 +144,19 @@ describe("GET /sync", () => {
     expect((await sync(bob, { filter: JSON.stringify({ room: { include_leave: true } }) })).rooms.leave[roomId]).toBeDefined();
   });
 
+  it("knocks show in rooms.knock with stripped state; the room sees the knock", async () => {
+    const roomId = await t.createRoom(alice, { name: "Knock here" });
+    await t.state(alice, roomId, "m.room.join_rules", { join_rule: "knock" });
+    const a0 = await sync(alice);
+    await t.ok("POST", `/knock/${encodeURIComponent(roomId)}`, bob, { reason: "let me in" });
+    const s = await sync(bob);
+    const k = s.rooms.knock[roomId];
+    expect(k.knock_state.events.map((e: Sync) => e.type)).toEqual(expect.arrayContaining(["m.room.create", "m.room.name", "m.room.join_rules", "m.room.member"]));
+    expect(k.knock_state.events.find((e: Sync) => e.type === "m.room.member").content.membership).toBe("knock");
+    const a1 = joined(await sync(alice, { since: a0.next_batch }), roomId);
+    expect(a1.timeline.events.at(-1)).toMatchObject({ type: "m.room.member", state_key: bob.userId, content: { membership: "knock" } });
+  });
+
   it("does not serve history the user may not see", async () => {
     const roomId = await t.createRoom(alice, { preset: "public_chat" });
     await t.state(alice, roomId, "m.room.history_visibility", { history_visibility: "joined" });
