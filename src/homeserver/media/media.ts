@@ -7,7 +7,8 @@
  * exist: without federation a remote `mxc://` URI is `404 M_NOT_FOUND`.
  */
 import type { RequestContext, Services } from "../context.ts";
-import { MatrixError, forbidden, invalidParam, missingParam, notFound, tooLarge } from "../errors.ts";
+import { MatrixError, forbidden, invalidParam, limitExceeded, missingParam, notFound, tooLarge } from "../errors.ts";
+import { key } from "../../storage/store.ts";
 import { CORS_HEADERS } from "../http.ts";
 import type { ThumbnailMethod } from "./thumbnailer.ts";
 
@@ -31,6 +32,8 @@ const MEDIA_ID = /^[A-Za-z0-9_-]{1,255}$/;
 /** appendices.md "Server name": hostname (DNS name, IPv4, bracketed IPv6) with an optional port. */
 const SERVER_NAME = /^(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::[0-9]{1,5})?$/;
 
+/** How many created-but-not-uploaded media IDs a user may hold at once. */
+const MAX_PENDING_UPLOADS = 10;
 /** How long a created media ID may wait for its bytes ("unused_expires_at"). */
 const UNUSED_EXPIRY_MS = 24 * 60 * 60_000;
 /** The default and the largest `timeout_ms` a download waits for a pending upload. */
@@ -169,6 +172,13 @@ export async function postUpload(ctx: RequestContext): Promise<Record<string, un
   return { content_uri: `mxc://${hs.serverName}/${mediaId}` };
 }
 
+/** A user's pending uploads (created, not uploaded, not expired). key settings|"media_pending"|userId → PendingUpload[] */
+interface PendingUpload {
+  mediaId: string;
+  expiresAt: number;
+}
+const pendingKey = (userId: string): string => key("media_pending", userId);
+
 /** `POST /_matrix/media/v1/create` */
 export async function postCreate(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId } = await ctx.requireAuth();
@@ -177,6 +187,16 @@ export async function postCreate(ctx: RequestContext): Promise<Record<string, un
   const now = hs.clock();
   const record: MediaRecord = { mediaId, uploader: userId, createdAt: now, uploaded: false, unusedExpiresAt: now + UNUSED_EXPIRY_MS };
   await hs.store.write(async (tx) => {
+    const all = (await tx.get<PendingUpload[]>("settings", pendingKey(userId))) ?? [];
+    const pending = all.filter((p) => p.expiresAt >= now);
+    // content-repo.yaml: limit concurrent pending uploads per user with 429 M_LIMIT_EXCEEDED.
+    if (pending.length >= MAX_PENDING_UPLOADS) {
+      const soonest = Math.min(...pending.map((p) => p.expiresAt));
+      throw limitExceeded(Math.max(soonest - now, 1000));
+    }
+    // Lapsed IDs are forgotten here, so they never accumulate.
+    for (const p of all) if (p.expiresAt < now) tx.delete("media", p.mediaId);
+    tx.put("settings", pendingKey(userId), [...pending, { mediaId, expiresAt: record.unusedExpiresAt! }]);
     tx.put("media", mediaId, record);
   });
   return { content_uri: `mxc://${hs.serverName}/${mediaId}`, unused_expires_at: record.unusedExpiresAt };
@@ -210,6 +230,8 @@ export async function putUpload(ctx: RequestContext, params: Record<string, stri
     const record: MediaRecord = { mediaId, uploader: userId, createdAt: pending.createdAt, uploaded: true, contentType, filename, size: bytes.byteLength };
     tx.put("media", mediaId, record);
     tx.put("media_content", mediaId, bytes);
+    const pendingList = (await tx.get<PendingUpload[]>("settings", pendingKey(userId))) ?? [];
+    tx.put("settings", pendingKey(userId), pendingList.filter((p) => p.mediaId !== mediaId));
   });
   wakeWaiters(hs, mediaId);
   return {};

@@ -162,6 +162,29 @@ describe("media repository", () => {
     expect(unknown.status).toBe(404);
   });
 
+  it("limits concurrent pending uploads with 429 M_LIMIT_EXCEEDED, and forgets lapsed ones", async () => {
+    let now = 1_000_000;
+    const g = await fixture({ clock: () => now });
+    const token = await g.device("carol", "CDEV");
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const r = await g.call("POST", "/_matrix/media/v1/create", token);
+      expect(r.status).toBe(200);
+      ids.push(mediaIdOf(r.json.content_uri));
+    }
+    const refused = await g.call("POST", "/_matrix/media/v1/create", token);
+    expect(refused.status).toBe(429);
+    expect(refused.json.errcode).toBe("M_LIMIT_EXCEEDED");
+    // Uploading one frees a slot.
+    expect((await g.call("PUT", `/_matrix/media/v3/upload/${SERVER}/${ids[0]}`, token, new Uint8Array([1]))).status).toBe(200);
+    expect((await g.call("POST", "/_matrix/media/v1/create", token)).status).toBe(200);
+    // A day later the rest have lapsed: they are gone, and new ones can be created.
+    now += 25 * 60 * 60_000;
+    expect((await g.call("PUT", `/_matrix/media/v3/upload/${SERVER}/${ids[1]}`, token, new Uint8Array([1]))).status).toBe(404);
+    expect((await g.call("POST", "/_matrix/media/v1/create", token)).status).toBe(200);
+    expect((await g.call("GET", `/_matrix/client/v1/media/download/${SERVER}/${ids[2]}`, token)).status).toBe(404);
+  });
+
   it("reports the upload limit and refuses URL previews honestly", async () => {
     expect((await f.call("GET", "/_matrix/client/v1/media/config", t)).json).toEqual({ "m.upload.size": 1_000_000 });
     expect((await f.call("GET", "/_matrix/media/v3/config", t)).json).toEqual({ "m.upload.size": 1_000_000 });
