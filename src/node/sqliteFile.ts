@@ -4,7 +4,7 @@
  * so the file on disk is always one complete committed state: a crash leaves either the old or the
  * new database, and a `write()` that resolved is in the file.
  */
-import { open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createSqliteStore } from "../storage/sqlite.ts";
 import type { Store } from "../storage/store.ts";
@@ -66,8 +66,9 @@ async function lock(path: string): Promise<() => Promise<void>> {
   };
 }
 
-/** Opens (or creates) the SQLite database file at `path` as a Store (one process at a time). */
+/** Opens (or creates, with its directory) the SQLite database file at `path` as a Store (one process at a time). */
 export async function openSqliteFileStore(path: string, options: { migrations?: readonly Migration[] } = {}): Promise<Store> {
+  await mkdir(dirname(path), { recursive: true });
   const unlock = await lock(path);
   try {
     const store = await openLocked(path, options);

@@ -236,6 +236,17 @@ export function storageConformance(name: string, factory: StoreFactory): void {
       expect(await s.read((tx) => tx.get("accounts", "@after:x"))).toBe(1);
     });
 
+    it("fails a write whose value cannot be stored, writing nothing", async () => {
+      const s = await fresh();
+      await expect(
+        s.write(async (tx) => {
+          tx.put("settings", "ok", 1);
+          tx.put("settings", "bad", { f: () => 1 });
+        }),
+      ).rejects.toThrow();
+      expect(await s.read((tx) => tx.count("settings"))).toBe(0);
+    });
+
     it("isolates readers from a write in progress", async () => {
       const s = await fresh();
       let started!: () => void;

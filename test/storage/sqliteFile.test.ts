@@ -29,7 +29,7 @@ describe("sqlite file store", () => {
   });
 
   it("keeps data across reopen", async () => {
-    const path = freshPath();
+    const path = join(dir, "nested", "dir", "db.sqlite"); // directories are created
     const s = await openSqliteFileStore(path);
     await s.write(async (tx) => {
       tx.put("accounts", "@alice:x", { userId: "@alice:x", createdAt: 5 });
