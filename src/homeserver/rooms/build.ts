@@ -76,6 +76,8 @@ export async function buildEvent(
   const isV12Create = version.roomIdFromCreate && proto.type === "m.room.create";
   if (!isV12Create && !proto.roomId) throw badJson("room_id is required");
   if (!Number.isInteger(proto.depth) || proto.depth < 0) throw badJson("depth must be a non-negative integer");
+  // PDU format: at most 20 prev_events and 10 auth_events; choosing them is the caller's job.
+  if (proto.prevEvents.length > 20 || proto.authEvents.length > 10) throw new Error("buildEvent: at most 20 prev_events and 10 auth_events");
   const refs = (list: EventRef[]): unknown[] =>
     version.referencePairs ? list.map((r) => [r.eventId, { sha256: r.sha256 }]) : list.map((r) => r.eventId);
 

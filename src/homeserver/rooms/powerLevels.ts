@@ -73,15 +73,16 @@ export function userPowerLevel(userId: string, state: Map<string, Pdu>, version:
 }
 
 /**
- * A named level. Defaults (server-server API "Definitions"): invite 0; kick, ban, redact 50;
- * events_default 0; state_default 50 with a power levels event and 0 without one.
+ * A named level. Defaults (server-server API "Definitions", `m.room.power_levels`): invite 0; kick,
+ * ban, redact 50; events_default 0; "If there is no state_default in the m.room.power_levels event,
+ * or there is no m.room.power_levels event, the state_default is 50."
  */
 export function requiredPowerLevel(
   kind: "invite" | "kick" | "ban" | "redact" | "state_default" | "events_default",
   state: Map<string, Pdu>,
 ): number {
   const content = plContent(state);
-  const fallback = kind === "invite" || kind === "events_default" ? 0 : kind === "state_default" ? (content ? 50 : 0) : 50;
+  const fallback = kind === "invite" || kind === "events_default" ? 0 : 50;
   if (!content) return fallback;
   return parsePowerLevel(content[kind]) ?? fallback;
 }

@@ -17,7 +17,7 @@ import type { AuthEventEntry } from "./auth.ts";
 import { authStateKeysFor, checkAuth, checkAuthEvents } from "./auth.ts";
 import type { FetchEvent, ResolvableEvent } from "./authChain.ts";
 import { MAX_KEY_BYTES, MAX_PDU_BYTES } from "./build.ts";
-import { domainOf, isValidEventId, isValidRoomId, isValidUserId } from "./ids.ts";
+import { domainOf, isValidEventId, isValidRoomId, isValidServerName, isValidUserId } from "./ids.ts";
 import type { RoomVersionRules } from "./versions.ts";
 
 /**
@@ -34,8 +34,12 @@ export interface ReceiveVerdict {
   missingAuthEvents?: string[];
 }
 
-/** Finds a server's public key by key ID, valid at `atTs` (return undefined for unknown or expired keys). */
-export type ServerKeyLookup = (server: string, keyId: string, atTs: number) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
+/**
+ * Finds a server's public key by key ID (undefined for unknown keys). `validAt` is the event's
+ * `origin_server_ts` in versions that enforce key validity (v5+: "valid_until_ts … at least as large
+ * as the origin_server_ts"), else undefined; return undefined for a key not valid then.
+ */
+export type ServerKeyLookup = (server: string, keyId: string, validAt: number | undefined) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
 
 /** Everything the checks need from outside. */
 export interface ReceiveInputs {
@@ -88,8 +92,11 @@ export function checkFormat(raw: JsonObject, version: RoomVersionRules): string 
       ? list.every((x) => Array.isArray(x) && x.length === 2 && isValidEventId(x[0]) && typeof obj(x[1])?.sha256 === "string")
       : list.every((x) => isValidEventId(x));
     if (!ok) return `${field} malformed`;
+    // PDU format: auth_events "Must contain less than or equal to 10 events", prev_events "… 20 events".
+    if (list.length > (field === "auth_events" ? 10 : 20)) return `${field} has too many entries`;
   }
-  if (version.referencePairs && !isValidEventId(p.event_id)) return "event_id missing";
+  // v1/v2 event IDs are `$opaque_id:domain` ("Event IDs" fragment).
+  if (version.referencePairs && !(isValidEventId(p.event_id) && isValidServerName(domainOf(p.event_id) ?? ""))) return "event_id malformed";
   if (p.type === "m.room.redaction") {
     const target = version.redactsInContent ? (p.content as JsonObject).redacts : p.redacts;
     if (target !== undefined && !isValidEventId(target)) return "redacts is not an event ID";
@@ -134,7 +141,8 @@ export async function receivePdu(raw: JsonObject, version: RoomVersionRules, inp
   // originating server's signature ("the server the sender belongs to"); "Room versions 1 and 2
   // also require that a signature is present from the domain in the event_id, if it differs".
   const redacted = redact(pdu, version);
-  const lookup = (server: string, keyId: string) => inputs.keys(server, keyId, pdu.origin_server_ts);
+  const validAt = version.enforceKeyValidity ? pdu.origin_server_ts : undefined;
+  const lookup = (server: string, keyId: string) => inputs.keys(server, keyId, validAt);
   const servers = [domainOf(pdu.sender)!];
   if (version.eventIdDomainSigned) {
     const d = domainOf(eventId);

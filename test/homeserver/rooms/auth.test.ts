@@ -424,3 +424,16 @@ describe("handling redactions (v3+)", () => {
     expect(mayApplyRedaction(redAlice.pdu, byCarol.pdu, r.authState(), r.version)).toBe(true);
   });
 });
+
+describe("defaults without a power levels event", () => {
+  it("state_default is 50 and events_default 0 even without a power levels event", async () => {
+    const r = room("10");
+    await r.create(alice);
+    await r.join(alice);
+    await r.joinRule(alice, "public"); // alice is 100 as the creator
+    await r.join(bob);
+    expect((await r.attempt(bob, "m.room.topic", { topic: "t" }, { stateKey: "" })).allowed).toBe(false);
+    expect((await r.attempt(bob, "m.room.message", { body: "m" })).allowed).toBe(true);
+    expect((await r.attempt(alice, "m.room.topic", { topic: "t" }, { stateKey: "" })).allowed).toBe(true);
+  });
+});

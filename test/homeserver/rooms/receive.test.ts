@@ -205,3 +205,29 @@ describe("receivePdu: version specifics", () => {
     expect((await receivePdu(clone(e.pdu), r.version, inputs(r, { expectedEventId: e.eventId }))).outcome).toBe("accept");
   });
 });
+
+describe("receivePdu: key validity and list limits", () => {
+  it("passes the event's timestamp to the key lookup only where the version enforces validity (v5+)", async () => {
+    for (const [v, expectTs] of [["4", false], ["5", true], ["12", true]] as const) {
+      const r = await base(v);
+      const e = await r.build(bob, "m.room.message", { body: "hi" });
+      const seen: (number | undefined)[] = [];
+      const res = await receivePdu(clone(e.pdu), r.version, inputs(r, { keys: (s, k, at) => (seen.push(at), keys(s, k, at)) }));
+      expect(res.outcome).toBe("accept");
+      expect(seen[0]).toBe(expectTs ? e.pdu.origin_server_ts : undefined);
+      // A key that was not valid at that time is treated as unknown: dropped.
+      const expired = await receivePdu(clone(e.pdu), r.version, inputs(r, { keys: (s, k, at) => (at !== undefined ? undefined : keys(s, k, at)) }));
+      expect(expired.outcome).toBe(expectTs ? "drop" : "accept");
+    }
+  });
+  it("drops events with more than 20 prev_events or 10 auth_events", async () => {
+    const r = await base("10");
+    const e = await r.build(bob, "m.room.message", { body: "hi" });
+    const p = clone(e.pdu) as JsonObject;
+    p.prev_events = Array.from({ length: 21 }, (_, i) => `$p${i}`);
+    expect(checkFormat(p, r.version)).toBe("prev_events has too many entries");
+    p.prev_events = [];
+    p.auth_events = Array.from({ length: 11 }, (_, i) => `$a${i}`);
+    expect(checkFormat(p, r.version)).toBe("auth_events has too many entries");
+  });
+});
