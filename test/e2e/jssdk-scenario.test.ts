@@ -48,14 +48,14 @@ async function until<T>(what: string, check: () => T | undefined | false | Promi
 }
 
 /** A started js-sdk client, resolved after its first sync. */
-async function startClient(base: string, s: Session, initialSyncLimit = 20): Promise<MatrixClient> {
+async function startClient(base: string, s: Session, initialSyncLimit = 20, lazyLoadMembers = false): Promise<MatrixClient> {
   const client = createClient({ baseUrl: base, userId: s.user_id, accessToken: s.access_token, deviceId: s.device_id });
   const ready = new Promise<void>((resolve) => {
     client.on(ClientEvent.Sync, (state) => {
       if (state === "PREPARED") resolve();
     });
   });
-  await client.startClient({ initialSyncLimit });
+  await client.startClient({ initialSyncLimit, lazyLoadMembers });
   await until("first sync", async () => {
     await Promise.race([ready, new Promise((r) => setTimeout(r, 100))]);
     return client.isInitialSyncComplete();
@@ -195,10 +195,11 @@ describe("matrix-js-sdk scenario on npm run serve", () => {
       await alice.sendMessage(roomId, { msgtype: MsgType.Text, body });
       sent.push(body);
     }
-    // A fresh client for Bob with a short initial timeline has to page back for the rest.
+    // A fresh client for Bob with a short initial timeline (and lazy-loaded members) has to page
+    // back for the rest.
     const login = await call(base, "POST", "/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user: "bob" }, password: "pw-bob-secret" });
     expect(login.status).toBe(200);
-    const bob2 = await startClient(base, login.body as unknown as Session, 5);
+    const bob2 = await startClient(base, login.body as unknown as Session, 5, true);
     extraClients.push(bob2);
     const room = await until("Bob's second device has the room", () => bob2.getRoom(roomId) ?? undefined);
     const initial = room.getLiveTimeline().getEvents().filter((e) => e.getType() === "m.room.message");
@@ -215,6 +216,10 @@ describe("matrix-js-sdk scenario on npm run serve", () => {
     expect(page.chunk.map((e) => e.content.body)).toEqual(sent.slice(-10).reverse());
     const next = await bob2.createMessagesRequest(roomId, page.end!, 10, Direction.Backward);
     expect(next.chunk.map((e) => e.content.body)).toEqual(sent.slice(-20, -10).reverse());
+    // Lazy loading: the sender of the timeline is known by name; the full list loads on demand.
+    expect(room.getMember(aliceSession.user_id)?.name).toBe("Alice Wonder");
+    await room.loadMembersIfNeeded();
+    expect(room.getJoinedMembers().map((m) => m.userId).sort()).toEqual([aliceSession.user_id, bobSession.user_id].sort());
   });
 
   it("each side's sync saw the other's profile, and the room summary is right", async () => {

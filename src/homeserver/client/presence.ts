@@ -43,6 +43,10 @@ export function presenceContent(row: PresenceRow, now: number): Record<string, u
 export async function touchPresence(hs: Services, userId: string, setPresence: string): Promise<void> {
   if (setPresence === "offline") return;
   const now = hs.clock();
+  // Most syncs change nothing: check in a read before taking a write transaction.
+  const current = await hs.store.read((tx) => tx.get<PresenceRow>("presence", userId));
+  const wanted = setPresence === "unavailable" || current?.presence === "unavailable" ? "unavailable" : "online";
+  if (current && current.presence === wanted && now - current.lastActiveTs <= TOUCH_INTERVAL_MS) return;
   const pos = await hs.store.write(async (tx) => {
     const row = await tx.get<PresenceRow>("presence", userId);
     const target = setPresence === "unavailable" ? "unavailable" : row?.presence === "unavailable" ? "unavailable" : "online";
