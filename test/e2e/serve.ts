@@ -1,7 +1,8 @@
 /**
  * Runs the Node homeserver (`npm run serve -- --port P --data DIR`) as a child process for tests:
- * a free loopback port, a fresh temporary data directory, ready once it prints its
- * "Hyphae listening on http://…" line, stopped with SIGTERM (then SIGKILL if it lingers).
+ * `--port 0` (the runner picks a free port and prints it, so no race for a port), a fresh temporary
+ * data directory, ready once it prints its "Hyphae listening on http://…" line, stopped with
+ * SIGTERM (then SIGKILL if it lingers).
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -21,6 +22,8 @@ const READY_LINE = /Hyphae listening on (https?:\/\/[^\s…]+)/;
 export interface ServeOptions {
   /** Use this data directory (kept afterwards) instead of a fresh temporary one (removed on stop). */
   dataDir?: string;
+  /** The port to ask for (default 0: the runner picks a free one; the URL is read from its output). */
+  port?: number;
   /** Extra command line arguments after `--port P --data DIR`. */
   args?: string[];
   /** Extra environment variables. */
@@ -38,6 +41,8 @@ export interface ServedHomeserver {
   readonly pid: number;
   /** Everything the process wrote to stdout and stderr so far (for failure messages). */
   output(): string;
+  /** How the process ended (undefined while it runs): a clean SIGTERM shutdown is `{ code: 0, signal: null }`. */
+  exitStatus(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
   /** SIGTERM, wait for exit (SIGKILL after `graceMs`, default 10 s), remove a temporary data dir. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -99,7 +104,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServedHome
   installExitHook();
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "hyphae-serve-")));
-  const port = await freePort();
+  const port = options.port ?? 0;
   const args = ["--import", "tsx", "src/node/main.ts", "--port", String(port), "--data", dataDir, ...(options.args ?? [])];
   const child = spawn(nodeBinary(), args, {
     cwd: REPO_ROOT,
@@ -109,8 +114,10 @@ export async function startServe(options: ServeOptions = {}): Promise<ServedHome
   });
   running.add(child);
   let output = "";
+  let status: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   const exited = new Promise<void>((resolveExit) => {
-    child.once("exit", () => {
+    child.once("exit", (code, signal) => {
+      status = { code, signal };
       running.delete(child);
       resolveExit();
     });
@@ -162,6 +169,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServedHome
       dataDir,
       pid: child.pid!,
       output: () => output,
+      exitStatus: () => status,
       stop,
     };
   } catch (err) {
