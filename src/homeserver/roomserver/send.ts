@@ -17,7 +17,7 @@ import type { EventRef } from "../rooms/build.ts";
 import { authStateKeysFor, checkAuth } from "../rooms/auth.ts";
 import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { withRoomLock } from "./lock.ts";
-import { currentState, getEvent, getRoom, pdusOf, rulesOf } from "./state.ts";
+import { getEvent, getRoom, pdusOf, rulesOf, SAME_AS } from "./state.ts";
 import type { MembershipRecord, Snapshot } from "./state.ts";
 
 /** What a local user asks to send. */
@@ -70,13 +70,11 @@ export async function sendEvent(hs: Services, req: SendRequest): Promise<SendRes
 /** The body of `sendEvent`, for callers that already hold the room lock (createRoom). */
 export async function sendLocked(hs: Services, req: SendRequest, tkey?: string): Promise<SendResult> {
   const prepared = await hs.store.read((tx) => prepare(tx, req));
-  const { room, rules, state, prevs } = prepared;
-  const statePdus = pdusOf(state);
+  const { room, rules, stateIds, loaded, prevs, snapshotOf, authKeys } = prepared;
 
-  const authKeys = authStateKeysFor(req.type, req.stateKey, req.sender, req.content, rules);
   const authEvents: StoredEvent[] = [];
-  for (const sk of new Set(authKeys)) {
-    const e = state.get(sk);
+  for (const sk of authKeys) {
+    const e = loaded.get(sk);
     if (e) authEvents.push(e);
   }
   const depth = prevs.reduce((m, e) => Math.max(m, e.pdu.depth), 0) + 1;
@@ -102,43 +100,85 @@ export async function sendLocked(hs: Services, req: SendRequest, tkey?: string):
   // Auth against the chosen auth events; the create event is always part of the auth state (v12
   // leaves it out of auth_events but the rules still consult it).
   const authState = new Map<string, Pdu>();
-  const create = state.get(stateKeyOf("m.room.create", ""));
-  if (create) authState.set(stateKeyOf("m.room.create", ""), create.pdu);
+  const create = loaded.get(CREATE_SK);
+  if (create) authState.set(CREATE_SK, create.pdu);
   for (const e of authEvents) authState.set(stateKeyOf(e.pdu.type, e.pdu.state_key ?? ""), e.pdu);
   const verdict = checkAuth(built.pdu, built.eventId, authState, rules);
   if (!verdict.allowed) throw forbidden(verdict.reason);
 
   let applyRedaction: string | undefined;
   if (req.type === "m.room.redaction") {
-    applyRedaction = await redactionTarget(hs, req, statePdus, rules);
+    applyRedaction = await redactionTarget(hs, req, pdusOf(loaded), rules);
   }
 
-  return storeLocalEvent(hs, room, built, state, prevs, { tkey, txn: req.txn, applyRedaction });
+  const replaced = req.stateKey !== undefined ? loaded.get(stateKeyOf(req.type, req.stateKey)) : undefined;
+  return storeLocalEvent(hs, room, built, stateIds, replaced, prevs, { tkey, txn: req.txn, applyRedaction, snapshotOf });
 }
+
+const CREATE_SK = stateKeyOf("m.room.create", "");
+/** Create events by event ID (immutable, and their IDs are unique, so one cache serves every store). */
+const createEvents = new Map<string, StoredEvent>();
+const POWER_SK = stateKeyOf("m.room.power_levels", "");
 
 interface Prepared {
   room: RoomRecord;
   rules: RoomVersionRules;
-  state: Map<string, StoredEvent>;
+  /** The current state as IDs (SK → eventId), for the snapshot. */
+  stateIds: Map<string, string>;
+  /** The few current state events this send needs (auth events, create, power levels, the replaced one). */
+  loaded: Map<string, StoredEvent>;
   prevs: StoredEvent[];
+  /** The event whose full snapshot equals the current state, if known. */
+  snapshotOf: string | undefined;
+  /** The SKs `authStateKeysFor` selects for this event. */
+  authKeys: string[];
 }
 
 async function prepare(tx: ReadTx, req: SendRequest): Promise<Prepared> {
   const room = await getRoom(tx, req.roomId);
   if (!room) throw notFound(`Unknown room ${req.roomId}`);
   const rules = rulesOf(room);
-  const state = await currentState(tx, req.roomId);
+  const authKeys = [...new Set(authStateKeysFor(req.type, req.stateKey, req.sender, req.content, rules))];
+  // key = roomId|type|stateKey → eventId; the part after the room ID is exactly the SK.
+  const pre = prefix(req.roomId);
+  const stateIds = new Map<string, string>();
+  for (const row of await tx.range<string>("room_state", { prefix: pre })) stateIds.set(row.key.slice(pre.length), row.value);
+  const wanted = new Set([...authKeys, CREATE_SK, POWER_SK]);
+  if (req.stateKey !== undefined) wanted.add(stateKeyOf(req.type, req.stateKey));
+  const loaded = new Map<string, StoredEvent>();
+  for (const sk of wanted) {
+    const id = stateIds.get(sk);
+    const e = id ? await getEvent(tx, id) : undefined;
+    if (e) loaded.set(sk, e);
+  }
+  // Keep one object per create event: the auth rules cache its event ID per object (v12 checks
+  // every event's room ID against it), and a create event never changes.
+  const create = loaded.get(CREATE_SK);
+  if (create) {
+    const known = createEvents.get(create.eventId);
+    if (known && known.roomId === create.roomId) loaded.set(CREATE_SK, known);
+    else {
+      if (createEvents.size > 1000) createEvents.clear();
+      createEvents.set(create.eventId, create);
+    }
+  }
   // key = roomId|eventId → true
-  const ext = await tx.range<true>("extremities", { prefix: prefix(req.roomId) });
+  const ext = await tx.range<true>("extremities", { prefix: pre });
   const prevs: StoredEvent[] = [];
   for (const row of ext) {
-    const id = row.key.slice(prefix(req.roomId).length);
-    const e = await getEvent(tx, id);
+    const e = await getEvent(tx, row.key.slice(pre.length));
     if (e) prevs.push(e);
   }
   // Deepest first, so the cap keeps the most recent branches.
   prevs.sort((a, b) => b.pdu.depth - a.pdu.depth);
-  return { room, rules, state, prevs: prevs.slice(0, MAX_PREV_EVENTS) };
+  // With a single forward extremity the current state is the state after it: a non-state event can
+  // share that event's full snapshot instead of copying it.
+  let snapshotOf: string | undefined;
+  if (prevs.length === 1) {
+    const snap = await tx.get<Snapshot>("state_snapshots", prevs[0]!.eventId);
+    if (snap) snapshotOf = snap[SAME_AS] ?? prevs[0]!.eventId;
+  }
+  return { room, rules, stateIds, loaded, prevs: prevs.slice(0, MAX_PREV_EVENTS), snapshotOf, authKeys };
 }
 
 /** Event references as `buildEvent` wants them. */
@@ -171,6 +211,8 @@ interface StoreOptions {
   tkey?: string | undefined;
   txn?: { deviceId: string; txnId: string } | undefined;
   applyRedaction?: string | undefined;
+  /** An event whose full snapshot is the current state (lets a non-state event link to it). */
+  snapshotOf?: string | undefined;
 }
 
 /**
@@ -181,21 +223,28 @@ export async function storeLocalEvent(
   hs: Services,
   room: RoomRecord,
   built: EventWithId,
-  state: Map<string, StoredEvent>,
+  stateIds: Map<string, string>,
+  replaced: StoredEvent | undefined,
   prevs: StoredEvent[],
   opts: StoreOptions = {},
 ): Promise<SendResult> {
   const pdu = built.pdu;
   const isState = pdu.state_key !== undefined;
   const sk = isState ? stateKeyOf(pdu.type, pdu.state_key!) : undefined;
-  const replaced = sk ? state.get(sk) : undefined;
   if (replaced) {
     // "unsigned" data clients read: the state this event replaces (Client-Server "Room Events").
     pdu.unsigned = { ...(pdu.unsigned ?? {}), replaces_state: replaced.eventId, prev_content: replaced.pdu.content, prev_sender: replaced.pdu.sender };
   }
-  const snapshot: Snapshot = {};
-  for (const [k, e] of state) snapshot[k] = e.eventId;
-  if (sk) snapshot[sk] = built.eventId;
+  // A state event stores the full state after it; a non-state event links to the full snapshot it
+  // shares when there is one (see Snapshot in state.ts).
+  let snapshot: Snapshot;
+  const sameAs = sk ? undefined : opts.snapshotOf;
+  if (sameAs) {
+    snapshot = { [SAME_AS]: sameAs };
+  } else {
+    snapshot = Object.fromEntries(stateIds);
+    if (sk) snapshot[sk] = built.eventId;
+  }
 
   const result = await hs.store.write(async (tx) => {
     const streamPos = await nextStreamPos(tx);
@@ -257,5 +306,5 @@ async function applyRedaction(tx: WriteTx, targetId: string, redactionId: string
  */
 export async function storeCreateEvent(hs: Services, rules: RoomVersionRules, built: EventWithId): Promise<SendResult> {
   const room: RoomRecord = { roomId: built.roomId, roomVersion: rules.id, maxDepth: built.pdu.depth };
-  return storeLocalEvent(hs, room, built, new Map(), []);
+  return storeLocalEvent(hs, room, built, new Map(), undefined, []);
 }

@@ -14,11 +14,15 @@ import { notFound, unknown } from "../errors.ts";
 export type { RoomRecord };
 
 /**
- * The `state_snapshots` value: the full state after the event, `SK → eventId`.
- * key = eventId. Written for every timeline event (state and non-state alike) so that the state
- * at any point is one read.
+ * The `state_snapshots` value. key = eventId. Either the full state after the event
+ * (`SK → eventId`; written for state events and the create event), or, for a non-state event,
+ * `{ [SAME_AS]: prevEventId }`: the state after it is the state after that prev event. Read it
+ * only through `stateAfter`.
  */
 export type Snapshot = Record<string, string>;
+
+/** The snapshot key meaning "same state as after this event"; it cannot be an SK (no separator). */
+export const SAME_AS = "=";
 
 /** The room's record, or undefined if this server does not know the room. */
 export function getRoom(tx: ReadTx, roomId: string): Promise<RoomRecord | undefined> {
@@ -69,7 +73,9 @@ export async function currentStateContent(tx: ReadTx, roomId: string, type: stri
 
 /** The state after an event: SK → event ID (empty if the event is unknown or an outlier). */
 export async function stateAfter(tx: ReadTx, eventId: string): Promise<Map<string, string>> {
-  const snap = await tx.get<Snapshot>("state_snapshots", eventId);
+  let snap = await tx.get<Snapshot>("state_snapshots", eventId);
+  // Follow "same as" links to the full snapshot (one hop when written by sendEvent).
+  for (let hops = 0; snap?.[SAME_AS] !== undefined && hops < 10_000; hops++) snap = await tx.get<Snapshot>("state_snapshots", snap[SAME_AS]);
   return new Map(Object.entries(snap ?? {}));
 }
 
@@ -77,8 +83,7 @@ export async function stateAfter(tx: ReadTx, eventId: string): Promise<Map<strin
 export async function stateBefore(tx: ReadTx, event: StoredEvent): Promise<Map<string, string>> {
   for (const prev of event.pdu.prev_events ?? []) {
     const id = Array.isArray(prev) ? String(prev[0]) : String(prev);
-    const snap = await tx.get<Snapshot>("state_snapshots", id);
-    if (snap) return new Map(Object.entries(snap));
+    if (await tx.get<Snapshot>("state_snapshots", id)) return stateAfter(tx, id);
   }
   return new Map();
 }

@@ -1,0 +1,90 @@
+/**
+ * Local send throughput: `PUT /rooms/{roomId}/send/…` through `handle()` (auth, build, sign, auth
+ * rules, one write transaction, notify), on the memory store and on the sql.js store, as a ratio to
+ * the raw rate of what a send cannot avoid, measured in the same run: one ed25519 signature, one
+ * content hash and one store write of the PDU.
+ */
+import { createHomeserver } from "../src/homeserver/homeserver.ts";
+import type { Homeserver } from "../src/homeserver/homeserver.ts";
+import { createSigner } from "../src/homeserver/crypto/ed25519.ts";
+import { canonicalJsonBytes } from "../src/homeserver/crypto/canonicalJson.ts";
+import { contentHash } from "../src/homeserver/events/hashes.ts";
+import { createMemoryStore } from "../src/storage/memory.ts";
+import { createSqliteStore } from "../src/storage/sqlite.ts";
+import type { Store } from "../src/storage/store.ts";
+import { key } from "../src/storage/store.ts";
+import type { Bench, Figure } from "./harness.ts";
+import { rate, versus } from "./harness.ts";
+
+const SEED = new Uint8Array(32).fill(9);
+const SERVER = "bench.local";
+
+async function user(hs: Homeserver, localpart: string): Promise<string> {
+  const userId = `@${localpart}:${SERVER}`;
+  const token = `tok_${localpart}`;
+  await hs.services.store.write(async (tx) => {
+    tx.put("accounts", userId, { userId, createdAt: 1 });
+    tx.put("devices", key(userId, "D"), { userId, deviceId: "D", createdAt: 1 });
+    tx.put("access_tokens", token, { userId, deviceId: "D" });
+  });
+  return token;
+}
+
+async function call(hs: Homeserver, method: string, path: string, token: string, body: unknown): Promise<Record<string, unknown>> {
+  const res = await hs.handle(new Request(`http://localhost/_matrix/client/v3${path}`, {
+    method, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: JSON.stringify(body),
+  }));
+  const json = (await res.json()) as Record<string, unknown>;
+  if (res.status !== 200) throw new Error(`${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/** Messages per second through handle() into a room with `members` joined users. */
+async function sendRate(store: Store, members: number, ms: number): Promise<number> {
+  const hs = await createHomeserver({ store, seed: SEED, serverName: SERVER });
+  const token = await user(hs, "alice");
+  const roomId = (await call(hs, "POST", "/createRoom", token, { preset: "public_chat" })).room_id as string;
+  for (let i = 1; i < members; i++) {
+    const t = await user(hs, `m${i}`);
+    await call(hs, "POST", `/rooms/${encodeURIComponent(roomId)}/join`, t, {});
+  }
+  let n = 0;
+  const body = { msgtype: "m.text", body: "Hello, world! ".repeat(8) };
+  const r = await rate(() => call(hs, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t${n++}`, token, body), ms);
+  await hs.close();
+  return r;
+}
+
+/** The unavoidable work of one send: sign + content hash + one store write of the PDU. */
+async function rawRate(store: Store, ms: number): Promise<number> {
+  const signer = await createSigner(SEED);
+  let n = 0;
+  const r = await rate(async () => {
+    const pdu: Record<string, unknown> = {
+      type: "m.room.message", room_id: "!r:bench.local", sender: "@alice:bench.local", depth: n,
+      content: { msgtype: "m.text", body: "Hello, world! ".repeat(8) }, origin_server_ts: 1_700_000_000_000 + n,
+      prev_events: ["$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"], auth_events: ["$b", "$c", "$d"],
+    };
+    pdu.hashes = { sha256: await contentHash(pdu) };
+    pdu.signatures = { "bench.local": { "ed25519:auto": await signer.sign(canonicalJsonBytes(pdu)) } };
+    const id = `$e${n++}`;
+    await store.write(async (tx) => tx.put("events", id, { eventId: id, roomId: "!r:bench.local", pdu }));
+  }, ms);
+  await store.close();
+  return r;
+}
+
+export const sendBench: Bench = async () => {
+  const ms = 2000;
+  const rawMem = await rawRate(createMemoryStore(), ms);
+  const mem = await sendRate(createMemoryStore(), 2, ms);
+  const mem200 = await sendRate(createMemoryStore(), 200, ms);
+  const rawSql = await rawRate(await createSqliteStore(), ms);
+  const sql = await sendRate(await createSqliteStore(), 2, ms);
+  const figures: Figure[] = [
+    versus("local send via handle(), memory store, 2 members", mem, "events/s", "raw sign + hash + put (memory)", rawMem),
+    versus("local send via handle(), memory store, 200 members", mem200, "events/s", "raw sign + hash + put (memory)", rawMem),
+    versus("local send via handle(), sql.js store (in-memory db), 2 members", sql, "events/s", "raw sign + hash + put (sql.js)", rawSql),
+  ];
+  return figures;
+};
