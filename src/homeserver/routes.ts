@@ -114,6 +114,7 @@ export const ROUTES: HsRoute[] = [
 
   // --- sync, filters (client/sync.ts, client/filters.ts) ---
   ...client("GET", "/sync", sync.getSync),
+  ...client("GET", "/rooms/{roomId}/initialSync", sync.getRoomInitialSync),
   ...client("POST", "/user/{userId}/filter", filters.postFilter),
   ...client("GET", "/user/{userId}/filter/{filterId}", filters.getFilter),
 

@@ -570,3 +570,62 @@ async function presenceEvents(run: SyncRun, joinedRooms: string[]): Promise<Reco
   }
   return f?.limit !== undefined ? out.slice(0, f.limit) : out;
 }
+
+// --- room initial sync (peeking) ---
+
+/** How many events `/rooms/{roomId}/initialSync` returns. */
+const ROOM_INITIAL_SYNC_LIMIT = 20;
+
+/**
+ * `GET /_matrix/client/v3/rooms/{roomId}/initialSync`
+ *
+ * Deprecated except for peeking ("Room Previews"): members and former members get the room as
+ * they see it (up to their leave); anyone else only a `world_readable` room.
+ */
+export async function getRoomInitialSync(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const roomId = p.roomId!;
+  const hs = ctx.hs;
+  return hs.store.read(async (tx) => {
+    const room = await tx.get<{ roomVersion: string }>("rooms", roomId);
+    const rec = await tx.get<MembershipRecord>("memberships", key(me.userId, roomId));
+    const visibility = (await tx.get<string>("room_state", key(roomId, "m.room.history_visibility", ""))) ?? undefined;
+    const hv = visibility ? (await getEvent(tx, visibility))?.pdu.content.history_visibility : undefined;
+    const peeking = !rec || (rec.membership !== "join" && rec.membership !== "leave" && rec.membership !== "ban");
+    if (!room || (peeking && hv !== "world_readable")) {
+      throw new MatrixError(403, "M_FORBIDDEN", "You aren't a member of the room and weren't previously a member of the room.");
+    }
+    const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+    const now = hs.clock();
+    const run: SyncRun = {
+      hs, tx, me, filter: {}, since: undefined, fullState: true, upTo, typingSerial: typingState(hs).serial, now,
+      stateAfterKey: undefined, ignored: new Set(), server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
+    };
+    // A former member sees the room as it was when they left.
+    const upper = rec && (rec.membership === "leave" || rec.membership === "ban") ? rec.streamPos : upTo;
+    const timeline = await timelineOf(run, roomId, 0, upper, { limit: ROOM_INITIAL_SYNC_LIMIT }, undefined);
+    const stateMap = await stateAtPos(tx, roomId, upper);
+    const state: Record<string, unknown>[] = [];
+    for (const id of stateMap.values()) {
+      const e = await getEvent(tx, id);
+      if (e) state.push((await run.server.serve(e)) as unknown as Record<string, unknown>);
+    }
+    const chunk: Record<string, unknown>[] = [];
+    for (const e of timeline.events) chunk.push((await run.server.serve(e)) as unknown as Record<string, unknown>);
+    const directory = await tx.get<{ visibility: string }>("room_directory", roomId);
+    const accountData = rec ? await tx.range<AccountDataRow>("account_data", { prefix: prefix(me.userId, roomId) }) : [];
+    const first = timeline.events[0];
+    return {
+      room_id: roomId,
+      ...(rec && !peeking ? { membership: rec.membership } : {}),
+      messages: {
+        chunk,
+        ...(first && timeline.limited ? { start: syncToken((first.streamPos ?? 1) - 1, run.typingSerial) } : {}),
+        end: syncToken(upper, run.typingSerial),
+      },
+      state,
+      visibility: directory?.visibility === "public" ? "public" : "private",
+      account_data: accountDataEvents(accountData, me.userId, roomId, undefined),
+    };
+  });
+}

@@ -251,3 +251,37 @@ describe("filters API", () => {
     expect((await t.req("POST", path, undefined, f)).body.errcode).toBe("M_MISSING_TOKEN");
   });
 });
+
+describe("GET /rooms/{roomId}/initialSync", () => {
+  it("gives members the state and latest messages; refuses outsiders unless world_readable", async () => {
+    const roomId = await sharedRoom();
+    await t.send(bob, roomId, "latest");
+    const r = await t.ok("GET", room(roomId, "/initialSync"), alice);
+    expect(r.room_id).toBe(roomId);
+    expect(r.membership).toBe("join");
+    expect(r.messages.chunk.at(-1).content.body).toBe("latest");
+    expect(r.messages.end).toMatch(/^s\d+_\d+$/);
+    expect(r.state.some((e: Sync) => e.type === "m.room.create")).toBe(true);
+    expect(r.visibility).toBe("private");
+    const carol = await t.user("carol");
+    const denied = await t.req("GET", room(roomId, "/initialSync"), carol);
+    expect(denied.status).toBe(403);
+    expect(denied.body.errcode).toBe("M_FORBIDDEN");
+    await t.state(alice, roomId, "m.room.history_visibility", { history_visibility: "world_readable" });
+    await t.send(alice, roomId, "public now");
+    const peek = await t.ok("GET", room(roomId, "/initialSync"), carol);
+    expect(peek.membership).toBeUndefined();
+    // History visibility is judged at each event: what was sent while "shared" stays hidden.
+    expect(peek.messages.chunk.map((e: Sync) => e.content.body).filter(Boolean)).toEqual(["public now"]);
+  });
+
+  it("shows a former member the room up to their leave", async () => {
+    const roomId = await sharedRoom();
+    await t.ok("POST", room(roomId, "/leave"), bob, {});
+    await t.send(alice, roomId, "after bob left");
+    const r = await t.ok("GET", room(roomId, "/initialSync"), bob);
+    expect(r.membership).toBe("leave");
+    expect(r.messages.chunk.map((e: Sync) => e.content.body)).not.toContain("after bob left");
+    expect(r.messages.chunk.at(-1)).toMatchObject({ type: "m.room.member", state_key: bob.userId });
+  });
+});
