@@ -4,7 +4,7 @@
  * list changes, one-time key counts).
  *
  * Tables (CONTRACTS.md): device_keys userId|deviceId → signed device keys; one_time_keys
- * userId|deviceId|"algorithm:keyId" → key; fallback_keys userId|deviceId|algorithm → { keyId, key,
+ * userId|deviceId|"algorithm:keyId" → StoredOneTimeKey (the key plus its upload sequence); fallback_keys userId|deviceId|algorithm → { keyId, key,
  * used }; cross_signing_keys userId|usage → key; device_list_stream pos → { userId };
  * to_device userId|deviceId|pos → { sender, type, content }.
  */
@@ -26,6 +26,19 @@ interface FallbackKey {
   key: unknown;
   used: boolean;
 }
+
+/**
+ * A one-time key as stored: the key (object or string) and the upload call it came in, because
+ * keys are handed out oldest upload first (keys.yaml, claim) — clients discard their oldest
+ * private one-time keys first, so a newer key handed out early could leave an older one stranded.
+ */
+interface StoredOneTimeKey {
+  key: unknown;
+  seq: number;
+}
+
+/** key settings|"otk_seq" → the sequence number of the latest one-time key upload call. */
+const OTK_SEQ = "otk_seq";
 
 /** A to-device message as stored. */
 interface ToDeviceRow {
@@ -331,14 +344,19 @@ export async function postKeysUpload(ctx: RequestContext): Promise<Record<string
         }
       }
     }
-    for (const [id, value] of otks) {
-      const k = key(userId, deviceId, id);
-      const existing = await tx.get("one_time_keys", k);
-      if (existing !== undefined) {
-        if (canonicalJson(existing) !== canonicalJson(value)) throw invalidParam(`One-time key ${id} already exists with different content`);
-        continue;
+    if (otks.length > 0) {
+      // Keys of one call are equivalent in order; later calls come after (keys.yaml, claim).
+      const seq = ((await tx.get<number>("settings", OTK_SEQ)) ?? 0) + 1;
+      tx.put("settings", OTK_SEQ, seq);
+      for (const [id, value] of otks) {
+        const k = key(userId, deviceId, id);
+        const existing = await tx.get<StoredOneTimeKey>("one_time_keys", k);
+        if (existing !== undefined) {
+          if (canonicalJson(existing.key) !== canonicalJson(value)) throw invalidParam(`One-time key ${id} already exists with different content`);
+          continue;
+        }
+        tx.put("one_time_keys", k, { key: value, seq } satisfies StoredOneTimeKey);
       }
-      tx.put("one_time_keys", k, value);
     }
     // "The server will only keep one fallback key per algorithm": a new one replaces the old.
     for (const [id, value] of fallbacks) {
@@ -436,27 +454,36 @@ export async function postKeysClaim(ctx: RequestContext): Promise<Record<string,
       requests.push([userId, deviceId, alg]);
     }
   }
-  const one_time_keys = await ctx.hs.store.write(async (tx) => {
-    const out: Record<string, Record<string, Record<string, unknown>>> = {};
-    for (const [userId, deviceId, alg] of requests) {
-      const [otk] = await tx.range("one_time_keys", { prefix: prefix(userId, deviceId) + `${alg}:`, limit: 1 });
-      let claimed: Record<string, unknown> | undefined;
-      if (otk) {
-        tx.delete("one_time_keys", otk.key);
-        claimed = { [otk.key.slice(prefix(userId, deviceId).length)]: otk.value };
-      } else {
-        // keys.yaml: with no one-time key left, the fallback key is returned (and marked used).
-        const fk = await tx.get<FallbackKey>("fallback_keys", key(userId, deviceId, alg));
-        if (fk) {
-          if (!fk.used) tx.put("fallback_keys", key(userId, deviceId, alg), { ...fk, used: true });
-          claimed = { [`${alg}:${fk.keyId}`]: fk.key };
-        }
-      }
-      if (claimed) (out[userId] ??= {})[deviceId] = claimed;
-    }
-    return out;
-  });
+  const one_time_keys = await ctx.hs.store.write((tx) => claimKeys(tx, requests));
   return { one_time_keys, failures };
+}
+
+/**
+ * Claims one key per (user, device, algorithm) in one transaction: the oldest uploaded one-time
+ * key, else the fallback key (marked used), else nothing for that device. Federation's
+ * `/user/keys/claim` can use it as it is.
+ */
+export async function claimKeys(tx: WriteTx, requests: [userId: string, deviceId: string, algorithm: string][]): Promise<Record<string, Record<string, Record<string, unknown>>>> {
+  const out: Record<string, Record<string, Record<string, unknown>>> = {};
+  for (const [userId, deviceId, alg] of requests) {
+    const rows = await tx.range<StoredOneTimeKey>("one_time_keys", { prefix: prefix(userId, deviceId) + `${alg}:` });
+    let otk: (typeof rows)[number] | undefined;
+    for (const r of rows) if (!otk || r.value.seq < otk.value.seq) otk = r;
+    let claimed: Record<string, unknown> | undefined;
+    if (otk) {
+      tx.delete("one_time_keys", otk.key);
+      claimed = { [otk.key.slice(prefix(userId, deviceId).length)]: otk.value.key };
+    } else {
+      // keys.yaml: with no one-time key left, the fallback key is returned (and marked used).
+      const fk = await tx.get<FallbackKey>("fallback_keys", key(userId, deviceId, alg));
+      if (fk) {
+        if (!fk.used) tx.put("fallback_keys", key(userId, deviceId, alg), { ...fk, used: true });
+        claimed = { [`${alg}:${fk.keyId}`]: fk.key };
+      }
+    }
+    if (claimed) (out[userId] ??= {})[deviceId] = claimed;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -119,6 +119,17 @@ describe("keys/upload, query, claim", () => {
     expect(section.device_unused_fallback_key_types).toEqual(["signed_curve25519"]);
   });
 
+  it("hands out one-time keys oldest upload first, whatever their IDs", async () => {
+    await f.call("POST", "/_matrix/client/v3/keys/upload", alice, { one_time_keys: { "signed_curve25519:zzzz": { key: "old" } } });
+    await f.call("POST", "/_matrix/client/v3/keys/upload", alice, { one_time_keys: { "signed_curve25519:AAAA": { key: "new" } } });
+    const body = { one_time_keys: { [ALICE]: { ADEV: "signed_curve25519" } } };
+    expect((await f.call("POST", "/_matrix/client/v3/keys/claim", bob, body)).json.one_time_keys).toEqual({ [ALICE]: { ADEV: { "signed_curve25519:zzzz": { key: "old" } } } });
+    expect((await f.call("POST", "/_matrix/client/v3/keys/claim", bob, body)).json.one_time_keys).toEqual({ [ALICE]: { ADEV: { "signed_curve25519:AAAA": { key: "new" } } } });
+    // Another algorithm is not claimed by mistake.
+    await f.call("POST", "/_matrix/client/v3/keys/upload", alice, { one_time_keys: { "curve25519:BBBB": "plain" } });
+    expect((await f.call("POST", "/_matrix/client/v3/keys/claim", bob, body)).json.one_time_keys).toEqual({});
+  });
+
   it("returns nothing for a device with no keys left at all", async () => {
     const r = await f.call("POST", "/_matrix/client/v3/keys/claim", bob, { one_time_keys: { [ALICE]: { ADEV: "signed_curve25519" } } });
     expect(r.status).toBe(200);
