@@ -103,13 +103,17 @@ export function decodeValue(v: SqlValue): StoredValue {
 
 // ---------------------------------------------------------------------------------------------
 
-const sqlJsByLocator = new Map<((file: string) => string) | undefined, Promise<SqlJsStatic>>();
+/** One sql.js instance per wasm location (compiling the module is the slow part). */
+const sqlJsByLocation = new Map<string, Promise<SqlJsStatic>>();
 
 function loadSqlJs(locateWasm?: (file: string) => string): Promise<SqlJsStatic> {
-  let p = sqlJsByLocator.get(locateWasm);
+  // Keyed by where the wasm comes from, not by function identity: callers pass fresh lambdas.
+  const where = locateWasm ? locateWasm("sql-wasm.wasm") : "";
+  let p = sqlJsByLocation.get(where);
   if (!p) {
     p = initSqlJs(locateWasm ? { locateFile: locateWasm } : undefined);
-    sqlJsByLocator.set(locateWasm, p);
+    sqlJsByLocation.set(where, p);
+    p.catch(() => sqlJsByLocation.delete(where)); // let a later call retry
   }
   return p;
 }
@@ -145,7 +149,12 @@ function whereOf(r: KeyRange | undefined): [string, SqlValue[]] {
 /** Creates a Store on sql.js, applying pending migrations (in one SQL transaction) first. */
 export async function createSqliteStore(options: SqliteStoreOptions = {}): Promise<Store> {
   const migrations = options.migrations ?? MIGRATIONS;
-  const SQL = await loadSqlJs(options.locateWasm);
+  let SQL: SqlJsStatic;
+  try {
+    SQL = await loadSqlJs(options.locateWasm);
+  } catch (e) {
+    throw wrapError("loading sql.js", e);
+  }
   let db: Database;
   try {
     db = options.data ? new SQL.Database(options.data) : new SQL.Database();
