@@ -37,6 +37,13 @@ async function writeMarkers(ctx: RequestContext, roomId: string, userId: string,
     for (const m of markers) {
       const ev = await tx.get<StoredEvent>("events", m.eventId);
       if (!ev || ev.roomId !== roomId || ev.rejected || ev.outlier) throw notFound(`Unknown event ${m.eventId}`);
+      if (m.threadId !== undefined) {
+        // receipts.yaml 400: "The event_id is not related to the thread_id".
+        const rel = ev.pdu.content?.["m.relates_to"] as Record<string, unknown> | undefined;
+        const threadOf = rel?.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : undefined;
+        const related = m.threadId === "main" ? threadOf === undefined : threadOf === m.threadId || m.eventId === m.threadId;
+        if (!related) throw new MatrixError(400, "M_INVALID_PARAM", "The event is not in that thread");
+      }
       if (m.type === "m.fully_read") {
         last = await putAccountDataTx(tx, userId, roomId, "m.fully_read", { event_id: m.eventId });
         continue;

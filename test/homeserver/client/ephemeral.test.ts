@@ -92,6 +92,14 @@ describe("receipts and read markers", () => {
     }
     expect((await t.req("POST", room(roomId, `/receipt/m.fully_read/${encodeURIComponent(root)}`), alice, { thread_id: "main" })).status).toBe(400);
     expect((await t.req("POST", room(roomId, `/receipt/m.bogus/${encodeURIComponent(root)}`), alice, {})).status).toBe(400);
+    // A thread receipt must name an event of that thread (or its root).
+    const reply = await t.send(bob, roomId, { msgtype: "m.text", body: "re", "m.relates_to": { rel_type: "m.thread", event_id: root } });
+    await t.ok("POST", room(roomId, `/receipt/m.read/${encodeURIComponent(reply)}`), alice, { thread_id: root });
+    await t.ok("POST", room(roomId, `/receipt/m.read/${encodeURIComponent(root)}`), alice, { thread_id: root });
+    const wrong = await t.req("POST", room(roomId, `/receipt/m.read/${encodeURIComponent(reply)}`), alice, { thread_id: "main" });
+    expect(wrong.status).toBe(400);
+    const other = await t.send(bob, roomId, "unrelated");
+    expect((await t.req("POST", room(roomId, `/receipt/m.read/${encodeURIComponent(other)}`), alice, { thread_id: root })).status).toBe(400);
   });
 
   it("counts threads separately when the filter asks", async () => {
