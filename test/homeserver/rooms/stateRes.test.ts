@@ -183,6 +183,39 @@ describe("v12: creators", () => {
   });
 });
 
+describe("v2 vs v2.1: the replay of conflicted power events starts from the unconflicted state (v2) or empty (v2.1)", () => {
+  it.each([["11", "v2"], ["12", "v2.1"]])("room version %s (%s)", async (v, algo) => {
+    // alice creates; PL_a gives carol 100; carol joins. Fork 2: carol sends PL_c (adds dave: 10).
+    // Fork 1: carol leaves (L). The claimed states: S1 = {…, carol: L, PL: PL_a} and
+    // S2 = {…, carol: L, PL: PL_c} — carol's leave is unconflicted, the power levels are not.
+    const r = room(v);
+    await r.create(alice);
+    await r.join(alice);
+    const users: Record<string, number> = r.version.privilegedCreators ? { [carol]: 100 } : { [alice]: 100, [carol]: 100 };
+    await r.powerLevels(alice, { users });
+    const plA = r.state.get(PL)!;
+    await r.joinRule(alice, "public");
+    await r.join(carol);
+    const f1 = r.branch();
+    const f2 = r.branch();
+    await f2.powerLevels(carol, { users: { ...users, [dave]: 10 } });
+    const plC = f2.state.get(PL)!;
+    const leave = await f1.member(carol, carol, "leave");
+    const s1 = f1.snapshot();
+    const s2 = f2.snapshot();
+    s2.set(MEMBER(carol), leave.eventId);
+    // Full conflicted set = {PL_a, PL_c} (the auth chains agree; v2.1's subgraph adds nothing new:
+    // the path PL_c → PL_a). Both are power events; PL_a comes first (PL_c cites it).
+    // v2, "starting from the unconflicted state map": carol's membership there is the leave, so
+    // PL_c fails rule 6 → PL = PL_a.
+    // v2.1, "starting from an empty state map": carol's membership is not in the state, so PL_c's
+    // own auth event (carol's join) is used; carol (100) may add dave at 10 → PL = PL_c.
+    const res = await resolve(r, [s1, s2]);
+    expect(res.get(PL)).toBe(algo === "v2" ? plA : plC);
+    expect(res.get(MEMBER(carol))).toBe(leave.eventId);
+  });
+});
+
 import { sha1Sync } from "../../../src/homeserver/rooms/syncHash.ts";
 const sha1 = (id: string): string => Buffer.from(sha1Sync(new TextEncoder().encode(id))).toString("hex");
 
