@@ -4,7 +4,7 @@
  * in through Hydrogen's own login form, finds a room in the room list, opens it and sends a message
  * by typing into the composer; another user, on matrix-js-sdk, must receive that message.
  */
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -109,13 +109,19 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
 
   afterAll(async () => {
     bobClient?.stopClient();
+    // Artifacts for whoever debugs a failure (or a Hydrogen complaint) later.
+    if (browser && hs) {
+      await mkdir(ARTIFACTS, { recursive: true });
+      await writeFile(join(ARTIFACTS, "hydrogen-browser.log"), browser.logs().join("\n") + "\n");
+      await writeFile(join(ARTIFACTS, "hydrogen-homeserver.log"), hs.output());
+    }
     await browser?.close();
     await app?.close();
     await hs?.stop();
     if (outDir) await rm(outDir, { recursive: true, force: true });
   });
 
-  it("logs in through the login form, opens the room and sends a message that matrix-js-sdk receives", async () => {
+  it("logs in through the login form, opens the room and sends a message that matrix-js-sdk receives, and sees the reply", async () => {
     const base = hs!.url;
     const page = browser!.page;
     const password = "correct horse battery staple";
@@ -176,6 +182,11 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
 
       // Hydrogen shows it as sent (its local echo is replaced by the remote echo from /sync).
       await page.locator(".Timeline_message", { hasText: body }).first().waitFor({ timeout: 30_000 });
+
+      // And the other direction: Bob answers from js-sdk; Hydrogen's long-polling /sync shows it.
+      const reply = `Reply from matrix-js-sdk ${Math.random().toString(36).slice(2)}`;
+      await bobClient.sendTextMessage(roomId, reply);
+      await page.locator(".Timeline_message", { hasText: reply }).first().waitFor({ timeout: 30_000 });
       await mkdir(ARTIFACTS, { recursive: true });
       const shot = join(ARTIFACTS, "hydrogen-room.png");
       await page.screenshot({ path: shot, fullPage: true });
