@@ -8,7 +8,7 @@ import { MatrixError, badJson, forbidden, missingParam, notFound } from "../erro
 import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { isRoomAlias, isRoomId, serverOf } from "../roomserver/ids.ts";
-import { isWorldReadable } from "../roomserver/access.ts";
+import { isWorldReadable, noGuests } from "../roomserver/access.ts";
 import { currentState, currentStateContent, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 
@@ -26,6 +26,7 @@ function checkAlias(ctx: RequestContext, alias: string): void {
 /** `PUT /_matrix/client/v3/directory/room/{roomAlias}` */
 export async function putAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  noGuests(me);
   const alias = p.roomAlias!;
   checkAlias(ctx, alias);
   const body = await ctx.json();
@@ -51,6 +52,7 @@ export async function getAlias(ctx: RequestContext, p: Record<string, string>): 
 /** `DELETE /_matrix/client/v3/directory/room/{roomAlias}` */
 export async function deleteAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  noGuests(me);
   const alias = p.roomAlias!;
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
   await ctx.hs.store.write(async (tx) => {
@@ -108,6 +110,7 @@ export async function getDirectoryVisibility(ctx: RequestContext, p: Record<stri
 /** `PUT /_matrix/client/v3/directory/list/room/{roomId}` */
 export async function putDirectoryVisibility(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  noGuests(me);
   const body = await ctx.json({ allowEmpty: true });
   const visibility = body.visibility ?? "public";
   if (visibility !== "public" && visibility !== "private") throw new MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private");

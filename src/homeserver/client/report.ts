@@ -3,6 +3,7 @@
  * administrators. key reports = pos(seq) → report; `settings|report_seq` holds the last seq.
  */
 import type { RequestContext } from "../context.ts";
+import { noGuests } from "../roomserver/access.ts";
 import { badJson, notFound } from "../errors.ts";
 import type { WriteTx } from "../../storage/store.ts";
 import { pos } from "../../storage/store.ts";
@@ -35,6 +36,7 @@ async function store(tx: WriteTx, report: Report): Promise<void> {
 /** `POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}` */
 export async function postReportEvent(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  noGuests(me);
   const body = await ctx.json({ allowEmpty: true });
   const reason = reasonOf(body);
   if (body.score !== undefined && typeof body.score !== "number") throw badJson("score must be a number");
@@ -55,6 +57,7 @@ export async function postReportEvent(ctx: RequestContext, p: Record<string, str
 /** `POST /_matrix/client/v3/rooms/{roomId}/report` */
 export async function postReportRoom(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  noGuests(me);
   const body = await ctx.json({ allowEmpty: true });
   const reason = reasonOf(body);
   await ctx.hs.store.write(async (tx) => {
@@ -67,6 +70,7 @@ export async function postReportRoom(ctx: RequestContext, p: Record<string, stri
 /** `POST /_matrix/client/v3/users/{userId}/report` */
 export async function postReportUser(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  noGuests(me);
   const body = await ctx.json({ allowEmpty: true });
   const reason = reasonOf(body);
   await ctx.hs.store.write(async (tx) => {

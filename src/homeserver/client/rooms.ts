@@ -7,7 +7,7 @@ import { MatrixError, badJson, guestAccessForbidden, notFound } from "../errors.
 import { canonicalJson } from "../crypto/canonicalJson.ts";
 import { createRoom, sendEvent } from "../roomserver/index.ts";
 import { EventServer } from "../roomserver/serve.ts";
-import { readableState } from "../roomserver/access.ts";
+import { readableState, noGuests } from "../roomserver/access.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { currentStateEvent, getEvent, requireRoom } from "../roomserver/state.ts";
 import { isRoomAlias } from "../roomserver/ids.ts";
@@ -101,6 +101,7 @@ export async function getState(ctx: RequestContext, p: Record<string, string>): 
 /** `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}` */
 export async function putRedact(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  noGuests(me);
   const body = await ctx.json({ allowEmpty: true });
   const content: Record<string, unknown> = {};
   if (body.reason !== undefined) {

@@ -1,5 +1,6 @@
 /** Client-Server "Room Upgrades": `POST /rooms/{roomId}/upgrade` (server behaviour steps 1–6). */
 import type { RequestContext } from "../context.ts";
+import { noGuests } from "../roomserver/access.ts";
 import { badJson, forbidden, unsupportedRoomVersion } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import type { RoomRecord, StoredEvent } from "../events/types.ts";
@@ -21,6 +22,7 @@ const TRANSFERRED = [
 /** `POST /_matrix/client/v3/rooms/{roomId}/upgrade` */
 export async function postUpgrade(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  noGuests(me);
   const body = await ctx.json();
   if (typeof body.new_version !== "string") throw badJson("new_version is required");
   const rules = roomVersion(body.new_version);

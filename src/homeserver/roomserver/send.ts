@@ -57,7 +57,7 @@ export async function sendEvent(hs: Services, req: SendRequest): Promise<SendRes
     const seen = await hs.store.read((tx) => tx.get<SendResult>("txn_ids", tkey));
     if (seen) return seen;
   }
-  return withRoomLock(hs.store, req.roomId, async () => {
+  const result = await withRoomLock(hs.store, req.roomId, async () => {
     if (tkey) {
       // A retry that raced the first attempt: the first one has committed by now.
       const seen = await hs.store.read((tx) => tx.get<SendResult>("txn_ids", tkey));
@@ -65,6 +65,34 @@ export async function sendEvent(hs: Services, req: SendRequest): Promise<SendRes
     }
     return sendLocked(hs, req, tkey);
   });
+  if (req.type === "m.room.guest_access" && req.stateKey === "" && req.content.guest_access !== "can_join") {
+    await removeGuests(hs, req.roomId);
+  }
+  return result;
+}
+
+/**
+ * Guest access, server behaviour: when `guest_access` stops being `can_join`, "the server MUST set
+ * those users' m.room.member state to leave" (local guests; each leaves by their own event).
+ */
+async function removeGuests(hs: Services, roomId: string): Promise<void> {
+  const guests = await hs.store.read(async (tx) => {
+    const out: string[] = [];
+    for (const row of await tx.range<string>("room_state", { prefix: prefix(roomId, "m.room.member") })) {
+      const e = await getEvent(tx, row.value);
+      const userId = e?.pdu.state_key;
+      if (!e || !userId || e.pdu.content.membership !== "join") continue;
+      if ((await tx.get<{ isGuest?: boolean }>("accounts", userId))?.isGuest) out.push(userId);
+    }
+    return out;
+  });
+  for (const userId of guests) {
+    try {
+      await sendEvent(hs, { roomId, sender: userId, type: "m.room.member", stateKey: userId, content: { membership: "leave" } });
+    } catch (err) {
+      hs.logger.warn("could not remove guest", userId, "from", roomId, err);
+    }
+  }
 }
 
 /** The body of `sendEvent`, for callers that already hold the room lock (createRoom). */
