@@ -32,6 +32,14 @@ async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
   }
 }
 
+/** Options of `openSqliteFileStore`. */
+export interface SqliteFileOptions {
+  /** The schema; tests pass their own list. */
+  migrations?: readonly Migration[];
+  /** How long to wait for another live process to release the file before failing (default 5 s). */
+  lockWaitMs?: number;
+}
+
 const alive = (pid: number): boolean => {
   try {
     process.kill(pid, 0);
@@ -44,19 +52,27 @@ const alive = (pid: number): boolean => {
 /**
  * Takes `<path>.lock` (holding our pid). Two processes on one file would each persist their own
  * in-memory copy and silently drop the other's writes, so a live other owner is refused; a lock
- * left by a dead process (crash, SIGKILL) is taken over. The same process may reopen the file.
+ * left by a dead process (crash, SIGKILL) is taken over, and a live one is waited for up to
+ * `waitMs` (a restarting runner). The same process may reopen the file.
  */
-async function lock(path: string): Promise<() => Promise<void>> {
+async function lock(path: string, waitMs: number): Promise<() => Promise<void>> {
   const lockPath = path + ".lock";
-  for (let attempt = 0; ; attempt++) {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
     try {
       await writeFile(lockPath, String(process.pid), { flag: "wx" });
       break;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 2) throw e;
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       const owner = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
       if (owner === process.pid) break;
-      if (owner > 0 && alive(owner)) throw new StorageError(`${path} is in use by process ${owner}`);
+      // An empty lock is one being written right now (or left by a crash at that instant).
+      if ((owner > 0 && alive(owner)) || (!(owner > 0) && Date.now() < deadline)) {
+        // A previous runner may still be shutting down (restart): give it a moment.
+        if (Date.now() >= deadline) throw new StorageError(`${path} is in use by process ${owner}`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
       await rm(lockPath, { force: true });
     }
   }
@@ -67,9 +83,9 @@ async function lock(path: string): Promise<() => Promise<void>> {
 }
 
 /** Opens (or creates, with its directory) the SQLite database file at `path` as a Store (one process at a time). */
-export async function openSqliteFileStore(path: string, options: { migrations?: readonly Migration[] } = {}): Promise<Store> {
+export async function openSqliteFileStore(path: string, options: SqliteFileOptions = {}): Promise<Store> {
   await mkdir(dirname(path), { recursive: true });
-  const unlock = await lock(path);
+  const unlock = await lock(path, options.lockWaitMs ?? 5000);
   try {
     const store = await openLocked(path, options);
     return {
@@ -88,7 +104,7 @@ export async function openSqliteFileStore(path: string, options: { migrations?: 
   }
 }
 
-async function openLocked(path: string, options: { migrations?: readonly Migration[] }): Promise<Store> {
+async function openLocked(path: string, options: SqliteFileOptions): Promise<Store> {
   let data: Uint8Array | undefined;
   try {
     data = await readFile(path);

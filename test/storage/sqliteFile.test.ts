@@ -49,7 +49,7 @@ describe("sqlite file store", () => {
     const other = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60000)"], { stdio: "ignore" });
     try {
       writeFileSync(path + ".lock", String(other.pid));
-      await expect(openSqliteFileStore(path)).rejects.toBeInstanceOf(StorageError);
+      await expect(openSqliteFileStore(path, { lockWaitMs: 300 })).rejects.toBeInstanceOf(StorageError);
     } finally {
       other.kill("SIGKILL");
       await new Promise((r) => other.once("exit", r));
