@@ -131,6 +131,9 @@ export async function receivePdu(raw: JsonObject, version: RoomVersionRules, inp
   // 1. "Is a valid event, otherwise it is dropped."
   const formatError = checkFormat(raw, version);
   if (formatError) return { outcome: "drop", reason: `invalid event: ${formatError}` };
+  // v1–v5 "MUST NOT strictly enforce the JSON format", so floats may appear; their canonical form is
+  // not specified, so such an event cannot be hashed or verified here and is dropped.
+  if (!isCanonicalValue(raw)) return { outcome: "drop", reason: "not representable as canonical JSON (floats or huge integers)" };
   let pdu = raw as Pdu;
   const eventId = await eventIdOf(pdu, version);
   if (inputs.expectedEventId !== undefined && eventId !== inputs.expectedEventId) return { outcome: "drop", reason: "event ID does not match" };

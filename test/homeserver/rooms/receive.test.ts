@@ -231,3 +231,16 @@ describe("receivePdu: key validity and list limits", () => {
     expect(checkFormat(p, r.version)).toBe("auth_events has too many entries");
   });
 });
+
+describe("receivePdu: v1–v5 floats", () => {
+  it("drops (does not throw on) an event whose content has a float", async () => {
+    const r = await base("3");
+    const e = await r.build(bob, "m.room.message", { body: "hi" });
+    const p = clone(e.pdu) as JsonObject;
+    (p.content as JsonObject).n = 1.5;
+    expect(checkFormat(p, r.version)).toBeUndefined();
+    const res = await receivePdu(p, r.version, inputs(r));
+    expect(res.outcome).toBe("drop");
+    expect(res.reason).toMatch(/canonical JSON/);
+  });
+});
