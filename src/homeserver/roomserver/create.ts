@@ -95,7 +95,17 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
     if (all.size > 0) creationContent.additional_creators = [...all];
     else delete creationContent.additional_creators;
   }
-  const roomId = await newRoom(hs, rules, creator, creationContent, async (send) => {
+  const roomId = await newRoom(hs, rules, creator, creationContent, async (rawSend) => {
+    // An event of the request the auth rules refuse means the requested initial state is
+    // impossible (create_room.yaml: 400 M_INVALID_ROOM_STATE, e.g. power levels too low to name it).
+    const send: SetupSend = async (type, stateKey, content) => {
+      try {
+        return await rawSend(type, stateKey, content);
+      } catch (err) {
+        if (err instanceof MatrixError && err.status === 403) throw new MatrixError(400, "M_INVALID_ROOM_STATE", `${type}: ${err.message}`);
+        throw err;
+      }
+    };
     // 2. the creator joins
     const profile = await hs.store.read((tx) => tx.get<{ displayname?: string; avatar_url?: string }>("accounts", creator));
     await send("m.room.member", creator, {

@@ -88,3 +88,15 @@ describe("POST /createRoom", () => {
     expect((await t.req("POST", "/createRoom", alice, "{")).body.errcode).toBe("M_NOT_JSON");
   });
 });
+
+describe("POST /createRoom, impossible initial state", () => {
+  it("answers 400 M_INVALID_ROOM_STATE when the creator could not send the requested state", async () => {
+    const r = await t.req("POST", "/createRoom", alice, {
+      room_version: "10", name: "x",
+      power_level_content_override: { users: { [alice.userId]: 10 }, events: { "m.room.name": 50 } },
+    });
+    expect([r.status, r.body.errcode]).toEqual([400, "M_INVALID_ROOM_STATE"]);
+    const again = await t.req("POST", "/createRoom", alice, { initial_state: [{ type: "m.room.create", content: {} }] });
+    expect([again.status, again.body.errcode]).toEqual([400, "M_INVALID_ROOM_STATE"]);
+  });
+});
