@@ -75,6 +75,23 @@ export const syncBench: Bench = async () => {
     sendToSync.push(c - a);
   }
 
+  // Many rooms: an idle incremental sync has to look at each of them.
+  const ROOMS = 50;
+  for (let i = 0; i < ROOMS; i++) {
+    const id = (await call(hs, "POST", "/createRoom", alice.token, { preset: "private_chat", invite: [bob.userId] })).room_id as string;
+    await call(hs, "POST", `/rooms/${encodeURIComponent(id)}/join`, bob.token, {});
+    await call(hs, "PUT", `/rooms/${encodeURIComponent(id)}/send/m.room.message/r${i}`, alice.token, { msgtype: "m.text", body: `room ${i}` });
+  }
+  const m0 = performance.now();
+  token = (await call(hs, "GET", "/sync?set_presence=offline", bob.token)).next_batch as string;
+  const initialMany = performance.now() - m0;
+  const idleMany: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const a = performance.now();
+    await call(hs, "GET", `/sync?set_presence=offline&timeout=0&since=${token}`, bob.token);
+    idleMany.push(performance.now() - a);
+  }
+
   // Raw primitives in the same run.
   const notifier = new Notifier();
   const rawWake: number[] = [];
@@ -100,6 +117,8 @@ export const syncBench: Bench = async () => {
     versus("send → long-poll answered, end to end (median)", median(sendToSync), "ms", "one memory-store write (median)", median(rawPut)),
     versus("idle incremental /sync, timeout=0 (median)", median(idle), "ms", "one memory-store write (median)", median(rawPut)),
     { name: "initial /sync, 1 room, 60 events", value: initial, unit: "ms" },
+    versus(`idle incremental /sync, ${ROOMS + 1} rooms (median)`, median(idleMany), "ms", "idle incremental /sync, 1 room (median)", median(idle)),
+    { name: `initial /sync, ${ROOMS + 1} rooms`, value: initialMany, unit: "ms" },
   ];
   return figures;
 };

@@ -448,6 +448,22 @@ function summaryOf(current: Map<string, StoredEvent>, userId: string): Record<st
   return { "m.heroes": heroes, "m.joined_member_count": joined.length, "m.invited_member_count": invited.length };
 }
 
+interface UnreadCacheEntry {
+  sig: string;
+  upTo: number;
+  main: { notification_count: number; highlight_count: number };
+  threads: Record<string, { notification_count: number; highlight_count: number }>;
+}
+
+const unreadCaches = new WeakMap<Services, Map<string, UnreadCacheEntry>>();
+
+/** The unread-count cache of a homeserver instance (key = userId|roomId). */
+function unreadCache(hs: Services): Map<string, UnreadCacheEntry> {
+  let c = unreadCaches.get(hs);
+  if (!c) unreadCaches.set(hs, (c = new Map()));
+  return c;
+}
+
 /**
  * Unread counts: events after the user's read receipt that the push rules say notify
  * ("Receiving notifications"; threaded counts per "Threading").
@@ -474,10 +490,34 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
   const membership = await tx.get<MembershipRecord>("memberships", key(me.userId, roomId));
   const from = Math.max(minRead, membership?.streamPos ?? 0);
 
-  const main = { notification_count: 0, highlight_count: 0 };
-  const threads: Record<string, { notification_count: number; highlight_count: number }> = {};
-  const rows = await tx.range<string>("timeline", { prefix: prefix(roomId), gt: key(roomId, posKey(from)), lte: key(roomId, posKey(run.upTo)), reverse: true, limit: MAX_UNREAD_SCAN });
-  if (rows.length === 0) return { main, threads };
+  // Counts are kept per (user, room) and extended with the events since the last computation, as
+  // long as nothing they depend on changed (read positions, push rules, ignore list, threading).
+  const rulesPos = (await tx.get<AccountDataRow>("account_data", key(me.userId, "", "m.push_rules")))?.streamPos ?? 0;
+  const sig = JSON.stringify([from, [...readAt].sort(), threaded, rulesPos, [...run.ignored].sort()]);
+  const cache = unreadCache(run.hs);
+  const cacheKey = key(me.userId, roomId);
+  const cached = cache.get(cacheKey);
+  let reuse = cached !== undefined && cached.sig === sig && cached.upTo <= run.upTo;
+  const scanFrom = async (lower: number): Promise<Row<string>[]> =>
+    tx.range<string>("timeline", { prefix: prefix(roomId), gt: key(roomId, posKey(lower)), lte: key(roomId, posKey(run.upTo)), reverse: true, limit: MAX_UNREAD_SCAN });
+  let rows = reuse ? await scanFrom(Math.max(from, cached!.upTo)) : [];
+  if (reuse) {
+    // A redaction may take back an event already counted: count again from the read receipt.
+    for (const row of rows) {
+      if ((await getEvent(tx, row.value))?.pdu.type === "m.room.redaction") {
+        reuse = false;
+        break;
+      }
+    }
+  }
+  if (!reuse) rows = await scanFrom(from);
+  const main = reuse ? { ...cached!.main } : { notification_count: 0, highlight_count: 0 };
+  const threads: Record<string, { notification_count: number; highlight_count: number }> = reuse ? structuredClone(cached!.threads) : {};
+  const done = (): { main: typeof main; threads: typeof threads } => {
+    cache.set(cacheKey, { sig, upTo: run.upTo, main: { ...main }, threads: structuredClone(threads) });
+    return { main, threads };
+  };
+  if (rows.length === 0) return done();
 
   run.rules ??= mergeRules(me.userId, await loadStoredRules(tx, me.userId));
   const pdus = pdusOf(current);
@@ -510,7 +550,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
     counts.notification_count++;
     if (outcome.highlight) counts.highlight_count++;
   }
-  return { main, threads };
+  return done();
 }
 
 /** The event as push rules see it (client format, with `room_id`). */

@@ -112,6 +112,22 @@ describe("receipts and read markers", () => {
     expect(r.unread_thread_notifications[root].notification_count).toBe(1);
   });
 
+  it("keeps unread counts right across incremental syncs and redactions", async () => {
+    const s0 = await sync(alice);
+    const e1 = await t.send(bob, roomId, "one");
+    await t.send(bob, roomId, "two");
+    const s1 = await sync(alice, { since: s0.next_batch });
+    expect(s1.rooms.join[roomId].unread_notifications.notification_count).toBe(2);
+    await t.send(bob, roomId, "three");
+    const s2 = await sync(alice, { since: s1.next_batch });
+    expect(s2.rooms.join[roomId].unread_notifications.notification_count).toBe(3);
+    await t.ok("PUT", room(roomId, `/redact/${encodeURIComponent(e1)}/r1`), bob, {});
+    const s3 = await sync(alice, { since: s2.next_batch });
+    expect(s3.rooms.join[roomId].unread_notifications.notification_count).toBe(2);
+    // A fresh (initial) sync agrees with the incremental one.
+    expect((await sync(alice)).rooms.join[roomId].unread_notifications.notification_count).toBe(2);
+  });
+
   it("highlights mentions", async () => {
     await t.send(bob, roomId, { msgtype: "m.text", body: "hey Alice", "m.mentions": { user_ids: [alice.userId] } });
     const r = (await sync(alice)).rooms.join[roomId];
