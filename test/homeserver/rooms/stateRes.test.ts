@@ -243,11 +243,22 @@ describe("helpers", () => {
 const USERS = [alice, bob, carol, dave];
 type Op = { branch: number; actor: number; kind: number; target: number; level: number };
 const opArb = fc.record({
-  branch: fc.nat(2), actor: fc.nat(3), kind: fc.nat(7), target: fc.nat(3), level: fc.constantFrom(0, 10, 50, 100),
+  branch: fc.nat(2), actor: fc.nat(3), kind: fc.nat(9), target: fc.nat(3), level: fc.constantFrom(0, 10, 50, 100),
 });
 
-/** Applies a random op to a branch when the auth rules allow it (others are skipped). */
-async function applyOp(b: TestRoom, op: Op): Promise<void> {
+/**
+ * Applies a random op to a branch when the auth rules allow it (others are skipped). Kinds 8–9
+ * merge another branch into this one: the state becomes the resolution of both and the next event
+ * has both extremities as prev_events, so the room grows into a DAG, not just forks.
+ */
+async function applyOp(b: TestRoom, op: Op, branches: TestRoom[]): Promise<void> {
+  if (op.kind >= 8) {
+    const other = branches[(op.branch + 1 + (op.target % 2)) % branches.length]!;
+    if (other.last.every((id) => b.last.includes(id))) return;
+    b.state = await resolveState(b.version, [b.snapshot(), other.snapshot()], (id) => b.events.get(id));
+    b.last = [...new Set([...b.last, ...other.last])].sort();
+    return;
+  }
   const actor = USERS[op.actor]!, target = USERS[op.target]!;
   const v = b.version;
   const plContent = (): Record<string, unknown> => {
@@ -286,10 +297,10 @@ describe.each(["1", "10", "12"])("state resolution properties, room version %s",
   it("is independent of the order of state sets and of entries, sync or async fetch; resolve([S]) = S", async () => {
     let withConflicts = 0;
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 14 }), fc.nat(), async (ops, seed) => {
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 20 }), fc.nat(), async (ops, seed) => {
         const r = await base(v, 50, [bob, carol]);
         const branches = [r.branch(), r.branch(), r.branch()];
-        for (const op of ops) await applyOp(branches[op.branch]!, op);
+        for (const op of ops) await applyOp(branches[op.branch]!, op, branches);
         const states = branches.map((b) => b.snapshot());
         if (new Set(states.map((s) => JSON.stringify([...s].sort()))).size > 1) withConflicts++;
         const sync = (id: string) => r.events.get(id);
