@@ -115,6 +115,8 @@ export const ROUTES: HsRoute[] = [
   // --- sync, filters (client/sync.ts, client/filters.ts) ---
   ...client("GET", "/sync", sync.getSync),
   ...client("GET", "/rooms/{roomId}/initialSync", sync.getRoomInitialSync),
+  ...client("GET", "/initialSync", sync.getInitialSync),
+  ...client("GET", "/events", sync.getEvents),
   ...client("POST", "/user/{userId}/filter", filters.postFilter),
   ...client("GET", "/user/{userId}/filter/{filterId}", filters.getFilter),
 

@@ -611,10 +611,58 @@ async function presenceEvents(run: SyncRun, joinedRooms: string[]): Promise<Reco
   return f?.limit !== undefined ? out.slice(0, f.limit) : out;
 }
 
-// --- room initial sync (peeking) ---
+// --- deprecated r0-era sync: /initialSync, /rooms/{roomId}/initialSync, /events ---
 
-/** How many events `/rooms/{roomId}/initialSync` returns. */
+/** How many events a room of `/initialSync` returns by default. */
 const ROOM_INITIAL_SYNC_LIMIT = 20;
+
+function plainRun(hs: Services, tx: ReadTx, me: Requester, upTo: number): SyncRun {
+  const now = hs.clock();
+  return {
+    hs, tx, me, filter: {}, since: undefined, fullState: true, upTo, typingSerial: typingState(hs).serial, now,
+    stateAfterKey: undefined, ignored: new Set(), server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
+  };
+}
+
+/** One `RoomInfo` (room_initial_sync.yaml): the room as the user sees it, up to their leave. */
+async function roomInfo(run: SyncRun, roomId: string, rec: MembershipRecord | undefined, limit: number): Promise<Record<string, unknown>> {
+  const { tx } = run;
+  if (rec?.membership === "invite" || rec?.membership === "knock") {
+    const own = await getEvent(tx, rec.eventId);
+    return { room_id: roomId, membership: rec.membership, ...(own ? { invite: await run.server.serve(own) } : {}) };
+  }
+  // A former member sees the room as it was when they left.
+  const upper = rec && (rec.membership === "leave" || rec.membership === "ban") ? rec.streamPos : run.upTo;
+  const timeline = await timelineOf(run, roomId, 0, upper, { limit }, undefined);
+  const stateMap = await stateAtPos(tx, roomId, upper);
+  const state: Record<string, unknown>[] = [];
+  for (const id of stateMap.values()) {
+    const e = await getEvent(tx, id);
+    if (e) state.push((await run.server.serve(e)) as unknown as Record<string, unknown>);
+  }
+  const chunk: Record<string, unknown>[] = [];
+  for (const e of timeline.events) chunk.push((await run.server.serve(e)) as unknown as Record<string, unknown>);
+  const directory = await tx.get<{ visibility: string }>("room_directory", roomId);
+  const accountData = rec ? await tx.range<AccountDataRow>("account_data", { prefix: prefix(run.me.userId, roomId) }) : [];
+  const first = timeline.events[0];
+  return {
+    room_id: roomId,
+    ...(rec ? { membership: rec.membership } : {}),
+    messages: {
+      chunk,
+      ...(first && timeline.limited ? { start: syncToken((first.streamPos ?? 1) - 1, run.typingSerial) } : {}),
+      end: syncToken(upper, run.typingSerial),
+    },
+    state,
+    visibility: directory?.visibility === "public" ? "public" : "private",
+    account_data: accountDataEvents(accountData, run.me.userId, roomId, undefined),
+  };
+}
+
+async function historyVisibility(tx: ReadTx, roomId: string): Promise<unknown> {
+  const id = await tx.get<string>("room_state", key(roomId, "m.room.history_visibility", ""));
+  return id ? (await getEvent(tx, id))?.pdu.content.history_visibility : undefined;
+}
 
 /**
  * `GET /_matrix/client/v3/rooms/{roomId}/initialSync`
@@ -625,47 +673,100 @@ const ROOM_INITIAL_SYNC_LIMIT = 20;
 export async function getRoomInitialSync(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   const roomId = p.roomId!;
-  const hs = ctx.hs;
-  return hs.store.read(async (tx) => {
-    const room = await tx.get<{ roomVersion: string }>("rooms", roomId);
+  return ctx.hs.store.read(async (tx) => {
+    const room = await tx.get("rooms", roomId);
     const rec = await tx.get<MembershipRecord>("memberships", key(me.userId, roomId));
-    const visibility = (await tx.get<string>("room_state", key(roomId, "m.room.history_visibility", ""))) ?? undefined;
-    const hv = visibility ? (await getEvent(tx, visibility))?.pdu.content.history_visibility : undefined;
-    const peeking = !rec || (rec.membership !== "join" && rec.membership !== "leave" && rec.membership !== "ban");
-    if (!room || (peeking && hv !== "world_readable")) {
+    const member = rec !== undefined && ["join", "leave", "ban"].includes(rec.membership);
+    if (!room || (!member && (await historyVisibility(tx, roomId)) !== "world_readable")) {
       throw new MatrixError(403, "M_FORBIDDEN", "You aren't a member of the room and weren't previously a member of the room.");
     }
     const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
-    const now = hs.clock();
-    const run: SyncRun = {
-      hs, tx, me, filter: {}, since: undefined, fullState: true, upTo, typingSerial: typingState(hs).serial, now,
-      stateAfterKey: undefined, ignored: new Set(), server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
-    };
-    // A former member sees the room as it was when they left.
-    const upper = rec && (rec.membership === "leave" || rec.membership === "ban") ? rec.streamPos : upTo;
-    const timeline = await timelineOf(run, roomId, 0, upper, { limit: ROOM_INITIAL_SYNC_LIMIT }, undefined);
-    const stateMap = await stateAtPos(tx, roomId, upper);
-    const state: Record<string, unknown>[] = [];
-    for (const id of stateMap.values()) {
-      const e = await getEvent(tx, id);
-      if (e) state.push((await run.server.serve(e)) as unknown as Record<string, unknown>);
+    return roomInfo(plainRun(ctx.hs, tx, me, upTo), roomId, member ? rec : undefined, ROOM_INITIAL_SYNC_LIMIT);
+  });
+}
+
+/** `GET /_matrix/client/v3/initialSync` (deprecated since r0; old_sync.yaml) */
+export async function getInitialSync(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const limitParam = ctx.query("limit");
+  const limit = limitParam === undefined ? ROOM_INITIAL_SYNC_LIMIT : Number(limitParam);
+  if (!Number.isInteger(limit) || limit < 0) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid limit");
+  const archived = ctx.query("archived") === "true";
+  return ctx.hs.store.read(async (tx) => {
+    const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+    const run = plainRun(ctx.hs, tx, me, upTo);
+    const memberships = await tx.range<MembershipRecord>("memberships", { prefix: prefix(me.userId) });
+    const rooms: Record<string, unknown>[] = [];
+    const joined: string[] = [];
+    for (const { key: k, value: rec } of memberships) {
+      const roomId = k.slice(prefix(me.userId).length);
+      if (rec.membership === "join") joined.push(roomId);
+      // "archived: … whether to include rooms that the user has left".
+      if ((rec.membership === "leave" || rec.membership === "ban") && (!archived || rec.forgotten)) continue;
+      rooms.push(await roomInfo(run, roomId, rec, Math.min(limit, MAX_TIMELINE_LIMIT)));
     }
-    const chunk: Record<string, unknown>[] = [];
-    for (const e of timeline.events) chunk.push((await run.server.serve(e)) as unknown as Record<string, unknown>);
-    const directory = await tx.get<{ visibility: string }>("room_directory", roomId);
-    const accountData = rec ? await tx.range<AccountDataRow>("account_data", { prefix: prefix(me.userId, roomId) }) : [];
-    const first = timeline.events[0];
     return {
-      room_id: roomId,
-      ...(rec && !peeking ? { membership: rec.membership } : {}),
-      messages: {
-        chunk,
-        ...(first && timeline.limited ? { start: syncToken((first.streamPos ?? 1) - 1, run.typingSerial) } : {}),
-        end: syncToken(upper, run.typingSerial),
-      },
-      state,
-      visibility: directory?.visibility === "public" ? "public" : "private",
-      account_data: accountDataEvents(accountData, me.userId, roomId, undefined),
+      end: syncToken(upTo, run.typingSerial),
+      presence: await presenceEvents(run, joined),
+      rooms,
+      account_data: await globalAccountData(run),
     };
   });
+}
+
+/**
+ * `GET /_matrix/client/v3/events` (deprecated `getEvents`, and `peekEvents` with `room_id`)
+ *
+ * The timeline events after `from` in the user's joined rooms (or in one `world_readable` room
+ * being peeked at), long-polling up to `timeout`.
+ */
+export async function getEvents(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const me = await ctx.requireAuth();
+  const fromParam = ctx.query("from");
+  const from = fromParam !== undefined ? parseSyncToken(fromParam) : undefined;
+  if (fromParam !== undefined && !from) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid from token");
+  const timeout = Number(ctx.query("timeout") ?? "30000");
+  if (!Number.isFinite(timeout) || timeout < 0) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid timeout");
+  const peekRoom = ctx.query("room_id");
+  const hs = ctx.hs;
+  if (peekRoom !== undefined) {
+    const allowed = await hs.store.read(async (tx) =>
+      (await membershipOfRoom(tx, me.userId, peekRoom)) === "join" || (await historyVisibility(tx, peekRoom)) === "world_readable");
+    if (!allowed) throw new MatrixError(403, "M_FORBIDDEN", "You cannot peek into this room");
+  }
+  const deadline = performance.now() + Math.min(timeout, MAX_TIMEOUT_MS);
+  for (;;) {
+    const result = await hs.store.read(async (tx) => {
+      const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+      const start = from?.pos ?? upTo;
+      const run = plainRun(hs, tx, me, upTo);
+      const rows = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: posKey(start), lte: posKey(upTo), limit: MAX_SCAN });
+      const membership = new Map<string, string | undefined>();
+      const chunk: Record<string, unknown>[] = [];
+      let end = start;
+      for (const row of rows) {
+        end = parseInt(row.key, 16);
+        const roomId = row.value.roomId;
+        if (peekRoom !== undefined && roomId !== peekRoom) continue;
+        if (!membership.has(roomId)) membership.set(roomId, await membershipOfRoom(tx, me.userId, roomId));
+        if (peekRoom === undefined && membership.get(roomId) !== "join") continue;
+        const e = await getEvent(tx, row.value.eventId);
+        if (!e || e.rejected || e.softFailed || e.outlier) continue;
+        if (!(await canSeeEvent(tx, me.userId, e))) continue;
+        chunk.push((await run.server.serve(e)) as unknown as Record<string, unknown>);
+      }
+      if (rows.length < MAX_SCAN) end = upTo;
+      return { chunk, start: syncToken(start, run.typingSerial), end: syncToken(end, run.typingSerial), upTo };
+    });
+    const remaining = deadline - performance.now();
+    if (result.chunk.length > 0 || remaining <= 0 || ctx.request.signal.aborted) {
+      return { start: result.start, end: result.end, chunk: result.chunk };
+    }
+    await hs.notifier.wait(result.upTo, remaining, ctx.request.signal);
+    if (ctx.request.signal.aborted) return { start: result.start, end: result.end, chunk: [] };
+  }
+}
+
+async function membershipOfRoom(tx: ReadTx, userId: string, roomId: string): Promise<string | undefined> {
+  return (await tx.get<MembershipRecord>("memberships", key(userId, roomId)))?.membership;
 }

@@ -285,3 +285,48 @@ describe("GET /rooms/{roomId}/initialSync", () => {
     expect(r.messages.chunk.at(-1)).toMatchObject({ type: "m.room.member", state_key: bob.userId });
   });
 });
+
+describe("deprecated GET /initialSync and GET /events", () => {
+  it("/initialSync lists joined and invited rooms; archived adds left ones", async () => {
+    const roomId = await sharedRoom();
+    const invitedTo = await t.createRoom(alice);
+    await t.invite(alice, invitedTo, bob.userId);
+    const left = await t.createRoom(alice, { preset: "public_chat" });
+    await t.join(bob, left);
+    await t.ok("POST", room(left, "/leave"), bob, {});
+    await t.send(alice, roomId, "hi");
+    const r = await t.ok("GET", "/initialSync?limit=5", bob);
+    expect(r.end).toMatch(/^s\d+_\d+$/);
+    const byId = Object.fromEntries(r.rooms.map((x: Sync) => [x.room_id, x]));
+    expect(byId[roomId].membership).toBe("join");
+    expect(byId[roomId].messages.chunk.at(-1).content.body).toBe("hi");
+    expect(byId[roomId].messages.chunk.length).toBeLessThanOrEqual(5);
+    expect(byId[invitedTo]).toMatchObject({ membership: "invite", invite: { type: "m.room.member", state_key: bob.userId } });
+    expect(byId[left]).toBeUndefined();
+    const archived = await t.ok("GET", "/initialSync?archived=true", bob);
+    expect(archived.rooms.map((x: Sync) => x.room_id)).toContain(left);
+    expect((await t.req("GET", "/initialSync")).status).toBe(401);
+  });
+
+  it("/events streams new events after `from`, long-polling; room_id peeks only into world_readable rooms", async () => {
+    const roomId = await sharedRoom();
+    const { end } = await t.ok("GET", "/initialSync", bob);
+    const pending = t.ok("GET", `/events?from=${end}&timeout=30000`, bob);
+    await new Promise((r) => setTimeout(r, 20));
+    await t.send(alice, roomId, "streamed");
+    const r = await pending;
+    expect(r.start).toBe(end);
+    expect(r.chunk.map((e: Sync) => e.content.body)).toEqual(["streamed"]);
+    expect(r.chunk[0].room_id).toBe(roomId);
+    const again = await t.ok("GET", `/events?from=${r.end}&timeout=0`, bob);
+    expect(again.chunk).toEqual([]);
+    const carol = await t.user("carol");
+    expect((await t.req("GET", `/events?room_id=${encodeURIComponent(roomId)}&timeout=0`, carol)).status).toBe(403);
+    await t.state(alice, roomId, "m.room.history_visibility", { history_visibility: "world_readable" });
+    const before = await t.ok("GET", `/events?room_id=${encodeURIComponent(roomId)}&timeout=0`, carol);
+    await t.send(alice, roomId, "for everyone");
+    const peek = await t.ok("GET", `/events?room_id=${encodeURIComponent(roomId)}&timeout=0&from=${before.end}`, carol);
+    expect(peek.chunk.map((e: Sync) => e.content.body)).toEqual(["for everyone"]);
+    expect((await t.req("GET", "/events?from=bad", bob)).status).toBe(400);
+  });
+});
