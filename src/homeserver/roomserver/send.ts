@@ -151,7 +151,7 @@ const POWER_SK = stateKeyOf("m.room.power_levels", "");
 interface Prepared {
   room: RoomRecord;
   rules: RoomVersionRules;
-  /** The current state as IDs (SK → eventId), for the snapshot. */
+  /** The current state as IDs (SK → eventId): all of it when the event needs a full snapshot, else the wanted keys. */
   stateIds: Map<string, string>;
   /** The few current state events this send needs (auth events, create, power levels, the replaced one). */
   loaded: Map<string, StoredEvent>;
@@ -167,12 +167,42 @@ async function prepare(tx: ReadTx, req: SendRequest): Promise<Prepared> {
   if (!room) throw notFound(`Unknown room ${req.roomId}`);
   const rules = rulesOf(room);
   const authKeys = [...new Set(authStateKeysFor(req.type, req.stateKey, req.sender, req.content, rules))];
-  // key = roomId|type|stateKey → eventId; the part after the room ID is exactly the SK.
   const pre = prefix(req.roomId);
-  const stateIds = new Map<string, string>();
-  for (const row of await tx.range<string>("room_state", { prefix: pre })) stateIds.set(row.key.slice(pre.length), row.value);
+
+  // key = roomId|eventId → true
+  const prevs: StoredEvent[] = [];
+  for (const row of await tx.range<true>("extremities", { prefix: pre })) {
+    const e = await getEvent(tx, row.key.slice(pre.length));
+    if (e) prevs.push(e);
+  }
+  // Deepest first, so the cap keeps the most recent branches.
+  prevs.sort((a, b) => b.pdu.depth - a.pdu.depth);
+  // With a single forward extremity the current state is the state after it, so a non-state event
+  // can share that event's full snapshot instead of copying it. State events always store a full
+  // snapshot; other events store a link to one.
+  let snapshotOf: string | undefined;
+  if (prevs.length === 1) {
+    const prev = prevs[0]!;
+    if (prev.pdu.state_key !== undefined) snapshotOf = prev.eventId;
+    else {
+      const snap = await tx.get<Snapshot>("state_snapshots", prev.eventId);
+      if (snap) snapshotOf = snap[SAME_AS] ?? prev.eventId;
+    }
+  }
+
   const wanted = new Set([...authKeys, CREATE_SK, POWER_SK]);
   if (req.stateKey !== undefined) wanted.add(stateKeyOf(req.type, req.stateKey));
+  // key = roomId|type|stateKey → eventId; the part after the room ID is exactly the SK. The whole
+  // current state is read only when this event needs a full snapshot of its own.
+  const stateIds = new Map<string, string>();
+  if (req.stateKey !== undefined || snapshotOf === undefined) {
+    for (const row of await tx.range<string>("room_state", { prefix: pre })) stateIds.set(row.key.slice(pre.length), row.value);
+  } else {
+    for (const sk of wanted) {
+      const id = await tx.get<string>("room_state", pre + sk);
+      if (id) stateIds.set(sk, id);
+    }
+  }
   const loaded = new Map<string, StoredEvent>();
   for (const sk of wanted) {
     const id = stateIds.get(sk);
@@ -189,22 +219,6 @@ async function prepare(tx: ReadTx, req: SendRequest): Promise<Prepared> {
       if (createEvents.size > 1000) createEvents.clear();
       createEvents.set(create.eventId, create);
     }
-  }
-  // key = roomId|eventId → true
-  const ext = await tx.range<true>("extremities", { prefix: pre });
-  const prevs: StoredEvent[] = [];
-  for (const row of ext) {
-    const e = await getEvent(tx, row.key.slice(pre.length));
-    if (e) prevs.push(e);
-  }
-  // Deepest first, so the cap keeps the most recent branches.
-  prevs.sort((a, b) => b.pdu.depth - a.pdu.depth);
-  // With a single forward extremity the current state is the state after it: a non-state event can
-  // share that event's full snapshot instead of copying it.
-  let snapshotOf: string | undefined;
-  if (prevs.length === 1) {
-    const snap = await tx.get<Snapshot>("state_snapshots", prevs[0]!.eventId);
-    if (snap) snapshotOf = snap[SAME_AS] ?? prevs[0]!.eventId;
   }
   return { room, rules, stateIds, loaded, prevs: prevs.slice(0, MAX_PREV_EVENTS), snapshotOf, authKeys };
 }
