@@ -30,11 +30,30 @@ const value = {
     prev_events: ["$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"], auth_events: ["$b", "$c", "$d"], hashes: { sha256: "x" }, signatures: {},
   },
 };
-const MS = 700;
+const MS = 300;
+const ROUNDS = 3;
+
+type Rates = { put: number; get: number; batch: number };
+
+/**
+ * Measures ours and the raw baseline alternately, ROUNDS times, keeping each one's best: on a
+ * shared machine the best of interleaved runs is far steadier than one long run of each.
+ */
+async function bestOf(ours: () => Promise<Rates>, raw: () => Promise<Rates>): Promise<[Rates, Rates]> {
+  const best = (a: Rates | undefined, b: Rates): Rates =>
+    a ? { put: Math.max(a.put, b.put), get: Math.max(a.get, b.get), batch: Math.max(a.batch, b.batch) } : b;
+  let o: Rates | undefined;
+  let r: Rates | undefined;
+  for (let round = 0; round < ROUNDS; round++) {
+    o = best(o, await ours());
+    r = best(r, await raw());
+  }
+  return [o as Rates, r as Rates];
+}
 const BATCH = 1000;
 
 /** put / get / batch rates through the Store interface. */
-async function storeRates(s: Store): Promise<{ put: number; get: number; batch: number }> {
+async function storeRates(s: Store): Promise<Rates> {
   let i = 0;
   const put = await rate(() => s.write(async (tx) => tx.put("events", key("!r", pos(i++)), value)), MS);
   const written = i;
@@ -53,7 +72,7 @@ async function storeRates(s: Store): Promise<{ put: number; get: number; batch: 
 }
 
 /** Raw sql.js: prepared INSERT OR REPLACE / SELECT on an identical table, autocommit. */
-async function rawSqlJs(): Promise<{ put: number; get: number; batch: number }> {
+async function rawSqlJs(): Promise<Rates> {
   const SQL = await initSqlJs();
   const db = new SQL.Database();
   db.run(`CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID`);
@@ -95,7 +114,7 @@ const complete = (tx: IDBTransaction): Promise<void> =>
   });
 
 /** Raw fake-indexeddb through the bare IDB API: one transaction per put / get, like the store. */
-async function rawIdb(): Promise<{ put: number; get: number; batch: number }> {
+async function rawIdb(): Promise<Rates> {
   const factory = new IDBFactory();
   const open = factory.open("raw", 1);
   open.onupgradeneeded = () => open.result.createObjectStore("t");
@@ -138,7 +157,7 @@ async function rawIdbWrapped(): Promise<number> {
 }
 
 /** Raw Map with structuredClone (what the memory store does per value). */
-async function rawMap(): Promise<{ put: number; get: number; batch: number }> {
+async function rawMap(): Promise<Rates> {
   const m = new Map<string, unknown>();
   let i = 0;
   const put = await rate(() => m.set(key("!r", pos(i++)), structuredClone(value)), MS);
@@ -151,7 +170,7 @@ async function rawMap(): Promise<{ put: number; get: number; batch: number }> {
   return { put, get, batch };
 }
 
-function triple(name: string, ours: { put: number; get: number; batch: number }, rawName: string, raw: { put: number; get: number; batch: number }): Figure[] {
+function triple(name: string, ours: Rates, rawName: string, raw: Rates): Figure[] {
   return [
     versus(`${name}: write() with 1 put`, ours.put, "tx/s", `${rawName} 1 put`, raw.put),
     versus(`${name}: read() with 1 get`, ours.get, "tx/s", `${rawName} 1 get`, raw.get),
@@ -163,18 +182,21 @@ export const storageBench: Bench = async () => {
   const figures: Figure[] = [];
 
   const mem = createMemoryStore();
-  figures.push(...triple("memory store", await storeRates(mem), "raw Map + structuredClone", await rawMap()));
+  const [memRates, memRaw] = await bestOf(() => storeRates(mem), rawMap);
+  figures.push(...triple("memory store", memRates, "raw Map + structuredClone", memRaw));
   await mem.close();
 
   const sq = await createSqliteStore();
-  const sqRaw = await rawSqlJs();
-  figures.push(...triple("sqlite store (in memory)", await storeRates(sq), "raw sql.js", sqRaw));
+  const [sqRates, sqRaw] = await bestOf(() => storeRates(sq), rawSqlJs);
+  figures.push(...triple("sqlite store (in memory)", sqRates, "raw sql.js", sqRaw));
   await sq.close();
 
   const idb = await createIndexedDbStore({ name: "bench", indexedDB: new IDBFactory() });
-  const idbRates = await storeRates(idb);
-  figures.push(...triple("indexeddb store (fake-indexeddb)", idbRates, "raw fake-indexeddb", await rawIdb()));
-  figures.push(versus("indexeddb store (fake-indexeddb): write() with 1 put", idbRates.put, "tx/s", "idb wrapper, 1-store tx, 1 put", await rawIdbWrapped()));
+  const [idbRates, idbRaw] = await bestOf(() => storeRates(idb), rawIdb);
+  figures.push(...triple("indexeddb store (fake-indexeddb)", idbRates, "raw fake-indexeddb", idbRaw));
+  let wrapped = 0;
+  for (let round = 0; round < ROUNDS; round++) wrapped = Math.max(wrapped, await rawIdbWrapped());
+  figures.push(versus("indexeddb store (fake-indexeddb): write() with 1 put", idbRates.put, "tx/s", "idb wrapper, 1-store tx, 1 put", wrapped));
   await idb.close();
 
   // Durable writes: each write() waits for export + write + fsync + rename of the whole file.

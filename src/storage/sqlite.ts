@@ -388,7 +388,7 @@ export async function createSqliteStore(options: SqliteStoreOptions = {}): Promi
       if (closed) return closedError();
       const committed = enqueue(async () => {
         try {
-          db.run("BEGIN");
+          run("BEGIN", []);
         } catch (e) {
           throw wrapError("begin", e);
         }
@@ -397,11 +397,11 @@ export async function createSqliteStore(options: SqliteStoreOptions = {}): Promi
         try {
           result = await fn(makeTx(state));
           state.open = false;
-          db.run("COMMIT");
+          run("COMMIT", []);
         } catch (e) {
           state.open = false;
           try {
-            db.run("ROLLBACK");
+            run("ROLLBACK", []);
           } catch {
             // COMMIT failed and SQLite already rolled back
           }
