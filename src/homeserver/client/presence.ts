@@ -24,11 +24,14 @@ const ACTIVE_WINDOW_MS = 5 * 60_000;
 /** `last_active` is refreshed (without a stream position) at most this often. */
 const TOUCH_INTERVAL_MS = 60_000;
 
-/** The `m.presence` content of a row. */
+/** "Idle timeout": an `online` user not seen for this long is shown as `unavailable`. */
+const IDLE_AFTER_MS = 5 * 60_000;
+
+/** The `m.presence` content of a row, as of `now`. */
 export function presenceContent(row: PresenceRow, now: number): Record<string, unknown> {
   const ago = Math.max(0, now - row.lastActiveTs);
   return {
-    presence: row.presence,
+    presence: row.presence === "online" && ago > IDLE_AFTER_MS ? "unavailable" : row.presence,
     last_active_ago: ago,
     currently_active: row.presence === "online" && ago < ACTIVE_WINDOW_MS,
     ...(row.status_msg !== undefined ? { status_msg: row.status_msg } : {}),
@@ -36,26 +39,27 @@ export function presenceContent(row: PresenceRow, now: number): Record<string, u
 }
 
 /**
- * What a `/sync` with `set_presence` does: mark the user online (unless they chose `unavailable`
- * themselves) or unavailable; `offline` changes nothing ("the client is not marked as being
- * online"). Only real changes take a stream position, so syncs do not wake each other.
+ * What a `/sync` with `set_presence` does: mark the user `online` or `unavailable`; `offline`
+ * changes nothing ("the client is not marked as being online"). Syncing is activity, and "any
+ * activity … will cause the server to automatically set their presence to online" ("Idle
+ * timeout"). Only real changes take a stream position, so syncs do not wake each other.
  */
 export async function touchPresence(hs: Services, userId: string, setPresence: string): Promise<void> {
   if (setPresence === "offline") return;
   const now = hs.clock();
+  const wanted = setPresence === "unavailable" ? "unavailable" : "online";
   // Most syncs change nothing: check in a read before taking a write transaction.
   const current = await hs.store.read((tx) => tx.get<PresenceRow>("presence", userId));
-  const wanted = setPresence === "unavailable" || current?.presence === "unavailable" ? "unavailable" : "online";
   if (current && current.presence === wanted && now - current.lastActiveTs <= TOUCH_INTERVAL_MS) return;
   const pos = await hs.store.write(async (tx) => {
     const row = await tx.get<PresenceRow>("presence", userId);
-    const target = setPresence === "unavailable" ? "unavailable" : row?.presence === "unavailable" ? "unavailable" : "online";
-    if (row && row.presence === target) {
-      if (now - row.lastActiveTs > TOUCH_INTERVAL_MS) tx.put("presence", userId, { ...row, lastActiveTs: now });
+    // Back from idle (shown as unavailable) also counts as a change clients should hear about.
+    if (row && row.presence === wanted && now - row.lastActiveTs <= IDLE_AFTER_MS) {
+      tx.put("presence", userId, { ...row, lastActiveTs: now });
       return 0;
     }
     const streamPos = await nextStreamPos(tx);
-    tx.put("presence", userId, { ...row, presence: target, lastActiveTs: now, streamPos } satisfies PresenceRow);
+    tx.put("presence", userId, { ...row, presence: wanted, lastActiveTs: now, streamPos } satisfies PresenceRow);
     return streamPos;
   });
   if (pos > 0) hs.notifier.notify(pos);

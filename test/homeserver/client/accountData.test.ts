@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import { TestServer, room } from "../roomserver/harness.ts";
 import type { TestUser } from "../roomserver/harness.ts";
+import { presenceContent } from "../../../src/homeserver/client/presence.ts";
 
 let t: TestServer;
 let alice: TestUser;
@@ -135,6 +136,15 @@ describe("presence", () => {
     const carol = await t.user("carol");
     expect((await sync(carol)).presence.events.map((e: Sync) => e.sender)).not.toContain(alice.userId);
     expect((await t.req("GET", `/presence/${encodeURIComponent(alice.userId)}/status`, carol)).status).toBe(403);
+  });
+
+  it("syncing is activity: a user who set unavailable comes back online; idle users show unavailable", async () => {
+    await t.ok("PUT", `/presence/${encodeURIComponent(alice.userId)}/status`, alice, { presence: "unavailable" });
+    await t.ok("GET", "/sync?set_presence=online", alice);
+    expect((await t.ok("GET", `/presence/${encodeURIComponent(alice.userId)}/status`, alice)).presence).toBe("online");
+    const row = { presence: "online", lastActiveTs: 0, streamPos: 1 };
+    expect(presenceContent(row, 60_000)).toMatchObject({ presence: "online", currently_active: true, last_active_ago: 60_000 });
+    expect(presenceContent(row, 10 * 60_000)).toMatchObject({ presence: "unavailable", currently_active: false });
   });
 
   it("sync's set_presence marks the user online; errors per spec", async () => {
