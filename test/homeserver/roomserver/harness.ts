@@ -110,3 +110,83 @@ export class TestServer {
 
 /** `/rooms/{roomId}` with the ID escaped. */
 export const room = (roomId: string, rest = ""): string => `/rooms/${encodeURIComponent(roomId)}${rest}`;
+
+/** What a finished scenario hands back: the room and the event IDs named along the way. */
+export interface ScenarioResult {
+  roomId: string;
+  ids: Record<string, string>;
+}
+
+/**
+ * A room scenario built fluently: `await room(t, alice).invite(alice, bob).join(bob).send(bob, "hi", "m1")`.
+ * Steps run in order when the scenario is awaited; named steps record their event IDs in `ids`.
+ */
+export class RoomScenario implements PromiseLike<ScenarioResult> {
+  private readonly steps: ((r: ScenarioResult) => Promise<void>)[] = [];
+
+  constructor(private readonly t: TestServer, creator: TestUser, body: Record<string, unknown> = {}) {
+    this.steps.push(async (r) => {
+      r.roomId = await t.createRoom(creator, body);
+    });
+  }
+
+  private step(fn: (r: ScenarioResult) => Promise<void>): this {
+    this.steps.push(fn);
+    return this;
+  }
+
+  join(u: TestUser): this {
+    return this.step(async (r) => this.t.join(u, r.roomId));
+  }
+
+  invite(by: TestUser, u: TestUser): this {
+    return this.step(async (r) => this.t.invite(by, r.roomId, u.userId));
+  }
+
+  leave(u: TestUser): this {
+    return this.step(async (r) => void (await this.t.ok("POST", room(r.roomId, "/leave"), u, {})));
+  }
+
+  send(u: TestUser, content: Record<string, unknown> | string, name?: string, type?: string): this {
+    return this.step(async (r) => {
+      const id = await this.t.send(u, r.roomId, content, type);
+      if (name) r.ids[name] = id;
+    });
+  }
+
+  /** A message relating to an earlier named event. */
+  relate(u: TestUser, relType: string, to: string, body: string, name?: string): this {
+    return this.step(async (r) => {
+      const content: Record<string, unknown> = { msgtype: "m.text", body, "m.relates_to": { rel_type: relType, event_id: r.ids[to] } };
+      if (relType === "m.replace") content["m.new_content"] = { msgtype: "m.text", body };
+      const id = await this.t.send(u, r.roomId, content);
+      if (name) r.ids[name] = id;
+    });
+  }
+
+  state(u: TestUser, type: string, content: Record<string, unknown>, stateKey = "", name?: string): this {
+    return this.step(async (r) => {
+      const id = await this.t.state(u, r.roomId, type, content, stateKey);
+      if (name) r.ids[name] = id;
+    });
+  }
+
+  redact(u: TestUser, target: string, name?: string): this {
+    return this.step(async (r) => {
+      const res = await this.t.ok("PUT", room(r.roomId, `/redact/${encodeURIComponent(r.ids[target]!)}/x${Object.keys(r.ids).length}-${target}`), u, {});
+      if (name) r.ids[name] = res.event_id as string;
+    });
+  }
+
+  then<A = ScenarioResult, B = never>(onOk?: ((v: ScenarioResult) => A | PromiseLike<A>) | null, onErr?: ((e: unknown) => B | PromiseLike<B>) | null): PromiseLike<A | B> {
+    const run = async (): Promise<ScenarioResult> => {
+      const r: ScenarioResult = { roomId: "", ids: {} };
+      for (const s of this.steps) await s(r);
+      return r;
+    };
+    return run().then(onOk, onErr);
+  }
+}
+
+/** Starts a room scenario on `t`, created by `creator`. */
+export const scenario = (t: TestServer, creator: TestUser, body?: Record<string, unknown>): RoomScenario => new RoomScenario(t, creator, body);
