@@ -22,6 +22,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`hyphae: ${err instanceof ConfigError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  // Expected failures (bad config, port in use, unreadable files) get one line; bugs get a stack.
+  const expected = err instanceof ConfigError || (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === "string");
+  process.stderr.write(`hyphae: ${err instanceof Error ? (expected ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
   process.exit(1);
 });
