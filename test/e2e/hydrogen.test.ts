@@ -2,13 +2,15 @@
  * Acceptance test: the real Hydrogen web client (assembled from hydrogen-view-sdk, see
  * hydrogen-app/) in headless Chromium, against the Node homeserver (`npm run serve`). A user logs
  * in through Hydrogen's own login form, finds a room in the room list, opens it and sends a message
- * by typing into the composer; another user, on matrix-js-sdk, must receive that message.
+ * by typing into the composer; another user, on matrix-js-sdk, must receive that message, and
+ * Hydrogen must show the reply. Then the same in an encrypted room: Hydrogen's olm against
+ * js-sdk's Rust crypto, both ways, with only ciphertext on the server.
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ClientEvent, createClient, RoomEvent } from "matrix-js-sdk";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { ClientEvent, createClient, MatrixEventEvent, RoomEvent } from "matrix-js-sdk";
 import type { MatrixClient, MatrixEvent, Room } from "matrix-js-sdk";
 import { logger as jsSdkLogger } from "matrix-js-sdk/lib/logger.js";
 import type { Logger } from "matrix-js-sdk/lib/logger.js";
@@ -65,16 +67,22 @@ const quietLogger: Logger = {
 // Parts of js-sdk log through its module-level (loglevel) logger instead of the client's.
 (jsSdkLogger as unknown as { setLevel(level: string): void }).setLevel("error");
 
-/** Resolves with the first m.room.message in `roomId` whose body is `body`, as B's js-sdk client sees it. */
+/**
+ * Resolves with the first m.room.message in `roomId` whose body is `body`, as a js-sdk client sees
+ * it; in an encrypted room the event arrives as m.room.encrypted and is checked again once decrypted.
+ */
 function waitForMessage(client: MatrixClient, roomId: string, body: string): Promise<MatrixEvent> {
   return new Promise((resolve) => {
-    const check = (event: MatrixEvent, room: Room | undefined): void => {
-      if (room?.roomId !== roomId || event.getType() !== "m.room.message") return;
+    const check = (event: MatrixEvent): void => {
+      if (event.getRoomId() !== roomId || event.getType() !== "m.room.message") return;
       if (event.getContent()["body"] !== body) return;
-      client.off(RoomEvent.Timeline, check);
+      client.off(RoomEvent.Timeline, onTimeline);
+      client.off(MatrixEventEvent.Decrypted, check);
       resolve(event);
     };
-    client.on(RoomEvent.Timeline, check);
+    const onTimeline = (event: MatrixEvent, _room: Room | undefined): void => check(event);
+    client.on(RoomEvent.Timeline, onTimeline);
+    client.on(MatrixEventEvent.Decrypted, check);
   });
 }
 
@@ -96,9 +104,14 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
   let app: { url: string; close(): Promise<void> } | undefined;
   let browser: LaunchedBrowser | undefined;
   let bobClient: MatrixClient | undefined;
+  let bobCrypto: MatrixClient | undefined;
   let outDir: string | undefined;
+  // Set by the first test once Hydrogen is logged in as Alice; the second test continues that session.
+  let loggedIn: { alice: Session; bob: Session; password: string } | undefined;
 
   beforeAll(async () => {
+    // The Rust crypto of js-sdk traces every step through console.debug/info/log.
+    for (const level of ["debug", "info", "log"] as const) vi.spyOn(console, level).mockImplementation(() => undefined);
     outDir = await mkdtemp(join(tmpdir(), "hyphae-hydrogen-app-"));
     const built = buildHydrogenApp(outDir);
     hs = await startServe();
@@ -109,6 +122,7 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
 
   afterAll(async () => {
     bobClient?.stopClient();
+    bobCrypto?.stopClient();
     // Artifacts for whoever debugs a failure (or a Hydrogen complaint) later.
     if (browser && hs) {
       await mkdir(ARTIFACTS, { recursive: true });
@@ -119,6 +133,7 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
     await app?.close();
     await hs?.stop();
     if (outDir) await rm(outDir, { recursive: true, force: true });
+    vi.restoreAllMocks();
   });
 
   it("logs in through the login form, opens the room and sends a message that matrix-js-sdk receives, and sees the reply", async () => {
@@ -187,6 +202,7 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
       const reply = `Reply from matrix-js-sdk ${Math.random().toString(36).slice(2)}`;
       await bobClient.sendTextMessage(roomId, reply);
       await page.locator(".Timeline_message", { hasText: reply }).first().waitFor({ timeout: 30_000 });
+      loggedIn = { alice, bob, password };
       await mkdir(ARTIFACTS, { recursive: true });
       const shot = join(ARTIFACTS, "hydrogen-room.png");
       await page.screenshot({ path: shot, fullPage: true });
@@ -196,6 +212,78 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
     } catch (err) {
       await mkdir(ARTIFACTS, { recursive: true });
       await page.screenshot({ path: join(ARTIFACTS, "hydrogen-failure.png"), fullPage: true }).catch(() => undefined);
+      throw new Error(`${(err as Error).message}${failureContext()}`, { cause: err });
+    }
+  }, 180_000);
+
+  it("in an encrypted room, Hydrogen (olm) and matrix-js-sdk (Rust crypto) read each other's messages", async () => {
+    expect(loggedIn, "the first test logs Hydrogen in; this one continues its session").toBeDefined();
+    const { alice, password } = loggedIn!;
+    const base = hs!.url;
+    const page = browser!.page;
+
+    // Bob on a second device with Rust crypto (device keys, one-time keys, to-device, key queries).
+    const bobLogin = await call(base, "POST", "/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user: "bob" }, password });
+    expect(bobLogin.status, JSON.stringify(bobLogin.body)).toBe(200);
+    const bob2 = bobLogin.body as unknown as Session;
+    bobCrypto = createClient({ baseUrl: base, userId: bob2.user_id, accessToken: bob2.access_token, deviceId: bob2.device_id, logger: quietLogger });
+    await bobCrypto.initRustCrypto({ useIndexedDB: false });
+    const ready = new Promise<void>((resolve) => {
+      bobCrypto!.on(ClientEvent.Sync, (state) => {
+        if (state === "PREPARED") resolve();
+      });
+    });
+    await bobCrypto.startClient({ initialSyncLimit: 20 });
+    await within(ready, 60_000, "Bob's crypto client to finish its first sync");
+
+    const roomName = "Hydrogen encrypted";
+    const { room_id: roomId } = await bobCrypto.createRoom({
+      name: roomName,
+      invite: [alice.user_id],
+      initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+    });
+    const joined = await call(base, "POST", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/join`, {}, alice.access_token);
+    expect(joined.status, JSON.stringify(joined.body)).toBe(200);
+
+    const failureContext = (): string => `\n--- browser ---\n${browser!.logs().join("\n")}\n--- homeserver ---\n${hs!.output().slice(-4000)}`;
+    try {
+      // The running Hydrogen session picks the room up from its incremental /sync.
+      const roomTile = page.locator(".RoomList li", { hasText: roomName });
+      await roomTile.waitFor({ timeout: 60_000 });
+      await roomTile.locator("a").click();
+      const composer = page.locator(".MessageComposer_input textarea");
+      await composer.waitFor({ timeout: 30_000 });
+
+      // Hydrogen → Bob: Hydrogen queries Bob's device keys, claims a one-time key, sends the megolm
+      // key over to-device (olm), then the m.room.encrypted event; Bob's Rust crypto decrypts it.
+      const secret = `Encrypted hello from Hydrogen ${Math.random().toString(36).slice(2)}`;
+      const received = waitForMessage(bobCrypto, roomId, secret);
+      await composer.click();
+      await composer.pressSequentially(secret);
+      await composer.press("Enter");
+      const event = await within(received, 60_000, "Bob's crypto client to decrypt Hydrogen's message");
+      expect(event.isEncrypted()).toBe(true);
+      expect(event.getWireType()).toBe("m.room.encrypted");
+      expect(event.getSender()).toBe(alice.user_id);
+
+      // Bob → Hydrogen: Rust crypto shares its megolm key with Hydrogen's device; Hydrogen decrypts.
+      const reply = `Encrypted reply from matrix-js-sdk ${Math.random().toString(36).slice(2)}`;
+      await bobCrypto.sendTextMessage(roomId, reply);
+      await page.locator(".Timeline_message", { hasText: reply }).first().waitFor({ timeout: 30_000 });
+
+      // The server only ever stored ciphertext.
+      const messages = await call(base, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=20`, undefined, alice.access_token);
+      expect(messages.status).toBe(200);
+      const raw = JSON.stringify(messages.body);
+      expect(raw).toContain("m.room.encrypted");
+      expect(raw).not.toContain(secret);
+      expect(raw).not.toContain(reply);
+
+      await mkdir(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: join(ARTIFACTS, "hydrogen-encrypted-room.png"), fullPage: true });
+    } catch (err) {
+      await mkdir(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: join(ARTIFACTS, "hydrogen-encrypted-failure.png"), fullPage: true }).catch(() => undefined);
       throw new Error(`${(err as Error).message}${failureContext()}`, { cause: err });
     }
   }, 180_000);
