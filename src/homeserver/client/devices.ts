@@ -52,6 +52,8 @@ export interface SessionResult {
  * Inside a write: binds a new access token to the requested (or a new) device. Reusing a device ID
  * revokes the tokens that device had ("If the client sets the device_id, the server will
  * invalidate any access and refresh tokens previously assigned to that device").
+ * Every access token must be minted here: the `device_tokens` index it keeps is how deleting a
+ * device finds the device's tokens.
  */
 export async function startSession(tx: WriteTx, hs: Services, req: SessionRequest): Promise<SessionResult> {
   const deviceId = req.deviceId ?? newDeviceId(hs);

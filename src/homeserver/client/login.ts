@@ -132,9 +132,11 @@ export async function mintLoginToken(hs: Services, userId: string): Promise<stri
 
 /** `POST /_matrix/client/v3/logout` */
 export async function postLogout(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const { userId, deviceId } = await ctx.requireAuth();
+  const { userId, deviceId, accessToken } = await ctx.requireAuth();
   // "The device associated with the access token is also deleted."
   await deleteDevicesAndNotify(ctx.hs, userId, [deviceId]);
+  // The presented token goes in any case, even if it was minted without the device_tokens index.
+  await ctx.hs.store.write(async (tx) => tx.delete("access_tokens", accessToken));
   return {};
 }
 
