@@ -295,7 +295,7 @@ async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, up
     if (!eventPasses(stateFilter, { type: e.pdu.type, sender: e.pdu.sender, content: e.pdu.content }, roomId)) continue;
     out.push(e);
   }
-  return out;
+  return stateFilter?.limit !== undefined ? out.slice(0, stateFilter.limit) : out;
 }
 
 /** The state part of a room object: `state`, or `state_after` under the key the client used. */
@@ -314,8 +314,14 @@ async function serveEvents(run: SyncRun, events: StoredEvent[]): Promise<Record<
 
 async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): Promise<Record<string, unknown> | undefined> {
   const { tx, since, upTo } = run;
-  // Joined since the token (or no token): the room is new to the client, send it whole.
-  const roomSince = since && rec.streamPos <= since.pos ? since.pos : undefined;
+  // Joined since the token (or no token): the room is new to the client, send it whole. A newer
+  // member event of someone who was already joined (a profile change) does not make it new.
+  let roomSince = since && rec.streamPos <= since.pos ? since.pos : undefined;
+  if (since && roomSince === undefined) {
+    const before = await stateAtPos(tx, roomId, since.pos);
+    const memberId = before.get(stateKeyOf("m.room.member", run.me.userId));
+    if (memberId && membershipIn(await getEvent(tx, memberId)) === "join") roomSince = since.pos;
+  }
   const timelineFilter = run.filter.room?.timeline;
   const timeline = await timelineOf(run, roomId, roomSince ?? 0, upTo, timelineFilter, rec.streamPos);
 
@@ -448,6 +454,24 @@ function summaryOf(current: Map<string, StoredEvent>, userId: string): Record<st
   return { "m.heroes": heroes, "m.joined_member_count": joined.length, "m.invited_member_count": invited.length };
 }
 
+/**
+ * Where the user's current stretch of membership began: their member events are walked back
+ * (`unsigned.replaces_state`) past profile changes to the join.
+ */
+async function joinedAt(tx: ReadTx, userId: string, roomId: string): Promise<number> {
+  const rec = await tx.get<MembershipRecord>("memberships", key(userId, roomId));
+  if (!rec) return 0;
+  let at = rec.streamPos;
+  let id: unknown = rec.eventId;
+  for (let hops = 0; typeof id === "string" && hops < 100; hops++) {
+    const e = await getEvent(tx, id);
+    if (!e || membershipIn(e) !== "join" || e.pdu.state_key !== userId) break;
+    at = e.streamPos ?? at;
+    id = e.pdu.unsigned?.replaces_state;
+  }
+  return at;
+}
+
 interface UnreadCacheEntry {
   sig: string;
   upTo: number;
@@ -487,8 +511,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
   const unthreaded = readAt.get("") ?? 0;
   const minRead = Math.min(unthreaded, ...[...readAt.values()]);
   // Never count further back than the user's join.
-  const membership = await tx.get<MembershipRecord>("memberships", key(me.userId, roomId));
-  const from = Math.max(minRead, membership?.streamPos ?? 0);
+  const from = Math.max(minRead, await joinedAt(tx, me.userId, roomId));
 
   // Counts are kept per (user, room) and extended with the events since the last computation, as
   // long as nothing they depend on changed (read positions, push rules, ignore list, threading).

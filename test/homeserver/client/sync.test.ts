@@ -76,6 +76,19 @@ describe("GET /sync", () => {
     expect(r.unread_notifications).toEqual({ notification_count: 2, highlight_count: 0 });
   });
 
+  it("a profile change of a member is an ordinary incremental update, not a new room", async () => {
+    const roomId = await sharedRoom();
+    await t.send(bob, roomId, "before rename");
+    const s1 = await sync(alice);
+    await t.ok("PUT", `/profile/${encodeURIComponent(alice.userId)}/displayname`, alice, { displayname: "Alice 2" });
+    const r = joined(await sync(alice, { since: s1.next_batch }), roomId);
+    expect(r.timeline.limited).toBe(false);
+    expect(r.timeline.events.map((e: Sync) => e.type)).toEqual(["m.room.member"]);
+    expect(r.state.events).toEqual([]);
+    // Bob's message from before the rename is still unread.
+    expect(r.unread_notifications.notification_count).toBe(1);
+  });
+
   it("a long-poll returns as soon as an event arrives", async () => {
     const roomId = await sharedRoom();
     const s1 = await sync(alice);
