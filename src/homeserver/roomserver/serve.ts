@@ -8,7 +8,8 @@ import { prefix, SEP } from "../../storage/store.ts";
 import type { ClientEvent, StoredEvent } from "../events/types.ts";
 import { toClientEvent } from "../events/format.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
-import { getEvent, getRoom, rulesOf } from "./state.ts";
+import { getEvent, getRoom, membershipIn, rulesOf, stateAfter } from "./state.ts";
+import { stateKeyOf } from "../events/types.ts";
 import { canSeeEvent } from "./visibility.ts";
 
 /** Who is looking, for `transaction_id` echo, thread participation and visibility of related events. */
@@ -55,6 +56,12 @@ export class EventServer {
       ...(redactionEvent ? { redactionEvent } : {}),
       ...(opts.omitRoomId ? { omitRoomId: true } : {}),
     });
+    // unsigned.membership: the viewer's membership at the event, including its own change ("leave" if none).
+    if (e.streamPos !== undefined) {
+      const memberId = (await stateAfter(this.tx, e.eventId)).get(stateKeyOf("m.room.member", this.viewer.userId));
+      const m = memberId ? membershipIn(await getEvent(this.tx, memberId)) : undefined;
+      out.unsigned = { ...(out.unsigned ?? {}), membership: m ?? "leave" };
+    }
     if (opts.bundle !== false && !e.redactedBy) {
       const relations = await this.aggregations(e);
       if (relations) out.unsigned = { ...(out.unsigned ?? {}), "m.relations": relations };

@@ -73,11 +73,32 @@ export async function currentStateContent(tx: ReadTx, roomId: string, type: stri
 
 /** The state after an event: SK → event ID (empty if the event is unknown or an outlier). */
 export async function stateAfter(tx: ReadTx, eventId: string): Promise<Map<string, string>> {
+  let cache = snapshotCache.get(tx);
+  if (!cache) snapshotCache.set(tx, (cache = new Map()));
+  const hit = cache.get(eventId);
+  if (hit) return new Map(hit);
   let snap = await tx.get<Snapshot>("state_snapshots", eventId);
   // Follow "same as" links to the full snapshot (one hop when written by sendEvent).
-  for (let hops = 0; snap?.[SAME_AS] !== undefined && hops < 10_000; hops++) snap = await tx.get<Snapshot>("state_snapshots", snap[SAME_AS]);
-  return new Map(Object.entries(snap ?? {}));
+  let root = eventId;
+  for (let hops = 0; snap?.[SAME_AS] !== undefined && hops < 10_000; hops++) {
+    root = snap[SAME_AS];
+    const known = cache.get(root);
+    if (known) {
+      cache.set(eventId, known);
+      return new Map(known);
+    }
+    snap = await tx.get<Snapshot>("state_snapshots", root);
+  }
+  if (!snap) return new Map();
+  const full = new Map(Object.entries(snap));
+  // Snapshots never change once written, so a transaction may reuse what it read.
+  cache.set(root, full);
+  cache.set(eventId, full);
+  return new Map(full);
 }
+
+/** Full snapshots read in a transaction, by event ID (the transaction object is the key, so the cache dies with it). */
+const snapshotCache = new WeakMap<ReadTx, Map<string, Map<string, string>>>();
 
 /** The state before an event: the state after its (first known) prev event. */
 export async function stateBefore(tx: ReadTx, event: StoredEvent): Promise<Map<string, string>> {

@@ -280,3 +280,22 @@ describe("GET /timestamp_to_event", () => {
     expect((await t.req("GET", v1(`ts=x&dir=f`), alice)).body.errcode).toBe("M_INVALID_PARAM");
   });
 });
+
+describe("unsigned.membership", () => {
+  it("is the viewer's membership at each event, including the event's own change", async () => {
+    const roomId = await t.createRoom(alice, { preset: "public_chat" });
+    await t.send(alice, roomId, "before");
+    await t.join(bob, roomId);
+    await t.send(alice, roomId, "during");
+    await t.ok("POST", room(roomId, "/leave"), bob, {});
+    const chunk = (await t.ok("GET", room(roomId, "/messages?dir=f&limit=100"), bob)).chunk as any[];
+    const at = (pred: (e: any) => boolean): string => chunk.find(pred).unsigned.membership;
+    expect(at((e) => e.content.body === "before")).toBe("leave");
+    expect(at((e) => e.content.body === "during")).toBe("join");
+    expect(at((e) => e.type === "m.room.member" && e.state_key === bob.userId && e.content.membership === "join")).toBe("join");
+    expect(at((e) => e.type === "m.room.member" && e.state_key === bob.userId && e.content.membership === "leave")).toBe("leave");
+    const forAlice = (await t.ok("GET", room(roomId, "/messages?dir=f&limit=1"), alice)).chunk[0];
+    expect(forAlice.type).toBe("m.room.create");
+    expect(forAlice.unsigned.membership).toBe("leave"); // not yet joined at the create event
+  });
+});
