@@ -7,6 +7,7 @@ import { storageBench } from "./storage.ts";
 import { syncBench } from "./sync.ts";
 import { e2eeBench } from "./e2ee.ts";
 import { sendBench } from "./send.ts";
+import { accountsBench } from "./accounts.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -16,6 +17,7 @@ const BENCHES: [string, Bench][] = [
   ["rooms", roomsBench],
   ["e2ee", e2eeBench],
   ["send", sendBench],
+  ["accounts", accountsBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
