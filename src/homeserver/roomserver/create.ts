@@ -115,7 +115,8 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
     });
 
     // 3. power levels
-    await send("m.room.power_levels", "", powerLevels(rules, creator, trusted ? invites : [], presetName, body.power_level_content_override as Record<string, unknown> | undefined));
+    const creators = [creator, ...((creationContent.additional_creators as string[] | undefined) ?? [])];
+    await send("m.room.power_levels", "", powerLevels(rules, creators, trusted ? invites : [], presetName, body.power_level_content_override as Record<string, unknown> | undefined));
 
     // 4. canonical alias (the alias row is written with it, below)
     if (alias) await send("m.room.canonical_alias", "", { alias });
@@ -154,7 +155,8 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
 }
 
 /** The initial power levels (create_room.yaml step 3), with the request's override applied on top. */
-function powerLevels(rules: RoomVersionRules, creator: string, trustedInvitees: string[], presetName: string, override?: Record<string, unknown>): Record<string, unknown> {
+function powerLevels(rules: RoomVersionRules, creators: string[], trustedInvitees: string[], presetName: string, override?: Record<string, unknown>): Record<string, unknown> {
+  const creator = creators[0]!;
   const users: Record<string, number> = {};
   // v12: creators have infinite power and must not be listed in `users`.
   if (!rules.roomIdFromCreate) {
@@ -192,8 +194,9 @@ function powerLevels(rules: RoomVersionRules, creator: string, trustedInvitees: 
     }
   }
   if (rules.roomIdFromCreate && isObject(pl.users)) {
+    // v12 auth rules refuse power levels that list a creator.
     const u = { ...pl.users };
-    delete u[creator];
+    for (const c of creators) delete u[c];
     pl.users = u;
   }
   return pl;

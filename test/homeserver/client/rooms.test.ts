@@ -100,3 +100,18 @@ describe("POST /createRoom, impossible initial state", () => {
     expect([again.status, again.body.errcode]).toEqual([400, "M_INVALID_ROOM_STATE"]);
   });
 });
+
+describe("POST /createRoom, v12 creators", () => {
+  it("keeps every creator out of power_levels.users, even when the override lists them", async () => {
+    const roomId = await t.createRoom(alice, {
+      creation_content: { additional_creators: [bob.userId] },
+      power_level_content_override: { users: { [alice.userId]: 100, [bob.userId]: 100, "@carol:hs.test": 50 } },
+    });
+    const pl = await t.ok("GET", room(roomId, "/state/m.room.power_levels"), alice);
+    expect(pl.users).toEqual({ "@carol:hs.test": 50 });
+    const create = await t.ok("GET", room(roomId, "/state/m.room.create"), alice);
+    expect(create.additional_creators).toEqual([bob.userId]);
+    const bad = await t.req("POST", "/createRoom", alice, { creation_content: { additional_creators: ["nope"] } });
+    expect(bad.body.errcode).toBe("M_BAD_JSON");
+  });
+});
