@@ -81,3 +81,25 @@ describe("sendEvent", () => {
     expect(await hs.store.read((tx) => tx.count("events"))).toBe(before);
   });
 });
+
+describe("on the sql.js store", () => {
+  it("creates, sends, paginates and aggregates the same way", async () => {
+    const { createSqliteStore } = await import("../../../src/storage/sqlite.ts");
+    const s = await TestServer.start(await createSqliteStore());
+    try {
+      const a = await s.user("alice");
+      const b = await s.user("bob");
+      const roomId = await s.createRoom(a, { preset: "public_chat", room_alias_name: "sql" });
+      await s.join(b, "#sql:hs.test");
+      const root = await s.send(a, roomId, "root");
+      await s.send(b, roomId, { body: "reply", "m.relates_to": { rel_type: "m.thread", event_id: root } });
+      const msgs = await s.ok("GET", `/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=2`, b);
+      expect(msgs.chunk.map((e: any) => e.content.body)).toEqual(["reply", "root"]);
+      expect(msgs.chunk[1].unsigned["m.relations"]["m.thread"].count).toBe(1);
+      const older = await s.ok("GET", `/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=1&from=${msgs.end}`, b);
+      expect(older.chunk[0]).toMatchObject({ type: "m.room.member", state_key: b.userId });
+    } finally {
+      await s.close();
+    }
+  });
+});
