@@ -4,7 +4,7 @@
  * device, which appears in Alice's view of Bob's devices and decrypts the next message.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { ClientEvent, createClient, MatrixEventEvent, RoomEvent } from "matrix-js-sdk";
+import { ClientEvent, createClient, MatrixEventEvent, MsgType, Preset, RoomEvent } from "matrix-js-sdk";
 import type { MatrixClient, MatrixEvent } from "matrix-js-sdk";
 import { startServe } from "./serve.ts";
 import type { ServedHomeserver } from "./serve.ts";
@@ -134,7 +134,7 @@ describe("matrix-js-sdk Rust crypto on one homeserver", () => {
 
     try {
       const created = await alice.createRoom({
-        preset: "private_chat" as never,
+        preset: Preset.PrivateChat,
         invite: [bobS.user_id],
         initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
       });
@@ -145,7 +145,7 @@ describe("matrix-js-sdk Rust crypto on one homeserver", () => {
       expect(await alice.getCrypto()!.isEncryptionEnabledInRoom(roomId)).toBe(true);
 
       const first = waitForDecrypted(bob, roomId, "secret one");
-      const sent = await alice.sendMessage(roomId, { msgtype: "m.text", body: "secret one" });
+      const sent = await alice.sendMessage(roomId, { msgtype: MsgType.Text, body: "secret one" });
       // What the server stored is ciphertext.
       const raw = await call(base, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/event/${encodeURIComponent(sent.event_id)}`, undefined, bobS.access_token);
       expect(raw.body["type"]).toBe("m.room.encrypted");
@@ -167,7 +167,7 @@ describe("matrix-js-sdk Rust crypto on one homeserver", () => {
 
       const second = waitForDecrypted(bob2, roomId, "secret two");
       const secondOnFirst = waitForDecrypted(bob, roomId, "secret two");
-      await alice.sendMessage(roomId, { msgtype: "m.text", body: "secret two" });
+      await alice.sendMessage(roomId, { msgtype: MsgType.Text, body: "secret two" });
       const ev2 = await within(second, 60_000, "Bob's second device to decrypt the next message");
       expect(ev2.getContent()["body"]).toBe("secret two");
       expect((await within(secondOnFirst, 60_000, "Bob's first device to decrypt it too")).getContent()["body"]).toBe("secret two");
@@ -209,7 +209,7 @@ describe("matrix-js-sdk Rust crypto on one homeserver", () => {
       // A room key exists before the backup does: enabling the backup uploads it.
       const { room_id } = await carol.createRoom({ initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] });
       await eventually(async () => carol.getRoom(room_id) !== null, 30_000, "Carol's room");
-      await carol.sendMessage(room_id, { msgtype: "m.text", body: "backed up" });
+      await carol.sendMessage(room_id, { msgtype: MsgType.Text, body: "backed up" });
 
       // A key backup version, created through room_keys/version.
       await crypto.resetKeyBackup();
