@@ -9,7 +9,7 @@ import { createRoom, sendEvent } from "../roomserver/index.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { readableState, noGuests } from "../roomserver/access.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
-import { currentStateEvent, getEvent, requireRoom } from "../roomserver/state.ts";
+import { currentStateEvent, getEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
 import { isRoomAlias } from "../roomserver/ids.ts";
 import { stateKeyOf } from "../events/types.ts";
 
@@ -51,6 +51,8 @@ export async function putState(ctx: RequestContext, p: Record<string, string>): 
   // instead of adding a no-op event to the DAG.
   const existing = await ctx.hs.store.read(async (tx) => {
     await requireRoom(tx, roomId);
+    // Only a current member's no-op is short-cut; anyone else goes through the auth rules.
+    if ((await membershipOf(tx, roomId, me.userId)) !== "join") return undefined;
     return currentStateEvent(tx, roomId, type, stateKey);
   });
   if (existing && existing.pdu.sender === me.userId && canonicalJson(existing.pdu.content) === canonicalJson(content)) {

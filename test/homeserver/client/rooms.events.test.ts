@@ -299,3 +299,14 @@ describe("unsigned.membership", () => {
     expect(forAlice.unsigned.membership).toBe("leave"); // not yet joined at the create event
   });
 });
+
+describe("state no-ops", () => {
+  it("a former member re-sending identical state is refused, not short-cut", async () => {
+    const roomId = await t.createRoom(alice, { preset: "public_chat", power_level_content_override: { state_default: 0 } });
+    await t.join(bob, roomId);
+    await t.state(bob, roomId, "org.example.x", { v: 1 });
+    await t.ok("POST", room(roomId, "/leave"), bob, {});
+    const r = await t.req("PUT", room(roomId, "/state/org.example.x/"), bob, { v: 1 });
+    expect([r.status, r.body.errcode]).toEqual([403, "M_FORBIDDEN"]);
+  });
+});
