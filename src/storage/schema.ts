@@ -4,6 +4,7 @@
  * reorder an entry that has shipped; add a new one at the end.
  */
 import type { WriteTx } from "./store.ts";
+import { key } from "./store.ts";
 
 /** One schema step. */
 export interface Migration {
@@ -63,6 +64,12 @@ export const MIGRATIONS: readonly Migration[] = [
     createTables: [
       "device_tokens", // key = userId|deviceId|token → true
     ],
+    // Index the tokens a schema-0 database already holds, so deleting their devices revokes them.
+    migrate: async (tx) => {
+      for (const row of await tx.range<{ userId: string; deviceId: string }>("access_tokens")) {
+        tx.put("device_tokens", key(row.value.userId, row.value.deviceId, row.key), true);
+      }
+    },
   },
 ];
 

@@ -9,7 +9,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MIGRATIONS, SCHEMA_VERSION, currentTables } from "../../src/storage/schema.ts";
-import { StorageError } from "../../src/storage/store.ts";
+import { StorageError, key, prefix } from "../../src/storage/store.ts";
 import { createSqliteStore } from "../../src/storage/sqlite.ts";
 import { openSqliteFileStore } from "../../src/node/sqliteFile.ts";
 import { expectFixtureRows, expectTestMigrationsApplied, FAILING_MIGRATIONS, indexedDbUpgradeSuite, TEST_MIGRATIONS } from "./upgradeCases.ts";
@@ -32,6 +32,13 @@ describe("upgrade: SQLite fixture written by schema 0", () => {
     // Every current table exists and is usable.
     for (const t of currentTables()) expect(await s.read((tx) => tx.count(t))).toBeGreaterThanOrEqual(0);
     await s.write(async (tx) => tx.put(currentTables().at(-1) ?? "settings", "new", { ok: true }));
+    await s.close();
+  });
+
+  it("migration 1 indexes the access tokens schema 0 already held by device", async () => {
+    const s = await createSqliteStore({ data: fixtureBytes() });
+    const rows = await s.read((tx) => tx.range("device_tokens", { prefix: prefix("@alice:0f3a", "ALICEDEV") }));
+    expect(rows.map((r) => r.key)).toEqual([key("@alice:0f3a", "ALICEDEV", "syt_alice_token")]);
     await s.close();
   });
 
