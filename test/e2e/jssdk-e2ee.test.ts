@@ -208,8 +208,11 @@ describe("matrix-js-sdk Rust crypto on one homeserver", () => {
 
       // A room key exists before the backup does: enabling the backup uploads it.
       const { room_id } = await carol.createRoom({ initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] });
-      await eventually(async () => carol.getRoom(room_id) !== null, 30_000, "Carol's room");
-      await carol.sendMessage(room_id, { msgtype: MsgType.Text, body: "backed up" });
+      // Until the client has the room's m.room.encryption state it would send in the clear.
+      await eventually(async () => carol.getRoom(room_id) !== null && (await crypto.isEncryptionEnabledInRoom(room_id)), 30_000, "Carol's encrypted room");
+      const sent = await carol.sendMessage(room_id, { msgtype: MsgType.Text, body: "backed up" });
+      const raw = await call(base, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(room_id)}/event/${encodeURIComponent(sent.event_id)}`, undefined, carolS.access_token);
+      expect(raw.body["type"]).toBe("m.room.encrypted");
 
       // A key backup version, created through room_keys/version.
       await crypto.resetKeyBackup();
