@@ -22,7 +22,10 @@ export const sharpThumbnailer: Thumbnailer = async (bytes, contentType, width, h
     const image = sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, failOn: "error" });
     const meta = await image.metadata();
     if (!meta.width || !meta.height) return undefined;
-    if (meta.width <= width && meta.height <= height) return { bytes, contentType };
+    // Thumbnails are always still images (sharp decodes the first frame only), so an animated
+    // original is never handed back as its own thumbnail (authed-content-repo.yaml, `animated`).
+    const animated = (meta.pages ?? 1) > 1;
+    if (meta.width <= width && meta.height <= height && !animated) return { bytes, contentType };
     const resized = image.rotate().resize(width, height, { fit: method === "crop" ? "cover" : "inside", withoutEnlargement: true });
     if (contentType === "image/jpeg") return { bytes: new Uint8Array(await resized.jpeg({ quality: 80 }).toBuffer()), contentType: "image/jpeg" };
     return { bytes: new Uint8Array(await resized.png().toBuffer()), contentType: "image/png" };

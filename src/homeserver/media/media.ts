@@ -322,13 +322,52 @@ async function serveThumbnail(ctx: RequestContext, params: Record<string, string
     }
   }
   // No thumbnailer (or it could not decode the image): an image the client can display is served
-  // as it is, which the spec allows for content too small to thumbnail; the header says so.
-  if (THUMBNAIL_TYPES.has(contentType)) {
+  // as it is, which the spec allows for content too small to thumbnail; the header says so. With
+  // `animated=false` an animated original must not be returned.
+  if (THUMBNAIL_TYPES.has(contentType) && !(ctx.query("animated") === "false" && looksAnimated(bytes, contentType))) {
     return mediaResponse(bytes, contentType, contentDisposition("inline", thumbName(contentType)), {
       "X-Hyphae-Thumbnail": thumbnailer ? "original (could not be thumbnailed)" : "original (no thumbnailer configured)",
     });
   }
   throw new MatrixError(400, "M_UNKNOWN", "Cannot generate thumbnails for the requested content");
+}
+
+const ascii = (bytes: Uint8Array, at: number, text: string): boolean => {
+  for (let i = 0; i < text.length; i++) if (bytes[at + i] !== text.charCodeAt(i)) return false;
+  return true;
+};
+
+/**
+ * Whether an image is animated, from its bytes alone (no decoder in the core): a GIF with more
+ * than one graphic control block, a PNG with an `acTL` chunk (APNG), a WebP whose VP8X header has
+ * the animation flag. Errs towards "animated", which only costs a still fallback.
+ */
+export function looksAnimated(bytes: Uint8Array, contentType: string): boolean {
+  switch (baseType(contentType)) {
+    case "image/gif": {
+      let frames = 0;
+      for (let i = 0; i + 2 < bytes.length; i++) {
+        if (bytes[i] === 0x21 && bytes[i + 1] === 0xf9 && bytes[i + 2] === 0x04 && ++frames > 1) return true;
+      }
+      return false;
+    }
+    case "image/png":
+    case "image/apng": {
+      // Chunks: length(4) type(4) data crc(4), after the 8-byte signature; acTL must precede IDAT.
+      let at = 8;
+      while (at + 8 <= bytes.length) {
+        const len = ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0;
+        if (ascii(bytes, at + 4, "acTL")) return true;
+        if (ascii(bytes, at + 4, "IDAT")) return false;
+        at += 12 + len;
+      }
+      return false;
+    }
+    case "image/webp":
+      return ascii(bytes, 0, "RIFF") && ascii(bytes, 8, "WEBPVP8X") && ((bytes[20] ?? 0) & 0x02) !== 0;
+    default:
+      return false;
+  }
 }
 
 /** `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}` and `…/{fileName}` */

@@ -3,10 +3,21 @@ import sharp from "sharp";
 import { fixture, SERVER } from "../client/e2eeFixture.ts";
 import type { Fixture } from "../client/e2eeFixture.ts";
 import { sharpThumbnailer } from "../../../src/node/thumbnailer.ts";
-import { contentDisposition, isInlineSafe } from "../../../src/homeserver/media/media.ts";
+import { contentDisposition, isInlineSafe, looksAnimated } from "../../../src/homeserver/media/media.ts";
 
 const png = (w: number, h: number): Promise<Buffer> =>
   sharp({ create: { width: w, height: h, channels: 4, background: { r: 200, g: 30, b: 30, alpha: 1 } } }).png().toBuffer();
+
+/** A two-frame animation (red, then blue) in the given format. */
+async function animation(format: "gif" | "webp", w = 40, h = 30): Promise<Uint8Array> {
+  const raw = Buffer.alloc(w * h * 2 * 4);
+  for (let i = 0; i < raw.length; i += 4) {
+    raw[i + (i < w * h * 4 ? 0 : 2)] = 255;
+    raw[i + 3] = 255;
+  }
+  const img = sharp(raw, { raw: { width: w, height: h * 2, channels: 4, pageHeight: h } as never });
+  return new Uint8Array(await (format === "gif" ? img.gif() : img.webp()).toBuffer());
+}
 
 const mediaIdOf = (uri: unknown): string => String(uri).replace(`mxc://${SERVER}/`, "");
 
@@ -133,6 +144,28 @@ describe("media repository", () => {
     expect(r.status).toBe(200);
     expect(new Uint8Array(await r.res.arrayBuffer())).toEqual(bytes);
     expect(r.res.headers.get("X-Hyphae-Thumbnail")).toContain("original");
+  });
+
+  it("never returns an animated thumbnail: sharp makes a still one, the fallback refuses animated=false", async () => {
+    const gif = await animation("gif");
+    expect(looksAnimated(gif, "image/gif")).toBe(true);
+    expect(looksAnimated(await animation("webp"), "image/webp")).toBe(true);
+    expect(looksAnimated(new Uint8Array(await png(10, 10)), "image/png")).toBe(false);
+
+    const id = mediaIdOf((await upload(gif, "image/gif")).json.content_uri);
+    const thumb = await f.call("GET", `/_matrix/client/v1/media/thumbnail/${SERVER}/${id}?width=96&height=96&animated=false`, t);
+    expect(thumb.status).toBe(200);
+    expect(thumb.res.headers.get("Content-Type")).toBe("image/png");
+    expect((await sharp(Buffer.from(await thumb.res.arrayBuffer()), { pages: -1 }).metadata()).pages ?? 1).toBe(1);
+
+    const g = await fixture();
+    const token = await g.device("bob", "BDEV");
+    const other = mediaIdOf((await g.call("POST", "/_matrix/media/v3/upload", token, gif, { "Content-Type": "image/gif" })).json.content_uri);
+    const refused = await g.call("GET", `/_matrix/client/v1/media/thumbnail/${SERVER}/${other}?width=96&height=96&animated=false`, token);
+    expect(refused.status).toBe(400);
+    const original = await g.call("GET", `/_matrix/client/v1/media/thumbnail/${SERVER}/${other}?width=96&height=96`, token);
+    expect(original.status).toBe(200);
+    expect(original.res.headers.get("X-Hyphae-Thumbnail")).toContain("original");
   });
 
   it("supports asynchronous uploads (create, then PUT)", async () => {
