@@ -11,6 +11,7 @@ import { isRoomAlias, isRoomId, serverOf } from "../roomserver/ids.ts";
 import { isWorldReadable, noGuests } from "../roomserver/access.ts";
 import { currentState, currentStateContent, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
+import { sendEvent } from "../roomserver/send.ts";
 
 /** An alias row. */
 interface AliasRow {
@@ -55,7 +56,7 @@ export async function deleteAlias(ctx: RequestContext, p: Record<string, string>
   noGuests(me);
   const alias = p.roomAlias!;
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
-  await ctx.hs.store.write(async (tx) => {
+  const roomId = await ctx.hs.store.write(async (tx) => {
     const row = await tx.get<AliasRow>("aliases", alias);
     if (!row) throw notFound(`Room alias ${alias} not found.`);
     // Access control (directory.yaml leaves it to the server): the alias's creator, an admin, or
@@ -64,8 +65,29 @@ export async function deleteAlias(ctx: RequestContext, p: Record<string, string>
       throw forbidden("You may not delete this alias");
     }
     tx.delete("aliases", alias);
+    return row.roomId;
   });
+  await dropFromCanonicalAlias(ctx, roomId, alias, me.userId);
   return {};
+}
+
+/**
+ * A deleted alias no longer belongs in the room's `m.room.canonical_alias` (which must only name
+ * aliases that point at the room); the deleting user updates it if they may.
+ */
+async function dropFromCanonicalAlias(ctx: RequestContext, roomId: string, alias: string, userId: string): Promise<void> {
+  const content = await ctx.hs.store.read((tx) => currentStateContent(tx, roomId, "m.room.canonical_alias"));
+  if (!content) return;
+  const alt = Array.isArray(content.alt_aliases) ? (content.alt_aliases as unknown[]) : undefined;
+  if (content.alias !== alias && !alt?.includes(alias)) return;
+  const next: Record<string, unknown> = { ...content };
+  if (next.alias === alias) delete next.alias;
+  if (alt) next.alt_aliases = alt.filter((a) => a !== alias);
+  try {
+    await sendEvent(ctx.hs, { roomId, sender: userId, type: "m.room.canonical_alias", stateKey: "", content: next });
+  } catch (err) {
+    ctx.hs.logger.info("could not update the canonical alias after deleting", alias, err);
+  }
 }
 
 async function isAdmin(tx: ReadTx, userId: string): Promise<boolean> {

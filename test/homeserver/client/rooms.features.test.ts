@@ -106,7 +106,9 @@ describe("aliases and the room directory", () => {
     expect((await t.ok("GET", room(roomId, "/aliases"), bob)).aliases).toEqual(["#x:hs.test"]);
     expect((await t.req("GET", room(roomId, "/aliases"), carol)).status).toBe(403);
     expect((await t.req("DELETE", "/directory/room/%23x:hs.test", bob)).status).toBe(403);
+    await t.state(alice, roomId, "m.room.canonical_alias", { alias: "#x:hs.test", alt_aliases: ["#x:hs.test"] });
     await t.ok("DELETE", "/directory/room/%23x:hs.test", alice);
+    expect(await t.ok("GET", room(roomId, "/state/m.room.canonical_alias"), alice)).toEqual({ alt_aliases: [] });
     expect((await t.req("GET", "/directory/room/%23x:hs.test")).status).toBe(404);
     expect((await t.req("DELETE", "/directory/room/%23x:hs.test", alice)).status).toBe(404);
   });
