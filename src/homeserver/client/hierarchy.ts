@@ -79,8 +79,17 @@ export async function getHierarchy(ctx: RequestContext, p: Record<string, string
           more = true;
           return;
         }
+        // room_summary.yaml extras: version, encryption, and the rooms a restricted join accepts.
+        const extra: Record<string, unknown> = { room_version: (await getRoom(tx, roomId))!.roomVersion };
+        const enc = state.get("m.room.encryption\u001f")?.pdu.content.algorithm;
+        if (typeof enc === "string") extra.encryption = enc;
+        const jr = state.get("m.room.join_rules\u001f")?.pdu.content;
+        if ((jr?.join_rule === "restricted" || jr?.join_rule === "knock_restricted") && Array.isArray(jr.allow)) {
+          extra.allowed_room_ids = (jr.allow as Record<string, unknown>[]).filter((a) => a?.type === "m.room_membership" && typeof a.room_id === "string").map((a) => a.room_id);
+        }
         out.push({
           ...(await publishedRoomChunk(tx, roomId)),
+          ...extra,
           children_state: children.map((e) => ({
             type: e.pdu.type, state_key: e.pdu.state_key, content: e.pdu.content, sender: e.pdu.sender, origin_server_ts: e.pdu.origin_server_ts,
           })),

@@ -210,6 +210,7 @@ describe("space hierarchy", () => {
     const h = await t.ok("GET", v1(space, "/hierarchy"), bob);
     expect(h.rooms.map((r: any) => r.name)).toEqual(["Space", "C2", "G", "C1"]);
     expect(h.rooms[0].room_type).toBe("m.space");
+    expect(h.rooms[0].room_version).toBe("12");
     expect(h.rooms[0].children_state).toHaveLength(3);
     expect((await t.ok("GET", v1(space, "/hierarchy"), alice)).rooms.map((r: any) => r.name)).toEqual(["Space", "C2", "G", "C1", "Secret"]);
     // suggested_only applies at every level: G is not a suggested child of C2
