@@ -28,10 +28,10 @@ export async function walkTimeline(tx: ReadTx, o: WalkOptions): Promise<{ events
   const maxScan = o.maxScan ?? Math.max(1000, o.limit * 20);
   const batch = Math.min(200, Math.max(20, o.limit * 2));
   for (;;) {
+    if (o.dir === "b" && cursor < 0) return { events, last: cursor, exhausted: true };
     const range = o.dir === "b"
       ? { prefix: pre, lte: key(o.roomId, pos(cursor)), reverse: true, limit: batch, ...(o.to !== undefined ? { gt: key(o.roomId, pos(o.to)) } : {}) }
       : { prefix: pre, gt: key(o.roomId, pos(cursor)), limit: batch, ...(o.to !== undefined ? { lte: key(o.roomId, pos(o.to)) } : {}) };
-    if (o.dir === "b" && cursor < 0) return { events, last: cursor, exhausted: true };
     const rows = await tx.range<string>("timeline", range);
     for (const row of rows) {
       const p = unpos(row.key.slice(pre.length));
