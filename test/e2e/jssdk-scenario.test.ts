@@ -48,14 +48,14 @@ async function until<T>(what: string, check: () => T | undefined | false | Promi
 }
 
 /** A started js-sdk client, resolved after its first sync. */
-async function startClient(base: string, s: Session, initialSyncLimit = 20, lazyLoadMembers = false): Promise<MatrixClient> {
+async function startClient(base: string, s: Session, initialSyncLimit = 20, lazyLoadMembers = false, threadSupport = false): Promise<MatrixClient> {
   const client = createClient({ baseUrl: base, userId: s.user_id, accessToken: s.access_token, deviceId: s.device_id });
   const ready = new Promise<void>((resolve) => {
     client.on(ClientEvent.Sync, (state) => {
       if (state === "PREPARED") resolve();
     });
   });
-  await client.startClient({ initialSyncLimit, lazyLoadMembers });
+  await client.startClient({ initialSyncLimit, lazyLoadMembers, threadSupport });
   await until("first sync", async () => {
     await Promise.race([ready, new Promise((r) => setTimeout(r, 100))]);
     return client.isInitialSyncComplete();
@@ -220,6 +220,28 @@ describe("matrix-js-sdk scenario on npm run serve", () => {
     expect(room.getMember(aliceSession.user_id)?.name).toBe("Alice Wonder");
     await room.loadMembersIfNeeded();
     expect(room.getJoinedMembers().map((m) => m.userId).sort()).toEqual([aliceSession.user_id, bobSession.user_id].sort());
+  });
+
+  it("threads: a reply in a thread is counted per thread and cleared by a threaded receipt", async () => {
+    const login = await call(base, "POST", "/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user: "alice" }, password: "pw-alice-secret" });
+    const alice3 = await startClient(base, login.body as unknown as Session, 20, false, true);
+    extraClients.push(alice3);
+    const { event_id: rootId } = await alice.sendMessage(roomId, { msgtype: MsgType.Text, body: "thread root" });
+    const { event_id: replyId } = await bob.sendMessage(roomId, {
+      msgtype: MsgType.Text,
+      body: "in the thread",
+      "m.relates_to": { rel_type: RelationType.Thread, event_id: rootId, is_falling_back: true, "m.in_reply_to": { event_id: rootId } },
+    } as never);
+    const room = await until("Alice's thread client has the room", () => alice3.getRoom(roomId) ?? undefined);
+    const thread = await until("the thread appears", () => room.getThread(rootId) ?? undefined);
+    await until("the reply is in the thread", () => thread.timeline.some((e) => e.getId() === replyId));
+    await until("the thread counts as unread", () => room.getThreadUnreadNotificationCount(rootId) >= 1);
+    const reply = thread.timeline.find((e) => e.getId() === replyId)!;
+    await alice3.sendReadReceipt(reply);
+    await until("the thread's unread count clears", () => room.getThreadUnreadNotificationCount(rootId) === 0);
+    const stored = await call(base, "GET", `/_matrix/client/v3/sync?filter=${encodeURIComponent(JSON.stringify({ room: { rooms: [roomId], timeline: { limit: 1 } } }))}`, undefined, bobSession.access_token);
+    const receipts = ((stored.body.rooms as any).join[roomId].ephemeral.events as any[]).find((e) => e.type === "m.receipt");
+    expect(receipts.content[replyId]["m.read"][aliceSession.user_id].thread_id).toBe(rootId);
   });
 
   it("each side's sync saw the other's profile, and the room summary is right", async () => {
