@@ -221,8 +221,9 @@ export async function unusedFallbackKeyTypes(tx: ReadTx, userId: string, deviceI
  * client acknowledges them by syncing with the next token). Because one response carries at most
  * TO_DEVICE_LIMIT messages while the token moves to `upTo`, the ack cannot be "everything up to the
  * token": it removes the oldest TO_DEVICE_LIMIT pending messages up to the token, which are exactly
- * the ones delivered with it. If the ack for `since` has not been applied yet (sync reads before it
- * acks), those messages are skipped here.
+ * the ones delivered with it, and the rest of a backlog (positions at or below `since`) is handed
+ * out here by the following responses. If the ack for `since` has not been applied yet (sync reads
+ * before it acks), those messages are skipped here.
  */
 async function pendingToDevice(tx: ReadTx, userId: string, deviceId: string, since: number, upTo: number): Promise<unknown[]> {
   const lastAck = (await tx.get<number>("settings", ackKey(userId, deviceId))) ?? 0;
@@ -262,16 +263,23 @@ export async function e2eeSyncSection(
 /**
  * Removes the to-device messages that the response carrying token `since` delivered; sync calls
  * it when the client presents `since`. Repeating an ack (a retried request) is a no-op.
+ *
+ * When messages up to `since` are still pending (a backlog longer than one response), the stream
+ * is moved on by one position: otherwise the next response would carry the same token again, and
+ * the ack after it could not tell "received" from "retried".
  */
 export async function ackToDevice(hs: Services, userId: string, deviceId: string, since: number): Promise<void> {
   if (since <= 0) return;
-  await hs.store.write(async (tx) => {
+  const bumped = await hs.store.write(async (tx) => {
     const lastAck = (await tx.get<number>("settings", ackKey(userId, deviceId))) ?? 0;
-    if (since <= lastAck) return;
-    const rows = await tx.range("to_device", { prefix: prefix(userId, deviceId), lte: key(userId, deviceId, pos(since)), limit: TO_DEVICE_LIMIT });
-    for (const r of rows) tx.delete("to_device", r.key);
+    if (since <= lastAck) return undefined;
+    const range = { prefix: prefix(userId, deviceId), lte: key(userId, deviceId, pos(since)), limit: TO_DEVICE_LIMIT + 1 };
+    const rows = await tx.range("to_device", range);
+    for (const r of rows.slice(0, TO_DEVICE_LIMIT)) tx.delete("to_device", r.key);
     tx.put("settings", ackKey(userId, deviceId), since);
+    return rows.length > TO_DEVICE_LIMIT ? nextStreamPos(tx) : undefined;
   });
+  if (bumped !== undefined) hs.notifier.notify(bumped);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -63,3 +63,52 @@ describe("to-device delivery through the sync section", () => {
     expect(r.json.errcode).toBe("M_BAD_JSON");
   });
 });
+
+describe("to-device through GET /sync", () => {
+  it("delivers a backlog larger than one response over consecutive syncs, each message once", async () => {
+    const f = await fixture();
+    const alice = await f.device("alice", "ADEV");
+    const bob = await f.device("bob", "B1");
+    for (let i = 0; i < 130; i++) {
+      await f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/t${i}`, alice, { messages: { [BOB]: { B1: { i } } } });
+    }
+    const seen: number[] = [];
+    let since: string | undefined;
+    for (let round = 0; round < 4; round++) {
+      const r = await f.call("GET", `/_matrix/client/v3/sync?timeout=0${since ? `&since=${since}` : ""}`, bob);
+      expect(r.status).toBe(200);
+      const events = ((r.json.to_device as { events: { content: { i: number } }[] } | undefined)?.events ?? []);
+      seen.push(...events.map((e) => e.content.i));
+      since = r.json.next_batch as string;
+    }
+    expect(seen).toEqual(Array.from({ length: 130 }, (_, i) => i));
+  });
+});
+
+describe("to-device through GET /sync, with a lost response", () => {
+  it("hands a batch out again when the client retries with the same token, and loses nothing", async () => {
+    const f = await fixture();
+    const alice = await f.device("alice", "ADEV");
+    const bob = await f.device("bob", "B1");
+    for (let i = 0; i < 250; i++) {
+      await f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/t${i}`, alice, { messages: { [BOB]: { B1: { i } } } });
+    }
+    const sync = async (since?: string): Promise<{ ids: number[]; next: string }> => {
+      const r = await f.call("GET", `/_matrix/client/v3/sync?timeout=0${since ? `&since=${since}` : ""}`, bob);
+      const events = (r.json.to_device as { events: { content: { i: number } }[] }).events;
+      return { ids: events.map((e) => e.content.i), next: r.json.next_batch as string };
+    };
+    const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, k) => a + k);
+    const r0 = await sync();
+    expect(r0.ids).toEqual(range(0, 100));
+    const r1 = await sync(r0.next);
+    expect(r1.ids).toEqual(range(100, 200));
+    // The response r1 is lost: the client asks again with the same token and gets the same batch.
+    const r1again = await sync(r0.next);
+    expect(r1again.ids).toEqual(range(100, 200));
+    const r2 = await sync(r1again.next);
+    expect(r2.ids).toEqual(range(200, 250));
+    const r3 = await sync(r2.next);
+    expect(r3.ids).toEqual([]);
+  });
+});
