@@ -2,8 +2,9 @@
  * Client-Server "Server Side Search": `POST /search`, category `room_events` only. A case-insensitive
  * match of every word of the search term against `content.body` (and/or `content.name`,
  * `content.topic` per `keys`) of events the user may see in rooms they are joined to, newest first
- * (`order_by: rank` is served in the same order, every result ranked 1). `next_batch` is `s<N>`:
- * the next page holds matches at stream positions below N.
+ * (`order_by: recent`) or by rank, the number of occurrences of the words (`order_by: rank`, the
+ * default), newest first among equals. `next_batch` is `s<N>` for `recent` (the next page holds
+ * matches at stream positions below N) and `r<offset>` for `rank`.
  */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson } from "../errors.ts";
@@ -43,15 +44,29 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
   if (!Number.isInteger(beforeLimit) || !Number.isInteger(afterLimit) || beforeLimit < 0 || afterLimit < 0) throw badJson("event_context limits must be non-negative integers");
   const includeProfile = context?.include_profile === true;
   const nextBatch = ctx.query("next_batch");
-  const below = nextBatch !== undefined ? parseToken(nextBatch, "next_batch") : Infinity;
+  let below = Infinity;
+  let offset = 0;
+  if (nextBatch !== undefined) {
+    const r = /^r(\d+)$/.exec(nextBatch);
+    if (r) offset = Number(r[1]);
+    else below = parseToken(nextBatch, "next_batch");
+  }
   const words = criteria.search_term.toLowerCase().split(/\s+/).filter((w) => w.length > 0);
   if (words.length === 0) throw new MatrixError(400, "M_INVALID_PARAM", "search_term is empty");
 
+  const textOf = (e: StoredEvent): string => {
+    const c = e.pdu.content;
+    return (keys as string[]).map((k) => c[k.slice("content.".length)]).filter((v): v is string => typeof v === "string").join("\n").toLowerCase();
+  };
   const matches = (e: StoredEvent): boolean => {
     if (e.redactedBy || e.rejected) return false;
-    const c = e.pdu.content;
-    const text = (keys as string[]).map((k) => c[k.slice("content.".length)]).filter((v): v is string => typeof v === "string").join("\n").toLowerCase();
+    const text = textOf(e);
     return text.length > 0 && words.every((w) => text.includes(w));
+  };
+  /** Occurrences of the search words in the event's text. */
+  const rank = (e: StoredEvent): number => {
+    const text = textOf(e);
+    return words.reduce((n, w) => n + text.split(w).length - 1, 0);
   };
 
   return ctx.hs.store.read(async (tx) => {
@@ -67,12 +82,14 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
         hits.push(e);
       }
     }
-    hits.sort((a, b) => (b.streamPos ?? 0) - (a.streamPos ?? 0));
-    const page = hits.filter((e) => (e.streamPos ?? 0) < below).slice(0, limit);
+    const rankOf = new Map(hits.map((e) => [e.eventId, rank(e)]));
+    hits.sort((a, b) => (orderBy === "rank" ? rankOf.get(b.eventId)! - rankOf.get(a.eventId)! : 0) || (b.streamPos ?? 0) - (a.streamPos ?? 0));
+    const remaining = orderBy === "rank" ? hits.slice(offset) : hits.filter((e) => (e.streamPos ?? 0) < below);
+    const page = remaining.slice(0, limit);
     const server = new EventServer(tx, me, ctx.hs.clock());
     const results: Record<string, unknown>[] = [];
     for (const e of page) {
-      const r: Record<string, unknown> = { rank: 1, result: await server.serve(e) };
+      const r: Record<string, unknown> = { rank: rankOf.get(e.eventId), result: await server.serve(e) };
       if (context) {
         const keep = (x: StoredEvent): Promise<boolean> => canSeeEvent(tx, me.userId, x);
         const before = await walkTimeline(tx, { roomId: e.roomId, dir: "b", from: e.streamPos! - 1, limit: beforeLimit, keep });
@@ -98,7 +115,7 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
     }
     const out: Record<string, unknown> = { results, count: hits.length, highlights: words };
     const last = page[page.length - 1];
-    if (last && hits.some((e) => (e.streamPos ?? 0) < last.streamPos!)) out.next_batch = `s${last.streamPos}`;
+    if (last && remaining.length > page.length) out.next_batch = orderBy === "rank" ? `r${offset + page.length}` : `s${last.streamPos}`;
     if (criteria.include_state === true) {
       const state: Record<string, unknown[]> = {};
       for (const roomId of new Set(page.map((e) => e.roomId))) state[roomId] = await server.serveAll([...(await currentState(tx, roomId)).values()], { bundle: false });

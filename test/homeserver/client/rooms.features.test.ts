@@ -248,6 +248,14 @@ describe("search", () => {
     expect(withCtx.results[1].context.events_after[0].content.body).toBe("BANANA split");
     const multi = (await t.ok("POST", "/search", bob, { search_categories: { room_events: { search_term: "banana  BREAD" } } })).search_categories.room_events;
     expect(multi.results.map((x: any) => x.result.content.body)).toEqual(["banana bread"]);
+    await t.send(alice, roomId, "banana? banana! old news");
+    const ranked = (await t.ok("POST", "/search", bob, { search_categories: { room_events: { search_term: "banana", order_by: "rank" } } })).search_categories.room_events;
+    expect(ranked.results[0].result.content.body).toBe("banana? banana! old news");
+    expect(ranked.results[0].rank).toBeGreaterThan(ranked.results[1].rank);
+    const recent = (await t.ok("POST", "/search", bob, { search_categories: { room_events: { search_term: "banana", order_by: "recent", filter: { limit: 3 } } } })).search_categories.room_events;
+    expect(recent.results.map((x: any) => x.result.content.body)).toEqual(["banana? banana! old news", "BANANA split", "banana bread"]);
+    const recent2 = (await t.ok("POST", `/search?next_batch=${recent.next_batch}`, bob, { search_categories: { room_events: { search_term: "banana", order_by: "recent", filter: { limit: 3 } } } })).search_categories.room_events;
+    expect(recent2.results.map((x: any) => x.result.content.body)).toEqual(["I like Bananas"]);
     expect((await t.req("POST", "/search", bob, { search_categories: { room_events: {} } })).body.errcode).toBe("M_BAD_JSON");
     expect((await t.req("POST", "/search", bob, {})).body.errcode).toBe("M_BAD_JSON");
   });
