@@ -4,9 +4,10 @@
  * list changes, one-time key counts).
  *
  * Tables (CONTRACTS.md): device_keys userId|deviceId → signed device keys; one_time_keys
- * userId|deviceId|"algorithm:keyId" → StoredOneTimeKey (the key plus its upload sequence); fallback_keys userId|deviceId|algorithm → { keyId, key,
- * used }; cross_signing_keys userId|usage → key; device_list_stream pos → { userId };
- * to_device userId|deviceId|pos → { sender, type, content }.
+ * userId|deviceId|"algorithm:keyId" → StoredOneTimeKey (the key plus its upload sequence);
+ * fallback_keys userId|deviceId|algorithm → { keyId, key, used }; cross_signing_keys
+ * userId|usage → key; device_list_stream pos → { userId, visibleTo? }; to_device
+ * userId|deviceId|pos → { sender, type, content }.
  */
 import type { RequestContext, Services } from "../context.ts";
 import { nextStreamPos } from "../context.ts";
