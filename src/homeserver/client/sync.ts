@@ -285,8 +285,9 @@ async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, up
     if (lazy && isMember) {
       // Members of timeline senders, even if sent before (no per-device record is kept, so
       // `include_redundant_members: false` is honoured only as far as the timeline goes); with
-      // state_after also every member change, as the client takes state from nowhere else.
-      if (!needed.has(stateKey) && !(after && changed)) continue;
+      // state_after also every member change since the token, as the client then takes state
+      // from nowhere else.
+      if (!needed.has(stateKey) && !(after && sincePos !== undefined && changed)) continue;
     } else if (!changed) {
       continue;
     }

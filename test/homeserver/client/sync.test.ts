@@ -207,6 +207,10 @@ describe("GET /sync", () => {
     const members = r.state.events.filter((e: Sync) => e.type === "m.room.member").map((e: Sync) => e.state_key).sort();
     expect(members).toEqual([alice.userId, bob.userId].sort());
     expect(r.state.events.some((e: Sync) => e.type === "m.room.create")).toBe(true);
+    // The same with state_after: Carol's membership is not needed for this timeline.
+    const after = joined(await sync(alice, { filter, use_state_after: "true" }), roomId);
+    const afterMembers = after.state_after.events.filter((e: Sync) => e.type === "m.room.member").map((e: Sync) => e.state_key).sort();
+    expect(afterMembers).toEqual([alice.userId, bob.userId].sort());
   });
 });
 
