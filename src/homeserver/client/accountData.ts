@@ -7,6 +7,7 @@ import { nextStreamPos } from "../context.ts";
 import { MatrixError, badJson, forbidden, notFound } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
+import { loadPushRules } from "./pushRules.ts";
 
 /** A row of the `account_data` table. */
 export interface AccountDataRow {
@@ -48,6 +49,8 @@ function checkRoomId(roomId: string): void {
 /** `GET /_matrix/client/v3/user/{userId}/account_data/{type}` */
 export async function getGlobalAccountData(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   await authorise(ctx, p.userId!);
+  // The push rules are always there (the predefined ones at least), as /sync serves them.
+  if (p.type === "m.push_rules") return { global: await ctx.hs.store.read((tx) => loadPushRules(tx, p.userId!)) };
   const c = await ctx.hs.store.read((tx) => getAccountDataTx(tx, p.userId!, "", p.type!));
   if (!c) throw notFound("Account data not found");
   return c;

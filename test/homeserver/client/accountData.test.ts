@@ -53,6 +53,7 @@ describe("account data", () => {
     const missing = await t.req("GET", `${u(alice)}/account_data/x`, alice);
     expect(missing.status).toBe(404);
     expect(missing.body.errcode).toBe("M_NOT_FOUND");
+    expect((await t.ok("GET", `${u(alice)}/account_data/m.push_rules`, alice)).global.override[0].rule_id).toBe(".m.rule.master");
     for (const type of ["m.fully_read", "m.push_rules"]) {
       const r = await t.req("PUT", `${u(alice)}/account_data/${type}`, alice, {});
       expect(r.status).toBe(405);
