@@ -53,18 +53,9 @@ export function txnKey(userId: string, deviceId: string, txnId: string, kind: "s
 /** Builds, authorizes and stores a local event; see the module comment. */
 export async function sendEvent(hs: Services, req: SendRequest): Promise<SendResult> {
   const tkey = req.txn ? txnKey(req.sender, req.txn.deviceId, req.txn.txnId, req.type === "m.room.redaction" ? "redact" : "send") : undefined;
-  if (tkey) {
-    const seen = await hs.store.read((tx) => tx.get<SendResult>("txn_ids", tkey));
-    if (seen) return seen;
-  }
-  const result = await withRoomLock(hs.store, req.roomId, async () => {
-    if (tkey) {
-      // A retry that raced the first attempt: the first one has committed by now.
-      const seen = await hs.store.read((tx) => tx.get<SendResult>("txn_ids", tkey));
-      if (seen) return seen;
-    }
-    return sendLocked(hs, req, tkey);
-  });
+  // The transaction check happens under the room lock, in the same read as the rest of the
+  // preparation: a retry racing its first attempt waits for it and then finds its result.
+  const result = await withRoomLock(hs.store, req.roomId, () => sendLocked(hs, req, tkey));
   if (req.type === "m.room.guest_access" && req.stateKey === "" && req.content.guest_access !== "can_join") {
     await removeGuests(hs, req.roomId);
   }
@@ -97,7 +88,11 @@ async function removeGuests(hs: Services, roomId: string): Promise<void> {
 
 /** The body of `sendEvent`, for callers that already hold the room lock (createRoom). */
 export async function sendLocked(hs: Services, req: SendRequest, tkey?: string): Promise<SendResult> {
-  const prepared = await hs.store.read((tx) => prepare(tx, req));
+  const prepared = await hs.store.read(async (tx) => {
+    const seen = tkey ? await tx.get<SendResult>("txn_ids", tkey) : undefined;
+    return seen ? { seen } : prepare(tx, req);
+  });
+  if ("seen" in prepared) return prepared.seen;
   const { room, rules, stateIds, loaded, prevs, snapshotOf, authKeys } = prepared;
 
   const authEvents: StoredEvent[] = [];
