@@ -13,6 +13,7 @@ import type { RoomVersionRules } from "../rooms/versions.ts";
 import { withRoomLock } from "./lock.ts";
 import { sendLocked, storeCreateEvent } from "./send.ts";
 import type { SendResult } from "./send.ts";
+import { profileOf } from "./membership.ts";
 import { isUserId, isRoomAliasLocalpart } from "./ids.ts";
 import { forbidden } from "../errors.ts";
 
@@ -142,7 +143,9 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
 
     // 8. invites
     for (const u of invites) {
-      await send("m.room.member", u, { membership: "invite", ...(body.is_direct === true ? { is_direct: true } : {}) });
+      // Local invitees' profiles go into the invite, as POST /invite does, so clients can name them.
+      const profile = u.endsWith(`:${hs.serverName}`) ? await profileOf(hs, u) : {};
+      await send("m.room.member", u, { membership: "invite", ...profile, ...(body.is_direct === true ? { is_direct: true } : {}) });
     }
   });
 

@@ -28,7 +28,7 @@ export async function resolveRoom(tx: ReadTx, roomIdOrAlias: string): Promise<st
 }
 
 /** The profile fields a local user's member events carry. */
-async function profileOf(hs: Services, userId: string): Promise<Record<string, unknown>> {
+export async function profileOf(hs: Services, userId: string): Promise<Record<string, unknown>> {
   const a = await hs.store.read((tx) => tx.get<{ displayname?: string; avatar_url?: string }>("accounts", userId));
   return { ...(a?.displayname ? { displayname: a.displayname } : {}), ...(a?.avatar_url ? { avatar_url: a.avatar_url } : {}) };
 }

@@ -81,6 +81,13 @@ describe("POST /createRoom", () => {
     expect(create.additional_creators).toEqual([bob.userId]);
   });
 
+  it("puts a local invitee's profile into the createRoom invite, as /invite does", async () => {
+    await t.ok("PUT", `/profile/${encodeURIComponent(bob.userId)}/displayname`, bob, { displayname: "Bobby" });
+    const roomId = await t.createRoom(alice, { invite: [bob.userId] });
+    const m = await t.ok("GET", room(roomId, `/state/m.room.member/${bob.userId}`), alice);
+    expect(m).toMatchObject({ membership: "invite", displayname: "Bobby" });
+  });
+
   it("rejects malformed bodies", async () => {
     expect((await t.req("POST", "/createRoom", alice, { invite: "x" })).body.errcode).toBe("M_BAD_JSON");
     expect((await t.req("POST", "/createRoom", alice, { preset: "nope" })).body.errcode).toBe("M_BAD_JSON");
