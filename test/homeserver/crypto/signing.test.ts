@@ -1,9 +1,9 @@
 import { describe, it, expect } from "vitest";
-import { decodeBase64 } from "../../src/homeserver/crypto/base64.ts";
-import { naclSigner, webCryptoSigner } from "../../src/homeserver/crypto/ed25519.ts";
-import { signJson } from "../../src/homeserver/crypto/signing.ts";
-import { hashAndSignEvent } from "../../src/homeserver/events/hashes.ts";
-import { roomVersion } from "../../src/homeserver/rooms/versions.ts";
+import { decodeBase64 } from "../../../src/homeserver/crypto/base64.ts";
+import { naclSigner, webCryptoSigner } from "../../../src/homeserver/crypto/ed25519.ts";
+import { signJson } from "../../../src/homeserver/crypto/signing.ts";
+import { hashAndSignEvent } from "../../../src/homeserver/events/hashes.ts";
+import { roomVersion } from "../../../src/homeserver/rooms/versions.ts";
 
 // appendices.md, "Cryptographic Test Vectors".
 const SEED = decodeBase64("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1");
