@@ -3,6 +3,8 @@ import type { Store, WriteTx } from "../storage/store.ts";
 import type { SigningKey } from "./crypto/signing.ts";
 import type { Ed25519Verifier } from "./crypto/ed25519.ts";
 import { missingToken, unknownToken, MatrixError } from "./errors.ts";
+import type { AccessTokenRecord } from "./auth/tokens.ts";
+import { settleSupersededToken } from "./auth/tokens.ts";
 import { readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
@@ -30,12 +32,23 @@ export interface HomeserverConfig {
   maxUploadBytes: number;
   /** Base URL clients should use (for `.well-known`); defaults to the request's origin. */
   publicBaseUrl?: string;
+  /** Lifetime of access tokens issued to clients that asked for a refresh token (`refresh_token: true`). */
+  accessTokenLifetimeMs: number;
+  /** What `/.well-known/matrix/support` serves; without it that endpoint answers 404. */
+  support?: SupportInfo;
+}
+
+/** Server contact and support details (`GET /.well-known/matrix/support`, support.yaml). */
+export interface SupportInfo {
+  contacts?: { role: string; matrix_id?: string; email_address?: string }[];
+  support_page?: string;
 }
 
 export const DEFAULT_CONFIG: HomeserverConfig = {
   enableRegistration: true,
   passwordIterations: 100_000,
   maxUploadBytes: 50 * 1024 * 1024,
+  accessTokenLifetimeMs: 5 * 60_000,
 };
 
 /** Everything a homeserver is made of; injected so tests control clock and randomness. */
@@ -60,11 +73,13 @@ export interface Requester {
   deviceId: string;
   accessToken: string;
   isGuest: boolean;
+  /** Suspended by a server admin ("Account suspension"): some actions answer 403 M_USER_SUSPENDED. */
+  suspended?: boolean;
 }
 
 /** What handlers receive: the services, the request, and helpers to read it. */
 export class RequestContext {
-  private requesterCache: Requester | undefined;
+  private requesterCache: (Requester & { locked: boolean }) | undefined;
 
   constructor(
     readonly hs: Services,
@@ -97,21 +112,41 @@ export class RequestContext {
     return this.query("access_token");
   }
 
-  /** The authenticated user; `401 M_MISSING_TOKEN` / `401 M_UNKNOWN_TOKEN` otherwise. */
-  async requireAuth(): Promise<Requester> {
-    if (this.requesterCache) return this.requesterCache;
+  /**
+   * The authenticated user; `401 M_MISSING_TOKEN` / `401 M_UNKNOWN_TOKEN` otherwise. An expired
+   * token is a soft logout ("Refreshing access tokens"); a locked account answers
+   * `401 M_USER_LOCKED` everywhere but logout ("Account locking"), which passes `allowLocked`.
+   */
+  async requireAuth(options: { allowLocked?: boolean } = {}): Promise<Requester> {
+    const cached = this.requesterCache ?? (this.requesterCache = await this.lookupRequester());
+    if (cached.locked && !options.allowLocked) throw userLocked();
+    const { locked: _l, ...requester } = cached;
+    return requester;
+  }
+
+  private async lookupRequester(): Promise<Requester & { locked: boolean }> {
     const token = this.accessToken();
     if (!token) throw missingToken();
     const found = await this.hs.store.read(async (tx) => {
-      const t = await tx.get<{ userId: string; deviceId: string }>("access_tokens", token);
+      const t = await tx.get<AccessTokenRecord>("access_tokens", token);
       if (!t) return undefined;
-      const account = await tx.get<{ deactivated?: boolean; isGuest?: boolean }>("accounts", t.userId);
+      const account = await tx.get<{ deactivated?: boolean; isGuest?: boolean; locked?: boolean; suspended?: boolean }>("accounts", t.userId);
       if (!account || account.deactivated) return undefined;
-      return { ...t, isGuest: account.isGuest === true };
+      return { t, account };
     });
     if (!found) throw unknownToken();
-    this.requesterCache = { userId: found.userId, deviceId: found.deviceId, accessToken: token, isGuest: found.isGuest };
-    return this.requesterCache;
+    const { t, account } = found;
+    if (t.expiresAt !== undefined && t.expiresAt <= this.hs.clock()) throw unknownToken(true);
+    // The first use of a refreshed token retires the refresh token it replaced.
+    if (t.supersedes !== undefined) await this.hs.store.write((tx) => settleSupersededToken(tx, token));
+    return {
+      userId: t.userId,
+      deviceId: t.deviceId,
+      accessToken: token,
+      isGuest: account.isGuest === true,
+      suspended: account.suspended === true,
+      locked: account.locked === true,
+    };
   }
 
   /** The authenticated user if a token was given, else undefined (a bad token is still an error). */
@@ -135,6 +170,18 @@ export async function nextStreamPos(tx: WriteTx): Promise<number> {
 /** The newest stream position (what a `/sync` with no news returns as `next_batch`). */
 export async function currentStreamPos(store: Store): Promise<number> {
   return store.read(async (tx) => (await tx.get<number>("settings", "stream_pos")) ?? 0);
+}
+
+/** `401 M_USER_LOCKED` with `soft_logout: true` ("Account locking"). */
+export const userLocked = (): MatrixError =>
+  new MatrixError(401, "M_USER_LOCKED", "This account has been locked", { soft_logout: true });
+
+/** `403 M_USER_SUSPENDED` ("Account suspension"). */
+export const userSuspended = (): MatrixError => new MatrixError(403, "M_USER_SUSPENDED", "You cannot perform this action while suspended.");
+
+/** Refuses an action the spec recommends forbidding to suspended accounts ("Account suspension"). */
+export function refuseIfSuspended(me: Requester): void {
+  if (me.suspended) throw userSuspended();
 }
 
 export { MatrixError };

@@ -9,6 +9,11 @@ import * as account from "./client/account.ts";
 import * as login from "./client/login.ts";
 import * as devices from "./client/devices.ts";
 import { getAdminRegisterNonce, postAdminRegister } from "./admin/register.ts";
+import * as refresh from "./client/refresh.ts";
+import * as admin from "./client/admin.ts";
+import * as openid from "./client/openid.ts";
+import { getOpenIdUserInfo } from "./federation/openid.ts";
+import { getWellKnownSupport } from "./client/support.ts";
 import { getServerKeys } from "./keys/server.ts";
 import * as keys from "./client/keys.ts";
 import * as toDevice from "./client/toDevice.ts";
@@ -22,6 +27,10 @@ import * as relations from "./client/relations.ts";
 import * as directory from "./client/directory.ts";
 import * as upgrade from "./client/upgrade.ts";
 import * as hierarchy from "./client/hierarchy.ts";
+import * as mutualRooms from "./client/mutualRooms.ts";
+import * as roomSummary from "./client/roomSummary.ts";
+import * as events from "./client/events.ts";
+import * as thirdparty from "./client/thirdparty.ts";
 import * as search from "./client/search.ts";
 import * as report from "./client/report.ts";
 import * as sync from "./client/sync.ts";
@@ -52,12 +61,14 @@ export const ROUTES: HsRoute[] = [
   ...at("POST", "/_matrix/client/v1/login/get_token", login.postLoginGetToken),
   ...client("POST", "/logout", login.postLogout),
   ...client("POST", "/logout/all", login.postLogoutAll),
+  ...client("POST", "/refresh", refresh.postRefresh),
   ...client("GET", "/account/whoami", account.getWhoami),
   ...client("POST", "/account/password", account.postAccountPassword),
   ...client("POST", "/account/password/email/requestToken", account.postRequestToken),
   ...client("POST", "/account/password/msisdn/requestToken", account.postRequestToken),
   ...client("POST", "/account/deactivate", account.postAccountDeactivate),
   ...client("GET", "/account/3pid", account.getAccount3pids),
+  ...client("POST", "/account/3pid", account.postAccount3pids),
   ...client("POST", "/account/3pid/add", account.postAccount3pidAdd),
   ...client("POST", "/account/3pid/bind", account.postAccount3pidBind),
   ...client("POST", "/account/3pid/delete", account.postAccount3pidDelete),
@@ -69,10 +80,19 @@ export const ROUTES: HsRoute[] = [
   ...client("PUT", "/devices/{deviceId}", devices.putDevice),
   ...client("DELETE", "/devices/{deviceId}", devices.deleteDevice),
   ...client("POST", "/delete_devices", devices.postDeleteDevices),
+  ...client("POST", "/user/{userId}/openid/request_token", openid.postOpenIdRequestToken),
+  ...at("GET", "/_matrix/federation/v1/openid/userinfo", getOpenIdUserInfo),
 
   // --- admin (admin/register.ts) ---
   ...at("GET", "/_synapse/admin/v1/register", getAdminRegisterNonce),
   ...at("POST", "/_synapse/admin/v1/register", postAdminRegister),
+  // Server administration module (client/admin.ts) and support discovery (client/support.ts).
+  ...client("GET", "/admin/whois/{userId}", admin.getWhois),
+  ...at("GET", "/_matrix/client/v1/admin/lock/{userId}", admin.getAdminLock),
+  ...at("PUT", "/_matrix/client/v1/admin/lock/{userId}", admin.putAdminLock),
+  ...at("GET", "/_matrix/client/v1/admin/suspend/{userId}", admin.getAdminSuspend),
+  ...at("PUT", "/_matrix/client/v1/admin/suspend/{userId}", admin.putAdminSuspend),
+  ...at("GET", "/.well-known/matrix/support", getWellKnownSupport),
 
   // --- server keys (keys/server.ts) ---
   ...at("GET", "/_matrix/key/v2/server", getServerKeys),
@@ -107,6 +127,8 @@ export const ROUTES: HsRoute[] = [
   ...at("GET", "/_matrix/client/v1/rooms/{roomId}/threads", relations.getThreads),
   ...client("POST", "/rooms/{roomId}/upgrade", upgrade.postUpgrade),
   ...at("GET", "/_matrix/client/v1/rooms/{roomId}/hierarchy", hierarchy.getHierarchy),
+  ...at("GET", "/_matrix/client/v1/mutual_rooms", mutualRooms.getMutualRooms),
+  ...client("GET", "/events/{eventId}", events.getOneEvent),
   ...client("POST", "/search", search.postSearch),
   ...client("POST", "/rooms/{roomId}/report/{eventId}", report.postReportEvent),
   ...client("POST", "/rooms/{roomId}/report", report.postReportRoom),
@@ -162,6 +184,13 @@ export const ROUTES: HsRoute[] = [
   ...client("GET", "/publicRooms", directory.getPublicRooms),
   ...client("POST", "/publicRooms", directory.postPublicRooms),
   ...client("POST", "/user_directory/search", directory.postUserDirectorySearch),
+  ...at("GET", "/_matrix/client/v1/room_summary/{roomIdOrAlias}", roomSummary.getRoomSummary),
+  ...client("GET", "/thirdparty/protocols", thirdparty.getProtocols),
+  ...client("GET", "/thirdparty/protocol/{protocol}", thirdparty.getProtocol),
+  ...client("GET", "/thirdparty/location/{protocol}", thirdparty.getLocationsForProtocol),
+  ...client("GET", "/thirdparty/user/{protocol}", thirdparty.getUsersForProtocol),
+  ...client("GET", "/thirdparty/location", thirdparty.getLocationsByAlias),
+  ...client("GET", "/thirdparty/user", thirdparty.getUsersByUserId),
 
   // --- end-to-end encryption (client/keys.ts, client/toDevice.ts, client/backup.ts) ---
   ...client("POST", "/keys/upload", keys.postKeysUpload),

@@ -71,6 +71,13 @@ export const MIGRATIONS: readonly Migration[] = [
       }
     },
   },
+  // 2: refresh tokens (indexed by device in device_tokens too) and OpenID tokens.
+  {
+    createTables: [
+      "refresh_tokens", // key = token → { userId, deviceId, accessToken, supersedes?, next? }
+      "openid_tokens", // key = token → { userId, expiresAt }
+    ],
+  },
 ];
 
 /** Every table name the current schema has. */

@@ -9,9 +9,10 @@ import { validateLocalpart } from "../auth/identifiers.ts";
 import { REGISTRATION_ATTEMPTS, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
 import { prefix } from "../../storage/store.ts";
 import { sendEvent } from "../roomserver/send.ts";
-import { deleteDevicesAndNotify, startSession } from "./devices.ts";
+import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
+import type { SessionRequest, SessionResult } from "./devices.ts";
 import type { AccountRecord } from "./login.ts";
-import { readDeviceFields, wellKnown } from "./login.ts";
+import { readDeviceFields, userAgentOf, wellKnown } from "./login.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
 
 /** Registration offers one flow: the dummy stage (anyone may register when registration is on). */
@@ -50,14 +51,14 @@ export interface CreateAccountOptions {
   admin?: boolean;
   userType?: string;
   /** Log the new account in on a device; omitted = no device, no token. */
-  login?: { deviceId?: string; initialDisplayName?: string; ip?: string };
+  login?: Omit<SessionRequest, "userId">;
 }
 
 /** Creates an account (and optionally its first session) in one transaction. */
 export async function createAccount(
   hs: Services,
   options: CreateAccountOptions,
-): Promise<{ userId: string; deviceId?: string; accessToken?: string }> {
+): Promise<{ userId: string; session?: SessionResult; deviceId?: string; accessToken?: string }> {
   validateLocalpart(options.localpart, hs.serverName);
   const userId = `@${options.localpart}:${hs.serverName}`;
   // Hash before the transaction: never await crypto inside one.
@@ -71,7 +72,7 @@ export async function createAccount(
     return options.login ? startSession(tx, hs, { userId, ...options.login }) : undefined;
   });
   if (result?.streamPos !== undefined) hs.notifier.notify(result.streamPos);
-  return { userId, deviceId: result?.deviceId, accessToken: result?.accessToken };
+  return { userId, session: result, deviceId: result?.deviceId, accessToken: result?.accessToken };
 }
 
 /** `POST /_matrix/client/v3/register` */
@@ -104,10 +105,10 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
   const created = await createAccount(hs, {
     localpart,
     password,
-    login: inhibitLogin ? undefined : { ...device, ip: clientAddress(ctx) },
+    login: inhibitLogin ? undefined : { ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) },
   });
-  if (inhibitLogin) return { user_id: created.userId, home_server: hs.serverName };
-  return { user_id: created.userId, access_token: created.accessToken, device_id: created.deviceId, home_server: hs.serverName, ...wellKnown(hs) };
+  if (inhibitLogin || !created.session) return { user_id: created.userId, home_server: hs.serverName };
+  return { user_id: created.userId, ...sessionTokens(created.session), home_server: hs.serverName, ...wellKnown(hs) };
 }
 
 /** `GET /_matrix/client/v3/register/available` */
@@ -206,6 +207,23 @@ export async function getAccount3pids(ctx: RequestContext): Promise<Record<strin
 
 const threepidDenied = (): MatrixError =>
   new MatrixError(403, "M_THREEPID_DENIED", "Third-party identifiers (email, phone) are not supported on this homeserver");
+
+/**
+ * `POST /_matrix/client/v3/account/3pid`
+ * Deprecated form of `/3pid/bind`: the credentials would have to be checked with an identity
+ * server, and this homeserver talks to none; it answers as `/3pid/add` and `/3pid/bind` do.
+ */
+export async function postAccount3pids(ctx: RequestContext): Promise<Record<string, unknown>> {
+  await ctx.requireAuth();
+  const body = await ctx.json();
+  const creds = body.three_pid_creds;
+  if (creds === undefined) throw missingParam("three_pid_creds is required");
+  if (creds === null || typeof creds !== "object" || Array.isArray(creds)) throw badJson("three_pid_creds must be an object");
+  for (const field of ["client_secret", "sid"]) {
+    if (typeof (creds as Record<string, unknown>)[field] !== "string") throw missingParam(`three_pid_creds.${field} is required`);
+  }
+  throw threepidDenied();
+}
 
 /** `POST /_matrix/client/v3/account/3pid/add` */
 export async function postAccount3pidAdd(ctx: RequestContext): Promise<Record<string, unknown>> {

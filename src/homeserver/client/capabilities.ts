@@ -1,10 +1,12 @@
 /** Capabilities negotiation ("Capabilities negotiation", `capabilities.yaml`). */
 import type { RequestContext } from "../context.ts";
 import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../rooms/versions.ts";
+import { isServerAdmin } from "./admin.ts";
 
 /** `GET /_matrix/client/v3/capabilities` */
 export async function getCapabilities(ctx: RequestContext): Promise<Record<string, unknown>> {
-  await ctx.requireAuth();
+  const me = await ctx.requireAuth();
+  const admin = await isServerAdmin(ctx.hs, me.userId);
   const available: Record<string, string> = {};
   for (const [id, rules] of ROOM_VERSIONS) available[id] = rules.stable ? "stable" : "unstable";
   return {
@@ -18,6 +20,9 @@ export async function getCapabilities(ctx: RequestContext): Promise<Record<strin
       "m.get_login_token": { enabled: true },
       // Custom profile fields (v1.16): every field may be set.
       "m.profile_fields": { enabled: true },
+      // Server admins may lock and suspend accounts (admin/lock, admin/suspend); for everyone else
+      // the capability "should be omitted altogether".
+      ...(admin ? { "m.account_moderation": { suspend: true, lock: true } } : {}),
     },
   };
 }

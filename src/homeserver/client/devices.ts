@@ -9,6 +9,7 @@ import type { WriteTx } from "../../storage/store.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
 
 /** A row of the `devices` table. */
 export interface DeviceRecord {
@@ -18,11 +19,18 @@ export interface DeviceRecord {
   createdAt: number;
   lastSeenTs?: number;
   lastSeenIp?: string;
+  /** The User-Agent of the login that last used the device (for admin `whois`). */
+  lastSeenUserAgent?: string;
 }
 
 /** A fresh opaque access token (32 random bytes). */
 export function newAccessToken(hs: Services): string {
   return `hyt_${encodeBase64Url(hs.random(32))}`;
+}
+
+/** A fresh opaque refresh token (32 random bytes). */
+export function newRefreshToken(hs: Services): string {
+  return `hyr_${encodeBase64Url(hs.random(32))}`;
 }
 
 /** A fresh device ID: 10 upper-case letters, like other homeservers hand out. */
@@ -38,14 +46,29 @@ export interface SessionRequest {
   deviceId?: string;
   initialDisplayName?: string;
   ip?: string;
+  userAgent?: string;
+  /** The client sent `refresh_token: true`: issue a refresh token and an expiring access token. */
+  refreshable?: boolean;
 }
 
 /** What a login or registration answers with. */
 export interface SessionResult {
   deviceId: string;
   accessToken: string;
+  /** Only for a refreshable session. */
+  refreshToken?: string;
+  /** Lifetime of the access token; only for a refreshable session. */
+  expiresInMs?: number;
   /** Stream position of the device-list change, if a device was created. */
   streamPos?: number;
+}
+
+/** The token fields of a `/login` or `/register` response. */
+export function sessionTokens(s: SessionResult): Record<string, unknown> {
+  const out: Record<string, unknown> = { access_token: s.accessToken, device_id: s.deviceId };
+  if (s.refreshToken !== undefined) out.refresh_token = s.refreshToken;
+  if (s.expiresInMs !== undefined) out.expires_in_ms = s.expiresInMs;
+  return out;
 }
 
 /**
@@ -61,25 +84,39 @@ export async function startSession(tx: WriteTx, hs: Services, req: SessionReques
   const now = hs.clock();
   const existing = await tx.get<DeviceRecord>("devices", key(req.userId, deviceId));
   let streamPos: number | undefined;
+  const seen = { ...(req.ip ? { lastSeenIp: req.ip } : {}), ...(req.userAgent ? { lastSeenUserAgent: req.userAgent } : {}) };
   if (existing) {
     await revokeDeviceTokens(tx, req.userId, deviceId);
-    tx.put("devices", key(req.userId, deviceId), { ...existing, lastSeenTs: now, ...(req.ip ? { lastSeenIp: req.ip } : {}) });
+    tx.put("devices", key(req.userId, deviceId), { ...existing, lastSeenTs: now, ...seen });
   } else {
-    const device: DeviceRecord = { userId: req.userId, deviceId, createdAt: now, lastSeenTs: now };
+    const device: DeviceRecord = { userId: req.userId, deviceId, createdAt: now, lastSeenTs: now, ...seen };
     if (req.initialDisplayName !== undefined) device.displayName = req.initialDisplayName;
-    if (req.ip) device.lastSeenIp = req.ip;
     tx.put("devices", key(req.userId, deviceId), device);
     streamPos = await nextStreamPos(tx);
     tx.put("device_list_stream", pos(streamPos), { userId: req.userId });
   }
-  tx.put("access_tokens", accessToken, { userId: req.userId, deviceId });
   tx.put("device_tokens", key(req.userId, deviceId, accessToken), true);
-  return { deviceId, accessToken, streamPos };
+  if (!req.refreshable) {
+    tx.put("access_tokens", accessToken, { userId: req.userId, deviceId } satisfies AccessTokenRecord);
+    return { deviceId, accessToken, streamPos };
+  }
+  const expiresInMs = hs.config.accessTokenLifetimeMs;
+  const refreshToken = newRefreshToken(hs);
+  tx.put("access_tokens", accessToken, { userId: req.userId, deviceId, expiresAt: now + expiresInMs } satisfies AccessTokenRecord);
+  tx.put("refresh_tokens", refreshToken, { userId: req.userId, deviceId, accessToken } satisfies RefreshTokenRecord);
+  // Indexed by device like access tokens, so deleting the device revokes the refresh token too.
+  tx.put("device_tokens", key(req.userId, deviceId, refreshToken), true);
+  return { deviceId, accessToken, refreshToken, expiresInMs, streamPos };
 }
 
 async function revokeDeviceTokens(tx: WriteTx, userId: string, deviceId: string): Promise<void> {
   const rows = await tx.range("device_tokens", { prefix: prefix(userId, deviceId) });
-  for (const row of rows) tx.delete("access_tokens", row.key.slice(prefix(userId, deviceId).length));
+  // The index holds both kinds of token (`hyt_…` access, `hyr_…` refresh); delete from both tables.
+  for (const row of rows) {
+    const token = row.key.slice(prefix(userId, deviceId).length);
+    tx.delete("access_tokens", token);
+    tx.delete("refresh_tokens", token);
+  }
   tx.deleteRange("device_tokens", { prefix: prefix(userId, deviceId) });
 }
 

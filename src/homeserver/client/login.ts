@@ -5,7 +5,8 @@ import { verifyPassword } from "../auth/password.ts";
 import { readIdentifier, resolveUserId } from "../auth/identifiers.ts";
 import { LOGIN_FAILURES, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
-import { deleteDevicesAndNotify, startSession } from "./devices.ts";
+import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
+import { userLocked } from "../context.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
 
 /** How long a login token from `/login/get_token` stays valid (the spec recommends 2 minutes). */
@@ -21,6 +22,10 @@ export interface AccountRecord {
   isGuest?: boolean;
   deactivated?: boolean;
   admin?: boolean;
+  /** Locked by a server admin ("Account locking"). */
+  locked?: boolean;
+  /** Suspended by a server admin ("Account suspension"). */
+  suspended?: boolean;
 }
 
 /** A row of the `login_tokens` table. */
@@ -34,13 +39,23 @@ export async function getLogin(): Promise<Record<string, unknown>> {
   return { flows: [{ type: "m.login.password" }, { type: "m.login.token", get_login_token: true }] };
 }
 
-/** The optional device fields of `/login` and `/register`. */
-export function readDeviceFields(body: Record<string, unknown>): { deviceId?: string; initialDisplayName?: string } {
+/** The optional device fields of `/login` and `/register` (and `refresh_token`, "Refreshing access tokens"). */
+export function readDeviceFields(body: Record<string, unknown>): { deviceId?: string; initialDisplayName?: string; refreshable: boolean } {
   if (body.device_id !== undefined && (typeof body.device_id !== "string" || body.device_id === "")) throw badJson("device_id must be a non-empty string");
   if (body.initial_device_display_name !== undefined && typeof body.initial_device_display_name !== "string") {
     throw badJson("initial_device_display_name must be a string");
   }
-  return { deviceId: body.device_id as string | undefined, initialDisplayName: body.initial_device_display_name as string | undefined };
+  if (body.refresh_token !== undefined && typeof body.refresh_token !== "boolean") throw badJson("refresh_token must be a boolean");
+  return {
+    deviceId: body.device_id as string | undefined,
+    initialDisplayName: body.initial_device_display_name as string | undefined,
+    refreshable: body.refresh_token === true,
+  };
+}
+
+/** The requesting client's User-Agent, recorded on its device for admin `whois`. */
+export function userAgentOf(ctx: RequestContext): string | undefined {
+  return ctx.request.headers.get("User-Agent") ?? undefined;
 }
 
 /** The `well_known` a login response may carry, when the deployment configured its public URL. */
@@ -97,10 +112,12 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
   const result = await hs.store.write(async (tx) => {
     const account = await tx.get<AccountRecord>("accounts", userId);
     if (!account || account.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
-    return startSession(tx, hs, { userId, ...device, ip: clientAddress(ctx) });
+    // A locked account "cannot obtain a new access token until the account has been unlocked".
+    if (account.locked) throw userLocked();
+    return startSession(tx, hs, { userId, ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) });
   });
   if (result.streamPos !== undefined) hs.notifier.notify(result.streamPos);
-  return { user_id: userId, access_token: result.accessToken, device_id: result.deviceId, home_server: hs.serverName, ...wellKnown(hs) };
+  return { user_id: userId, ...sessionTokens(result), home_server: hs.serverName, ...wellKnown(hs) };
 }
 
 /** `POST /_matrix/client/v1/login/get_token` */
@@ -132,7 +149,8 @@ export async function mintLoginToken(hs: Services, userId: string): Promise<stri
 
 /** `POST /_matrix/client/v3/logout` */
 export async function postLogout(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const { userId, deviceId, accessToken } = await ctx.requireAuth();
+  // Logout stays open to locked accounts ("Account locking").
+  const { userId, deviceId, accessToken } = await ctx.requireAuth({ allowLocked: true });
   // "The device associated with the access token is also deleted."
   await deleteDevicesAndNotify(ctx.hs, userId, [deviceId]);
   // The presented token goes in any case, even if it was minted without the device_tokens index.
@@ -142,7 +160,7 @@ export async function postLogout(ctx: RequestContext): Promise<Record<string, un
 
 /** `POST /_matrix/client/v3/logout/all` */
 export async function postLogoutAll(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const { userId } = await ctx.requireAuth();
+  const { userId } = await ctx.requireAuth({ allowLocked: true });
   await deleteDevicesAndNotify(ctx.hs, userId, "all");
   return {};
 }
