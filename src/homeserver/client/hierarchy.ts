@@ -11,15 +11,22 @@ import { currentState, getRoom, membershipRecord } from "../roomserver/state.ts"
 import { limitParam } from "./messages.ts";
 import { publishedRoomChunk } from "./directory.ts";
 
-/** Whether the user may see a room's summary: joined, world-readable, or joinable/knockable. */
-async function canView(tx: ReadTx, roomId: string, userId: string): Promise<boolean> {
+/**
+ * Whether a room's summary may be shown (the rule `/hierarchy` and `/room_summary` share, as
+ * Synapse's `_is_local_room_accessible` does): a join rule of `public`, `knock` or
+ * `knock_restricted`, or `world_readable` history, for anyone; for a known user also being joined,
+ * invited or knocking, or being joined to a room a `restricted` / `knock_restricted` join rule allows.
+ */
+export async function canViewSummary(tx: ReadTx, roomId: string, userId: string | undefined): Promise<boolean> {
   if (!(await getRoom(tx, roomId))) return false;
-  if ((await membershipRecord(tx, roomId, userId))?.membership === "join") return true;
   const state = await currentState(tx, roomId);
   const hv = state.get("m.room.history_visibility\u001f")?.pdu.content.history_visibility;
   const jr = state.get("m.room.join_rules\u001f")?.pdu.content.join_rule;
   if (hv === "world_readable" || jr === "public" || jr === "knock" || jr === "knock_restricted") return true;
-  if (jr === "restricted" || jr === "knock_restricted") {
+  if (userId === undefined) return false;
+  const mine = (await membershipRecord(tx, roomId, userId))?.membership;
+  if (mine === "join" || mine === "invite" || mine === "knock") return true;
+  if (jr === "restricted") {
     const allow = state.get("m.room.join_rules\u001f")?.pdu.content.allow;
     if (Array.isArray(allow)) {
       for (const a of allow as Record<string, unknown>[]) {
@@ -28,6 +35,22 @@ async function canView(tx: ReadTx, roomId: string, userId: string): Promise<bool
     }
   }
   return false;
+}
+
+/**
+ * A room's `RoomSummary` (definitions/room_summary.yaml): the published-rooms chunk plus
+ * `room_version`, `encryption` and, for restricted rooms, `allowed_room_ids`.
+ */
+export async function roomSummaryOf(tx: ReadTx, roomId: string): Promise<Record<string, unknown>> {
+  const state = await currentState(tx, roomId);
+  const extra: Record<string, unknown> = { room_version: (await getRoom(tx, roomId))!.roomVersion };
+  const enc = state.get("m.room.encryption\u001f")?.pdu.content.algorithm;
+  if (typeof enc === "string") extra.encryption = enc;
+  const jr = state.get("m.room.join_rules\u001f")?.pdu.content;
+  if ((jr?.join_rule === "restricted" || jr?.join_rule === "knock_restricted") && Array.isArray(jr.allow)) {
+    extra.allowed_room_ids = (jr.allow as Record<string, unknown>[]).filter((a) => a?.type === "m.room_membership" && typeof a.room_id === "string").map((a) => a.room_id);
+  }
+  return { ...(await publishedRoomChunk(tx, roomId)), ...extra };
 }
 
 /** `GET /_matrix/client/v1/rooms/{roomId}/hierarchy` */
@@ -52,7 +75,7 @@ export async function getHierarchy(ctx: RequestContext, p: Record<string, string
   }
   const rootId = p.roomId!;
   return ctx.hs.store.read(async (tx) => {
-    if (!(await canView(tx, rootId, me.userId))) throw forbidden("You are not allowed to view this room.");
+    if (!(await canViewSummary(tx, rootId, me.userId))) throw forbidden("You are not allowed to view this room.");
     const out: Record<string, unknown>[] = [];
     const seen = new Set<string>();
     let index = 0;
@@ -61,7 +84,7 @@ export async function getHierarchy(ctx: RequestContext, p: Record<string, string
     const visit = async (roomId: string, depth: number): Promise<void> => {
       if (seen.has(roomId) || more) return;
       seen.add(roomId);
-      if (!(await canView(tx, roomId, me.userId))) return;
+      if (!(await canViewSummary(tx, roomId, me.userId))) return;
       const state = await currentState(tx, roomId);
       const children = [...state.values()].filter((e) => {
         if (e.pdu.type !== "m.space.child" || !e.pdu.state_key) return false;
@@ -79,17 +102,8 @@ export async function getHierarchy(ctx: RequestContext, p: Record<string, string
           more = true;
           return;
         }
-        // room_summary.yaml extras: version, encryption, and the rooms a restricted join accepts.
-        const extra: Record<string, unknown> = { room_version: (await getRoom(tx, roomId))!.roomVersion };
-        const enc = state.get("m.room.encryption\u001f")?.pdu.content.algorithm;
-        if (typeof enc === "string") extra.encryption = enc;
-        const jr = state.get("m.room.join_rules\u001f")?.pdu.content;
-        if ((jr?.join_rule === "restricted" || jr?.join_rule === "knock_restricted") && Array.isArray(jr.allow)) {
-          extra.allowed_room_ids = (jr.allow as Record<string, unknown>[]).filter((a) => a?.type === "m.room_membership" && typeof a.room_id === "string").map((a) => a.room_id);
-        }
         out.push({
-          ...(await publishedRoomChunk(tx, roomId)),
-          ...extra,
+          ...(await roomSummaryOf(tx, roomId)),
           children_state: children.map((e) => ({
             type: e.pdu.type, state_key: e.pdu.state_key, content: e.pdu.content, sender: e.pdu.sender, origin_server_ts: e.pdu.origin_server_ts,
           })),
