@@ -61,7 +61,9 @@ export function redact(event: JsonObject, version: RoomVersionRules): JsonObject
   const out: JsonObject = {};
   for (const k of keep) if (k in event) out[k] = event[k];
   const content = (event.content ?? {}) as JsonObject;
-  const rule = CONTENT[version.redaction][event.type as string];
+  // Own properties only: an event type such as `__proto__` or `constructor` must not find Object.prototype.
+  const rules = CONTENT[version.redaction];
+  const rule = Object.hasOwn(rules, event.type as string) ? rules[event.type as string] : undefined;
   let newContent: JsonObject = {};
   if (rule === "all") newContent = { ...content };
   else if (rule) for (const k of rule) if (k in content) newContent[k] = content[k];
