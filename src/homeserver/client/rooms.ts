@@ -3,8 +3,10 @@
  * reading state and single events.
  */
 import type { RequestContext } from "../context.ts";
+import { refuseIfSuspended } from "../context.ts";
+import { refuseSuspendedRedaction } from "./admin.ts";
 import { MatrixError, badJson, guestAccessForbidden, notFound } from "../errors.ts";
-import { canonicalJson } from "../crypto/canonicalJson.ts";
+import { canonicalJson, isCanonicalValue } from "../crypto/canonicalJson.ts";
 import { createRoom, sendEvent } from "../roomserver/index.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { readableState, noGuests } from "../roomserver/access.ts";
@@ -21,6 +23,7 @@ export async function postCreateRoom(ctx: RequestContext): Promise<Record<string
   const me = await ctx.requireAuth();
   // Guest access: createRoom is not among the endpoints guests may use.
   if (me.isGuest) throw guestAccessForbidden();
+  refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
   const { roomId } = await createRoom(ctx.hs, me.userId, body);
   return { room_id: roomId };
@@ -31,6 +34,9 @@ export async function putSend(ctx: RequestContext, p: Record<string, string>): P
   const me = await ctx.requireAuth();
   const content = await ctx.json();
   const redacts = p.eventType === "m.room.redaction" && typeof content.redacts === "string" ? content.redacts : undefined;
+  // Suspended: no messages ("Account suspension"), but redacting one's own events stays allowed.
+  if (redacts !== undefined) await refuseSuspendedRedaction(ctx.hs, me, redacts);
+  else refuseIfSuspended(me);
   const { eventId } = await sendEvent(ctx.hs, {
     roomId: p.roomId!, sender: me.userId, type: p.eventType!, content,
     ...(redacts ? { redacts } : {}),
@@ -46,6 +52,8 @@ export async function putState(ctx: RequestContext, p: Record<string, string>): 
   const roomId = p.roomId!;
   const type = p.eventType!;
   const stateKey = p.stateKey ?? "";
+  // Suspended users may still leave a room (and reject invites) through the state API.
+  if (!(type === "m.room.member" && stateKey === me.userId && content.membership === "leave")) refuseIfSuspended(me);
   if (type === "m.room.canonical_alias") await checkCanonicalAlias(ctx, roomId, content);
   // An identical state event from the same sender changes nothing: answer with the existing one
   // instead of adding a no-op event to the DAG.
@@ -55,7 +63,8 @@ export async function putState(ctx: RequestContext, p: Record<string, string>): 
     if ((await membershipOf(tx, roomId, me.userId)) !== "join") return undefined;
     return currentStateEvent(tx, roomId, type, stateKey);
   });
-  if (existing && existing.pdu.sender === me.userId && canonicalJson(existing.pdu.content) === canonicalJson(content)) {
+  // Content without a canonical form (floats) is never identical; buildEvent refuses it with M_BAD_JSON.
+  if (existing && existing.pdu.sender === me.userId && isCanonicalValue(content) && canonicalJson(existing.pdu.content) === canonicalJson(content)) {
     return { event_id: existing.eventId };
   }
   const { eventId } = await sendEvent(ctx.hs, { roomId, sender: me.userId, type, stateKey, content });
@@ -104,6 +113,7 @@ export async function getState(ctx: RequestContext, p: Record<string, string>): 
 export async function putRedact(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   noGuests(me);
+  await refuseSuspendedRedaction(ctx.hs, me, p.eventId!);
   const body = await ctx.json({ allowEmpty: true });
   const content: Record<string, unknown> = {};
   if (body.reason !== undefined) {

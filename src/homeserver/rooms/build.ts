@@ -104,8 +104,10 @@ export async function buildEvent(
     pdu.event_id = eventId;
   }
   checkKeySizes({ sender: pdu.sender, room_id: pdu.room_id, state_key: pdu.state_key, type: pdu.type, event_id: eventId });
-  // v6+ "Servers MUST strictly enforce the JSON format" (no floats, integers within ±(2^53−1)).
-  if (version.strictCanonicalJson && !isCanonicalValue(pdu)) throw badJson("Event is not canonical JSON (floats or out-of-range integers)");
+  // v6+ "Servers MUST strictly enforce the JSON format" (no floats, integers within ±(2^53−1)). Older
+  // versions tolerate such values in events received over federation, but an event built here is
+  // hashed and signed, which needs canonical JSON ("Canonical JSON" appendix), in every version.
+  if (!isCanonicalValue(pdu)) throw badJson("Event is not canonical JSON (floats or out-of-range integers)");
 
   const signed = (await hashAndSignEvent(pdu, version, key)) as Pdu;
   if (canonicalJsonBytes(signed).length > MAX_PDU_BYTES) throw tooLarge(`Event exceeds ${MAX_PDU_BYTES} bytes`);

@@ -206,3 +206,31 @@ describe("guests", () => {
     expect((await t.ok("GET", room(open, `/state/m.room.member/${guest.userId}`), alice)).membership).toBe("leave");
   });
 });
+
+describe("content the server cannot hash, and event types named like Object.prototype members", () => {
+  // Found by test/homeserver/robustness.test.ts: both used to answer 500 M_UNKNOWN.
+  it.each(["1", "5", "12"])("refuses floats and out-of-range integers with 400 M_BAD_JSON in a v%s room", async (version) => {
+    const r = await t.createRoom(alice, { room_version: version });
+    await t.state(alice, r, "m.room.topic", { topic: "set" });
+    const cases: [string, string, unknown][] = [
+      ["PUT", room(r, "/send/m.room.message/f1"), { msgtype: "m.text", body: "x", n: 1.5 }],
+      ["PUT", room(r, "/send/m.room.message/f2"), { msgtype: "m.text", body: "x", n: 1e300 }],
+      ["PUT", room(r, "/state/m.room.topic/"), { topic: 0.5 }],
+      ["PUT", room(r, "/state/m.room.topic/"), { topic: "set", n: 2 ** 60 }],
+      ["POST", "/createRoom", { room_version: version, creation_content: { x: 0.5 } }],
+      ["POST", "/createRoom", { room_version: version, initial_state: [{ type: "m.room.topic", state_key: "", content: { topic: 1.25 } }] }],
+    ];
+    for (const [method, path, body] of cases) {
+      const res = await t.req(method, path, alice, body);
+      expect([method, path, res.status, res.body.errcode]).toEqual([method, path, 400, "M_BAD_JSON"]);
+    }
+  });
+
+  it.each(["__proto__", "constructor", "toString", "hasOwnProperty"])("sends and reads back events of type %s", async (type) => {
+    const sent = await t.ok("PUT", room(roomId, `/send/${type}/proto-${type}`), alice, { x: 1 });
+    const ev = await t.ok("GET", room(roomId, `/event/${encodeURIComponent(sent.event_id as string)}`), alice);
+    expect([ev.type, ev.content]).toEqual([type, { x: 1 }]);
+    await t.state(alice, roomId, type, { y: 2 });
+    expect(await t.ok("GET", room(roomId, `/state/${type}/`), alice)).toEqual({ y: 2 });
+  });
+});
