@@ -15,6 +15,7 @@ import { MatrixError, badJson, invalidParam } from "../errors.ts";
 import { canonicalJson } from "../crypto/canonicalJson.ts";
 import { decodeBase64 } from "../crypto/base64.ts";
 import { verifyJsonSignature } from "../crypto/signing.ts";
+import { requireCanonicalJson } from "../validate.ts";
 import type { JsonObject } from "../crypto/signing.ts";
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
@@ -330,6 +331,7 @@ function validateKeyMap(map: unknown, field: string): [string, unknown][] {
 export async function postKeysUpload(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId, deviceId } = await ctx.requireAuth();
   const body = await ctx.json({ allowEmpty: true });
+  requireCanonicalJson(body);
   const deviceKeys = body.device_keys === undefined ? undefined : validateDeviceKeys(body.device_keys, userId, deviceId);
   const otks = validateKeyMap(body.one_time_keys, "one_time_keys");
   const fallbacks = validateKeyMap(body.fallback_keys, "fallback_keys");
@@ -543,6 +545,7 @@ function validateCrossSigningKey(k: unknown, usage: Usage, userId: string): Json
 export async function postDeviceSigningUpload(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId } = await ctx.requireAuth();
   const body = await ctx.json();
+  requireCanonicalJson(body);
   const uploaded: Partial<Record<Usage, JsonObject>> = {};
   for (const usage of USAGES) {
     const v = body[`${usage}_key`];
@@ -592,6 +595,7 @@ export async function postDeviceSigningUpload(ctx: RequestContext): Promise<Reco
 export async function postSignaturesUpload(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId: signer } = await ctx.requireAuth();
   const body = await ctx.json();
+  requireCanonicalJson(body);
   const failures: Record<string, Record<string, { errcode: string; error: string }>> = {};
   const fail = (userId: string, keyId: string, errcode: string, error: string): void => {
     (failures[userId] ??= {})[keyId] = { errcode, error };

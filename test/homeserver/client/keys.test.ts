@@ -316,3 +316,24 @@ describe("dehydrated devices", () => {
     }
   });
 });
+
+describe("signed JSON without a canonical form", () => {
+  // Found by test/homeserver/robustness.test.ts: floats reached canonicalJson() and answered 500.
+  it("answers 400 M_BAD_JSON on keys/upload, device_signing/upload and signatures/upload", async () => {
+    const f = await fixture();
+    const alice = await f.device("alice", "ADEV");
+    await f.call("POST", "/_matrix/client/v3/keys/upload", alice, { one_time_keys: { "signed_curve25519:AAAA": { key: "k1" } } });
+    const cases: [string, unknown][] = [
+      ["/keys/upload", { device_keys: { ...deviceKeys(ALICE, "ADEV"), keys: { "ed25519:ADEV": 1.5 } } }],
+      // the same key ID as a stored one-time key, compared in canonical form
+      ["/keys/upload", { one_time_keys: { "signed_curve25519:AAAA": { key: 5e-324 } } }],
+      ["/keys/upload", { fallback_keys: { "signed_curve25519:BBBB": { key: "x", n: 2 ** 60 } } }],
+      ["/keys/device_signing/upload", { master_key: { ...crossKey(ALICE, "master", "pub"), n: 0.5 } }],
+      ["/keys/signatures/upload", { [ALICE]: { ADEV: { ...deviceKeys(ALICE, "ADEV"), keys: [[0.5]] } } }],
+    ];
+    for (const [path, body] of cases) {
+      const r = await f.call("POST", `/_matrix/client/v3${path}`, alice, body);
+      expect([path, r.status, r.json.errcode]).toEqual([path, 400, "M_BAD_JSON"]);
+    }
+  });
+});
