@@ -4,10 +4,22 @@
  * account with `admin: true` (set by shared-secret registration, admin/register.ts).
  */
 import type { RequestContext, Requester, Services } from "../context.ts";
+import { userSuspended } from "../context.ts";
+import { getEvent } from "../roomserver/state.ts";
 import { badJson, forbidden, invalidParam, missingParam, notFound } from "../errors.ts";
 import { prefix } from "../../storage/store.ts";
 import type { DeviceRecord } from "./devices.ts";
 import type { AccountRecord } from "./login.ts";
+
+/**
+ * Suspended users may redact their own events but not other users' ("Account suspension": the
+ * forbidden set includes "Redacting other users' events").
+ */
+export async function refuseSuspendedRedaction(hs: Services, me: Requester, eventId: string): Promise<void> {
+  if (!me.suspended) return;
+  const event = await hs.store.read((tx) => getEvent(tx, eventId));
+  if (event?.pdu.sender !== me.userId) throw userSuspended();
+}
 
 /** Whether the requester is a server admin. */
 export async function isServerAdmin(hs: Services, userId: string): Promise<boolean> {

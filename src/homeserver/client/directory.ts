@@ -4,6 +4,7 @@
  * key aliases = alias → { roomId, creator }; key room_directory = roomId → { visibility }
  */
 import type { RequestContext } from "../context.ts";
+import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
@@ -28,6 +29,8 @@ function checkAlias(ctx: RequestContext, alias: string): void {
 export async function putAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   noGuests(me);
+  // "Account suspension": publishing (aliases, directory entries) is refused like other new activity.
+  refuseIfSuspended(me);
   const alias = p.roomAlias!;
   checkAlias(ctx, alias);
   const body = await ctx.json();
@@ -133,6 +136,7 @@ export async function getDirectoryVisibility(ctx: RequestContext, p: Record<stri
 export async function putDirectoryVisibility(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   noGuests(me);
+  refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
   const visibility = body.visibility ?? "public";
   if (visibility !== "public" && visibility !== "private") throw new MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private");

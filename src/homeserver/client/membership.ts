@@ -1,5 +1,6 @@
 /** Client-Server "Room membership": joining, inviting, leaving, forgetting, kicking, banning, knocking, member lists. */
 import type { RequestContext } from "../context.ts";
+import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, missingParam } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import { changeMembership, joinRoom, joinedRooms, resolveRoom } from "../roomserver/membership.ts";
@@ -29,6 +30,8 @@ function targetOf(body: Record<string, unknown>): string {
 /** `POST /_matrix/client/v3/join/{roomIdOrAlias}` */
 export async function postJoin(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  // "Account suspension": joining, knocking and inviting are refused (accepting an invite is a join).
+  refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
   const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
   await joinRoom(ctx.hs, me.userId, roomId, { reason: reasonOf(body), isGuest: me.isGuest });
@@ -38,6 +41,7 @@ export async function postJoin(ctx: RequestContext, p: Record<string, string>): 
 /** `POST /_matrix/client/v3/rooms/{roomId}/join` */
 export async function postRoomJoin(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
   await joinRoom(ctx.hs, me.userId, p.roomId!, { reason: reasonOf(body), isGuest: me.isGuest });
   return { room_id: p.roomId };
@@ -47,6 +51,7 @@ export async function postRoomJoin(ctx: RequestContext, p: Record<string, string
 export async function postKnock(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   noGuests(me);
+  refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
   const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
   await changeMembership(ctx.hs, me.userId, roomId, me.userId, "knock", { reason: reasonOf(body) });
@@ -57,6 +62,7 @@ export async function postKnock(ctx: RequestContext, p: Record<string, string>):
 export async function postInvite(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   noGuests(me);
+  refuseIfSuspended(me);
   const body = await ctx.json();
   if (body.id_server !== undefined || body.medium !== undefined) {
     throw new MatrixError(400, "M_UNRECOGNIZED", "Third-party invites are not supported by this server");

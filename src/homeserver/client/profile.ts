@@ -5,6 +5,7 @@
  * every room the user has joined ("Events on Change of Profile Information").
  */
 import type { RequestContext, Services } from "../context.ts";
+import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
 import { prefix } from "../../storage/store.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
@@ -93,6 +94,8 @@ export async function putProfileField(ctx: RequestContext, p: Record<string, str
   const keyName = p.keyName!;
   checkKey(keyName);
   if (p.userId !== me.userId) throw forbidden("Cannot change the profile of other users");
+  // "Account suspension": changing profile data is refused.
+  refuseIfSuspended(me);
   const body = await ctx.json();
   if (!Object.hasOwn(body, keyName)) throw missingParam(`The body must contain ${keyName}`);
   const v = body[keyName];
@@ -116,6 +119,7 @@ export async function deleteProfileField(ctx: RequestContext, p: Record<string, 
   const keyName = p.keyName!;
   checkKey(keyName);
   if (p.userId !== me.userId) throw forbidden("Cannot change the profile of other users");
+  refuseIfSuspended(me);
   const rooms = await updateProfile(ctx, me.userId, keyName, undefined, true);
   if (keyName === "displayname" || keyName === "avatar_url") await propagate(ctx.hs, me.userId, keyName, undefined, rooms);
   return {};

@@ -1,5 +1,6 @@
 /** Client-Server "Room Upgrades": `POST /rooms/{roomId}/upgrade` (server behaviour steps 1–6). */
 import type { RequestContext } from "../context.ts";
+import { refuseIfSuspended } from "../context.ts";
 import { noGuests } from "../roomserver/access.ts";
 import { badJson, forbidden, unsupportedRoomVersion } from "../errors.ts";
 import { key } from "../../storage/store.ts";
@@ -23,6 +24,8 @@ const TRANSFERRED = [
 export async function postUpgrade(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   noGuests(me);
+  // "Account suspension": an upgrade creates a room and sends into two.
+  refuseIfSuspended(me);
   const body = await ctx.json();
   if (typeof body.new_version !== "string") throw badJson("new_version is required");
   const rules = roomVersion(body.new_version);
