@@ -4,6 +4,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
+import type { SupportInfo } from "../homeserver/context.ts";
 
 /** Everything the runner needs to start. */
 export interface NodeConfig {
@@ -22,6 +23,10 @@ export interface NodeConfig {
   passwordIterations?: number;
   maxUploadBytes?: number;
   publicBaseUrl?: string;
+  /** Lifetime of access tokens for clients that use refresh tokens. */
+  accessTokenLifetimeMs?: number;
+  /** `/.well-known/matrix/support` contents. */
+  support?: SupportInfo;
   logLevel: LogLevel;
 }
 
@@ -118,12 +123,41 @@ const FILE_KEYS: Record<string, (v: unknown, base: string, out: Partial<NodeConf
   password_pbkdf2_iterations: (v, _b, o) => (o.passwordIterations = posInt(v, "password_pbkdf2_iterations")),
   max_upload_bytes: (v, _b, o) => (o.maxUploadBytes = posInt(v, "max_upload_bytes")),
   public_baseurl: (v, _b, o) => (o.publicBaseUrl = str(v, "public_baseurl").replace(/\/+$/, "")),
+  access_token_lifetime_ms: (v, _b, o) => (o.accessTokenLifetimeMs = posInt(v, "access_token_lifetime_ms")),
+  support: (v, _b, o) => (o.support = supportInfo(v)),
   log_level: (v, _b, o) => {
     const s = str(v, "log_level");
     if (!LOG_LEVELS.includes(s as LogLevel)) throw new ConfigError(`log_level must be one of ${LOG_LEVELS.join(", ")}`);
     o.logLevel = s as LogLevel;
   },
 };
+
+/** The `support` key: support.yaml's object ("At least one of `contacts` or `support_page` is required"). */
+function supportInfo(v: unknown): SupportInfo {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new ConfigError("support must be an object with contacts and/or support_page");
+  const o = v as Record<string, unknown>;
+  const out: SupportInfo = {};
+  if (o.support_page !== undefined) out.support_page = str(o.support_page, "support.support_page");
+  if (o.contacts !== undefined) {
+    if (!Array.isArray(o.contacts)) throw new ConfigError("support.contacts must be a list");
+    out.contacts = o.contacts.map((c: unknown, i) => {
+      const name = `support.contacts[${i}]`;
+      if (typeof c !== "object" || c === null || Array.isArray(c)) throw new ConfigError(`${name} must be an object`);
+      const { role, matrix_id, email_address } = c as Record<string, unknown>;
+      const contact: { role: string; matrix_id?: string; email_address?: string } = { role: str(role, `${name}.role`) };
+      if (matrix_id !== undefined) {
+        contact.matrix_id = str(matrix_id, `${name}.matrix_id`);
+        if (!/^@[^:]+:.+$/.test(contact.matrix_id)) throw new ConfigError(`${name}.matrix_id must be a Matrix user ID`);
+      }
+      if (email_address !== undefined) contact.email_address = str(email_address, `${name}.email_address`);
+      if (contact.matrix_id === undefined && contact.email_address === undefined) throw new ConfigError(`${name} needs matrix_id or email_address`);
+      return contact;
+    });
+    if (out.support_page === undefined && out.contacts.length === 0) throw new ConfigError("support.contacts must not be empty without support_page");
+  }
+  if (out.contacts === undefined && out.support_page === undefined) throw new ConfigError("support needs contacts and/or support_page");
+  return out;
+}
 
 function str(v: unknown, name: string): string {
   if (typeof v !== "string" || v === "") throw new ConfigError(`${name} must be a non-empty string`);

@@ -83,6 +83,8 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   if (config.passwordIterations !== undefined) hsConfig.passwordIterations = config.passwordIterations;
   if (config.maxUploadBytes !== undefined) hsConfig.maxUploadBytes = config.maxUploadBytes;
   if (config.publicBaseUrl !== undefined) hsConfig.publicBaseUrl = config.publicBaseUrl;
+  if (config.accessTokenLifetimeMs !== undefined) hsConfig.accessTokenLifetimeMs = config.accessTokenLifetimeMs;
+  if (config.support !== undefined) hsConfig.support = config.support;
   const homeserver = await createHomeserver({ store, seed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer });
 
   if (config.rendezvous !== undefined) {
