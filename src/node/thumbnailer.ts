@@ -12,8 +12,8 @@ const MAX_INPUT_PIXELS = 40_000_000;
 const DECODABLE = new Set(["image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/tiff", "image/apng"]);
 
 /**
- * content_repo.md "Thumbnails": "scale" keeps the aspect ratio and fits the requested box, "crop"
- * fills it exactly; never upscale, and when the image is already within the requested size the
+ * content_repo.md "Thumbnails": "scale" keeps the aspect ratio and covers the requested box (never
+ * smaller than requested unless the original is), "crop" fills it exactly; never upscale, and when the image is already within the requested size the
  * original is returned. JPEG stays JPEG; everything else becomes PNG (keeps transparency).
  */
 export const sharpThumbnailer: Thumbnailer = async (bytes, contentType, width, height, method) => {
@@ -26,7 +26,7 @@ export const sharpThumbnailer: Thumbnailer = async (bytes, contentType, width, h
     // original is never handed back as its own thumbnail (authed-content-repo.yaml, `animated`).
     const animated = (meta.pages ?? 1) > 1;
     if (meta.width <= width && meta.height <= height && !animated) return { bytes, contentType };
-    const resized = image.rotate().resize(width, height, { fit: method === "crop" ? "cover" : "inside", withoutEnlargement: true });
+    const resized = image.rotate().resize(width, height, { fit: method === "crop" ? "cover" : "outside", withoutEnlargement: true });
     if (contentType === "image/jpeg") return { bytes: new Uint8Array(await resized.jpeg({ quality: 80 }).toBuffer()), contentType: "image/jpeg" };
     return { bytes: new Uint8Array(await resized.png().toBuffer()), contentType: "image/png" };
   } catch {

@@ -25,13 +25,14 @@ export interface ThumbnailPlan {
 
 /**
  * Where to cut and how large to draw, for a `srcW`×`srcH` image (content_repo.md "Thumbnails";
- * never upscaled). "scale" fits the image into the requested box keeping its aspect ratio; "crop"
- * scales it to cover the box and cuts the middle, capped at the image's own size. These are
- * sharp's `inside` / `cover` with `withoutEnlargement`, which the Node thumbnailer uses.
+ * never upscaled). "scale" keeps the aspect ratio and covers the requested box ("Servers MUST NOT
+ * return a smaller thumbnail than requested, unless the original content makes that impossible");
+ * "crop" scales it to cover the box and cuts the middle, capped at the image's own size. These are
+ * sharp's `outside` / `cover` with `withoutEnlargement`, which the Node thumbnailer uses.
  */
 export function planThumbnail(srcW: number, srcH: number, width: number, height: number, method: ThumbnailMethod): ThumbnailPlan {
   if (method === "scale") {
-    const s = Math.min(1, width / srcW, height / srcH);
+    const s = Math.min(1, Math.max(width / srcW, height / srcH));
     return { sx: 0, sy: 0, sw: srcW, sh: srcH, width: Math.max(1, Math.round(srcW * s)), height: Math.max(1, Math.round(srcH * s)) };
   }
   const s = Math.min(1, Math.max(width / srcW, height / srcH));

@@ -143,9 +143,9 @@ describe("Hyphae in a Service Worker (Chromium)", () => {
     expect([crop?.width, crop?.height, crop?.contentType, crop?.sameBytes]).toEqual([96, 96, "image/png", false]);
     const scale = await call(page, "thumbnail", "unit", "image/png", 320, 240, "scale");
     expect([scale?.width, scale?.height]).toEqual([320, 240]);
-    // "scale" keeps the aspect ratio inside the box; "crop" takes the box's aspect ratio.
+    // "scale" keeps the aspect ratio and is never smaller than the box; "crop" takes the box's aspect ratio.
     const scaleSquare = await call(page, "thumbnail", "unit", "image/png", 100, 100, "scale");
-    expect([scaleSquare?.width, scaleSquare?.height]).toEqual([100, 75]);
+    expect([scaleSquare?.width, scaleSquare?.height]).toEqual([133, 100]);
     // Never upscaled: a crop wider than the image is capped at its width.
     const wideCrop = await call(page, "thumbnail", "unit", "image/png", 1000, 100, "crop");
     expect([wideCrop?.width, wideCrop?.height]).toEqual([640, 100]);

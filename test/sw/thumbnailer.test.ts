@@ -12,12 +12,12 @@ const SOURCES: [number, number][] = [[640, 480], [1000, 500], [480, 640], [97, 3
 const REQUESTS: [number, number][] = [[32, 32], [96, 96], [320, 240], [640, 480], [1000, 100], [100, 1000], [33, 7]];
 
 describe("planThumbnail", () => {
-  it("gives sharp's sizes (inside / cover, without enlargement) for crop and scale", async () => {
+  it("gives sharp's sizes (outside / cover, without enlargement) for crop and scale", async () => {
     for (const [sw, sh] of SOURCES) {
       const src = await sharp({ create: { width: sw, height: sh, channels: 3, background: "#369" } }).png().toBuffer();
       for (const [w, h] of REQUESTS) {
         for (const method of ["crop", "scale"] as const) {
-          const out = await sharp(src).resize(w, h, { fit: method === "crop" ? "cover" : "inside", withoutEnlargement: true }).png().toBuffer();
+          const out = await sharp(src).resize(w, h, { fit: method === "crop" ? "cover" : "outside", withoutEnlargement: true }).png().toBuffer();
           const meta = await sharp(out).metadata();
           const plan = planThumbnail(sw, sh, w, h, method);
           expect([plan.width, plan.height], `${sw}×${sh} → ${w}×${h} ${method}`).toEqual([meta.width, meta.height]);
@@ -44,7 +44,10 @@ describe("planThumbnail", () => {
 
   it("crop keeps the requested aspect ratio; scale keeps the image's", () => {
     expect(planThumbnail(640, 480, 96, 96, "crop")).toEqual({ sx: 80, sy: 0, sw: 480, sh: 480, width: 96, height: 96 });
-    expect(planThumbnail(640, 480, 100, 100, "scale")).toEqual({ sx: 0, sy: 0, sw: 640, sh: 480, width: 100, height: 75 });
+    expect(planThumbnail(640, 480, 100, 100, "scale")).toEqual({ sx: 0, sy: 0, sw: 640, sh: 480, width: 133, height: 100 });
+    // content_repo.md: never smaller than requested unless the original is.
+    expect(planThumbnail(1000, 500, 320, 240, "scale")).toMatchObject({ width: 480, height: 240 });
+    expect(planThumbnail(300, 500, 320, 240, "scale")).toMatchObject({ width: 300, height: 500 });
   });
 });
 
