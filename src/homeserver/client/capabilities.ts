@@ -13,8 +13,9 @@ export async function getCapabilities(ctx: RequestContext): Promise<Record<strin
     capabilities: {
       "m.change_password": { enabled: true },
       "m.room_versions": { default: DEFAULT_ROOM_VERSION, available },
-      "m.set_displayname": { enabled: true },
-      "m.set_avatar_url": { enabled: true },
+      // A suspended account may not change its profile ("Account suspension").
+      "m.set_displayname": { enabled: me.suspended !== true },
+      "m.set_avatar_url": { enabled: me.suspended !== true },
       // No identity server and no third-party identifiers here.
       "m.3pid_changes": { enabled: false },
       "m.get_login_token": { enabled: true },

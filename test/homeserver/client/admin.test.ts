@@ -209,4 +209,13 @@ describe("m.account_moderation capability", () => {
     const forUser = await s.call("GET", "/_matrix/client/v3/capabilities", undefined, { token: alice.token });
     expect(forUser.body.capabilities).not.toHaveProperty("m.account_moderation");
   });
+
+  it("tells a suspended user that profile changes are off", async () => {
+    const { s, root, alice } = await setup();
+    const caps = async () => (await s.call("GET", "/_matrix/client/v3/capabilities", undefined, { token: alice.token })).body.capabilities;
+    expect((await caps())["m.set_displayname"]).toEqual({ enabled: true });
+    await s.call("PUT", `${V1}/suspend/${enc(alice.userId)}`, { suspended: true }, { token: root.token });
+    expect((await caps())["m.set_displayname"]).toEqual({ enabled: false });
+    expect((await caps())["m.set_avatar_url"]).toEqual({ enabled: false });
+  });
 });
