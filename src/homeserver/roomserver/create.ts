@@ -216,23 +216,29 @@ export type SetupSend = (type: string, stateKey: string | undefined, content: Re
 export async function newRoom(
   hs: Services, rules: RoomVersionRules, creator: string, creationContent: Record<string, unknown>, setup: (send: SetupSend) => Promise<void>,
 ): Promise<string> {
-  const createBuilt = await buildEvent(
-    {
-      ...(rules.roomIdFromCreate ? {} : { roomId: `!${encodeBase64Url(hs.random(18))}:${hs.serverName}` }),
-      sender: creator, type: "m.room.create", stateKey: "", content: creationContent,
-      prevEvents: [], authEvents: [], depth: 1, originServerTs: hs.clock(), origin: hs.serverName,
-    },
-    rules,
-    hs.signingKey,
-    hs.random,
-  );
-  const verdict = checkAuth(createBuilt.pdu, createBuilt.eventId, new Map(), rules);
-  if (!verdict.allowed) throw forbidden(verdict.reason);
-  const roomId = createBuilt.roomId;
-  await withRoomLock(hs.store, roomId, async () => {
-    await storeCreateEvent(hs, rules, createBuilt);
-    await setup((type, stateKey, content) =>
-      sendLocked(hs, { roomId, sender: creator, type, ...(stateKey !== undefined ? { stateKey } : {}), content }));
-  });
-  return roomId;
+  // A v12 room ID is the hash of its create event, so the same creator asking twice with the same
+  // content in the same millisecond would get the same ID: move the timestamp on until it is new.
+  for (let originServerTs = hs.clock(); ; originServerTs++) {
+    const createBuilt = await buildEvent(
+      {
+        ...(rules.roomIdFromCreate ? {} : { roomId: `!${encodeBase64Url(hs.random(18))}:${hs.serverName}` }),
+        sender: creator, type: "m.room.create", stateKey: "", content: creationContent,
+        prevEvents: [], authEvents: [], depth: 1, originServerTs, origin: hs.serverName,
+      },
+      rules,
+      hs.signingKey,
+      hs.random,
+    );
+    const verdict = checkAuth(createBuilt.pdu, createBuilt.eventId, new Map(), rules);
+    if (!verdict.allowed) throw forbidden(verdict.reason);
+    const roomId = createBuilt.roomId;
+    const created = await withRoomLock(hs.store, roomId, async () => {
+      if (await hs.store.read((tx) => tx.get("rooms", roomId))) return false;
+      await storeCreateEvent(hs, rules, createBuilt);
+      await setup((type, stateKey, content) =>
+        sendLocked(hs, { roomId, sender: creator, type, ...(stateKey !== undefined ? { stateKey } : {}), content }));
+      return true;
+    });
+    if (created) return roomId;
+  }
 }

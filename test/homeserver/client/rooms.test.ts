@@ -88,6 +88,24 @@ describe("POST /createRoom", () => {
     expect(m).toMatchObject({ membership: "invite", displayname: "Bobby" });
   });
 
+  it("gives two identical requests in the same millisecond two distinct v12 rooms", async () => {
+    const frozen = await TestServer.start(undefined, { frozenClock: true });
+    try {
+      const carol = await frozen.user("carol");
+      const first = await frozen.createRoom(carol, { name: "same" });
+      const second = await frozen.createRoom(carol, { name: "same" });
+      expect(second).not.toBe(first);
+      for (const id of [first, second]) {
+        const state = (await frozen.req("GET", room(id, "/state"), carol)).body as unknown as unknown[];
+        expect(state.filter((e) => (e as { type: string }).type === "m.room.create")).toHaveLength(1);
+      }
+      const joined = (await frozen.req("GET", "/joined_rooms", carol)).body as { joined_rooms: string[] };
+      expect(joined.joined_rooms.sort()).toEqual([first, second].sort());
+    } finally {
+      await frozen.close();
+    }
+  });
+
   it("rejects malformed bodies", async () => {
     expect((await t.req("POST", "/createRoom", alice, { invite: "x" })).body.errcode).toBe("M_BAD_JSON");
     expect((await t.req("POST", "/createRoom", alice, { preset: "nope" })).body.errcode).toBe("M_BAD_JSON");

@@ -31,10 +31,11 @@ export class TestServer {
   hs!: Homeserver;
 
   /** Starts a homeserver on the given (default: memory) store. */
-  static async start(store: Store = createMemoryStore()): Promise<TestServer> {
+  static async start(store: Store = createMemoryStore(), opts: { frozenClock?: boolean } = {}): Promise<TestServer> {
     const t = new TestServer();
     // A clock that moves 1 ms per reading keeps timestamps distinct and deterministic.
-    t.hs = await createHomeserver({ store, seed: SEED, serverName: SERVER, clock: () => t.now++ });
+    const clock = opts.frozenClock ? (): number => t.now : (): number => t.now++;
+    t.hs = await createHomeserver({ store, seed: SEED, serverName: SERVER, clock });
     return t;
   }
 
