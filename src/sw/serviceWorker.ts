@@ -22,7 +22,7 @@ export interface HyphaeWorkerOptions {
 
 /** Whether a path is one the homeserver answers: the Client-Server/federation/media APIs and client discovery. */
 export function isHomeserverPath(pathname: string): boolean {
-  return pathname.startsWith("/_matrix/") || pathname === "/.well-known/matrix/client";
+  return pathname.startsWith("/_matrix/") || pathname === "/.well-known/matrix/client" || pathname === "/.well-known/matrix/support";
 }
 
 /** Warnings and errors go to the worker's console; the rest is dropped. */

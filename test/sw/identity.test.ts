@@ -38,7 +38,7 @@ describe("loadOrCreateIdentity", () => {
 
 describe("isHomeserverPath", () => {
   it("takes the Matrix APIs and client discovery, nothing else", () => {
-    for (const p of ["/_matrix/client/versions", "/_matrix/media/v3/upload", "/_matrix/key/v2/server", "/.well-known/matrix/client"]) expect(isHomeserverPath(p), p).toBe(true);
+    for (const p of ["/_matrix/client/versions", "/_matrix/media/v3/upload", "/_matrix/key/v2/server", "/.well-known/matrix/client", "/.well-known/matrix/support"]) expect(isHomeserverPath(p), p).toBe(true);
     for (const p of ["/", "/index.html", "/_matrix", "/_matrixx/a", "/.well-known/matrix/server", "/sw.js", "/_synapse/admin/v1/register"]) expect(isHomeserverPath(p), p).toBe(false);
   });
 });
