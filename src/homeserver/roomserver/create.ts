@@ -45,7 +45,8 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
   const visibility = body.visibility ?? "private";
   if (visibility !== "public" && visibility !== "private") throw badJson("visibility must be public or private");
   const presetName = body.preset ?? (visibility === "public" ? "public_chat" : "private_chat");
-  if (typeof presetName !== "string" || !PRESETS[presetName]) throw badJson("Unknown preset");
+  // Own keys only: `"preset": "constructor"` must not find Object.prototype.constructor.
+  if (typeof presetName !== "string" || !Object.hasOwn(PRESETS, presetName)) throw badJson("Unknown preset");
   const preset = PRESETS[presetName]!;
   const invites = body.invite ?? [];
   if (!Array.isArray(invites) || !invites.every((u): u is string => typeof u === "string")) throw badJson("invite must be a list of user IDs");

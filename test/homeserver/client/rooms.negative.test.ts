@@ -226,6 +226,12 @@ describe("content the server cannot hash, and event types named like Object.prot
     }
   });
 
+  it.each(["constructor", "toString", "__proto__", "hasOwnProperty", "nope"])("refuses preset %s with 400 M_BAD_JSON", async (preset) => {
+    // "constructor" used to find Object.prototype.constructor and create a room without a join rule.
+    const res = await t.req("POST", "/createRoom", alice, { preset });
+    expect([res.status, res.body.errcode]).toEqual([400, "M_BAD_JSON"]);
+  });
+
   it.each(["__proto__", "constructor", "toString", "hasOwnProperty"])("sends and reads back events of type %s", async (type) => {
     const sent = await t.ok("PUT", room(roomId, `/send/${type}/proto-${type}`), alice, { x: 1 });
     const ev = await t.ok("GET", room(roomId, `/event/${encodeURIComponent(sent.event_id as string)}`), alice);
