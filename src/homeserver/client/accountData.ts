@@ -113,7 +113,8 @@ export async function putTag(ctx: RequestContext, p: Record<string, string>): Pr
   }
   if (p.tag!.length > 255) throw badJson("Tag too long");
   await updateTags(ctx, p, (tags) => {
-    tags[p.tag!] = body;
+    // defineProperty: a tag named `__proto__` is an own key like any other, not the object's prototype.
+    Object.defineProperty(tags, p.tag!, { value: body, enumerable: true, writable: true, configurable: true });
   });
   return {};
 }

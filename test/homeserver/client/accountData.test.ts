@@ -45,6 +45,15 @@ describe("account data", () => {
     expect(r.account_data.events).toContainEqual({ type: "m.tag", content: { tags: { "m.favourite": { order: 0.5 } } } });
     expect(r.account_data.events).toContainEqual({ type: "org.example.r", content: { a: 1 } });
     expect((await t.req("PUT", `${base}/tags/x`, alice, { order: 7 })).body.errcode).toBe("M_BAD_JSON");
+    // A tag named like an Object.prototype member is stored as an own key (found by the robustness fuzzer:
+    // `__proto__` was answered 200 and silently dropped).
+    for (const tag of ["__proto__", "constructor"]) {
+      await t.ok("PUT", `${base}/tags/${tag}`, alice, { order: 0.25 });
+      const tags = (await t.ok("GET", `${base}/tags`, alice)).tags as Record<string, unknown>;
+      expect(Object.hasOwn(tags, tag) && JSON.stringify(tags[tag])).toBe('{"order":0.25}');
+      await t.ok("DELETE", `${base}/tags/${tag}`, alice);
+      expect(Object.keys((await t.ok("GET", `${base}/tags`, alice)).tags as object)).toEqual(["m.favourite"]);
+    }
   });
 
   it("errors: other users 403, unknown 404, server-managed types 405, bad JSON 400", async () => {
