@@ -13,7 +13,7 @@ import type { RequestContext, Services } from "../context.ts";
 import { nextStreamPos } from "../context.ts";
 import { MatrixError, badJson, invalidParam } from "../errors.ts";
 import { canonicalJson } from "../crypto/canonicalJson.ts";
-import { decodeBase64 } from "../crypto/base64.ts";
+import { tryDecodeBase64 } from "../crypto/base64.ts";
 import { verifyJsonSignature } from "../crypto/signing.ts";
 import { requireCanonicalJson } from "../validate.ts";
 import type { JsonObject } from "../crypto/signing.ts";
@@ -525,12 +525,8 @@ function crossSigningPublicKey(k: JsonObject): [string, Uint8Array] | undefined 
   if (entries.length !== 1) return undefined;
   const [keyId, value] = entries[0]!;
   if (!keyId.startsWith("ed25519:") || typeof value !== "string" || keyId !== `ed25519:${value}`) return undefined;
-  try {
-    const raw = decodeBase64(value);
-    return raw.length === 32 ? [keyId, raw] : undefined;
-  } catch {
-    return undefined;
-  }
+  const raw = tryDecodeBase64(value);
+  return raw?.length === 32 ? [keyId, raw] : undefined;
 }
 
 function validateCrossSigningKey(k: unknown, usage: Usage, userId: string): JsonObject {
@@ -647,13 +643,7 @@ export async function postSignaturesUpload(ctx: RequestContext): Promise<Record<
     }
     for (const dk of snapshot.signerDevices.values()) {
       const v = (dk.keys as Record<string, string> | undefined)?.[keyId];
-      if (typeof v === "string") {
-        try {
-          return decodeBase64(v);
-        } catch {
-          return undefined;
-        }
-      }
+      if (typeof v === "string") return tryDecodeBase64(v);
     }
     return undefined;
   };

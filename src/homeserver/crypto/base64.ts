@@ -58,3 +58,13 @@ export function decodeBase64(text: string): Uint8Array {
   }
   return out;
 }
+
+/** Decodes base64 like `decodeBase64`, or gives undefined for text that is not base64 (for checks that answer false). */
+export function tryDecodeBase64(text: string): Uint8Array | undefined {
+  try {
+    return decodeBase64(text);
+  } catch (e) {
+    if (e instanceof Base64Error) return undefined;
+    throw e;
+  }
+}

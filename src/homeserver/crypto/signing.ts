@@ -1,5 +1,5 @@
 /** Signing JSON and checking signatures (appendix "Signing JSON", "Checking for a Signature"). */
-import { encodeBase64, decodeBase64 } from "./base64.ts";
+import { encodeBase64, tryDecodeBase64 } from "./base64.ts";
 import { canonicalJsonBytes } from "./canonicalJson.ts";
 import type { Ed25519Signer, Ed25519Verifier } from "./ed25519.ts";
 
@@ -47,12 +47,8 @@ export async function verifyJsonSignature(obj: JsonObject, entity: string, looku
     if (!publicKey) continue;
     const b64 = sigs[keyId];
     if (typeof b64 !== "string") return false;
-    let sig: Uint8Array;
-    try {
-      sig = decodeBase64(b64);
-    } catch {
-      return false;
-    }
+    const sig = tryDecodeBase64(b64);
+    if (!sig) return false;
     if (!(await verifier.verify(publicKey, bytes, sig))) return false;
     checked++;
   }

@@ -1,6 +1,6 @@
 /** Content hashes, reference hashes and event IDs (server-server API "Signing events", room versions' event ID formats). */
 import { canonicalJsonBytes } from "../crypto/canonicalJson.ts";
-import { encodeBase64, encodeBase64Url, decodeBase64 } from "../crypto/base64.ts";
+import { encodeBase64, encodeBase64Url, tryDecodeBase64 } from "../crypto/base64.ts";
 import type { JsonObject, SigningKey } from "../crypto/signing.ts";
 import { signJson } from "../crypto/signing.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
@@ -21,12 +21,8 @@ export async function contentHash(event: JsonObject): Promise<string> {
 export async function checkContentHash(event: JsonObject): Promise<boolean> {
   const claimed = (event.hashes as Record<string, unknown> | undefined)?.sha256;
   if (typeof claimed !== "string") return false;
-  let claimedBytes: Uint8Array;
-  try {
-    claimedBytes = decodeBase64(claimed);
-  } catch {
-    return false;
-  }
+  const claimedBytes = tryDecodeBase64(claimed);
+  if (!claimedBytes) return false;
   return encodeBase64(claimedBytes) === (await contentHash(event));
 }
 

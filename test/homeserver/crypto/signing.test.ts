@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { decodeBase64 } from "../../../src/homeserver/crypto/base64.ts";
+import { decodeBase64, encodeBase64, tryDecodeBase64 } from "../../../src/homeserver/crypto/base64.ts";
 import { naclSigner, webCryptoSigner } from "../../../src/homeserver/crypto/ed25519.ts";
 import { signJson } from "../../../src/homeserver/crypto/signing.ts";
 import { hashAndSignEvent } from "../../../src/homeserver/events/hashes.ts";
@@ -54,5 +54,26 @@ describe.each([
       signatures: { domain: { "ed25519:1": "Wm+VzmOUOz08Ds+0NTWb1d4CZrVsJSikkeRxh6aCcUwu6pNC78FunoD7KNWzqFn241eYHYMGCA5McEiVPdhzBA" } },
       unsigned: { age_ts: 1000000 },
     });
+  });
+});
+
+describe("tryDecodeBase64", () => {
+  it.each([
+    ["AQID", [1, 2, 3]],
+    ["AQI", [1, 2]],
+    ["AQI=", [1, 2]],
+    ["-_8", [251, 255]],
+    ["", []],
+  ])("decodes %j", (text, bytes) => {
+    expect([...tryDecodeBase64(text)!]).toEqual(bytes);
+  });
+
+  it.each(["A", "AQI===", "AQ!D", "é", "AQID\n"])("gives undefined for %j", (text) => {
+    expect(tryDecodeBase64(text)).toBeUndefined();
+  });
+
+  it("round-trips with encodeBase64", () => {
+    const bytes = new Uint8Array([0, 1, 254, 255, 128]);
+    expect(tryDecodeBase64(encodeBase64(bytes))).toEqual(bytes);
   });
 });
