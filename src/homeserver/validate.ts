@@ -1,6 +1,7 @@
 /**
- * Typed readers for request bodies: each throws the Matrix error a client should see (400
- * `M_BAD_JSON` naming the field) instead of letting a wrong type reach code that assumes the right one.
+ * Helpers for untrusted input: checks that throw the Matrix error a client should see (400
+ * `M_BAD_JSON` naming what is wrong) instead of letting a bad value reach code that assumes a good
+ * one, and maps safe to key by client-chosen strings.
  */
 import { CanonicalJsonError, canonicalJson } from "./crypto/canonicalJson.ts";
 import { badJson } from "./errors.ts";
@@ -17,4 +18,13 @@ export function requireCanonicalJson(value: unknown, what = "Request body"): voi
     if (e instanceof CanonicalJsonError) throw badJson(`${what} is not canonical JSON: ${e.message}`);
     throw e;
   }
+}
+
+/**
+ * An empty map with no prototype, for building responses keyed by client-chosen strings: with a
+ * plain `{}`, the key `__proto__` reads Object.prototype and assigning it replaces the prototype.
+ * JSON.stringify serialises it like any object.
+ */
+export function dict<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
 }

@@ -9,6 +9,7 @@ import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, invalidParam, missingParam, notFound } from "../errors.ts";
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
+import { dict } from "../validate.ts";
 
 /** A backup version as stored. */
 interface BackupVersion {
@@ -217,15 +218,16 @@ export async function getRoomKeys(ctx: RequestContext, params: Record<string, st
     }
     const p = keysPrefix(userId, v.version, roomId);
     const rows = await tx.range<KeyBackupData>("key_backup_keys", { prefix: p });
+    // Room and session IDs are the client's own strings (`__proto__` included): null-prototype maps.
     if (roomId !== undefined) {
-      const sessions: Record<string, KeyBackupData> = {};
+      const sessions = dict<KeyBackupData>();
       for (const r of rows) sessions[r.key.slice(p.length)] = r.value;
       return { sessions };
     }
-    const rooms: Record<string, { sessions: Record<string, KeyBackupData> }> = {};
+    const rooms = dict<{ sessions: Record<string, KeyBackupData> }>();
     for (const r of rows) {
       const [rid, sid] = r.key.slice(p.length).split("\u001f") as [string, string];
-      (rooms[rid] ??= { sessions: {} }).sessions[sid] = r.value;
+      (rooms[rid] ??= { sessions: dict() }).sessions[sid] = r.value;
     }
     return { rooms };
   });

@@ -19,6 +19,21 @@ describe("key backup", () => {
     t = await f.device("alice", "ADEV");
   });
 
+  it("serves room and session IDs named like Object.prototype members", async () => {
+    // Found by the robustness fuzzer: a room ID `__proto__` made every later GET room_keys/keys answer 500.
+    await f.call("POST", `${base}/version`, t, { algorithm: ALG, auth_data: { public_key: "pk" } });
+    for (const [room, session] of [["__proto__", "__proto__"], ["constructor", "toString"], ["!r:x", "__proto__"]]) {
+      expect((await f.call("PUT", `${base}/keys/${room}/${session}?version=1`, t, kd(1))).status).toBe(200);
+    }
+    const all = await f.call("GET", `${base}/keys?version=1`, t);
+    expect(all.status).toBe(200);
+    const text = JSON.stringify(all.json);
+    expect(JSON.parse(text)).toEqual(JSON.parse(
+      `{"rooms":{"__proto__":{"sessions":{"__proto__":${JSON.stringify(kd(1))}}},"constructor":{"sessions":{"toString":${JSON.stringify(kd(1))}}},"!r:x":{"sessions":{"__proto__":${JSON.stringify(kd(1))}}}}}`,
+    ));
+    expect(Object.keys((await f.call("GET", `${base}/keys/__proto__?version=1`, t)).json.sessions as object)).toEqual(["__proto__"]);
+  });
+
   it("answers 404 M_NOT_FOUND when there is no backup", async () => {
     const r = await f.call("GET", `${base}/version`, t);
     expect(r.status).toBe(404);
