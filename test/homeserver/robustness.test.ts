@@ -86,6 +86,7 @@ async function freshToken(): Promise<string> {
 /** Path segments (raw, as they appear in the URL): valid ones, and hostile ones. */
 function validSegments(): string[] {
   return [
+    ...PROTO_KEYS,
     ids.roomId, ids.eventId, ids.alice.userId, ids.bob.userId, ids.mediaId, SERVER, ids.alias,
     ids.alice.deviceId, "m.room.message", "m.room.name", "m.room.member", "m.read", "m.fully_read",
     "global", "override", "content", ".m.rule.master", "m.tag", "u.work", "displayname", "avatar_url", "txn1", "1", "0", "m.reference", "m.thread",
@@ -136,6 +137,7 @@ const segmentArb = (name: string): fc.Arbitrary<string> => {
   return fc.oneof(
     { weight: fitting.length > 0 ? 4 : 0, arbitrary: fc.constantFrom(...fitting, "x") },
     { weight: 2, arbitrary: fc.constantFrom(...validSegments()) },
+    { weight: 1, arbitrary: fc.constantFrom(...PROTO_KEYS) },
     { weight: 3, arbitrary: fc.constantFrom(...HOSTILE_SEGMENTS) },
     { weight: 1, arbitrary: fc.string({ unit: "binary", maxLength: 20 }).map(encodeURIComponent) },
   );
@@ -340,6 +342,9 @@ const queryValue = fc.oneof(
   fc.integer().map(String),
 );
 
+/** Stands for the newest key backup version (versions are never reused, and fuzzed DELETEs remove them). */
+const CURRENT_BACKUP = "<current backup>";
+
 /** Query parameters an endpoint needs to get past its first check (the generator may drop them). */
 function baseQueryFor(route: { method: string; path: string }): [string, string][] {
   const p = route.path;
@@ -347,7 +352,7 @@ function baseQueryFor(route: { method: string; path: string }): [string, string]
   if (p.endsWith("/register/available")) return [["username", "free"]];
   if (p.endsWith("/validity")) return [["token", "t"]];
   if (p.endsWith("/keys/changes")) return [["from", "0"], ["to", "99"]];
-  if (p.includes("/room_keys/keys")) return [["version", "1"]];
+  if (p.includes("/room_keys/keys")) return [["version", CURRENT_BACKUP]];
   if (p.endsWith("/timestamp_to_event")) return [["ts", "1"], ["dir", "f"]];
   if (p.includes("/thumbnail/")) return [["width", "32"], ["height", "32"], ["method", "scale"]];
   if (p.endsWith("/preview_url")) return [["url", "https://example.org/"]];
@@ -384,7 +389,11 @@ async function send(method: string, req: FuzzRequest): Promise<Response> {
   if (token) headers.Authorization = `Bearer ${token}`;
   // A header that is not a bearer token, and the deprecated `access_token` query parameter.
   if (req.token === "malformed") headers.Authorization = "Basic YWxpY2U6cHc=";
-  const query = req.token === "query" ? [...req.query, ["access_token", ids.alice.token] as [string, string]] : req.query;
+  let query = req.token === "query" ? [...req.query, ["access_token", ids.alice.token] as [string, string]] : req.query;
+  if (query.some(([, v]) => v === CURRENT_BACKUP)) {
+    const latest = await call("GET", "/_matrix/client/v3/room_keys/version", undefined, token ?? ids.alice.token);
+    query = query.map(([k, v]) => [k, v === CURRENT_BACKUP ? String(latest.json?.version ?? "1") : v]);
+  }
   const init: RequestInit = { method, headers };
   if (method !== "GET" && req.body.kind === "text") {
     init.body = req.body.text;
@@ -445,6 +454,40 @@ async function checkHealthy(): Promise<void> {
   expect(typeof sync.json.next_batch).toBe("string");
   const ev = await call("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(ids.roomId)}/event/${encodeURIComponent(ids.eventId)}`, undefined, ids.alice.token);
   expect([200, 403, 404], JSON.stringify(ev.json)).toContain(ev.status);
+  // Read back what the fuzzed writes may have stored under odd keys (`__proto__` room IDs, tags, rule IDs …):
+  // whatever was accepted must still be servable.
+  const room = encodeURIComponent(ids.roomId);
+  const me = encodeURIComponent(ids.alice.userId);
+  const backup = await call("GET", "/_matrix/client/v3/room_keys/version", undefined, ids.alice.token);
+  const reads: [string, string, unknown?][] = [
+    ["GET", "/_matrix/client/v3/sync?timeout=0&full_state=true"],
+    ["GET", `/_matrix/client/v3/room_keys/keys?version=${encodeURIComponent(String(backup.json?.version ?? "1"))}`],
+    ["GET", `/_matrix/client/v3/user/${me}/rooms/${room}/tags`],
+    ["GET", `/_matrix/client/v3/user/${me}/account_data/m.direct`],
+    ["GET", "/_matrix/client/v3/pushrules/"],
+    ["GET", "/_matrix/client/v3/pushers"],
+    ["GET", "/_matrix/client/v3/devices"],
+    ["GET", "/_matrix/client/v3/joined_rooms"],
+    ["GET", "/_matrix/client/v3/notifications"],
+    ["GET", `/_matrix/client/v3/profile/${me}`],
+    ["GET", `/_matrix/client/v3/rooms/${room}/state`],
+    ["GET", `/_matrix/client/v3/rooms/${room}/members`],
+    ["GET", `/_matrix/client/v3/rooms/${room}/messages?dir=b&limit=50`],
+    ["GET", `/_matrix/client/v3/rooms/${room}/aliases`],
+    ["GET", `/_matrix/client/v1/rooms/${room}/threads`],
+    ["GET", `/_matrix/client/v1/rooms/${room}/relations/${encodeURIComponent(ids.eventId)}`],
+    ["GET", "/_matrix/client/v3/initialSync?limit=5"],
+    ["GET", "/_matrix/client/v3/publicRooms"],
+    ["GET", "/_matrix/client/v3/keys/changes?from=0&to=999999"],
+    ["POST", "/_matrix/client/v3/keys/query", { device_keys: { [ids.alice.userId]: [], [ids.bob.userId]: [] } }],
+    ["POST", "/_matrix/client/v3/search", { search_categories: { room_events: { search_term: "hello" } } }],
+  ];
+  for (const [method, path, body] of reads) {
+    loggedErrors.length = 0;
+    const r = await call(method, path, body, ids.alice.token);
+    expect(r.status, `${method} ${path} after fuzzing: ${JSON.stringify(r.json).slice(0, 300)}`).toBeLessThan(500);
+    expect(loggedErrors, `${method} ${path} logged an error`).toEqual([]);
+  }
 }
 
 beforeAll(async () => {
