@@ -12,7 +12,7 @@ import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store
 import { StorageError } from "./store.ts";
 import { MIGRATIONS } from "./schema.ts";
 import type { Migration } from "./schema.ts";
-import { checkUpgradable, prefixEnd, tablesAt } from "./migrate.ts";
+import { checkUpgradable, inFlightTracker, prefixEnd, storeClosed, tablesAt } from "./migrate.ts";
 
 /** Options of `createIndexedDbStore`. */
 export interface IndexedDbStoreOptions {
@@ -230,16 +230,8 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
   const allTables = [...tableSet];
 
   let closed = false;
-  const inFlight = new Set<Promise<unknown>>();
-  const track = <T>(p: Promise<T>): Promise<T> => {
-    inFlight.add(p);
-    void p.then(
-      () => inFlight.delete(p),
-      () => inFlight.delete(p),
-    );
-    return p;
-  };
-  const closedError = (): Promise<never> => Promise.reject(new StorageError("store is closed"));
+  const inFlight = inFlightTracker();
+  const track = inFlight.track;
   // Another tab's newer code wants to upgrade: step aside instead of blocking it forever.
   db.addEventListener("versionchange", () => {
     closed = true;
@@ -249,7 +241,7 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
   return {
     kind: "indexeddb",
     read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T> {
-      if (closed) return closedError();
+      if (closed) return storeClosed();
       return track(
         (async () => {
           const tx = db.transaction(allTables, "readonly") as AnyTx;
@@ -264,7 +256,7 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
       );
     },
     write<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T> {
-      if (closed) return closedError();
+      if (closed) return storeClosed();
       return track(
         (async () => {
           let tx: AnyTx;
@@ -304,7 +296,7 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
     async close() {
       if (closed) return;
       closed = true;
-      while (inFlight.size) await Promise.allSettled([...inFlight]);
+      await inFlight.settle();
       db.close();
     },
   };

@@ -1,6 +1,7 @@
 /**
- * Migration bookkeeping shared by the IndexedDB and SQLite backends: which tables exist at a given
- * schema version, and the checks both do before upgrading. The schema itself is in `schema.ts`.
+ * Bookkeeping shared by the IndexedDB and SQLite backends: which tables exist at a given schema
+ * version, the checks both do before upgrading, and the tracking of pending operations that
+ * `close()` waits for. The schema itself is in `schema.ts`.
  */
 import { StorageError } from "./store.ts";
 import type { Migration } from "./schema.ts";
@@ -51,4 +52,26 @@ export function prefixEndCodePoint(p: string): string | undefined {
   let last = (cps.pop() ?? 0) + 1;
   if (last >= 0xd800 && last <= 0xdfff) last = 0xe000;
   return String.fromCodePoint(...cps, last);
+}
+
+/** The rejection a closed store gives every new transaction. */
+export const storeClosed = (): Promise<never> => Promise.reject(new StorageError("store is closed"));
+
+/** Operations a backend has started and not finished, so that `close()` can let them settle first. */
+export function inFlightTracker(): { track<T>(p: Promise<T>): Promise<T>; settle(): Promise<void> } {
+  const inFlight = new Set<Promise<unknown>>();
+  return {
+    track<T>(p: Promise<T>): Promise<T> {
+      inFlight.add(p);
+      void p.then(
+        () => inFlight.delete(p),
+        () => inFlight.delete(p),
+      );
+      return p;
+    },
+    async settle(): Promise<void> {
+      // An operation may start another while settling (a write's durability step): loop until none is left.
+      while (inFlight.size) await Promise.allSettled([...inFlight]);
+    },
+  };
 }

@@ -18,7 +18,7 @@ import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store
 import { StorageError } from "./store.ts";
 import { MIGRATIONS } from "./schema.ts";
 import type { Migration } from "./schema.ts";
-import { checkUpgradable, prefixEndCodePoint, tablesAt } from "./migrate.ts";
+import { checkUpgradable, inFlightTracker, prefixEndCodePoint, storeClosed, tablesAt } from "./migrate.ts";
 
 /** Options of `createSqliteStore`. */
 export interface SqliteStoreOptions {
@@ -358,21 +358,13 @@ export async function createSqliteStore(options: SqliteStoreOptions = {}): Promi
   };
 
   let closed = false;
-  const inFlight = new Set<Promise<unknown>>();
-  const track = <T>(p: Promise<T>): Promise<T> => {
-    inFlight.add(p);
-    void p.then(
-      () => inFlight.delete(p),
-      () => inFlight.delete(p),
-    );
-    return p;
-  };
-  const closedError = (): Promise<never> => Promise.reject(new StorageError("store is closed"));
+  const inFlight = inFlightTracker();
+  const track = inFlight.track;
 
   return {
     kind: "sqlite",
     read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T> {
-      if (closed) return closedError();
+      if (closed) return storeClosed();
       return track(
         enqueue(async () => {
           const state = { open: true, writable: false, dirty: false };
@@ -385,7 +377,7 @@ export async function createSqliteStore(options: SqliteStoreOptions = {}): Promi
       );
     },
     write<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T> {
-      if (closed) return closedError();
+      if (closed) return storeClosed();
       const committed = enqueue(async () => {
         try {
           run("BEGIN", []);
@@ -418,7 +410,7 @@ export async function createSqliteStore(options: SqliteStoreOptions = {}): Promi
     async close() {
       if (closed) return;
       closed = true;
-      while (inFlight.size) await Promise.allSettled([...inFlight]);
+      await inFlight.settle();
       await queue;
       if (persisting) await persisting;
       dropStatements();
