@@ -4,7 +4,8 @@
  * one, and maps safe to key by client-chosen strings.
  */
 import { CanonicalJsonError, canonicalJson } from "./crypto/canonicalJson.ts";
-import { badJson } from "./errors.ts";
+import { badJson, invalidParam } from "./errors.ts";
+import type { RequestContext } from "./context.ts";
 
 /**
  * Requires a value that has a canonical JSON form (no floats, integers within ±(2^53−1)): signed
@@ -27,4 +28,15 @@ export function requireCanonicalJson(value: unknown, what = "Request body"): voi
  */
 export function dict<T>(): Record<string, T> {
   return Object.create(null) as Record<string, T>;
+}
+
+/** The largest page a `limit` asks for unless an endpoint sets its own cap. */
+export const MAX_LIMIT = 1000;
+
+/** Reads a `limit` query parameter: the default when absent, capped at `max`, 400 M_INVALID_PARAM unless a non-negative integer. */
+export function limitParam(ctx: RequestContext, def: number, max = MAX_LIMIT): number {
+  const raw = ctx.query("limit");
+  if (raw === undefined) return def;
+  if (!/^\d+$/.test(raw)) throw invalidParam("limit must be a non-negative integer");
+  return Math.min(Number(raw), max);
 }

@@ -6,6 +6,7 @@
 import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
+import { limitParam } from "../validate.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { isRoomAlias, isRoomId, serverOf } from "../roomserver/ids.ts";
@@ -234,9 +235,8 @@ export async function getPublicRooms(ctx: RequestContext): Promise<Record<string
   const server = ctx.query("server");
   // Other servers' directories come over federation, which this endpoint does not reach yet.
   if (server !== undefined && server !== ctx.hs.serverName) throw notFound(`Cannot reach the directory of ${server}`);
-  const limitRaw = ctx.query("limit");
-  if (limitRaw !== undefined && !/^\d+$/.test(limitRaw)) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
-  return listPublicRooms(ctx, limitRaw === undefined ? undefined : Number(limitRaw), ctx.query("since"), undefined);
+  const limit = ctx.query("limit") === undefined ? undefined : limitParam(ctx, 0, Infinity);
+  return listPublicRooms(ctx, limit, ctx.query("since"), undefined);
 }
 
 /** `POST /_matrix/client/v3/publicRooms` */

@@ -8,7 +8,7 @@ import type { RequestContext } from "../context.ts";
 import { MatrixError, forbidden } from "../errors.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { currentState, getRoom, membershipRecord } from "../roomserver/state.ts";
-import { limitParam } from "./messages.ts";
+import { limitParam } from "../validate.ts";
 import { publishedRoomChunk } from "./directory.ts";
 
 /**

@@ -10,6 +10,7 @@
  */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, notFound } from "../errors.ts";
+import { MAX_LIMIT, limitParam } from "../validate.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
@@ -24,16 +25,6 @@ import type { RoomEventFilter } from "../roomserver/filter.ts";
 import { getEvent, requireRoom, stateAfter } from "../roomserver/state.ts";
 import { makeToken, parseToken } from "../roomserver/tokens.ts";
 import { walkTimeline } from "../roomserver/timeline.ts";
-
-const MAX_LIMIT = 1000;
-
-/** Reads a `limit` query parameter: default, capped, 400 M_INVALID_PARAM if not a number. */
-export function limitParam(ctx: RequestContext, def: number, max = MAX_LIMIT): number {
-  const raw = ctx.query("limit");
-  if (raw === undefined) return def;
-  if (!/^\d+$/.test(raw)) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
-  return Math.min(Number(raw), max);
-}
 
 /** The member events lazy loading asks for: those of the given senders in the state the user may read. */
 async function lazyMembers(tx: ReadTx, roomId: string, userId: string, senders: Set<string>, at?: string): Promise<StoredEvent[]> {

@@ -5,6 +5,7 @@
  */
 import type { RequestContext } from "../context.ts";
 import { MatrixError } from "../errors.ts";
+import { limitParam } from "../validate.ts";
 import { pos as posKey, prefix, unpos } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
@@ -26,9 +27,7 @@ export async function getNotifications(ctx: RequestContext): Promise<Record<stri
   const fromParam = ctx.query("from");
   const from = fromParam === undefined ? undefined : /^\d+$/.test(fromParam) ? Number(fromParam) : NaN;
   if (Number.isNaN(from)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid from token");
-  const limitParam = ctx.query("limit");
-  const limit = limitParam === undefined ? 20 : Number(limitParam);
-  if (!Number.isInteger(limit) || limit < 0) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid limit");
+  const limit = limitParam(ctx, 20);
   const onlyHighlight = ctx.query("only") === "highlight";
   const now = ctx.hs.clock();
 

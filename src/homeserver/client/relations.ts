@@ -13,7 +13,7 @@ import type { RelationRow } from "../roomserver/serve.ts";
 import { getEvent, requireRoom } from "../roomserver/state.ts";
 import { readableUpTo } from "../roomserver/access.ts";
 import { makeToken, parseToken } from "../roomserver/tokens.ts";
-import { limitParam } from "./messages.ts";
+import { limitParam } from "../validate.ts";
 
 /** How deep `recurse=true` follows relations of relations (relations.yaml suggests at least 3). */
 const MAX_RECURSION = 3;

@@ -9,6 +9,7 @@
  */
 import type { RequestContext, Requester, Services } from "../context.ts";
 import { MatrixError } from "../errors.ts";
+import { limitParam } from "../validate.ts";
 import { key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
@@ -712,9 +713,7 @@ export async function getRoomInitialSync(ctx: RequestContext, p: Record<string, 
 /** `GET /_matrix/client/v3/initialSync` (deprecated since r0; old_sync.yaml) */
 export async function getInitialSync(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  const limitParam = ctx.query("limit");
-  const limit = limitParam === undefined ? ROOM_INITIAL_SYNC_LIMIT : Number(limitParam);
-  if (!Number.isInteger(limit) || limit < 0) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid limit");
+  const limit = limitParam(ctx, ROOM_INITIAL_SYNC_LIMIT);
   const archived = ctx.query("archived") === "true";
   return ctx.hs.store.read(async (tx) => {
     const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;

@@ -240,3 +240,31 @@ describe("content the server cannot hash, and event types named like Object.prot
     expect(await t.ok("GET", room(roomId, `/state/${type}/`), alice)).toEqual({ y: 2 });
   });
 });
+
+describe("limit query parameters (validate.ts limitParam, one reader for every endpoint)", () => {
+  const withLimit = (): string[] => [
+    room(roomId, "/messages?dir=b&"),
+    room(roomId, `/context/${e()}?`),
+    v1(`/relations/${e()}?`),
+    v1("/threads?"),
+    v1("/hierarchy?"),
+    "/publicRooms?",
+    "/initialSync?",
+    "/notifications?",
+  ];
+  it.each(["-1", "abc", "1.5", "1e3", " 5", "", "0x10", "NaN"])("refuses limit=%j with 400 M_INVALID_PARAM", async (limit) => {
+    for (const path of withLimit()) {
+      const res = await t.req("GET", `${path}limit=${encodeURIComponent(limit)}`, alice);
+      expect([path, res.status, res.body.errcode]).toEqual([path, 400, "M_INVALID_PARAM"]);
+    }
+  });
+
+  it("accepts 0, a small limit and a huge one (capped)", async () => {
+    for (const limit of ["0", "3", "99999999999999999999"]) {
+      for (const path of withLimit()) {
+        const res = await t.req("GET", `${path}limit=${limit}`, alice);
+        expect([path, limit, res.status]).toEqual([path, limit, 200]);
+      }
+    }
+  });
+});
