@@ -1,5 +1,6 @@
 /** Small helpers for building responses and reading requests, shared by every handler. */
 import { MatrixError, badJson, notJson } from "./errors.ts";
+import { MAX_JSON_DEPTH, jsonNestingDepth } from "./validate.ts";
 
 /** Headers the spec requires on every Client-Server response ("Web Browser Clients"). */
 export const CORS_HEADERS: Readonly<Record<string, string>> = {
@@ -35,6 +36,7 @@ export async function readJsonObject(request: Request, { allowEmpty = false } = 
     throw notJson();
   }
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw badJson("Request body must be a JSON object");
+  if (jsonNestingDepth(text) > MAX_JSON_DEPTH) throw badJson(`Request body nests deeper than ${MAX_JSON_DEPTH} levels`);
   return parsed as Record<string, unknown>;
 }
 

@@ -40,3 +40,31 @@ export function limitParam(ctx: RequestContext, def: number, max = MAX_LIMIT): n
   if (!/^\d+$/.test(raw)) throw invalidParam("limit must be a non-negative integer");
   return Math.min(Number(raw), max);
 }
+
+/**
+ * How deep a request body may nest objects and arrays. Deeper input would overflow the stack of the
+ * recursive walks it meets later (canonical JSON, structured clone, JSON.stringify) and answer 500;
+ * 128 is serde_json's limit, so Ruma-based servers refuse the same bodies.
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/** The deepest nesting of objects and arrays in JSON text (brackets inside strings do not count); iterative. */
+export function jsonNestingDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c /* \ */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (++depth > max) max = depth;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+    }
+  }
+  return max;
+}
