@@ -160,6 +160,16 @@ const FIELDS = [
   "types", "not_types", "not_rooms", "contains_url", "lazy_load_members", "unread_thread_notifications", "redacts", "state_key",
 ];
 
+/** Nesting far past any recursion limit (a stack overflow is a 500). */
+const DEEP = 20_000;
+const DEEP_JSON = `${"[".repeat(DEEP)}${"]".repeat(DEEP)}`;
+const DEEP_BODY = `{"content":${DEEP_JSON}}`;
+/** Stands for DEEP_JSON in generated values (too deep to build and stringify as a value). */
+const DEEP_MARK = "\u0001deep\u0001";
+
+/** JSON text of a generated value, with DEEP_MARK strings replaced by the deep nesting. */
+const serialise = (v: unknown): string => JSON.stringify(v).replaceAll(JSON.stringify(DEEP_MARK), DEEP_JSON);
+
 /** Strings of the right type but the wrong form: IDs without sigil or server, malformed MXC URIs, … */
 const HOSTILE_STRINGS = [
   "@alice", "@:", "@alice:", "@ALICE:hs.test", `@alice:${SERVER}:1:2`, "!:", "!x", "$", "$x:y", "#", "#:", "#a:b:c", ":", "a:b", "mxc://", `mxc://${SERVER}/`,
@@ -168,6 +178,7 @@ const HOSTILE_STRINGS = [
 
 const nastyValue = fc.oneof(
   fc.constantFrom<unknown>(...HOSTILE_STRINGS),
+  fc.constant<unknown>(DEEP_MARK),
   fc.constantFrom<unknown>(null, 0, -1, 1.5, -0.5, 1e308, -1e308, Number.MAX_SAFE_INTEGER + 2, true, false, "", [], {}, [null], [[]], { a: { b: { c: [] } } }, "x".repeat(70_000), "😀", "\u0000", "@", "!", "$", "#"),
   fc.integer(),
   fc.double({ noNaN: true, noDefaultInfinity: true }),
@@ -248,14 +259,14 @@ const mutatedTemplate = (template: unknown): fc.Arbitrary<unknown> => {
 const bodyArb = (route: { method: string; path: string }): fc.Arbitrary<FuzzRequest["body"]> => {
   const template = templateFor(route);
   return fc.oneof(
-    { weight: template === undefined ? 0 : 6, arbitrary: mutatedTemplate(template ?? {}).map((v) => ({ kind: "text" as const, text: JSON.stringify(v), contentType: "application/json" })) },
+    { weight: template === undefined ? 0 : 6, arbitrary: mutatedTemplate(template ?? {}).map((v) => ({ kind: "text" as const, text: serialise(v), contentType: "application/json" })) },
     { weight: 1, arbitrary: fc.constant({ kind: "none" as const }) },
     { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => ({ kind: "text" as const, text: JSON.stringify(v) ?? "null" })) },
-    { weight: 5, arbitrary: fieldObject().map((o) => ({ kind: "text" as const, text: JSON.stringify(o), contentType: "application/json" })) },
+    { weight: 5, arbitrary: fieldObject().map((o) => ({ kind: "text" as const, text: serialise(o), contentType: "application/json" })) },
     {
       weight: 1,
       arbitrary: fc
-        .constantFrom("", " ", "{", "not json", "{\"a\":}", "[1,2", "\"str\"", "123", "null", "true", "{\"__proto__\":{\"x\":1}}", "\uFEFF{}", "{}{}", "NaN")
+        .constantFrom(DEEP_BODY, "", " ", "{", "not json", "{\"a\":}", "[1,2", "\"str\"", "123", "null", "true", "{\"__proto__\":{\"x\":1}}", "\uFEFF{}", "{}{}", "NaN")
         .map((text) => ({ kind: "text" as const, text, contentType: "application/json" })),
     },
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 64 }).map((bytes) => ({ kind: "bytes" as const, bytes })) },
@@ -335,7 +346,7 @@ const QUERY_NAMES = [
 ];
 
 const queryValue = fc.oneof(
-  fc.constantFrom("", "-1", "0", "1", "abc", "1e400", "NaN", "Infinity", "9999999999999999999999", "0.5", "-0", "b", "f", "x", "{", "{}",
+  fc.constantFrom(`{"room":${'{"timeline":'.repeat(DEEP)}1${"}".repeat(DEEP)}}`, "", "-1", "0", "1", "abc", "1e400", "NaN", "Infinity", "9999999999999999999999", "0.5", "-0", "b", "f", "x", "{", "{}",
     "{\"room\":{\"timeline\":{\"limit\":\"x\"}}}", "{\"limit\":-5}", "[]", "s", "s99999999", "t1_2", "%", "\u0000", "true", "false", "😀",
     "m.room.message", SERVER, "http://127.0.0.1:1/"),
   fc.string({ maxLength: 12 }),
