@@ -28,9 +28,12 @@ process.once("exit", () => {
   for (const c of children) if (c.pid && c.exitCode === null) try { process.kill(-c.pid, "SIGKILL"); } catch { /* gone */ }
 });
 
-/** Runs `tsx src/node/main.ts ARGS` (via = "tsx") or `npm run serve -- ARGS` (via = "npm"). */
-export function spawnServe(args: string[], via: "tsx" | "npm" = "tsx", waitFor = /Hyphae listening on (\S+)/): Promise<Spawned> {
-  const [cmd, argv] = via === "tsx" ? [resolve(BIN, "tsx"), ["src/node/main.ts", ...args]] : ["npm", ["run", "--silent", "serve", "--", ...args]];
+/** Runs `tsx src/node/main.ts ARGS` (via = "tsx"), `npm run serve -- ARGS` (via = "npm") or `npm start -- ARGS` (via = "npm-start"). */
+export function spawnServe(args: string[], via: "tsx" | "npm" | "npm-start" = "tsx", waitFor = /Hyphae listening on (\S+)/): Promise<Spawned> {
+  const [cmd, argv] =
+    via === "tsx" ? [resolve(BIN, "tsx"), ["src/node/main.ts", ...args]]
+    : via === "npm" ? ["npm", ["run", "--silent", "serve", "--", ...args]]
+    : ["npm", ["start", "--silent", "--", ...args]];
   const child = spawn(cmd, argv, {
     cwd: REPO,
     // node_modules/.bin first: tsx's `#!/usr/bin/env node` must find Node 22, as under `npm run`.

@@ -1,0 +1,34 @@
+/** The command-line entry shared by `npm run serve` and `npm start`: parse, start, report, exit. */
+import { ConfigError, USAGE, parseArgs, resolveConfig } from "./config.ts";
+import type { NodeConfig } from "./config.ts";
+import { consoleLogger } from "./logger.ts";
+import { exitOnSignals, startNode } from "./runner.ts";
+import type { RunningNode } from "./runner.ts";
+
+/**
+ * Starts the Node homeserver from command-line arguments and prints the "listening" line that
+ * tests and scripts wait for; `announce` may print more once it is up. Exits 1 on failure:
+ * expected failures (bad config, port in use, unreadable files) get one line, bugs a stack.
+ */
+export function runFromCommandLine(argv: string[], announce?: (node: RunningNode, config: NodeConfig) => void): void {
+  const run = async (): Promise<void> => {
+    const args = parseArgs(argv);
+    if (args.help) {
+      process.stdout.write(USAGE + "\n");
+      return;
+    }
+    const early = consoleLogger("info");
+    const config = await resolveConfig(args, (msg) => early.warn(msg));
+    const logger = consoleLogger(config.logLevel);
+    const node = await startNode(config, { logger });
+    exitOnSignals(node, (msg) => logger.info(msg));
+    process.stdout.write(`Hyphae listening on ${node.httpUrl} (server name ${node.serverName})\n`);
+    if (node.httpsUrl) process.stdout.write(`Hyphae listening on ${node.httpsUrl} (TLS)\n`);
+    announce?.(node, config);
+  };
+  run().catch((err: unknown) => {
+    const expected = err instanceof ConfigError || (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === "string");
+    process.stderr.write(`hyphae: ${err instanceof Error ? (expected ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
+    process.exit(1);
+  });
+}
