@@ -19,40 +19,11 @@ import type { LaunchedBrowser } from "./browser.ts";
 import { buildHydrogenApp, serveStatic } from "./hydrogen-app/build.ts";
 import { REPO_ROOT, startServe } from "./serve.ts";
 import type { ServedHomeserver } from "./serve.ts";
+import { call, register, within } from "./http.ts";
+import type { Session } from "./http.ts";
 
 const ARTIFACTS = join(REPO_ROOT, "test-results");
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
-interface Session {
-  user_id: string;
-  access_token: string;
-  device_id: string;
-}
-
-/** `POST` or `GET` JSON with an optional access token; returns status and parsed body. */
-async function call(base: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const headers: Record<string, string> = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (token) headers["Authorization"] = `Bearer ${token}`;
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-}
-
-/** Registers through User-Interactive Auth with the `m.login.dummy` stage (spec: "Account registration"). */
-async function register(base: string, username: string, password: string): Promise<Session> {
-  const first = await call(base, "POST", "/_matrix/client/v3/register", { username, password });
-  if (first.status === 200) return first.body as unknown as Session;
-  expect(first.status, JSON.stringify(first.body)).toBe(401);
-  const session = first.body["session"] as string | undefined;
-  const second = await call(base, "POST", "/_matrix/client/v3/register", {
-    username,
-    password,
-    auth: { type: "m.login.dummy", ...(session ? { session } : {}) },
-  });
-  expect(second.status, JSON.stringify(second.body)).toBe(200);
-  return second.body as unknown as Session;
-}
 
 /** js-sdk logs every request at info level; keep the test output readable. */
 const quietLogger: Logger = {
@@ -86,18 +57,6 @@ function waitForMessage(client: MatrixClient, roomId: string, body: string): Pro
   });
 }
 
-/** Rejects with a clear message if `promise` has not settled after `ms` (a hang guard, not a speed check). */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe("Hydrogen in Chromium against the Node homeserver", () => {
   let hs: ServedHomeserver | undefined;

@@ -8,46 +8,8 @@ import { ClientEvent, createClient, MatrixEventEvent, MsgType, Preset, RoomEvent
 import type { MatrixClient, MatrixEvent } from "matrix-js-sdk";
 import { startServe } from "./serve.ts";
 import type { ServedHomeserver } from "./serve.ts";
-
-interface Session {
-  user_id: string;
-  access_token: string;
-  device_id: string;
-}
-
-async function call(base: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const headers: Record<string, string> = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (token) headers["Authorization"] = `Bearer ${token}`;
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-}
-
-async function register(base: string, username: string, password: string): Promise<Session> {
-  const first = await call(base, "POST", "/_matrix/client/v3/register", { username, password });
-  if (first.status === 200) return first.body as unknown as Session;
-  const session = first.body["session"] as string | undefined;
-  const second = await call(base, "POST", "/_matrix/client/v3/register", { username, password, auth: { type: "m.login.dummy", ...(session ? { session } : {}) } });
-  expect(second.status, JSON.stringify(second.body)).toBe(200);
-  return second.body as unknown as Session;
-}
-
-async function login(base: string, user: string, password: string): Promise<Session> {
-  const r = await call(base, "POST", "/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user }, password });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body as unknown as Session;
-}
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    }),
-  ]);
-}
+import { call, login, register, within } from "./http.ts";
+import type { Session } from "./http.ts";
 
 /** Every request the clients made that the server refused, for failure messages. */
 const refused: string[] = [];

@@ -9,24 +9,8 @@ import { createClient } from "matrix-js-sdk";
 import type { MatrixClient } from "matrix-js-sdk";
 import { startServe } from "./serve.ts";
 import type { ServedHomeserver } from "./serve.ts";
-
-interface Session {
-  user_id: string;
-  access_token: string;
-  device_id: string;
-}
-
-async function register(base: string, username: string): Promise<Session> {
-  const post = (body: unknown): Promise<Response> =>
-    fetch(`${base}/_matrix/client/v3/register`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  const password = "correct horse battery staple";
-  const first = await post({ username, password });
-  if (first.status === 200) return (await first.json()) as Session;
-  const { session } = (await first.json()) as { session?: string };
-  const second = await post({ username, password, auth: { type: "m.login.dummy", ...(session ? { session } : {}) } });
-  expect(second.status).toBe(200);
-  return (await second.json()) as Session;
-}
+import { register } from "./http.ts";
+import type { Session } from "./http.ts";
 
 describe("media through matrix-js-sdk on the Node runner", () => {
   let hs: ServedHomeserver | undefined;

@@ -9,32 +9,8 @@ import { ClientEvent, createClient, Direction, EventType, MsgType, RelationType 
 import type { MatrixClient, MatrixEvent, Room } from "matrix-js-sdk";
 import { startServe } from "./serve.ts";
 import type { ServedHomeserver } from "./serve.ts";
-
-interface Session {
-  user_id: string;
-  access_token: string;
-  device_id: string;
-}
-
-async function call(base: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const headers: Record<string, string> = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (token) headers["Authorization"] = `Bearer ${token}`;
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-}
-
-/** `POST /register`, completing the dummy stage if the server asks for one. */
-async function register(base: string, username: string): Promise<Session> {
-  const password = `pw-${username}-secret`;
-  const first = await call(base, "POST", "/_matrix/client/v3/register", { username, password });
-  if (first.status === 200) return first.body as unknown as Session;
-  const session = first.body["session"] as string | undefined;
-  const second = await call(base, "POST", "/_matrix/client/v3/register", { username, password, auth: { type: "m.login.dummy", ...(session ? { session } : {}) } });
-  expect(second.status, JSON.stringify(second.body)).toBe(200);
-  return second.body as unknown as Session;
-}
+import { call, register } from "./http.ts";
+import type { Session } from "./http.ts";
 
 /** Polls `check` until it returns a value other than undefined/false; fails after `ms`. */
 async function until<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, ms = 20_000): Promise<T> {
