@@ -5,6 +5,8 @@ import type { Ed25519Verifier } from "./crypto/ed25519.ts";
 import { missingToken, unknownToken, MatrixError } from "./errors.ts";
 import type { AccessTokenRecord } from "./auth/tokens.ts";
 import { settleSupersededToken } from "./auth/tokens.ts";
+import { recordDeviceActivity } from "./auth/activity.ts";
+import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
 import { readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
@@ -139,6 +141,8 @@ export class RequestContext {
     if (t.expiresAt !== undefined && t.expiresAt <= this.hs.clock()) throw unknownToken(true);
     // The first use of a refreshed token retires the refresh token it replaced.
     if (t.supersedes !== undefined) await this.hs.store.write((tx) => settleSupersededToken(tx, token));
+    const headers = this.request.headers;
+    await recordDeviceActivity(this.hs, t.userId, t.deviceId, headers.get(CLIENT_ADDRESS_HEADER) ?? undefined, headers.get("User-Agent") ?? undefined);
     return {
       userId: t.userId,
       deviceId: t.deviceId,

@@ -25,6 +25,20 @@ describe("devices", () => {
     expect((await call("GET", "/_matrix/client/v3/devices/ONE", undefined, { token: b.token })).status).toBe(404);
   });
 
+  it("last_seen follows the device's requests, at most one write per five minutes", async () => {
+    const { call, register, advance } = await testServer();
+    const a = await register("alice", "pw", { device_id: "ONE" });
+    const seen = async () => (await call("GET", "/_matrix/client/v3/devices/ONE", undefined, { token: a.token })).body;
+    const atLogin = (await seen()).last_seen_ts as number;
+    advance(60_000);
+    // Within the interval of the last write: not written again.
+    await call("GET", "/_matrix/client/v3/account/whoami", undefined, { token: a.token, from: "10.1.2.3" });
+    expect((await seen()).last_seen_ts).toBe(atLogin);
+    advance(5 * 60_000);
+    await call("GET", "/_matrix/client/v3/account/whoami", undefined, { token: a.token, from: "10.9.9.9" });
+    expect(await seen()).toMatchObject({ last_seen_ts: atLogin + 6 * 60_000, last_seen_ip: "10.9.9.9" });
+  });
+
   it("DELETE /devices/{id} needs the password through UIA, then removes tokens, keys, to-device rows and records a device-list change", async () => {
     const { hs, call, register } = await testServer();
     const a = await register("alice", "pw", { device_id: "KEEP" });
