@@ -2,7 +2,8 @@
  * Storage rates per backend, each next to the raw primitive underneath it measured in the same
  * run: one `write()` with one put and one `read()` with one get (the per-operation cost a request
  * pays), batched puts (1000 per transaction), and the SQLite file store's durable write rate with
- * and without concurrency (group commit).
+ * and without concurrency (group commit), and that rate once the database holds media (media bytes
+ * must not be rewritten by every later commit).
  */
 import "fake-indexeddb/auto";
 import { IDBFactory } from "fake-indexeddb";
@@ -178,6 +179,82 @@ function triple(name: string, ours: Rates, rawName: string, raw: Rates): Figure[
   ];
 }
 
+/** Sequential durable one-put writes through the file store at `path` for MS ms, best of ROUNDS. */
+async function durablePutRate(file: Store, next: () => number): Promise<number> {
+  let best = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    best = Math.max(best, await rate(() => file.write(async (tx) => tx.put("events", key("!m", pos(next())), value)), MS));
+  }
+  return best;
+}
+
+/** The floor under one durable write of `size` bytes: write a file that size and fsync it. */
+async function rawFileRate(dir: string, size: number): Promise<number> {
+  const bytes = new Uint8Array(size);
+  let best = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    best = Math.max(
+      best,
+      await rate(() => {
+        const p = join(dir, "raw.bin");
+        writeFileSync(p, bytes);
+        const fd = openSync(p, "r+");
+        fsyncSync(fd);
+        closeSync(fd);
+      }, MS),
+    );
+  }
+  return best;
+}
+
+/**
+ * A message send after photo uploads: the durable one-put write rate with a ~1.5 MB database, and
+ * again after 30 MB of media went into `media_content`, each next to writeFile+fsync of a
+ * database-sized file. If media bytes lived in the database file, every later commit would
+ * rewrite them and the second rate would fall to the 31.5 MB file's floor.
+ */
+export async function mediaDurabilityFigures(): Promise<Figure[]> {
+  const dir = mkdtempSync(join(tmpdir(), "hyphae-bench-media-"));
+  try {
+    const path = join(dir, "db.sqlite");
+    const file = await openSqliteFileStore(path);
+    let i = 0;
+    // ~1.5 MB of events, in batches (the filling itself is not measured).
+    while (statSync(path).size < 1.5 * 1024 * 1024) {
+      await file.write(async (tx) => {
+        for (let b = 0; b < 200; b++) tx.put("events", key("!m", pos(i++)), value);
+      });
+    }
+    const small = statSync(path).size;
+    const before = await durablePutRate(file, () => i++);
+    const rawSmall = await rawFileRate(dir, small);
+    const MB = 1024 * 1024;
+    for (let m = 0; m < 30; m++) {
+      const photo = new Uint8Array(MB).map((_, b) => (b * 131 + m) & 0xff);
+      await file.write(async (tx) => tx.put("media_content", `photo${m}`, photo));
+    }
+    const after = await durablePutRate(file, () => i++);
+    const dbAfter = statSync(path).size;
+    await file.close();
+    const rawBig = await rawFileRate(dir, small + 30 * MB);
+    const kb = (n: number): string => `${Math.round(n / 1024)} KB`;
+    return [
+      versus(`sqlite file store: durable 1-put writes, ${kb(small)} database`, before, "tx/s", `raw writeFile+fsync of ${kb(small)}`, rawSmall),
+      versus(
+        `sqlite file store: durable 1-put writes after storing 30 MB of media (database file ${kb(dbAfter)})`,
+        after,
+        "tx/s",
+        `raw writeFile+fsync of ${kb(small)}`,
+        rawSmall,
+      ),
+      versus("sqlite file store: durable 1-put writes after 30 MB of media", after, "tx/s", `raw writeFile+fsync of ${kb(small + 30 * MB)}`, rawBig),
+      versus("sqlite file store: durable 1-put writes, after 30 MB of media vs. before", after, "tx/s", "same, before the media", before),
+    ];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export const storageBench: Bench = async () => {
   const figures: Figure[] = [];
 
@@ -230,5 +307,6 @@ export const storageBench: Bench = async () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  figures.push(...(await mediaDurabilityFigures()));
   return figures;
 };
