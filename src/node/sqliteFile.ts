@@ -3,12 +3,17 @@
  * the full export to `<path>.tmp`, fsyncs it, renames it over `<path>` and fsyncs the directory,
  * so the file on disk is always one complete committed state: a crash leaves either the old or the
  * new database, and a `write()` that resolved is in the file.
+ *
+ * Byte values of the blob tables (`media_content` by default) are not in that file: they live as
+ * one file each under `<path>.blobs/`, so a commit does not rewrite every photo ever uploaded
+ * (see `blobFiles.ts` for their durability rules).
  */
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createSqliteStore } from "../storage/sqlite.ts";
 import type { Store } from "../storage/store.ts";
 import { StorageError } from "../storage/store.ts";
+import { withBlobFiles } from "./blobFiles.ts";
 import type { Migration } from "../storage/schema.ts";
 
 async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
@@ -38,6 +43,8 @@ export interface SqliteFileOptions {
   migrations?: readonly Migration[];
   /** How long to wait for another live process to release the file before failing (default 5 s). */
   lockWaitMs?: number;
+  /** Tables whose `Uint8Array` values are kept as files under `<path>.blobs/` (default `["media_content"]`). */
+  blobTables?: readonly string[];
 }
 
 const alive = (pid: number): boolean => {
@@ -87,7 +94,14 @@ export async function openSqliteFileStore(path: string, options: SqliteFileOptio
   await mkdir(dirname(path), { recursive: true });
   const unlock = await lock(path, options.lockWaitMs ?? 5000);
   try {
-    const store = await openLocked(path, options);
+    const sqlite = await openLocked(path, options);
+    let store: Store;
+    try {
+      store = await withBlobFiles(sqlite, path + ".blobs", options.blobTables ?? ["media_content"]);
+    } catch (e) {
+      await sqlite.close();
+      throw e;
+    }
     return {
       kind: store.kind,
       read: (fn) => store.read(fn),
