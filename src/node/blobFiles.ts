@@ -292,7 +292,12 @@ export async function withBlobFiles(inner: Store, dir: string, tables: readonly 
     const inlineBytes: string[] = [];
     await inner.read(async (tx) => {
       for (const row of await tx.range(table)) {
-        const name = markerName(row.value);
+        let name: string | undefined;
+        try {
+          name = markerName(row.value);
+        } catch {
+          continue; // a corrupt marker fails when read, not the whole open
+        }
         if (name !== undefined) referenced.add(name);
         else if (row.value instanceof Uint8Array) inlineBytes.push(row.key);
       }

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -92,7 +92,15 @@ describe("sqlite file store", () => {
     // Every acknowledged write is there (unacknowledged later ones may be too).
     expect(rows.length).toBeGreaterThanOrEqual(acknowledged + 1);
     expect(rows.slice(0, acknowledged + 1).map((r) => r.value.i)).toEqual(Array.from({ length: acknowledged + 1 }, (_, i) => i));
-    expect(await s.read((tx) => tx.get("media_content", pos(acknowledged)))).toEqual(new Uint8Array(1000).fill(acknowledged & 0xff));
+    // Every acknowledged blob write survived, byte for byte.
+    const media = await s.read((tx) => tx.range<Uint8Array>("media_content", { lte: pos(acknowledged) }));
+    expect(media.map((r) => r.key)).toEqual(Array.from({ length: acknowledged + 1 }, (_, i) => pos(i)));
+    for (const [i, r] of media.entries()) {
+      expect(r.value).toBeInstanceOf(Uint8Array);
+      expect(Buffer.from(r.value).equals(Buffer.alloc(20_000 + i, i & 0xff))).toBe(true);
+    }
+    // Only referenced blob files are left (a file written for the killed transaction is an orphan, deleted on open).
+    expect(readdirSync(path + ".blobs/media_content")).toHaveLength(await s.read((tx) => tx.count("media_content")));
     await s.close();
   });
 });
