@@ -27,8 +27,10 @@
  *     durable, the file is kept: the old database may still reference it.
  *  4. Reads inside a write transaction see its own pending writes and deletes (pending bytes are
  *     served from memory until they are written).
- *  5. On open, files no marker references (orphans of a crash or of rule 2/3) are deleted, and
- *     byte values stored inline by older versions are moved out to files.
+ *  5. On open, files no marker references (orphans of a crash or of rule 2/3) are deleted. Byte
+ *     values stored inline by older versions stay readable where they are; with `moveInline` they
+ *     are moved out to files (off by default: the database file then no longer holds them, so an
+ *     older runner could not read that media).
  * Values that are not `Uint8Array` stay inline, unchanged; an inline value that happens to have
  * the marker's shape is wrapped as `{ "\u0001inline": value }` so it is never mistaken for one.
  */
@@ -106,10 +108,10 @@ interface Pending {
 
 /**
  * Wraps `inner` (a store whose transactions may await file I/O, i.e. the sql.js file store) so that
- * `Uint8Array` values of `tables` live in files under `dir`. Removes orphan files and moves inline
- * bytes out before returning.
+ * `Uint8Array` values of `tables` live in files under `dir`. Removes orphan files (and, with
+ * `moveInline`, moves bytes stored inline by older versions out to files) before returning.
  */
-export async function withBlobFiles(inner: Store, dir: string, tables: readonly string[]): Promise<Store> {
+export async function withBlobFiles(inner: Store, dir: string, tables: readonly string[], moveInline = false): Promise<Store> {
   // A configured table the schema does not have (tests with their own migrations) stays ordinary:
   // the inner store refuses it as it refuses any unknown table.
   const blobTables = new Set<string>();
@@ -299,7 +301,7 @@ export async function withBlobFiles(inner: Store, dir: string, tables: readonly 
           continue; // a corrupt marker fails when read, not the whole open
         }
         if (name !== undefined) referenced.add(name);
-        else if (row.value instanceof Uint8Array) inlineBytes.push(row.key);
+        else if (moveInline && row.value instanceof Uint8Array) inlineBytes.push(row.key);
       }
     });
     const files = await readdir(join(dir, table));

@@ -45,6 +45,8 @@ export interface SqliteFileOptions {
   lockWaitMs?: number;
   /** Tables whose `Uint8Array` values are kept as files under `<path>.blobs/` (default `["media_content"]`). */
   blobTables?: readonly string[];
+  /** Move byte values an older version stored inline in blob tables out to files at open (default false). */
+  moveInlineBlobs?: boolean;
 }
 
 const alive = (pid: number): boolean => {
@@ -97,7 +99,7 @@ export async function openSqliteFileStore(path: string, options: SqliteFileOptio
     const sqlite = await openLocked(path, options);
     let store: Store;
     try {
-      store = await withBlobFiles(sqlite, path + ".blobs", options.blobTables ?? ["media_content"]);
+      store = await withBlobFiles(sqlite, path + ".blobs", options.blobTables ?? ["media_content"], options.moveInlineBlobs);
     } catch (e) {
       await sqlite.close();
       throw e;

@@ -168,7 +168,7 @@ describe("sqlite file store: blob tables", () => {
     await r.close();
   });
 
-  it("moves bytes an older version stored inline out to files on open", async () => {
+  it("reads bytes an older version stored inline, and moves them out to files when asked", async () => {
     const path = freshPath();
     const old = await openSqliteFileStore(path, { blobTables: [] });
     await old.write(async (tx) => {
@@ -176,7 +176,12 @@ describe("sqlite file store: blob tables", () => {
     });
     await old.close();
     expect(files(path)).toEqual([]);
-    const s = await openSqliteFileStore(path);
+    // By default they stay inline, readable (and an older runner could still read them).
+    const kept = await openSqliteFileStore(path);
+    expect(files(path)).toEqual([]);
+    expect(await kept.read((tx) => tx.get("media_content", "m33"))).toEqual(bytesOf(33, 10_000));
+    await kept.close();
+    const s = await openSqliteFileStore(path, { moveInlineBlobs: true });
     expect(files(path)).toHaveLength(40);
     expect(await s.read((tx) => tx.get("media_content", "m33"))).toEqual(bytesOf(33, 10_000));
     await s.close();
