@@ -74,7 +74,11 @@ function newName(key: string): string {
   return `${base}.${randomBytes(8).toString("hex")}`;
 }
 
-const asUint8 = (b: Buffer): Uint8Array => new Uint8Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+/** A plain Uint8Array (not a Buffer) over a file's bytes; copied only when the Buffer shares a pool. */
+const asUint8 = (b: Buffer): Uint8Array =>
+  b.byteOffset === 0 && b.byteLength === b.buffer.byteLength
+    ? new Uint8Array(b.buffer)
+    : new Uint8Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
 
 async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, "r");
@@ -124,6 +128,9 @@ export async function withBlobFiles(inner: Store, dir: string, tables: readonly 
     if (exists) blobTables.add(t);
   }
   for (const t of blobTables) await mkdir(join(dir, t), { recursive: true });
+  // The directories' own entries must be durable too, or a crash could lose a whole fresh directory
+  // of files whose rows did commit.
+  if (blobTables.size) for (const d of [dirname(dir), dir]) await fsyncDir(d);
   const pathOf = (table: string, name: string): string => join(dir, table, name);
 
   /** The real value of a stored row (reading its file when it is a marker). */

@@ -118,6 +118,26 @@ describe("sqlite file store: blob tables", () => {
     await s.close();
   });
 
+  it("commits concurrent blob writes (group commit) with every file in place", async () => {
+    const path = freshPath();
+    const s = await openSqliteFileStore(path);
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        s.write(async (tx) => {
+          tx.put("media_content", `c${i}`, bytesOf(i, 5000));
+          tx.put("media", `c${i}`, { size: 5000 });
+        }),
+      ),
+    );
+    await s.close();
+    expect(files(path)).toHaveLength(20);
+    const r = await openSqliteFileStore(path);
+    const rows = await r.read((tx) => tx.range<Uint8Array>("media_content"));
+    expect(rows).toHaveLength(20);
+    for (const row of rows) expectBytes(row.value, bytesOf(Number(row.key.slice(1)), 5000));
+    await r.close();
+  });
+
   it("deletes orphan files on open and keeps referenced ones", async () => {
     const path = freshPath();
     const s = await openSqliteFileStore(path);
