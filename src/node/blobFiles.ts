@@ -35,10 +35,11 @@
  * the marker's shape is wrapped as `{ "\u0001inline": value }` so it is never mistaken for one.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { KeyRange, ReadTx, Row, Store, StoredValue, TableName, WriteTx } from "../storage/store.ts";
 import { StorageError } from "../storage/store.ts";
+import { fsyncDir, replaceFile, tempPathOf } from "./durableFile.ts";
 
 const BLOB = "\u0001blob";
 const INLINE = "\u0001inline";
@@ -79,17 +80,6 @@ const asUint8 = (b: Buffer): Uint8Array =>
   b.byteOffset === 0 && b.byteLength === b.buffer.byteLength
     ? new Uint8Array(b.buffer)
     : new Uint8Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } catch {
-    // some filesystems refuse fsync on directories; the rename is still atomic
-  } finally {
-    await fh.close();
-  }
-}
 
 const removeQuietly = async (paths: Iterable<string>): Promise<void> => {
   await Promise.all([...paths].map((p) => rm(p, { force: true }).catch(() => undefined)));
@@ -231,16 +221,8 @@ export async function withBlobFiles(inner: Store, dir: string, tables: readonly 
   const writeFiles = async (pending: Pending): Promise<void> => {
     const dirs = new Set<string>();
     for (const [path, bytes] of pending.files) {
-      const tmp = path + ".tmp";
-      pending.written.push(tmp, path);
-      const fh = await open(tmp, "w");
-      try {
-        await fh.writeFile(bytes);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, path);
+      pending.written.push(tempPathOf(path), path);
+      await replaceFile(path, bytes);
       dirs.add(dirname(path));
     }
     for (const d of dirs) await fsyncDir(d);

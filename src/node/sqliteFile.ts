@@ -8,33 +8,19 @@
  * one file each under `<path>.blobs/`, so a commit does not rewrite every photo ever uploaded
  * (see `blobFiles.ts` for their durability rules).
  */
-import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createSqliteStore } from "../storage/sqlite.ts";
 import type { Store } from "../storage/store.ts";
 import { StorageError } from "../storage/store.ts";
 import { withBlobFiles } from "./blobFiles.ts";
+import { fsyncDir, replaceFile, tempPathOf } from "./durableFile.ts";
 import type { Migration } from "../storage/schema.ts";
 
 async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = path + ".tmp";
-  const fh = await open(tmp, "w");
-  try {
-    await fh.writeFile(bytes);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
+  await replaceFile(path, bytes);
   // The rename itself is durable only once the directory entry is on disk.
-  const dir = await open(dirname(path), "r");
-  try {
-    await dir.sync();
-  } catch {
-    // some filesystems refuse fsync on directories; the rename is still atomic
-  } finally {
-    await dir.close();
-  }
+  await fsyncDir(dirname(path));
 }
 
 /** Options of `openSqliteFileStore`. */
@@ -128,7 +114,7 @@ async function openLocked(path: string, options: SqliteFileOptions): Promise<Sto
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
   // A leftover temp file is an export whose rename never happened: the file at `path` is newer.
-  await rm(path + ".tmp", { force: true });
+  await rm(tempPathOf(path), { force: true });
   return createSqliteStore({
     data: data && new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
     persist: (bytes) => writeDurably(path, bytes),
