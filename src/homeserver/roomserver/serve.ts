@@ -8,8 +8,7 @@ import { prefix, SEP } from "../../storage/store.ts";
 import type { ClientEvent, StoredEvent } from "../events/types.ts";
 import { toClientEvent } from "../events/format.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
-import { getEvent, getRoom, membershipIn, rulesOf, stateAfter } from "./state.ts";
-import { stateKeyOf } from "../events/types.ts";
+import { getEvent, getRoom, membershipInState, rulesOf, stateAfter } from "./state.ts";
 import { canSeeEvent } from "./visibility.ts";
 
 /** Who is looking, for `transaction_id` echo, thread participation and visibility of related events. */
@@ -58,8 +57,7 @@ export class EventServer {
     });
     // unsigned.membership: the viewer's membership at the event, including its own change ("leave" if none).
     if (e.streamPos !== undefined) {
-      const memberId = (await stateAfter(this.tx, e.eventId)).get(stateKeyOf("m.room.member", this.viewer.userId));
-      const m = memberId ? membershipIn(await getEvent(this.tx, memberId)) : undefined;
+      const m = await membershipInState(this.tx, await stateAfter(this.tx, e.eventId), this.viewer.userId);
       out.unsigned = { ...(out.unsigned ?? {}), membership: m ?? "leave" };
     }
     if (opts.bundle !== false && !e.redactedBy) {

@@ -5,7 +5,7 @@
 import type { ReadTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
-import { getEvent, membershipIn, membershipRecord, stateAfter, stateBefore } from "./state.ts";
+import { getEvent, membershipIn, membershipInState, membershipRecord, stateAfter, stateBefore } from "./state.ts";
 
 const KNOWN = new Set(["world_readable", "shared", "invited", "joined"]);
 
@@ -14,11 +14,6 @@ async function visibilityIn(tx: ReadTx, state: Map<string, string>): Promise<str
   const v = id ? (await getEvent(tx, id))?.pdu.content.history_visibility : undefined;
   // "if no history_visibility is set, or if the value is not understood, … shared".
   return typeof v === "string" && KNOWN.has(v) ? v : "shared";
-}
-
-async function memberIn(tx: ReadTx, state: Map<string, string>, userId: string): Promise<string | undefined> {
-  const id = state.get(stateKeyOf("m.room.member", userId));
-  return id ? membershipIn(await getEvent(tx, id)) : undefined;
 }
 
 /** Whether `userId` joined the room at any point after `event` (rule 3, `shared`). */
@@ -50,13 +45,13 @@ export async function canSeeEvent(tx: ReadTx, userId: string, event: StoredEvent
   const after = await stateAfter(tx, event.eventId);
   const pdu = event.pdu;
   const visAfter = await visibilityIn(tx, after);
-  const memAfter = await memberIn(tx, after, userId);
+  const memAfter = await membershipInState(tx, after, userId);
   if (await allowedBy(tx, userId, event, visAfter, memAfter)) return true;
   // The visibility event itself and the user's own member events: before *or* after decides.
   const special = (pdu.type === "m.room.history_visibility" && pdu.state_key === "") || (pdu.type === "m.room.member" && pdu.state_key === userId);
   if (!special) return false;
   const before = await stateBefore(tx, event);
-  return allowedBy(tx, userId, event, await visibilityIn(tx, before), await memberIn(tx, before, userId));
+  return allowedBy(tx, userId, event, await visibilityIn(tx, before), await membershipInState(tx, before, userId));
 }
 
 /** The events of `events` that `userId` may see, in order. */
