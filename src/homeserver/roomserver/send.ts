@@ -17,7 +17,7 @@ import type { EventRef } from "../rooms/build.ts";
 import { authStateKeysFor, checkAuth } from "../rooms/auth.ts";
 import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { withRoomLock } from "./lock.ts";
-import { getEvent, getRoom, pdusOf, rulesOf, SAME_AS } from "./state.ts";
+import { getEvent, getRoom, membersWith, pdusOf, rulesOf, SAME_AS } from "./state.ts";
 import type { MembershipRecord, Snapshot } from "./state.ts";
 
 /** What a local user asks to send. */
@@ -69,10 +69,7 @@ export async function sendEvent(hs: Services, req: SendRequest): Promise<SendRes
 async function removeGuests(hs: Services, roomId: string): Promise<void> {
   const guests = await hs.store.read(async (tx) => {
     const out: string[] = [];
-    for (const row of await tx.range<string>("room_state", { prefix: prefix(roomId, "m.room.member") })) {
-      const e = await getEvent(tx, row.value);
-      const userId = e?.pdu.state_key;
-      if (!e || !userId || e.pdu.content.membership !== "join") continue;
+    for (const userId of await membersWith(tx, roomId, "join")) {
       if ((await tx.get<{ isGuest?: boolean }>("accounts", userId))?.isGuest) out.push(userId);
     }
     return out;
