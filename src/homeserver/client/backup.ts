@@ -48,6 +48,13 @@ async function getVersion(tx: ReadTx, userId: string, version: string): Promise<
   return v && !v.deleted ? v : undefined;
 }
 
+/** The live version `version`, or `404 M_NOT_FOUND`. */
+async function requireVersion(tx: ReadTx, userId: string, version: string): Promise<BackupVersion> {
+  const v = await getVersion(tx, userId, version);
+  if (!v) throw notFound("Unknown backup version");
+  return v;
+}
+
 const keysPrefix = (userId: string, version: string, roomId?: string): string =>
   roomId === undefined ? prefix(userId, version) : prefix(userId, version, roomId);
 
@@ -55,8 +62,7 @@ async function versionInfo(tx: ReadTx, userId: string, v: BackupVersion): Promis
   return {
     algorithm: v.algorithm,
     auth_data: v.auth_data,
-    count: await tx.count("key_backup_keys", { prefix: keysPrefix(userId, v.version) }),
-    etag: String(v.etag),
+    ...(await countAndEtag(tx, userId, v)),
     version: v.version,
   };
 }
@@ -97,8 +103,7 @@ export async function putRoomKeysVersion(ctx: RequestContext, params: Record<str
   const { algorithm, auth_data } = readVersionBody(body);
   if (body.version !== undefined && body.version !== params.version) throw invalidParam("version in the body does not match the path");
   await ctx.hs.store.write(async (tx) => {
-    const v = await getVersion(tx, userId, params.version!);
-    if (!v) throw notFound("Unknown backup version");
+    const v = await requireVersion(tx, userId, params.version!);
     // key_backup.yaml: only auth_data may change.
     if (v.algorithm !== algorithm) throw invalidParam("Algorithm does not match");
     tx.put("key_backup_versions", versionKey(userId, Number(v.version)), { ...v, auth_data } satisfies BackupVersion);
@@ -110,8 +115,7 @@ export async function putRoomKeysVersion(ctx: RequestContext, params: Record<str
 export async function deleteRoomKeysVersion(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
   const { userId } = await ctx.requireAuth();
   await ctx.hs.store.write(async (tx) => {
-    const v = await getVersion(tx, userId, params.version!);
-    if (!v) throw notFound("Unknown backup version");
+    const v = await requireVersion(tx, userId, params.version!);
     tx.put("key_backup_versions", versionKey(userId, Number(v.version)), { ...v, deleted: true, auth_data: {} } satisfies BackupVersion);
     tx.deleteRange("key_backup_keys", { prefix: keysPrefix(userId, v.version) });
   });
@@ -140,11 +144,12 @@ function replaces(incoming: KeyBackupData, stored: KeyBackupData): boolean {
   return incoming.forwarded_count < stored.forwarded_count;
 }
 
-/** The version query parameter, which every keys endpoint requires. */
-function versionParam(ctx: RequestContext): string {
-  const v = ctx.query("version");
-  if (v === undefined) throw missingParam("version is required");
-  return v;
+/** What a keys endpoint addresses: the requester, the `version` query parameter (required) and the path's room and session. */
+async function keysRequest(ctx: RequestContext, params: Record<string, string>): Promise<{ userId: string; version: string; roomId?: string; sessionId?: string }> {
+  const { userId } = await ctx.requireAuth();
+  const version = ctx.query("version");
+  if (version === undefined) throw missingParam("version is required");
+  return { userId, version, roomId: params.roomId || undefined, sessionId: params.sessionId || undefined };
 }
 
 /** Uploads must go to the current version (`403 M_WRONG_ROOM_KEYS_VERSION` otherwise). */
@@ -152,15 +157,21 @@ async function requireCurrent(tx: WriteTx, userId: string, version: string): Pro
   const latest = await latestVersion(tx, userId);
   if (!latest) throw notFound("Unknown backup version");
   if (latest.version !== version) {
-    const exists = await getVersion(tx, userId, version);
-    if (!exists) throw notFound("Unknown backup version");
+    await requireVersion(tx, userId, version);
     throw new MatrixError(403, "M_WRONG_ROOM_KEYS_VERSION", "Wrong backup version.", { current_version: latest.version });
   }
   return latest;
 }
 
-async function countAndEtag(tx: ReadTx, userId: string, v: BackupVersion): Promise<Record<string, unknown>> {
+async function countAndEtag(tx: ReadTx, userId: string, v: BackupVersion): Promise<{ count: number; etag: string }> {
   return { count: await tx.count("key_backup_keys", { prefix: keysPrefix(userId, v.version) }), etag: String(v.etag) };
+}
+
+/** A change to the backup's keys moves its etag on; returns the updated version. */
+function bumpEtag(tx: WriteTx, userId: string, v: BackupVersion): BackupVersion {
+  const updated = { ...v, etag: v.etag + 1 };
+  tx.put("key_backup_versions", versionKey(userId, Number(v.version)), updated);
+  return updated;
 }
 
 /** The sessions of a PUT at any level, flattened to [roomId, sessionId, data]. */
@@ -180,9 +191,8 @@ function sessionsOfBody(body: Record<string, unknown>, roomId?: string, sessionI
  * `PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
  */
 export async function putRoomKeys(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
-  const { userId } = await ctx.requireAuth();
-  const version = versionParam(ctx);
-  const sessions = sessionsOfBody(await ctx.json(), params.roomId || undefined, params.sessionId || undefined);
+  const { userId, version, roomId, sessionId } = await keysRequest(ctx, params);
+  const sessions = sessionsOfBody(await ctx.json(), roomId, sessionId);
   return ctx.hs.store.write(async (tx) => {
     const v = await requireCurrent(tx, userId, version);
     let changed = false;
@@ -193,9 +203,7 @@ export async function putRoomKeys(ctx: RequestContext, params: Record<string, st
       tx.put("key_backup_keys", k, data);
       changed = true;
     }
-    const updated = changed ? { ...v, etag: v.etag + 1 } : v;
-    if (changed) tx.put("key_backup_versions", versionKey(userId, Number(v.version)), updated);
-    return countAndEtag(tx, userId, updated);
+    return countAndEtag(tx, userId, changed ? bumpEtag(tx, userId, v) : v);
   });
 }
 
@@ -204,13 +212,9 @@ export async function putRoomKeys(ctx: RequestContext, params: Record<string, st
  * `GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
  */
 export async function getRoomKeys(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
-  const { userId } = await ctx.requireAuth();
-  const version = versionParam(ctx);
-  const roomId = params.roomId || undefined;
-  const sessionId = params.sessionId || undefined;
+  const { userId, version, roomId, sessionId } = await keysRequest(ctx, params);
   return ctx.hs.store.read(async (tx) => {
-    const v = await getVersion(tx, userId, version);
-    if (!v) throw notFound("Unknown backup version");
+    const v = await requireVersion(tx, userId, version);
     if (roomId !== undefined && sessionId !== undefined) {
       const data = await tx.get<KeyBackupData>("key_backup_keys", key(userId, v.version, roomId, sessionId));
       if (!data) throw notFound("Key not found");
@@ -238,21 +242,15 @@ export async function getRoomKeys(ctx: RequestContext, params: Record<string, st
  * `DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
  */
 export async function deleteRoomKeys(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
-  const { userId } = await ctx.requireAuth();
-  const version = versionParam(ctx);
-  const roomId = params.roomId || undefined;
-  const sessionId = params.sessionId || undefined;
+  const { userId, version, roomId, sessionId } = await keysRequest(ctx, params);
   return ctx.hs.store.write(async (tx) => {
-    const v = await getVersion(tx, userId, version);
-    if (!v) throw notFound("Unknown backup version");
+    const v = await requireVersion(tx, userId, version);
     const range = roomId !== undefined && sessionId !== undefined
       ? { gte: key(userId, v.version, roomId, sessionId), lte: key(userId, v.version, roomId, sessionId) }
       : { prefix: keysPrefix(userId, v.version, roomId) };
     const n = await tx.count("key_backup_keys", range);
     if (n > 0) tx.deleteRange("key_backup_keys", range);
-    const updated = n > 0 ? { ...v, etag: v.etag + 1 } : v;
-    if (n > 0) tx.put("key_backup_versions", versionKey(userId, Number(v.version)), updated);
     // Reads inside a transaction see its own writes (all backends), so this counts what is left.
-    return countAndEtag(tx, userId, updated);
+    return countAndEtag(tx, userId, n > 0 ? bumpEtag(tx, userId, v) : v);
   });
 }
