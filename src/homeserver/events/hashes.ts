@@ -33,16 +33,28 @@ export async function checkContentHash(event: JsonObject): Promise<boolean> {
  * locally is ignored.
  */
 export async function referenceHash(event: JsonObject, version: RoomVersionRules): Promise<Uint8Array> {
+  return sha256(referenceHashInput(event, version));
+}
+
+/**
+ * The bytes the reference hash is taken of (see `referenceHash`); shared with the pure auth rules,
+ * which hash them synchronously (`rooms/auth.ts` `eventIdSync`).
+ */
+export function referenceHashInput(event: JsonObject, version: RoomVersionRules): Uint8Array {
   const { signatures: _s, unsigned: _u, ...rest } = redact(event, version);
   if (!version.referencePairs) delete rest.event_id;
-  return sha256(canonicalJsonBytes(rest));
+  return canonicalJsonBytes(rest);
+}
+
+/** The event ID for a reference hash: `$` + base64 (v3: standard alphabet, v4+: URL-safe). */
+export function eventIdFromHash(hash: Uint8Array, version: RoomVersionRules): string {
+  return "$" + (version.eventIdFormat === "v3" ? encodeBase64(hash) : encodeBase64Url(hash));
 }
 
 /** The event ID of an event in versions whose IDs are hashes (v3+); for v1/v2 the `event_id` field. */
 export async function eventIdOf(event: JsonObject, version: RoomVersionRules): Promise<string> {
   if (version.eventIdFormat === "v1") return event.event_id as string;
-  const hash = await referenceHash(event, version);
-  return "$" + (version.eventIdFormat === "v3" ? encodeBase64(hash) : encodeBase64Url(hash));
+  return eventIdFromHash(await referenceHash(event, version), version);
 }
 
 /** v12: the room ID derived from the create event (`!` + URL-safe base64 of its reference hash). */

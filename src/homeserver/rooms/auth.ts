@@ -8,11 +8,11 @@
  */
 import nacl from "tweetnacl";
 import { canonicalJsonBytes } from "../crypto/canonicalJson.ts";
-import { decodeBase64, encodeBase64, encodeBase64Url } from "../crypto/base64.ts";
+import { tryDecodeBase64 } from "../crypto/base64.ts";
 import { signable } from "../crypto/signing.ts";
 import type { Pdu } from "../events/types.ts";
 import { refIds, stateKeyOf } from "../events/types.ts";
-import { redact } from "../events/redaction.ts";
+import { eventIdFromHash, referenceHashInput } from "../events/hashes.ts";
 import { domainOf, isValidUserId } from "./ids.ts";
 import { eventPowerLevel, parsePowerLevel, requiredPowerLevel, roomCreators, userPowerLevel } from "./powerLevels.ts";
 import { sha256Sync } from "./syncHash.ts";
@@ -79,14 +79,8 @@ const createIds = new WeakMap<Pdu, string>();
 export function eventIdSync(pdu: Pdu, version: RoomVersionRules): string {
   const cached = createIds.get(pdu);
   if (cached !== undefined) return cached;
-  let id: string;
-  if (version.eventIdFormat === "v1") id = String(pdu.event_id);
-  else {
-    // "Calculating the reference hash": redact, drop `signatures` and `unsigned`, canonical JSON, SHA-256.
-    const { signatures: _s, unsigned: _u, event_id: _e, ...rest } = redact(pdu, version);
-    const hash = sha256Sync(canonicalJsonBytes(rest));
-    id = "$" + (version.eventIdFormat === "v3" ? encodeBase64(hash) : encodeBase64Url(hash));
-  }
+  // The same reference hash as `eventIdOf`, taken synchronously.
+  const id = version.eventIdFormat === "v1" ? String(pdu.event_id) : eventIdFromHash(sha256Sync(referenceHashInput(pdu, version)), version);
   createIds.set(pdu, id);
   return id;
 }
@@ -378,13 +372,10 @@ function checkThirdPartyInvite(event: Pdu, content: Record<string, unknown>, tar
 
 /** ed25519 verify with base64 (standard or URL-safe, unpadded) key and signature; false on malformed input. */
 function verifyB64(message: Uint8Array, sigB64: string, keyB64: string): boolean {
-  try {
-    const sig = decodeBase64(sigB64.replace(/-/g, "+").replace(/_/g, "/"));
-    const key = decodeBase64(keyB64.replace(/-/g, "+").replace(/_/g, "/"));
-    return sig.length === 64 && key.length === 32 && nacl.sign.detached.verify(message, sig, key);
-  } catch {
-    return false;
-  }
+  // tryDecodeBase64 reads both alphabets.
+  const sig = tryDecodeBase64(sigB64);
+  const key = tryDecodeBase64(keyB64);
+  return sig?.length === 64 && key?.length === 32 && nacl.sign.detached.verify(message, sig, key);
 }
 
 const PL_LEVEL_KEYS = ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"] as const;
