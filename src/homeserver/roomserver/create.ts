@@ -109,12 +109,7 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
       }
     };
     // 2. the creator joins
-    const profile = await hs.store.read((tx) => tx.get<{ displayname?: string; avatar_url?: string }>("accounts", creator));
-    await send("m.room.member", creator, {
-      membership: "join",
-      ...(profile?.displayname ? { displayname: profile.displayname } : {}),
-      ...(profile?.avatar_url ? { avatar_url: profile.avatar_url } : {}),
-    });
+    await send("m.room.member", creator, { membership: "join", ...(await profileOf(hs, creator)) });
 
     // 3. power levels
     const creators = [creator, ...((creationContent.additional_creators as string[] | undefined) ?? [])];
