@@ -13,7 +13,7 @@ import type { RoomVersionRules } from "../rooms/versions.ts";
 import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { sendEvent } from "./send.ts";
 import type { SendResult } from "./send.ts";
-import { currentState, membershipRecord, pdusOf, requireRoom, rulesOf, membershipIn } from "./state.ts";
+import { currentState, getRoom, membershipRecord, pdusOf, requireRoom, rulesOf, membershipIn } from "./state.ts";
 import { isRoomAlias, serverOf } from "./ids.ts";
 
 /** A room ID, or the room an alias points to; 404 M_NOT_FOUND for an unknown alias. */
@@ -42,11 +42,11 @@ const withReason = (content: Record<string, unknown>, reason?: string): Record<s
  */
 export async function joinRoom(hs: Services, userId: string, roomId: string, opts: { reason?: string; isGuest?: boolean } = {}): Promise<SendResult | undefined> {
   const info = await hs.store.read(async (tx) => {
-    const room = await tx.get("rooms", roomId);
+    const room = await getRoom(tx, roomId);
     if (!room) throw notFound(`Room ${roomId} is not known to this server (joining over federation is not available)`);
     const state = await currentState(tx, roomId);
     const mine = await membershipRecord(tx, roomId, userId);
-    return { room: await requireRoom(tx, roomId), state, mine };
+    return { room, state, mine };
   });
   if (info.mine?.membership === "join") return undefined; // already joined: nothing to change
   const content: Record<string, unknown> = withReason({ membership: "join", ...(await profileOf(hs, userId)) }, opts.reason);
