@@ -200,6 +200,8 @@ function rulesFor(roomVersionId: string | undefined): RoomVersionRules {
 interface Timeline {
   events: StoredEvent[];
   limited: boolean;
+  /** Whether (lower, upper] holds any timeline row at all, even one filtered out. */
+  anyRow: boolean;
 }
 
 /**
@@ -249,7 +251,7 @@ async function timelineOf(run: SyncRun, roomId: string, lower: number, upper: nu
     out.length = limit;
   }
   out.reverse();
-  return { events: out, limited };
+  return { events: out, limited, anyRow: scanned > 0 };
 }
 
 /** The state at a stream position in a room (after the newest event at or before it). */
@@ -333,12 +335,11 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
   const newAccountData = roomSince === undefined ? roomAccountData : roomAccountData.filter((r) => r.value.streamPos > roomSince);
   const typing = typingState(run.hs);
   const typingChanged = roomSince === undefined || !since || typing.changedSince(roomId, since.typing);
-  // Any new timeline row (even one filtered out) may change unread counts or state.
-  const anyNewEvent = roomSince !== undefined && (await tx.count("timeline", { prefix: prefix(roomId), gt: key(roomId, posKey(roomSince)), lte: key(roomId, posKey(upTo)) })) > 0;
 
   const ephemeral = ephemeralEvents(run, roomId, newReceipts, typingChanged);
   const accountData = accountDataEvents(newAccountData, run.me.userId, roomId, run.filter.room?.account_data);
-  if (roomSince !== undefined && !run.fullState && timeline.events.length === 0 && !anyNewEvent && ephemeral.length === 0 && accountData.length === 0) {
+  // Any new timeline row (even one filtered out) may change unread counts or state.
+  if (roomSince !== undefined && !run.fullState && !timeline.anyRow && ephemeral.length === 0 && accountData.length === 0) {
     return undefined;
   }
 
