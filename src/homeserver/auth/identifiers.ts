@@ -1,5 +1,6 @@
 /** User identifiers (client-server API "Identifier types") and localpart rules ("User Identifiers"). */
 import { MatrixError, badJson, invalidUsername } from "../errors.ts";
+import { isCompliantLocalpart } from "../rooms/ids.ts";
 
 /** What an `identifier` (or the legacy `user` / `medium`+`address` fields) names. */
 export type Identifier = { type: "m.id.user"; user: string } | { type: "m.id.thirdparty" | "m.id.phone" };
@@ -37,7 +38,7 @@ export function resolveUserId(user: string, serverName: string): string | undefi
   }
   // Logins are case-insensitive on the localpart: registration only creates lowercase IDs.
   localpart = localpart.toLowerCase();
-  return LOCALPART_RE.test(localpart) ? `@${localpart}:${serverName}` : undefined;
+  return isCompliantLocalpart(localpart) ? `@${localpart}:${serverName}` : undefined;
 }
 
 /** The user ID named by an auth dict, or undefined. */
@@ -51,13 +52,11 @@ export function userIdFromIdentifier(body: Record<string, unknown>, serverName: 
   return id.type === "m.id.user" ? resolveUserId(id.user, serverName) : undefined;
 }
 
-// appendices "User Identifiers": user_id_char = DIGIT / %x61-7A / "-" / "." / "=" / "_" / "/" / "+"
-const LOCALPART_RE = /^[a-z0-9._=\-/+]+$/;
-
 /** Checks a localpart chosen at registration; `M_INVALID_USERNAME` otherwise. */
 export function validateLocalpart(localpart: string, serverName: string): void {
   if (localpart === "") throw invalidUsername("User ID cannot be empty");
-  if (!LOCALPART_RE.test(localpart)) throw invalidUsername("User ID can only contain characters a-z, 0-9, or '=_-./+'");
+  // appendices "User Identifiers": user_id_char = DIGIT / %x61-7A / "-" / "." / "=" / "_" / "/" / "+"
+  if (!isCompliantLocalpart(localpart)) throw invalidUsername("User ID can only contain characters a-z, 0-9, or '=_-./+'");
   // "The length of a user ID, including the @ sigil and the domain, MUST NOT exceed 255 bytes."
   if (new TextEncoder().encode(`@${localpart}:${serverName}`).length > 255) throw invalidUsername("User ID is too long");
 }
