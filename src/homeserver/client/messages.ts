@@ -22,7 +22,7 @@ import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { filterFromQuery, matchesFilter } from "../roomserver/filter.ts";
 import type { RoomEventFilter } from "../roomserver/filter.ts";
-import { getEvent, requireRoom, stateAfter } from "../roomserver/state.ts";
+import { getEvent, loadState, requireRoom, stateAfter } from "../roomserver/state.ts";
 import { makeToken, parseToken } from "../roomserver/tokens.ts";
 import { walkTimeline } from "../roomserver/timeline.ts";
 
@@ -110,11 +110,7 @@ export async function getContext(ctx: RequestContext, p: Record<string, string>)
       const senders = new Set([event, ...before.events, ...after.events].map((e) => e.pdu.sender));
       stateEvents = await lazyMembers(tx, roomId, me.userId, senders, lastEvent.eventId);
     } else {
-      stateEvents = [];
-      for (const id of (await stateAfter(tx, lastEvent.eventId)).values()) {
-        const e = await getEvent(tx, id);
-        if (e) stateEvents.push(e);
-      }
+      stateEvents = [...(await loadState(tx, await stateAfter(tx, lastEvent.eventId))).values()];
     }
     return {
       event: await server.serve(event),

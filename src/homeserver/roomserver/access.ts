@@ -6,7 +6,7 @@
 import type { ReadTx } from "../../storage/store.ts";
 import { forbidden, guestAccessForbidden } from "../errors.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { currentState, currentStateContent, getEvent, loadStatePdus, membershipRecord, requireRoom, stateAfter } from "./state.ts";
+import { currentState, currentStateContent, getEvent, loadState, membershipRecord, requireRoom, stateAfter } from "./state.ts";
 import type { RoomRecord } from "./state.ts";
 
 /** Whether the room's current history visibility is `world_readable`. */
@@ -55,16 +55,8 @@ async function wasEverJoined(tx: ReadTx, eventId: string): Promise<boolean> {
 export async function readableState(tx: ReadTx, roomId: string, userId: string): Promise<Map<string, StoredEvent>> {
   const { atEvent } = await readableUpTo(tx, roomId, userId);
   if (!atEvent) return currentState(tx, roomId);
-  const ids = await stateAfter(tx, atEvent);
-  const out = new Map<string, StoredEvent>();
-  for (const [sk, id] of ids) {
-    const e = await getEvent(tx, id);
-    if (e) out.set(sk, e);
-  }
-  return out;
+  return loadState(tx, await stateAfter(tx, atEvent));
 }
-
-export { loadStatePdus };
 
 /** Guest access: endpoints outside the module's list answer 403 M_GUEST_ACCESS_FORBIDDEN for guests. */
 export function noGuests(me: { isGuest: boolean }): void {

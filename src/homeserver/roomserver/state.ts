@@ -109,12 +109,12 @@ export async function stateBefore(tx: ReadTx, event: StoredEvent): Promise<Map<s
   return new Map();
 }
 
-/** Loads the events of a state map: SK → PDU (for the pure auth and power level functions). */
-export async function loadStatePdus(tx: ReadTx, state: Map<string, string>): Promise<Map<string, Pdu>> {
-  const out = new Map<string, Pdu>();
+/** Loads the events of a state map (SK → event ID, e.g. from `stateAfter`): SK → stored event; unknown IDs are left out. */
+export async function loadState(tx: ReadTx, state: Map<string, string>): Promise<Map<string, StoredEvent>> {
+  const out = new Map<string, StoredEvent>();
   for (const [sk, id] of state) {
     const e = await getEvent(tx, id);
-    if (e) out.set(sk, e.pdu);
+    if (e) out.set(sk, e);
   }
   return out;
 }
