@@ -3,7 +3,7 @@
  * code, every migration applies, and the data comes through unchanged.
  */
 import "fake-indexeddb/auto";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { IDBFactory } from "fake-indexeddb";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,6 +16,14 @@ import { expectFixtureRows, expectTestMigrationsApplied, FAILING_MIGRATIONS, ind
 
 const FIXTURE = new URL("../fixtures/schema0.sqlite", import.meta.url);
 const fixtureBytes = (): Uint8Array => new Uint8Array(readFileSync(FIXTURE));
+const dir = mkdtempSync(join(tmpdir(), "hyphae-upgrade-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** A copy of the fixture as a database file named `name` in this file's temporary directory. */
+const fixtureFile = (name: string): string => {
+  const path = join(dir, name);
+  copyFileSync(FIXTURE, path);
+  return path;
+};
 
 describe("upgrade: SQLite fixture written by schema 0", () => {
   it("the fixture really is at schema 1 with migration 0's tables only", async () => {
@@ -43,20 +51,14 @@ describe("upgrade: SQLite fixture written by schema 0", () => {
   });
 
   it("upgrades a file in place, durably", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "hyphae-upgrade-"));
-    try {
-      const path = join(dir, "db.sqlite");
-      copyFileSync(FIXTURE, path);
-      const s = await openSqliteFileStore(path);
-      await s.close();
-      // The upgraded schema is in the file even though nothing else was written.
-      const old = await createSqliteStore({ data: new Uint8Array(readFileSync(path)), migrations: [...MIGRATIONS] });
-      expect(await old.schemaVersion()).toBe(SCHEMA_VERSION);
-      await expectFixtureRows(old);
-      await old.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const path = fixtureFile("in-place.sqlite");
+    const s = await openSqliteFileStore(path);
+    await s.close();
+    // The upgraded schema is in the file even though nothing else was written.
+    const old = await createSqliteStore({ data: new Uint8Array(readFileSync(path)), migrations: [...MIGRATIONS] });
+    expect(await old.schemaVersion()).toBe(SCHEMA_VERSION);
+    await expectFixtureRows(old);
+    await old.close();
   });
 
   it("runs a migration's migrate step through the generic transaction", async () => {
@@ -71,20 +73,14 @@ describe("upgrade: SQLite fixture written by schema 0", () => {
   });
 
   it("applies nothing when a migration fails", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "hyphae-upgrade-"));
-    try {
-      const path = join(dir, "db.sqlite");
-      copyFileSync(FIXTURE, path);
-      const before = readFileSync(path);
-      await expect(openSqliteFileStore(path, { migrations: FAILING_MIGRATIONS })).rejects.toBeInstanceOf(StorageError);
-      expect(readFileSync(path).equals(before)).toBe(true);
-      const s = await openSqliteFileStore(path, { migrations: MIGRATIONS.slice(0, 1) });
-      expect(await s.schemaVersion()).toBe(1);
-      await expectFixtureRows(s);
-      await s.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const path = fixtureFile("failed-migration.sqlite");
+    const before = readFileSync(path);
+    await expect(openSqliteFileStore(path, { migrations: FAILING_MIGRATIONS })).rejects.toBeInstanceOf(StorageError);
+    expect(readFileSync(path).equals(before)).toBe(true);
+    const s = await openSqliteFileStore(path, { migrations: MIGRATIONS.slice(0, 1) });
+    expect(await s.schemaVersion()).toBe(1);
+    await expectFixtureRows(s);
+    await s.close();
   });
 
   it("refuses a database newer than the code", async () => {
