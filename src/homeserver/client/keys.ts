@@ -272,10 +272,20 @@ export async function e2eeSyncSection(
  */
 export async function ackToDevice(hs: Services, userId: string, deviceId: string, since: number): Promise<void> {
   if (since <= 0) return;
+  const range = { prefix: prefix(userId, deviceId), lte: key(userId, deviceId, pos(since)), limit: TO_DEVICE_LIMIT + 1 };
+  // Most syncs have nothing to acknowledge: check in a read before taking a write transaction (a
+  // file-backed store rewrites its file after every write). With no message at or below `since`, and
+  // `since` a position already issued (so none can appear there later), recording the ack would
+  // change nothing any later ack or `pendingToDevice` could tell apart.
+  const nothingToAck = await hs.store.read(async (tx) => {
+    if (since <= ((await tx.get<number>("settings", ackKey(userId, deviceId))) ?? 0)) return true;
+    if ((await tx.range("to_device", { ...range, limit: 1 })).length > 0) return false;
+    return since <= ((await tx.get<number>("settings", "stream_pos")) ?? 0);
+  });
+  if (nothingToAck) return;
   const bumped = await hs.store.write(async (tx) => {
     const lastAck = (await tx.get<number>("settings", ackKey(userId, deviceId))) ?? 0;
     if (since <= lastAck) return undefined;
-    const range = { prefix: prefix(userId, deviceId), lte: key(userId, deviceId, pos(since)), limit: TO_DEVICE_LIMIT + 1 };
     const rows = await tx.range("to_device", range);
     for (const r of rows.slice(0, TO_DEVICE_LIMIT)) tx.delete("to_device", r.key);
     tx.put("settings", ackKey(userId, deviceId), since);
