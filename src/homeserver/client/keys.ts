@@ -181,10 +181,14 @@ export async function deviceListChanges(
     }
   }
 
+  // Asked once per device_list_stream row and per leave candidate: one membership scan per user.
+  const shares = new Map<string, boolean>();
   const sharesRoom = async (other: string): Promise<boolean> => {
     if (sharing) return sharing.has(other);
     if (other === userId) return true;
-    return (await roomsOf(tx, other)).some((r) => r.membership === "join" && joined.has(r.roomId));
+    let r = shares.get(other);
+    if (r === undefined) shares.set(other, (r = (await roomsOf(tx, other)).some((m) => m.membership === "join" && joined.has(m.roomId))));
+    return r;
   };
   const stream = await tx.range<DeviceListChange>("device_list_stream", { gt: pos(since), lte: pos(upTo) });
   for (const r of stream) {
