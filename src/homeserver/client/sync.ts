@@ -524,26 +524,24 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
   const cacheKey = key(me.userId, roomId);
   const cached = cache.get(cacheKey);
   let reuse = cached !== undefined && cached.sig === sig && cached.upTo <= run.upTo;
-  const scanFrom = async (lower: number): Promise<Row<string>[]> =>
-    tx.range<string>("timeline", { prefix: prefix(roomId), gt: key(roomId, posKey(lower)), lte: key(roomId, posKey(run.upTo)), reverse: true, limit: MAX_UNREAD_SCAN });
-  let rows = reuse ? await scanFrom(Math.max(from, cached!.upTo)) : [];
-  if (reuse) {
-    // A redaction may take back an event already counted: count again from the read receipt.
-    for (const row of rows) {
-      if ((await getEvent(tx, row.value))?.pdu.type === "m.room.redaction") {
-        reuse = false;
-        break;
-      }
-    }
-  }
-  if (!reuse) rows = await scanFrom(from);
+  // The events after `lower`, newest first, each read once.
+  const scanFrom = async (lower: number): Promise<(StoredEvent | undefined)[]> => {
+    const rows = await tx.range<string>("timeline", { prefix: prefix(roomId), gt: key(roomId, posKey(lower)), lte: key(roomId, posKey(run.upTo)), reverse: true, limit: MAX_UNREAD_SCAN });
+    const events: (StoredEvent | undefined)[] = [];
+    for (const row of rows) events.push(await getEvent(tx, row.value));
+    return events;
+  };
+  let events = reuse ? await scanFrom(Math.max(from, cached!.upTo)) : [];
+  // A redaction may take back an event already counted: count again from the read receipt.
+  if (reuse && events.some((e) => e?.pdu.type === "m.room.redaction")) reuse = false;
+  if (!reuse) events = await scanFrom(from);
   const main = reuse ? { ...cached!.main } : { notification_count: 0, highlight_count: 0 };
   const threads: Record<string, { notification_count: number; highlight_count: number }> = reuse ? structuredClone(cached!.threads) : {};
   const done = (): { main: typeof main; threads: typeof threads } => {
     cache.set(cacheKey, { sig, upTo: run.upTo, main: { ...main }, threads: structuredClone(threads) });
     return { main, threads };
   };
-  if (rows.length === 0) return done();
+  if (events.length === 0) return done();
 
   run.rules ??= mergeRules(me.userId, await loadStoredRules(tx, me.userId));
   const pdus = pdusOf(current);
@@ -553,8 +551,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
   for (const [sk, e] of current) if (sk.startsWith("m.room.member\u001f") && membershipIn(e) === "join") memberCount++;
   const powerCache = new Map<string, number>();
 
-  for (const row of rows) {
-    const e = await getEvent(tx, row.value);
+  for (const e of events) {
     if (!e || e.rejected || e.softFailed || e.redactedBy || e.pdu.sender === me.userId || run.ignored.has(e.pdu.sender)) continue;
     const rel = e.pdu.content?.["m.relates_to"] as Record<string, unknown> | undefined;
     const threadRoot = rel?.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : undefined;
