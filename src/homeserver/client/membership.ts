@@ -12,8 +12,8 @@ import { EventServer } from "../roomserver/serve.ts";
 import { parseToken } from "../roomserver/tokens.ts";
 import type { StoredEvent } from "../events/types.ts";
 
-/** The optional `reason` of a membership request body. */
-function reasonOf(body: Record<string, unknown>): string | undefined {
+/** The optional `reason` of a request body (membership changes, reports, redactions): 400 M_BAD_JSON unless a string. */
+export function reasonOf(body: Record<string, unknown>): string | undefined {
   if (body.reason === undefined) return undefined;
   if (typeof body.reason !== "string") throw badJson("reason must be a string");
   return body.reason;

@@ -8,6 +8,7 @@ import { badJson, notFound } from "../errors.ts";
 import type { WriteTx } from "../../storage/store.ts";
 import { pos } from "../../storage/store.ts";
 import { getEvent, membershipRecord } from "../roomserver/state.ts";
+import { reasonOf } from "./membership.ts";
 
 /** A stored report. */
 export interface Report {
@@ -19,12 +20,6 @@ export interface Report {
   reason?: string;
   score?: number;
   ts: number;
-}
-
-function reasonOf(body: Record<string, unknown>): string | undefined {
-  if (body.reason === undefined) return undefined;
-  if (typeof body.reason !== "string") throw badJson("reason must be a string");
-  return body.reason;
 }
 
 async function store(tx: WriteTx, report: Report): Promise<void> {

@@ -13,6 +13,7 @@ import { readableState, noGuests } from "../roomserver/access.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { currentStateEvent, getEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
 import { isRoomAlias } from "../roomserver/ids.ts";
+import { reasonOf } from "./membership.ts";
 import { stateKeyOf } from "../events/types.ts";
 
 /** 400 M_BAD_ALIAS: an alias in `m.room.canonical_alias` that does not point at the room. */
@@ -115,11 +116,8 @@ export async function putRedact(ctx: RequestContext, p: Record<string, string>):
   noGuests(me);
   await refuseSuspendedRedaction(ctx.hs, me, p.eventId!);
   const body = await ctx.json({ allowEmpty: true });
-  const content: Record<string, unknown> = {};
-  if (body.reason !== undefined) {
-    if (typeof body.reason !== "string") throw badJson("reason must be a string");
-    content.reason = body.reason;
-  }
+  const reason = reasonOf(body);
+  const content: Record<string, unknown> = reason !== undefined ? { reason } : {};
   const { eventId } = await sendEvent(ctx.hs, {
     roomId: p.roomId!, sender: me.userId, type: "m.room.redaction", content, redacts: p.eventId!,
     txn: { deviceId: me.deviceId, txnId: p.txnId! },
