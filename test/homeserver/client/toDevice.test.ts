@@ -1,10 +1,26 @@
 import { describe, it, expect } from "vitest";
 import { fixture, SERVER } from "./e2eeFixture.ts";
+import type { Fixture } from "./e2eeFixture.ts";
 import { e2eeSyncSection, ackToDevice } from "../../../src/homeserver/client/keys.ts";
 import { currentStreamPos } from "../../../src/homeserver/context.ts";
 
 const ALICE = `@alice:${SERVER}`;
 const BOB = `@bob:${SERVER}`;
+
+/** `from` sends Bob's device B1 `n` messages `{ i }` (i = 0 … n-1), one transaction each. */
+async function sendBacklog(f: Fixture, from: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/t${i}`, from, { messages: { [BOB]: { B1: { i } } } });
+  }
+}
+
+/** One `GET /sync` (timeout 0) of `token`: the `i` of each to-device message it carries, and its next_batch. */
+async function syncToDevice(f: Fixture, token: string, since?: string): Promise<{ ids: number[]; next: string }> {
+  const r = await f.call("GET", `/_matrix/client/v3/sync?timeout=0${since ? `&since=${since}` : ""}`, token);
+  expect(r.status).toBe(200);
+  const events = (r.json.to_device as { events: { content: { i: number } }[] }).events;
+  return { ids: events.map((e) => e.content.i), next: r.json.next_batch as string };
+}
 
 describe("to-device delivery through the sync section", () => {
   it("delivers once, removes after the ack, fans out to *, and ignores a repeated transaction", async () => {
@@ -39,9 +55,7 @@ describe("to-device delivery through the sync section", () => {
     const f = await fixture();
     const alice = await f.device("alice", "ADEV");
     await f.device("bob", "B1");
-    for (let i = 0; i < 150; i++) {
-      await f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/t${i}`, alice, { messages: { [BOB]: { B1: { i } } } });
-    }
+    await sendBacklog(f, alice, 150);
     const p1 = await currentStreamPos(f.hs.services.store);
     const first = await f.hs.services.store.read((tx) => e2eeSyncSection(tx, BOB, "B1", 0, p1));
     expect(first.to_device.events).toHaveLength(100);
@@ -69,17 +83,13 @@ describe("to-device through GET /sync", () => {
     const f = await fixture();
     const alice = await f.device("alice", "ADEV");
     const bob = await f.device("bob", "B1");
-    for (let i = 0; i < 130; i++) {
-      await f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/t${i}`, alice, { messages: { [BOB]: { B1: { i } } } });
-    }
+    await sendBacklog(f, alice, 130);
     const seen: number[] = [];
     let since: string | undefined;
     for (let round = 0; round < 4; round++) {
-      const r = await f.call("GET", `/_matrix/client/v3/sync?timeout=0${since ? `&since=${since}` : ""}`, bob);
-      expect(r.status).toBe(200);
-      const events = ((r.json.to_device as { events: { content: { i: number } }[] } | undefined)?.events ?? []);
-      seen.push(...events.map((e) => e.content.i));
-      since = r.json.next_batch as string;
+      const r = await syncToDevice(f, bob, since);
+      seen.push(...r.ids);
+      since = r.next;
     }
     expect(seen).toEqual(Array.from({ length: 130 }, (_, i) => i));
   });
@@ -90,14 +100,8 @@ describe("to-device through GET /sync, with a lost response", () => {
     const f = await fixture();
     const alice = await f.device("alice", "ADEV");
     const bob = await f.device("bob", "B1");
-    for (let i = 0; i < 250; i++) {
-      await f.call("PUT", `/_matrix/client/v3/sendToDevice/m.test/t${i}`, alice, { messages: { [BOB]: { B1: { i } } } });
-    }
-    const sync = async (since?: string): Promise<{ ids: number[]; next: string }> => {
-      const r = await f.call("GET", `/_matrix/client/v3/sync?timeout=0${since ? `&since=${since}` : ""}`, bob);
-      const events = (r.json.to_device as { events: { content: { i: number } }[] }).events;
-      return { ids: events.map((e) => e.content.i), next: r.json.next_batch as string };
-    };
+    await sendBacklog(f, alice, 250);
+    const sync = (since?: string): Promise<{ ids: number[]; next: string }> => syncToDevice(f, bob, since);
     const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, k) => a + k);
     const r0 = await sync();
     expect(r0.ids).toEqual(range(0, 100));
