@@ -21,6 +21,11 @@ export function requireCanonicalJson(value: unknown, what = "Request body"): voi
   }
 }
 
+/** `v` if it is a JSON object (not null, not an array), else undefined: for reading untrusted nested fields. */
+export function asObject(v: unknown): Record<string, unknown> | undefined {
+  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+}
+
 /**
  * An empty map with no prototype, for building responses keyed by client-chosen strings: with a
  * plain `{}`, the key `__proto__` reads Object.prototype and assigning it replaces the prototype.

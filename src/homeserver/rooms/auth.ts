@@ -18,6 +18,7 @@ import { eventPowerLevel, parsePowerLevel, requiredPowerLevel, roomCreators, use
 import { sha256Sync } from "./syncHash.ts";
 import type { RoomVersionRules } from "./versions.ts";
 import { roomVersion } from "./versions.ts";
+import { asObject } from "../validate.ts";
 
 /** The outcome of an auth check; `reason` names the rule that failed. */
 export type AuthResult = { allowed: true } | { allowed: false; reason: string };
@@ -28,9 +29,6 @@ const JOIN_RULES = stateKeyOf("m.room.join_rules", "");
 const member = (userId: string): string => stateKeyOf("m.room.member", userId);
 const ALLOW: AuthResult = { allowed: true };
 const deny = (reason: string): AuthResult => ({ allowed: false, reason });
-
-const obj = (v: unknown): Record<string, unknown> | undefined =>
-  v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
 
 /**
  * "Auth events selection": the state keys whose current events become an event's `auth_events`.
@@ -57,7 +55,7 @@ export function authStateKeysFor(
     if (membership === "join" || membership === "invite" || membership === "knock") keys.push(JOIN_RULES);
     // "If membership is invite and content contains a third_party_invite property, the current
     // m.room.third_party_invite event with state_key matching content.third_party_invite.signed.token"
-    const token = obj(obj(content.third_party_invite)?.signed)?.token;
+    const token = asObject(asObject(content.third_party_invite)?.signed)?.token;
     if (membership === "invite" && typeof token === "string") keys.push(stateKeyOf("m.room.third_party_invite", token));
     // "If membership is join, content.join_authorised_via_users_server is present, and the room
     // version supports restricted rooms, then the m.room.member event with state_key matching" it.
@@ -110,7 +108,7 @@ export function checkAuth(event: Pdu, eventId: string, authState: Map<string, Pd
 function checkAuthInner(event: Pdu, eventId: string, authState: Map<string, Pdu>, version: RoomVersionRules): AuthResult {
   const type = event.type;
   const sender = event.sender;
-  const content = obj(event.content) ?? {};
+  const content = asObject(event.content) ?? {};
   const stateKey = event.state_key;
 
   // 1. "If type is m.room.create:" (whatever its state_key; receive.ts drops a non-empty one as malformed)
@@ -236,7 +234,7 @@ function checkMember(event: Pdu, content: Record<string, unknown>, version: Room
   if (version.restrictedJoins && "join_authorised_via_users_server" in content) {
     const via = content.join_authorised_via_users_server;
     const server = typeof via === "string" ? domainOf(via) : undefined;
-    const sigs = server !== undefined ? obj(obj(event.signatures)?.[server]) : undefined;
+    const sigs = server !== undefined ? asObject(asObject(event.signatures)?.[server]) : undefined;
     if (!sigs || Object.keys(sigs).length === 0) return deny("member: not signed by the join_authorised_via_users_server's server");
   }
   const senderMembership = c.membershipOf(sender);
@@ -337,7 +335,7 @@ function checkThirdPartyInvite(event: Pdu, content: Record<string, unknown>, tar
   // 5.4.1.1 "If target user is banned, reject."
   if (targetMembership === "ban") return deny("3pid invite: target is banned");
   // 5.4.1.2 "If content.third_party_invite does not have a signed property, reject."
-  const signed = obj(obj(content.third_party_invite)?.signed);
+  const signed = asObject(asObject(content.third_party_invite)?.signed);
   if (!signed) return deny("3pid invite: no signed");
   // 5.4.1.3 "If signed does not have mxid and token properties, reject."
   if (typeof signed.mxid !== "string" || typeof signed.token !== "string") return deny("3pid invite: signed lacks mxid or token");
@@ -355,13 +353,13 @@ function checkThirdPartyInvite(event: Pdu, content: Record<string, unknown>, tar
   if (typeof tpi.content.public_key === "string") keys.push(tpi.content.public_key);
   if (Array.isArray(tpi.content.public_keys)) {
     for (const k of tpi.content.public_keys) {
-      const pk = obj(k)?.public_key;
+      const pk = asObject(k)?.public_key;
       if (typeof pk === "string") keys.push(pk);
     }
   }
   const message = canonicalJsonBytes(signable(signed));
-  for (const server of Object.values(obj(signed.signatures) ?? {})) {
-    for (const sig of Object.values(obj(server) ?? {})) {
+  for (const server of Object.values(asObject(signed.signatures) ?? {})) {
+    for (const sig of Object.values(asObject(server) ?? {})) {
       if (typeof sig !== "string") continue;
       for (const key of keys) if (verifyB64(message, sig, key)) return ALLOW;
     }
@@ -402,14 +400,14 @@ function checkPowerLevels(
     // not an object with values that are integers, reject."
     for (const k of ["events", "notifications"]) {
       if (!(k in content)) continue;
-      const o = obj(content[k]);
+      const o = asObject(content[k]);
       if (!o || !Object.values(o).every(isLevel)) return deny(`power_levels: ${k} is not an object of integers`);
     }
   }
   // 10.3 "If the users property in content is not an object with keys that are valid user IDs with
   // values that are integers [v1–v9: (or a string that is an integer)], reject."
   if ("users" in content) {
-    const users = obj(content.users);
+    const users = asObject(content.users);
     if (!users) return deny("power_levels: users is not an object");
     for (const [u, v] of Object.entries(users)) {
       if (!isValidUserId(u)) return deny(`power_levels: ${u} is not a valid user ID`);
@@ -425,7 +423,7 @@ function checkPowerLevels(
   }
   // 10.5 "If there is no previous m.room.power_levels event in the room, allow."
   if (!previous) return ALLOW;
-  const old = obj(previous.content) ?? {};
+  const old = asObject(previous.content) ?? {};
   const level = (v: unknown): number | undefined => parsePowerLevel(v, stringy);
   // 10.6 "For the properties users_default, events_default, state_default, ban, redact, kick, invite
   // check if they were added, changed or removed. For each found alteration:"
@@ -441,8 +439,8 @@ function checkPowerLevels(
   // 10.7/10.8: the `events` [v6+: and `notifications`] maps.
   const maps = version.limitNotificationsPowerLevels ? ["events", "notifications"] : ["events"];
   for (const m of maps) {
-    const o = obj(old[m]) ?? {};
-    const n = obj(content[m]) ?? {};
+    const o = asObject(old[m]) ?? {};
+    const n = asObject(content[m]) ?? {};
     for (const k of new Set([...Object.keys(o), ...Object.keys(n)])) {
       const ov = Object.hasOwn(o, k) ? o[k] : undefined;
       const nv = Object.hasOwn(n, k) ? n[k] : undefined;
@@ -457,8 +455,8 @@ function checkPowerLevels(
       if (neu !== undefined && neu > senderPower) return deny(`power_levels: new ${m}.${k} is above the sender's level`);
     }
   }
-  const ou = obj(old.users) ?? {};
-  const nu = obj(content.users) ?? {};
+  const ou = asObject(old.users) ?? {};
+  const nu = asObject(content.users) ?? {};
   for (const u of new Set([...Object.keys(ou), ...Object.keys(nu)])) {
     const ov = Object.hasOwn(ou, u) ? ou[u] : undefined;
     const nv = Object.hasOwn(nu, u) ? nu[u] : undefined;
@@ -494,7 +492,7 @@ export function checkAuthEvents(event: Pdu, authEvents: AuthEventEntry[], versio
   if (event.type === "m.room.create") {
     return authEvents.length === 0 ? ALLOW : deny("create: has auth_events");
   }
-  const allowed = new Set(authStateKeysFor(event.type, event.state_key, event.sender, obj(event.content) ?? {}, version));
+  const allowed = new Set(authStateKeysFor(event.type, event.state_key, event.sender, asObject(event.content) ?? {}, version));
   const seen = new Set<string>();
   let hasCreate = false;
   for (const a of authEvents) {

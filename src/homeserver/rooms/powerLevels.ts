@@ -6,6 +6,7 @@
 import type { Pdu } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
 import type { RoomVersionRules } from "./versions.ts";
+import { asObject } from "../validate.ts";
 
 const CREATE = stateKeyOf("m.room.create", "");
 const POWER = stateKeyOf("m.room.power_levels", "");
@@ -30,13 +31,10 @@ export function parsePowerLevel(value: unknown, stringy = true): number | undefi
   return undefined;
 }
 
-const obj = (v: unknown): Record<string, unknown> | undefined =>
-  v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
-
 /** The content of the current power levels event, or undefined when the room has none. */
 function plContent(state: Map<string, Pdu>): Record<string, unknown> | undefined {
   const pl = state.get(POWER);
-  return pl ? (obj(pl.content) ?? {}) : undefined;
+  return pl ? (asObject(pl.content) ?? {}) : undefined;
 }
 
 /**
@@ -66,7 +64,7 @@ export function userPowerLevel(userId: string, state: Map<string, Pdu>, version:
   if (version.privilegedCreators && roomCreators(state, version).includes(userId)) return Infinity;
   const content = plContent(state);
   if (!content) return roomCreators(state, version).includes(userId) ? 100 : 0;
-  const users = obj(content.users);
+  const users = asObject(content.users);
   const own = users && Object.hasOwn(users, userId) ? parsePowerLevel(users[userId], version.stringyPowerLevels) : undefined;
   if (own !== undefined) return own;
   return parsePowerLevel(content.users_default, version.stringyPowerLevels) ?? 0;
@@ -90,7 +88,7 @@ export function requiredPowerLevel(
 /** "Required Power Level": `events[type]`, else `state_default` / `events_default`. */
 export function eventPowerLevel(type: string, isState: boolean, state: Map<string, Pdu>): number {
   const content = plContent(state);
-  const events = content ? obj(content.events) : undefined;
+  const events = content ? asObject(content.events) : undefined;
   if (events && Object.hasOwn(events, type)) {
     const v = parsePowerLevel(events[type]);
     if (v !== undefined) return v;

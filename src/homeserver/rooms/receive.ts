@@ -19,6 +19,7 @@ import type { FetchEvent, ResolvableEvent } from "./authChain.ts";
 import { MAX_KEY_BYTES, MAX_PDU_BYTES } from "./build.ts";
 import { domainOf, isValidEventId, isValidRoomId, isValidServerName, isValidUserId } from "./ids.ts";
 import type { RoomVersionRules } from "./versions.ts";
+import { asObject } from "../validate.ts";
 
 /**
  * What to do with a received PDU: "drop" (steps 1–2: invalid format or signatures; nothing is
@@ -56,8 +57,6 @@ export interface ReceiveInputs {
   expectedEventId?: string;
 }
 
-const obj = (v: unknown): Record<string, unknown> | undefined =>
-  v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v);
 const utf8 = new TextEncoder();
 
@@ -69,14 +68,14 @@ export function checkFormat(raw: JsonObject, version: RoomVersionRules): string 
   const p = raw as Partial<Pdu> & JsonObject;
   if (typeof p.type !== "string") return "type is not a string";
   if (typeof p.sender !== "string" || !isValidUserId(p.sender)) return "sender is not a user ID";
-  if (!obj(p.content)) return "content is not an object";
+  if (!asObject(p.content)) return "content is not an object";
   if (!isInt(p.origin_server_ts)) return "origin_server_ts is not an integer";
   if (!isInt(p.depth) || p.depth < 0 || p.depth > version.maxDepth) return "depth is not an integer in range";
-  if (typeof obj(p.hashes)?.sha256 !== "string") return "hashes.sha256 missing";
-  const sigs = obj(p.signatures);
-  if (!sigs || !Object.values(sigs).every((s) => obj(s) && Object.values(s as object).every((x) => typeof x === "string"))) return "signatures malformed";
+  if (typeof asObject(p.hashes)?.sha256 !== "string") return "hashes.sha256 missing";
+  const sigs = asObject(p.signatures);
+  if (!sigs || !Object.values(sigs).every((s) => asObject(s) && Object.values(s as object).every((x) => typeof x === "string"))) return "signatures malformed";
   if ("state_key" in p && typeof p.state_key !== "string") return "state_key is not a string";
-  if ("unsigned" in p && !obj(p.unsigned)) return "unsigned is not an object";
+  if ("unsigned" in p && !asObject(p.unsigned)) return "unsigned is not an object";
   // The `m.room.create` schema: "state_key: A zero-length string."
   if (p.type === "m.room.create" && p.state_key !== "") return "m.room.create without an empty state_key";
   const isCreate = p.type === "m.room.create";
@@ -89,7 +88,7 @@ export function checkFormat(raw: JsonObject, version: RoomVersionRules): string 
     const list = p[field];
     if (!Array.isArray(list)) return `${field} is not an array`;
     const ok = version.referencePairs
-      ? list.every((x) => Array.isArray(x) && x.length === 2 && isValidEventId(x[0]) && typeof obj(x[1])?.sha256 === "string")
+      ? list.every((x) => Array.isArray(x) && x.length === 2 && isValidEventId(x[0]) && typeof asObject(x[1])?.sha256 === "string")
       : list.every((x) => isValidEventId(x));
     if (!ok) return `${field} malformed`;
     // PDU format: auth_events "Must contain less than or equal to 10 events", prev_events "… 20 events".
