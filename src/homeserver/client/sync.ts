@@ -25,8 +25,8 @@ import { typingState } from "../ephemeral/typing.ts";
 import { e2eeSyncSection, ackToDevice } from "./keys.ts";
 import { eventPasses, formatForFilter, resolveSyncFilter, roomAllowed, applyEventFields } from "./filters.ts";
 import type { Filter, RoomEventFilter } from "./filters.ts";
-import { evaluatePushRules, loadStoredRules, mergeRules } from "./pushRules.ts";
-import type { RuleSet } from "./pushRules.ts";
+import { evaluatePushRules, mergeRules } from "./pushRules.ts";
+import type { RuleSet, StoredPushRules } from "./pushRules.ts";
 import type { AccountDataRow } from "./accountData.ts";
 import type { ReceiptRow } from "./receipts.ts";
 import { presenceContent, touchPresence } from "./presence.ts";
@@ -116,16 +116,39 @@ interface SyncRun {
   stateAfterKey: string | undefined;
   /** Users on the `m.ignored_user_list` ("Ignoring Users"). */
   ignored: Set<string>;
+  /** The user's global account data, read once per response (ignore list, push rules, `account_data`). */
+  globalData: GlobalDataRow[];
+  /** The user's push rules, merged from `globalData` when first needed. */
   rules?: RuleSet;
+}
+
+/** A global account data row; the `m.push_rules` row also holds the stored rules (pushRules.ts). */
+type GlobalDataRow = Row<AccountDataRow & { rules?: StoredPushRules }>;
+
+/** The user's global account data rows (key = userId||type). */
+function readGlobalData(tx: ReadTx, userId: string): Promise<GlobalDataRow[]> {
+  return tx.range<GlobalDataRow["value"]>("account_data", { prefix: prefix(userId, "") });
+}
+
+/** One row's value among the user's global account data, by type. */
+function globalDataOf(rows: GlobalDataRow[], userId: string, type: string): GlobalDataRow["value"] | undefined {
+  const k = key(userId, "", type);
+  return rows.find((r) => r.key === k)?.value;
+}
+
+/** The user's full push rule set (the stored rules merged over the predefined ones). */
+function pushRulesOf(run: SyncRun): RuleSet {
+  return (run.rules ??= mergeRules(run.me.userId, globalDataOf(run.globalData, run.me.userId, "m.push_rules")?.rules));
 }
 
 async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: SyncToken | undefined, fullState: boolean, typingSerial: number, stateAfterKey: string | undefined): Promise<BuildResult> {
   const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
   const now = hs.clock();
-  const ignoredList = (await tx.get<AccountDataRow>("account_data", key(me.userId, "", "m.ignored_user_list")))?.content.ignored_users;
+  const globalData = await readGlobalData(tx, me.userId);
+  const ignoredList = globalDataOf(globalData, me.userId, "m.ignored_user_list")?.content.ignored_users;
   const ignored = new Set(ignoredList !== null && typeof ignoredList === "object" ? Object.keys(ignoredList) : []);
   const run: SyncRun = {
-    hs, tx, me, filter, since, fullState, upTo, typingSerial, now, stateAfterKey, ignored,
+    hs, tx, me, filter, since, fullState, upTo, typingSerial, now, stateAfterKey, ignored, globalData,
     server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
   };
   const sincePos = since?.pos ?? 0;
@@ -167,7 +190,7 @@ async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter
     }
   }
 
-  const accountData = await globalAccountData(run);
+  const accountData = globalAccountData(run);
   const presence = await presenceEvents(run, joinedRooms);
   const e2ee = await e2eeSyncSection(tx, me.userId, me.deviceId, sincePos, upTo);
 
@@ -518,7 +541,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
 
   // Counts are kept per (user, room) and extended with the events since the last computation, as
   // long as nothing they depend on changed (read positions, push rules, ignore list, threading).
-  const rulesPos = (await tx.get<AccountDataRow>("account_data", key(me.userId, "", "m.push_rules")))?.streamPos ?? 0;
+  const rulesPos = globalDataOf(run.globalData, me.userId, "m.push_rules")?.streamPos ?? 0;
   const sig = JSON.stringify([from, [...readAt].sort(), threaded, rulesPos, [...run.ignored].sort()]);
   const cache = unreadCache(run.hs);
   const cacheKey = key(me.userId, roomId);
@@ -543,7 +566,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
   };
   if (events.length === 0) return done();
 
-  run.rules ??= mergeRules(me.userId, await loadStoredRules(tx, me.userId));
+  const rules = pushRulesOf(run);
   const pdus = pdusOf(current);
   const pl = current.get(stateKeyOf("m.room.power_levels", ""))?.pdu.content;
   const ownMember = current.get(stateKeyOf("m.room.member", me.userId))?.pdu.content;
@@ -561,7 +584,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
     let senderPower = powerCache.get(e.pdu.sender);
     if (senderPower === undefined) powerCache.set(e.pdu.sender, (senderPower = userPowerLevel(e.pdu.sender, pdus, version)));
     const ce = toPushEvent(e);
-    const outcome = evaluatePushRules(run.rules, ce, {
+    const outcome = evaluatePushRules(rules, ce, {
       userId: me.userId,
       displayName: typeof ownMember?.displayname === "string" ? ownMember.displayname : undefined,
       memberCount,
@@ -592,9 +615,9 @@ export function toPushEvent(e: StoredEvent): Record<string, unknown> {
 
 // --- global sections ---
 
-async function globalAccountData(run: SyncRun): Promise<Record<string, unknown>[]> {
+function globalAccountData(run: SyncRun): Record<string, unknown>[] {
   const sincePos = run.since && !run.fullState ? run.since.pos : undefined;
-  const rows = await run.tx.range<AccountDataRow & { rules?: unknown }>("account_data", { prefix: prefix(run.me.userId, "") });
+  const rows = run.globalData;
   const fresh = sincePos === undefined ? rows : rows.filter((r) => r.value.streamPos > sincePos);
   const events = accountDataEvents(fresh, run.me.userId, "", run.filter.account_data);
   // The push rules are served computed (defaults may have changed since they were stored), and an
@@ -602,7 +625,7 @@ async function globalAccountData(run: SyncRun): Promise<Record<string, unknown>[
   const pushIdx = events.findIndex((e) => e.type === "m.push_rules");
   const wantsPush = eventPasses(run.filter.account_data, { type: "m.push_rules", sender: run.me.userId });
   if (pushIdx >= 0 || (sincePos === undefined && wantsPush)) {
-    const content = { global: mergeRules(run.me.userId, await loadStoredRules(run.tx, run.me.userId)) };
+    const content = { global: pushRulesOf(run) };
     if (pushIdx >= 0) events[pushIdx] = { type: "m.push_rules", content };
     else events.push({ type: "m.push_rules", content });
   }
@@ -639,11 +662,12 @@ async function presenceEvents(run: SyncRun, joinedRooms: string[]): Promise<Reco
 /** How many events a room of `/initialSync` returns by default. */
 const ROOM_INITIAL_SYNC_LIMIT = 20;
 
-function plainRun(hs: Services, tx: ReadTx, me: Requester, upTo: number): SyncRun {
+/** `globalData`: the user's global account data, where the response carries it (else none). */
+function plainRun(hs: Services, tx: ReadTx, me: Requester, upTo: number, globalData: GlobalDataRow[] = []): SyncRun {
   const now = hs.clock();
   return {
     hs, tx, me, filter: {}, since: undefined, fullState: true, upTo, typingSerial: typingState(hs).serial, now,
-    stateAfterKey: undefined, ignored: new Set(), server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
+    stateAfterKey: undefined, ignored: new Set(), globalData, server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
   };
 }
 
@@ -715,7 +739,7 @@ export async function getInitialSync(ctx: RequestContext): Promise<Record<string
   const archived = ctx.query("archived") === "true";
   return ctx.hs.store.read(async (tx) => {
     const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
-    const run = plainRun(ctx.hs, tx, me, upTo);
+    const run = plainRun(ctx.hs, tx, me, upTo, await readGlobalData(tx, me.userId));
     const memberships = await tx.range<MembershipRecord>("memberships", { prefix: prefix(me.userId) });
     const rooms: Record<string, unknown>[] = [];
     const joined: string[] = [];
@@ -730,7 +754,7 @@ export async function getInitialSync(ctx: RequestContext): Promise<Record<string
       end: syncToken(upTo, run.typingSerial),
       presence: await presenceEvents(run, joined),
       rooms,
-      account_data: await globalAccountData(run),
+      account_data: globalAccountData(run),
     };
   });
 }
