@@ -7,6 +7,7 @@
 import type { RequestContext } from "../context.ts";
 import { MatrixError, forbidden } from "../errors.ts";
 import type { ReadTx } from "../../storage/store.ts";
+import type { StoredEvent } from "../events/types.ts";
 import { currentState, getRoom, membershipRecord } from "../roomserver/state.ts";
 import { limitParam } from "../validate.ts";
 import { publishedRoomChunk } from "./directory.ts";
@@ -16,10 +17,10 @@ import { publishedRoomChunk } from "./directory.ts";
  * Synapse's `_is_local_room_accessible` does): a join rule of `public`, `knock` or
  * `knock_restricted`, or `world_readable` history, for anyone; for a known user also being joined,
  * invited or knocking, or being joined to a room a `restricted` / `knock_restricted` join rule allows.
+ * `state` is the room's current state (the caller reads it once for this and `roomSummaryOf`).
  */
-export async function canViewSummary(tx: ReadTx, roomId: string, userId: string | undefined): Promise<boolean> {
+export async function canViewSummary(tx: ReadTx, roomId: string, userId: string | undefined, state: Map<string, StoredEvent>): Promise<boolean> {
   if (!(await getRoom(tx, roomId))) return false;
-  const state = await currentState(tx, roomId);
   const hv = state.get("m.room.history_visibility\u001f")?.pdu.content.history_visibility;
   const jr = state.get("m.room.join_rules\u001f")?.pdu.content.join_rule;
   if (hv === "world_readable" || jr === "public" || jr === "knock" || jr === "knock_restricted") return true;
@@ -41,8 +42,7 @@ export async function canViewSummary(tx: ReadTx, roomId: string, userId: string 
  * A room's `RoomSummary` (definitions/room_summary.yaml): the published-rooms chunk plus
  * `room_version`, `encryption` and, for restricted rooms, `allowed_room_ids`.
  */
-export async function roomSummaryOf(tx: ReadTx, roomId: string): Promise<Record<string, unknown>> {
-  const state = await currentState(tx, roomId);
+export async function roomSummaryOf(tx: ReadTx, roomId: string, state: Map<string, StoredEvent>): Promise<Record<string, unknown>> {
   const extra: Record<string, unknown> = { room_version: (await getRoom(tx, roomId))!.roomVersion };
   const enc = state.get("m.room.encryption\u001f")?.pdu.content.algorithm;
   if (typeof enc === "string") extra.encryption = enc;
@@ -75,7 +75,7 @@ export async function getHierarchy(ctx: RequestContext, p: Record<string, string
   }
   const rootId = p.roomId!;
   return ctx.hs.store.read(async (tx) => {
-    if (!(await canViewSummary(tx, rootId, me.userId))) throw forbidden("You are not allowed to view this room.");
+    if (!(await canViewSummary(tx, rootId, me.userId, await currentState(tx, rootId)))) throw forbidden("You are not allowed to view this room.");
     const out: Record<string, unknown>[] = [];
     const seen = new Set<string>();
     let index = 0;
@@ -84,8 +84,8 @@ export async function getHierarchy(ctx: RequestContext, p: Record<string, string
     const visit = async (roomId: string, depth: number): Promise<void> => {
       if (seen.has(roomId) || more) return;
       seen.add(roomId);
-      if (!(await canViewSummary(tx, roomId, me.userId))) return;
       const state = await currentState(tx, roomId);
+      if (!(await canViewSummary(tx, roomId, me.userId, state))) return;
       const children = [...state.values()].filter((e) => {
         if (e.pdu.type !== "m.space.child" || !e.pdu.state_key) return false;
         const via = e.pdu.content.via;
@@ -103,7 +103,7 @@ export async function getHierarchy(ctx: RequestContext, p: Record<string, string
           return;
         }
         out.push({
-          ...(await roomSummaryOf(tx, roomId)),
+          ...(await roomSummaryOf(tx, roomId, state)),
           children_state: children.map((e) => ({
             type: e.pdu.type, state_key: e.pdu.state_key, content: e.pdu.content, sender: e.pdu.sender, origin_server_ts: e.pdu.origin_server_ts,
           })),

@@ -7,7 +7,7 @@
 import type { RequestContext } from "../context.ts";
 import { notFound } from "../errors.ts";
 import { resolveRoom } from "../roomserver/membership.ts";
-import { membershipRecord } from "../roomserver/state.ts";
+import { currentState, membershipRecord } from "../roomserver/state.ts";
 import { canViewSummary, roomSummaryOf } from "./hierarchy.ts";
 
 /** `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}` */
@@ -21,8 +21,9 @@ export async function getRoomSummary(ctx: RequestContext, p: Record<string, stri
     const roomId = await resolveRoom(tx, target);
     // A room the caller may not see answers like an unknown one (the yaml's only error is 404),
     // so the endpoint does not reveal which private rooms exist.
-    if (!(await canViewSummary(tx, roomId, me?.userId))) throw notFound("Room not found.");
-    const summary = await roomSummaryOf(tx, roomId);
+    const state = await currentState(tx, roomId);
+    if (!(await canViewSummary(tx, roomId, me?.userId, state))) throw notFound("Room not found.");
+    const summary = await roomSummaryOf(tx, roomId, state);
     // `membership`: "Absent if the API was called unauthenticated"; a user with no membership
     // event in the room is reported as `leave`.
     if (me) summary.membership = (await membershipRecord(tx, roomId, me.userId))?.membership ?? "leave";
