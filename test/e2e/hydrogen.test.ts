@@ -10,8 +10,8 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { ClientEvent, createClient, MatrixEventEvent, RoomEvent } from "matrix-js-sdk";
-import type { MatrixClient, MatrixEvent, Room } from "matrix-js-sdk";
+import { createClient } from "matrix-js-sdk";
+import type { MatrixClient } from "matrix-js-sdk";
 import { logger as jsSdkLogger } from "matrix-js-sdk/lib/logger.js";
 import type { Logger } from "matrix-js-sdk/lib/logger.js";
 import { launchChromium } from "./browser.ts";
@@ -20,6 +20,7 @@ import { buildHydrogenApp, serveStatic } from "./hydrogen-app/build.ts";
 import { REPO_ROOT, startServe } from "./serve.ts";
 import type { ServedHomeserver } from "./serve.ts";
 import { call, register, within } from "./http.ts";
+import { startClientSynced, waitForMessage } from "./jssdk.ts";
 import type { Session } from "./http.ts";
 
 const ARTIFACTS = join(REPO_ROOT, "test-results");
@@ -38,24 +39,6 @@ const quietLogger: Logger = {
 // Parts of js-sdk log through its module-level (loglevel) logger instead of the client's.
 (jsSdkLogger as unknown as { setLevel(level: string): void }).setLevel("error");
 
-/**
- * Resolves with the first m.room.message in `roomId` whose body is `body`, as a js-sdk client sees
- * it; in an encrypted room the event arrives as m.room.encrypted and is checked again once decrypted.
- */
-function waitForMessage(client: MatrixClient, roomId: string, body: string): Promise<MatrixEvent> {
-  return new Promise((resolve) => {
-    const check = (event: MatrixEvent): void => {
-      if (event.getRoomId() !== roomId || event.getType() !== "m.room.message") return;
-      if (event.getContent()["body"] !== body) return;
-      client.off(RoomEvent.Timeline, onTimeline);
-      client.off(MatrixEventEvent.Decrypted, check);
-      resolve(event);
-    };
-    const onTimeline = (event: MatrixEvent, _room: Room | undefined): void => check(event);
-    client.on(RoomEvent.Timeline, onTimeline);
-    client.on(MatrixEventEvent.Decrypted, check);
-  });
-}
 
 
 describe("Hydrogen in Chromium against the Node homeserver", () => {
@@ -114,13 +97,7 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
 
     // Bob listens with matrix-js-sdk.
     bobClient = createClient({ baseUrl: base, userId: bob.user_id, accessToken: bob.access_token, deviceId: bob.device_id, logger: quietLogger });
-    const bobReady = new Promise<void>((resolve) => {
-      bobClient!.on(ClientEvent.Sync, (state) => {
-        if (state === "PREPARED") resolve();
-      });
-    });
-    await bobClient.startClient({ initialSyncLimit: 20 });
-    await within(bobReady, 60_000, "Bob's matrix-js-sdk client to finish its first sync");
+    await startClientSynced(bobClient, "Bob's matrix-js-sdk client to finish its first sync");
 
     const failureContext = (): string => `\n--- browser ---\n${browser!.logs().join("\n")}\n--- homeserver ---\n${hs!.output().slice(-4000)}`;
     try {
@@ -187,13 +164,7 @@ describe("Hydrogen in Chromium against the Node homeserver", () => {
     const bob2 = bobLogin.body as unknown as Session;
     bobCrypto = createClient({ baseUrl: base, userId: bob2.user_id, accessToken: bob2.access_token, deviceId: bob2.device_id, logger: quietLogger });
     await bobCrypto.initRustCrypto({ useIndexedDB: false });
-    const ready = new Promise<void>((resolve) => {
-      bobCrypto!.on(ClientEvent.Sync, (state) => {
-        if (state === "PREPARED") resolve();
-      });
-    });
-    await bobCrypto.startClient({ initialSyncLimit: 20 });
-    await within(ready, 60_000, "Bob's crypto client to finish its first sync");
+    await startClientSynced(bobCrypto, "Bob's crypto client to finish its first sync");
 
     const roomName = "Hydrogen encrypted";
     const { room_id: roomId } = await bobCrypto.createRoom({

@@ -4,11 +4,12 @@
  * device, which appears in Alice's view of Bob's devices and decrypts the next message.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { ClientEvent, createClient, MatrixEventEvent, MsgType, Preset, RoomEvent } from "matrix-js-sdk";
-import type { MatrixClient, MatrixEvent } from "matrix-js-sdk";
+import { createClient, MsgType, Preset } from "matrix-js-sdk";
+import type { MatrixClient } from "matrix-js-sdk";
 import { startServe } from "./serve.ts";
 import type { ServedHomeserver } from "./serve.ts";
 import { call, login, register, within } from "./http.ts";
+import { startClientSynced, waitForMessage } from "./jssdk.ts";
 import type { Session } from "./http.ts";
 
 /** Every request the clients made that the server refused, for failure messages. */
@@ -27,33 +28,8 @@ const recordingFetch: typeof fetch = async (input, init) => {
 async function startCryptoClient(base: string, s: Session): Promise<MatrixClient> {
   const client = createClient({ baseUrl: base, userId: s.user_id, accessToken: s.access_token, deviceId: s.device_id, fetchFn: recordingFetch });
   await client.initRustCrypto({ useIndexedDB: false });
-  const ready = new Promise<void>((resolve) => {
-    client.on(ClientEvent.Sync, (state) => {
-      if (state === "PREPARED") resolve();
-    });
-  });
-  await client.startClient({ initialSyncLimit: 20 });
-  await within(ready, 60_000, `${s.user_id}/${s.device_id} first sync`);
+  await startClientSynced(client, `${s.user_id}/${s.device_id} first sync`);
   return client;
-}
-
-/** Resolves with the decrypted content of the first event in `roomId` whose clear body is `body`. */
-function waitForDecrypted(client: MatrixClient, roomId: string, body: string): Promise<MatrixEvent> {
-  return new Promise((resolve) => {
-    const check = (event: MatrixEvent): void => {
-      if (event.getRoomId() !== roomId || event.getType() !== "m.room.message") return;
-      if (event.getContent()["body"] !== body) return;
-      client.off(RoomEvent.Timeline, onTimeline);
-      client.off(MatrixEventEvent.Decrypted, check);
-      resolve(event);
-    };
-    const onTimeline = (event: MatrixEvent): void => {
-      check(event);
-      // Encrypted events are decrypted asynchronously; Decrypted fires on the client too.
-    };
-    client.on(RoomEvent.Timeline, onTimeline);
-    client.on(MatrixEventEvent.Decrypted, check);
-  });
 }
 
 /** Polls until `fn` returns true (key queries are driven by the clients' own sync loops). */
@@ -106,7 +82,7 @@ describe("matrix-js-sdk Rust crypto on one homeserver", () => {
       await eventually(async () => alice.getRoom(roomId)?.getMember(bobS.user_id)?.membership === "join", 30_000, "Alice to see Bob join");
       expect(await alice.getCrypto()!.isEncryptionEnabledInRoom(roomId)).toBe(true);
 
-      const first = waitForDecrypted(bob, roomId, "secret one");
+      const first = waitForMessage(bob, roomId, "secret one");
       const sent = await alice.sendMessage(roomId, { msgtype: MsgType.Text, body: "secret one" });
       // What the server stored is ciphertext.
       const raw = await call(base, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/event/${encodeURIComponent(sent.event_id)}`, undefined, bobS.access_token);
@@ -127,8 +103,8 @@ describe("matrix-js-sdk Rust crypto on one homeserver", () => {
         "Alice to see Bob's second device",
       );
 
-      const second = waitForDecrypted(bob2, roomId, "secret two");
-      const secondOnFirst = waitForDecrypted(bob, roomId, "secret two");
+      const second = waitForMessage(bob2, roomId, "secret two");
+      const secondOnFirst = waitForMessage(bob, roomId, "secret two");
       await alice.sendMessage(roomId, { msgtype: MsgType.Text, body: "secret two" });
       const ev2 = await within(second, 60_000, "Bob's second device to decrypt the next message");
       expect(ev2.getContent()["body"]).toBe("secret two");
