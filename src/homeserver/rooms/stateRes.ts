@@ -9,7 +9,6 @@ import { authStateKeysFor, checkAuth } from "./auth.ts";
 import type { FetchEvent, ResolvableEvent } from "./authChain.ts";
 import { EventCache, authChain } from "./authChain.ts";
 import { userPowerLevel } from "./powerLevels.ts";
-import { sha1Sync } from "./syncHash.ts";
 import type { RoomVersionRules } from "./versions.ts";
 
 export type { FetchEvent, ResolvableEvent } from "./authChain.ts";
@@ -364,11 +363,11 @@ async function iterativeAuthChecks(
 
 // ---------------------------------------------------------------- v1
 
-/** `sha1(event_id)` as a comparable hex string. */
-const sha1Hex = (id: string): string => {
-  const b = sha1Sync(new TextEncoder().encode(id));
+/** `sha1(event_id)` as a comparable hex string (WebCrypto: v1 resolution is async anyway). */
+export async function sha1Hex(id: string): Promise<string> {
+  const b = new Uint8Array(await crypto.subtle.digest("SHA-1", new TextEncoder().encode(id)));
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-};
+}
 
 /**
  * v1: "Start by setting R to the union of the states to be resolved, excluding any conflicting
@@ -405,8 +404,8 @@ async function resolveV1(version: RoomVersionRules, stateSets: StateMap[], cache
     }
     return checkAuth(e.pdu, e.eventId, authState, version).allowed;
   };
-  const sorted = (list: ResolvableEvent[], depthAsc: boolean): ResolvableEvent[] => {
-    const h = new Map(list.map((e) => [e.eventId, sha1Hex(e.eventId)]));
+  const sorted = async (list: ResolvableEvent[], depthAsc: boolean): Promise<ResolvableEvent[]> => {
+    const h = new Map(await Promise.all(list.map(async (e) => [e.eventId, await sha1Hex(e.eventId)] as const)));
     return [...list].sort((a, b) => {
       if (a.pdu.depth !== b.pdu.depth) return depthAsc ? a.pdu.depth - b.pdu.depth : b.pdu.depth - a.pdu.depth;
       const ha = h.get(a.eventId)!, hb = h.get(b.eventId)!;
@@ -419,7 +418,7 @@ async function resolveV1(version: RoomVersionRules, stateSets: StateMap[], cache
     for (const k of keysSorted) {
       const list = conflicts.get(k);
       if (!list || list.length === 0 || list[0]!.pdu.type !== type) continue;
-      const [first, ...rest] = sorted(list, true);
+      const [first, ...rest] = await sorted(list, true);
       r.set(k, first!.eventId);
       for (const e of rest) {
         if (!(await allowedIn(e))) break;
@@ -431,7 +430,7 @@ async function resolveV1(version: RoomVersionRules, stateSets: StateMap[], cache
   for (const k of keysSorted) {
     const list = conflicts.get(k);
     if (!list) continue;
-    for (const e of sorted(list, false)) {
+    for (const e of await sorted(list, false)) {
       if (await allowedIn(e)) {
         r.set(k, e.eventId);
         break;
@@ -439,10 +438,5 @@ async function resolveV1(version: RoomVersionRules, stateSets: StateMap[], cache
     }
   }
   return r;
-}
-
-/** A debugging aid: the resolved state as `type/state_key → event ID` pairs, sorted. */
-export function describeState(state: StateMap): string[] {
-  return [...state].map(([k, v]) => `${k.replace("\u001f", "/")} → ${v}`).sort();
 }
 

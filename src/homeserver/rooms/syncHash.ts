@@ -1,8 +1,9 @@
 /**
- * Synchronous SHA-256 and SHA-1 (FIPS 180-4). The auth rules and state resolution are pure,
- * synchronous functions, yet need an event's reference hash (v12 rule 2: the room ID is the create
- * event's ID) and `sha1(event_id)` (state resolution v1). WebCrypto is async only, so these small
- * implementations serve the pure core; the async WebCrypto digest remains the one used elsewhere.
+ * Synchronous SHA-256 (FIPS 180-4). The auth rules are a pure, synchronous function, yet need the
+ * create event's reference hash (v12 rule 2: the room ID is the create event's ID; rule 5.3.1: the
+ * only previous event is the create event). WebCrypto is async only, and tweetnacl's hash is
+ * SHA-512, so this small implementation serves `rooms/auth.ts` `eventIdSync`; everywhere else the
+ * async WebCrypto digest (`events/hashes.ts`) is used.
  */
 
 const K256 = new Uint32Array([
@@ -59,34 +60,5 @@ export function sha256Sync(msg: Uint8Array): Uint8Array {
   const out = new Uint8Array(32);
   const ov = new DataView(out.buffer);
   for (let i = 0; i < 8; i++) ov.setUint32(i * 4, h[i]!);
-  return out;
-}
-
-/** SHA-1 of `msg`, synchronously (only for state resolution v1's `sha1(event_id)` ordering). */
-export function sha1Sync(msg: Uint8Array): Uint8Array {
-  const view = pad(msg);
-  const h = new Uint32Array([0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0]);
-  const w = new Uint32Array(80);
-  for (let off = 0; off < view.byteLength; off += 64) {
-    for (let i = 0; i < 16; i++) w[i] = view.getUint32(off + i * 4);
-    for (let i = 16; i < 80; i++) {
-      const x = w[i - 3]! ^ w[i - 8]! ^ w[i - 14]! ^ w[i - 16]!;
-      w[i] = (x << 1) | (x >>> 31);
-    }
-    let a = h[0]!, b = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!;
-    for (let i = 0; i < 80; i++) {
-      let f: number, k: number;
-      if (i < 20) { f = (b & c) | (~b & d); k = 0x5a827999; }
-      else if (i < 40) { f = b ^ c ^ d; k = 0x6ed9eba1; }
-      else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8f1bbcdc; }
-      else { f = b ^ c ^ d; k = 0xca62c1d6; }
-      const t = (((a << 5) | (a >>> 27)) + f + e + k + w[i]!) | 0;
-      e = d; d = c; c = (b << 30) | (b >>> 2); b = a; a = t;
-    }
-    h[0] = (h[0]! + a) | 0; h[1] = (h[1]! + b) | 0; h[2] = (h[2]! + c) | 0; h[3] = (h[3]! + d) | 0; h[4] = (h[4]! + e) | 0;
-  }
-  const out = new Uint8Array(20);
-  const ov = new DataView(out.buffer);
-  for (let i = 0; i < 5; i++) ov.setUint32(i * 4, h[i]!);
   return out;
 }
