@@ -3,14 +3,14 @@ import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { noGuests } from "../roomserver/access.ts";
 import { badJson, forbidden, unsupportedRoomVersion } from "../errors.ts";
-import { key } from "../../storage/store.ts";
+import { prefix } from "../../storage/store.ts";
 import type { RoomRecord, StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { roomVersion } from "../rooms/versions.ts";
 import { eventPowerLevel, roomCreators, userPowerLevel } from "../rooms/powerLevels.ts";
 import { newRoom } from "../roomserver/create.ts";
 import { sendEvent } from "../roomserver/send.ts";
-import { currentState, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
+import { currentState, currentStateContent, membershipOf, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { isUserId } from "../roomserver/ids.ts";
 import { withRoomLock } from "../roomserver/lock.ts";
 
@@ -37,14 +37,15 @@ export async function postUpgrade(ctx: RequestContext, p: Record<string, string>
   const oldRoomId = p.roomId!;
   const old = await ctx.hs.store.read(async (tx) => {
     const room = await requireRoom(tx, oldRoomId);
-    return { room, state: await currentState(tx, oldRoomId), aliases: (await tx.range<{ roomId: string }>("aliases")).filter((r) => r.value.roomId === oldRoomId) };
+    return {
+      room, state: await currentState(tx, oldRoomId), aliases: (await tx.range<{ roomId: string }>("aliases")).filter((r) => r.value.roomId === oldRoomId),
+      membership: await membershipOf(tx, oldRoomId, me.userId),
+    };
   });
   const oldRules = rulesOf(old.room);
   const oldPdus = pdusOf(old.state);
   // 1. permission to send the tombstone
-  if ((await ctx.hs.store.read((tx) => tx.get<{ membership: string }>("memberships", key(me.userId, oldRoomId))))?.membership !== "join") {
-    throw forbidden("You are not in this room");
-  }
+  if (old.membership !== "join") throw forbidden("You are not in this room");
   if (userPowerLevel(me.userId, oldPdus, oldRules) < eventPowerLevel("m.room.tombstone", true, oldPdus)) {
     throw forbidden("You may not upgrade this room");
   }
@@ -132,7 +133,7 @@ export async function postUpgrade(ctx: RequestContext, p: Record<string, string>
 
   // 6. restrict the old room: no more messages or invites from ordinary members.
   const restricted = Math.max(50, Number(oldPl.users_default ?? 0) + 1);
-  const cur = (await ctx.hs.store.read(async (tx) => (await currentState(tx, oldRoomId)).get(stateKeyOf("m.room.power_levels", ""))))?.pdu.content ?? oldPl;
+  const cur = (await ctx.hs.store.read((tx) => currentStateContent(tx, oldRoomId, "m.room.power_levels"))) ?? oldPl;
   try {
     await sendEvent(ctx.hs, {
       roomId: oldRoomId, sender: me.userId, type: "m.room.power_levels", stateKey: "",
@@ -147,7 +148,7 @@ export async function postUpgrade(ctx: RequestContext, p: Record<string, string>
 
 async function lastEventId(ctx: RequestContext, roomId: string): Promise<string> {
   return ctx.hs.store.read(async (tx) => {
-    const rows = await tx.range<true>("extremities", { prefix: `${roomId}\u001f` });
-    return rows[0]!.key.slice(roomId.length + 1);
+    const rows = await tx.range<true>("extremities", { prefix: prefix(roomId) });
+    return rows[0]!.key.slice(prefix(roomId).length);
   });
 }
