@@ -5,10 +5,9 @@
 import type { RequestContext, Services } from "../context.ts";
 import { nextStreamPos } from "../context.ts";
 import { MatrixError, forbidden, notFound } from "../errors.ts";
-import { prefix } from "../../storage/store.ts";
 import type { ReadTx } from "../../storage/store.ts";
-import type { MembershipRecord } from "../roomserver/state.ts";
 import { membershipOf } from "../roomserver/state.ts";
+import { joinedRooms } from "../roomserver/membership.ts";
 
 /** A row of the `presence` table. */
 export interface PresenceRow {
@@ -67,10 +66,7 @@ export async function touchPresence(hs: Services, userId: string, setPresence: s
 
 /** Whether two users share a joined room. */
 async function shareRoom(tx: ReadTx, a: string, b: string): Promise<boolean> {
-  const rows = await tx.range<MembershipRecord>("memberships", { prefix: prefix(a) });
-  for (const r of rows) {
-    if (r.value.membership !== "join") continue;
-    const roomId = r.key.slice(prefix(a).length);
+  for (const roomId of await joinedRooms(tx, a)) {
     if ((await membershipOf(tx, roomId, b)) === "join") return true;
   }
   return false;

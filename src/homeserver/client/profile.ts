@@ -7,9 +7,8 @@
 import type { RequestContext, Services } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
-import { prefix } from "../../storage/store.ts";
-import type { MembershipRecord } from "../roomserver/state.ts";
 import { currentStateContent } from "../roomserver/state.ts";
+import { joinedRooms } from "../roomserver/membership.ts";
 import { sendEvent } from "../roomserver/send.ts";
 
 /** The profile part of an `accounts` row. */
@@ -83,8 +82,7 @@ async function updateProfile(ctx: RequestContext, userId: string, keyName: strin
     }
     tx.put("accounts", userId, updated);
     if (keyName !== "displayname" && keyName !== "avatar_url") return [];
-    const rows = await tx.range<MembershipRecord>("memberships", { prefix: prefix(userId) });
-    return rows.filter((r) => r.value.membership === "join").map((r) => r.key.slice(prefix(userId).length));
+    return joinedRooms(tx, userId);
   });
 }
 

@@ -14,7 +14,7 @@ import { key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { splitStateKey, stateKeyOf } from "../events/types.ts";
-import { currentState, latestEventAt, pdusOf, stateAfter, getEvent, membershipIn } from "../roomserver/state.ts";
+import { currentState, latestEventAt, pdusOf, stateAfter, getEvent, membershipIn, membersWith } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
@@ -641,13 +641,7 @@ async function presenceEvents(run: SyncRun, joinedRooms: string[]): Promise<Reco
   if (fresh.length === 0) return [];
   // Presence goes to users who share a room ("Presence", server behaviour).
   const visible = new Set<string>([run.me.userId]);
-  for (const roomId of joinedRooms) {
-    const members = await run.tx.range<string>("room_state", { prefix: prefix(roomId, "m.room.member") });
-    for (const m of members) {
-      const e = await getEvent(run.tx, m.value);
-      if (e && membershipIn(e) === "join" && e.pdu.state_key) visible.add(e.pdu.state_key);
-    }
-  }
+  for (const roomId of joinedRooms) for (const u of await membersWith(run.tx, roomId, "join")) visible.add(u);
   const out: Record<string, unknown>[] = [];
   for (const r of fresh) {
     if (!visible.has(r.key)) continue;
