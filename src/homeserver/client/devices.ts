@@ -3,12 +3,12 @@
  * "Relationship between access tokens and devices").
  */
 import type { RequestContext, Services } from "../context.ts";
-import { nextStreamPos } from "../context.ts";
 import { badJson, notFound, MatrixError } from "../errors.ts";
 import type { WriteTx } from "../../storage/store.ts";
-import { key, pos, prefix } from "../../storage/store.ts";
+import { key, prefix } from "../../storage/store.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+import { recordDeviceListChange } from "./keys.ts";
 import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
 
 /** A row of the `devices` table. */
@@ -92,8 +92,7 @@ export async function startSession(tx: WriteTx, hs: Services, req: SessionReques
     const device: DeviceRecord = { userId: req.userId, deviceId, createdAt: now, lastSeenTs: now, ...seen };
     if (req.initialDisplayName !== undefined) device.displayName = req.initialDisplayName;
     tx.put("devices", key(req.userId, deviceId), device);
-    streamPos = await nextStreamPos(tx);
-    tx.put("device_list_stream", pos(streamPos), { userId: req.userId });
+    streamPos = await recordDeviceListChange(tx, req.userId);
   }
   tx.put("device_tokens", key(req.userId, deviceId, accessToken), true);
   if (!req.refreshable) {
@@ -137,9 +136,7 @@ export async function deleteDevices(tx: WriteTx, userId: string, deviceIds: read
     tx.deleteRange("to_device", { prefix: prefix(userId, deviceId) });
   }
   if (!any) return undefined;
-  const streamPos = await nextStreamPos(tx);
-  tx.put("device_list_stream", pos(streamPos), { userId });
-  return streamPos;
+  return recordDeviceListChange(tx, userId);
 }
 
 /** The IDs of all of a user's devices. */
@@ -194,9 +191,7 @@ export async function putDevice(ctx: RequestContext, params: Record<string, stri
     if (displayName === undefined || displayName === device.displayName) return undefined;
     tx.put("devices", k, { ...device, displayName });
     // Other users see display names in /keys/query, so a rename is a device-list change.
-    const p = await nextStreamPos(tx);
-    tx.put("device_list_stream", pos(p), { userId });
-    return p;
+    return recordDeviceListChange(tx, userId);
   });
   if (streamPos !== undefined) ctx.hs.notifier.notify(streamPos);
   return {};
