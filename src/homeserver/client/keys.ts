@@ -21,6 +21,7 @@ import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { key, pos, prefix, unpos } from "../../storage/store.ts";
 import { requireUserInteractiveAuth, identityFlows } from "./uia.ts";
+import { serverOf } from "../roomserver/ids.ts";
 
 /** A fallback key as stored. */
 interface FallbackKey {
@@ -61,11 +62,8 @@ const ackKey = (userId: string, deviceId: string): string => key("to_device_ack"
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
 
-/** The server part of a user ID. */
-export const serverOf = (userId: string): string => userId.slice(userId.indexOf(":") + 1);
-
 /** Parses a `/sync` token (`s<pos>`, as client/sync.ts makes them) or a bare position. */
-export function parseStreamToken(token: string): number | undefined {
+function parseStreamToken(token: string): number | undefined {
   const m = /^s?(\d+)(?:_.*)?$/.exec(token);
   return m ? Number(m[1]) : undefined;
 }

@@ -7,7 +7,7 @@ import type { RequestContext } from "../context.ts";
 import { nextStreamPos } from "../context.ts";
 import { badJson } from "../errors.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
-import { serverOf } from "./keys.ts";
+import { serverOf } from "../roomserver/ids.ts";
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
 
