@@ -12,7 +12,7 @@ import { verifyJsonSignature } from "../crypto/signing.ts";
 import { checkContentHash, eventIdOf } from "../events/hashes.ts";
 import { redact } from "../events/redaction.ts";
 import type { EventWithId, Pdu, StateMap } from "../events/types.ts";
-import { stateKeyOf } from "../events/types.ts";
+import { refIds, stateKeyOf } from "../events/types.ts";
 import type { AuthEventEntry } from "./auth.ts";
 import { authStateKeysFor, checkAuth, checkAuthEvents } from "./auth.ts";
 import type { FetchEvent, ResolvableEvent } from "./authChain.ts";
@@ -185,7 +185,7 @@ export async function receivePdu(raw: JsonObject, version: RoomVersionRules, inp
     const ae = checkAuthEvents(pdu, [], version);
     return ae.allowed ? verdict("accept") : verdict("reject", ae.reason);
   }
-  const authIds = (pdu.auth_events as unknown[]).map((x) => (Array.isArray(x) ? String(x[0]) : String(x)));
+  const authIds = refIds(pdu.auth_events);
   const entries: AuthEventEntry[] = [];
   const missing: string[] = [];
   for (const id of authIds) {
