@@ -6,7 +6,7 @@
 import type { ReadTx } from "../../storage/store.ts";
 import { forbidden, guestAccessForbidden } from "../errors.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { currentState, currentStateContent, getEvent, loadState, membershipRecord, requireRoom, stateAfter } from "./state.ts";
+import { currentState, currentStateContent, joinedInHistory, loadState, membershipRecord, requireRoom, stateAfter } from "./state.ts";
 import type { RoomRecord } from "./state.ts";
 
 /** Whether the room's current history visibility is `world_readable`. */
@@ -32,23 +32,10 @@ export async function readableUpTo(tx: ReadTx, roomId: string, userId: string): 
   const m = await membershipRecord(tx, roomId, userId);
   if (m?.membership === "join") return { upTo: Infinity };
   if (await isWorldReadable(tx, roomId)) return { upTo: Infinity };
-  if (m && (m.membership === "leave" || m.membership === "ban") && (await wasEverJoined(tx, m.eventId))) {
+  if (m && (m.membership === "leave" || m.membership === "ban") && (await joinedInHistory(tx, m.eventId))) {
     return { upTo: m.streamPos, atEvent: m.eventId };
   }
   throw forbidden(`${userId} is not in room ${roomId}`);
-}
-
-/** Whether the membership chain ending at `eventId` contains a join. */
-async function wasEverJoined(tx: ReadTx, eventId: string): Promise<boolean> {
-  let id: string | undefined = eventId;
-  for (let hops = 0; id && hops < 1000; hops++) {
-    const e: StoredEvent | undefined = await getEvent(tx, id);
-    if (!e) return false;
-    if (e.pdu.content.membership === "join") return true;
-    const prev: unknown = e.pdu.unsigned?.replaces_state;
-    id = typeof prev === "string" ? prev : undefined;
-  }
-  return false;
 }
 
 /** The room state a user may read, SK → event (see `readableUpTo`). */

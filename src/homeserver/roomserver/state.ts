@@ -153,6 +153,24 @@ export function membershipIn(e: StoredEvent | Pdu | undefined): string | undefin
   return typeof m === "string" ? m : undefined;
 }
 
+/**
+ * Whether the membership history ending at `eventId` (a user's member event, walked back through
+ * `unsigned.replaces_state`) holds a join; with `newerThan`, only among events after that stream
+ * position (older or position-less events end the walk).
+ */
+export async function joinedInHistory(tx: ReadTx, eventId: string | undefined, newerThan?: number): Promise<boolean> {
+  let id = eventId;
+  for (let hops = 0; id && hops < 1000; hops++) {
+    const e = await getEvent(tx, id);
+    if (!e) return false;
+    if (newerThan !== undefined && (e.streamPos === undefined || e.streamPos <= newerThan)) return false;
+    if (membershipIn(e) === "join") return true;
+    const prev: unknown = e.pdu.unsigned?.replaces_state;
+    id = typeof prev === "string" ? prev : undefined;
+  }
+  return false;
+}
+
 /** The membership of `userId` in a state map, or undefined. */
 export async function membershipInState(tx: ReadTx, state: Map<string, string>, userId: string): Promise<string | undefined> {
   const id = state.get(stateKeyOf("m.room.member", userId));

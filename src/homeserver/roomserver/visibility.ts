@@ -5,7 +5,7 @@
 import type { ReadTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
-import { getEvent, membershipIn, membershipInState, membershipRecord, stateAfter, stateBefore } from "./state.ts";
+import { getEvent, joinedInHistory, membershipInState, membershipRecord, stateAfter, stateBefore } from "./state.ts";
 
 const KNOWN = new Set(["world_readable", "shared", "invited", "joined"]);
 
@@ -18,17 +18,10 @@ async function visibilityIn(tx: ReadTx, state: Map<string, string>): Promise<str
 
 /** Whether `userId` joined the room at any point after `event` (rule 3, `shared`). */
 async function joinedAfter(tx: ReadTx, userId: string, event: StoredEvent): Promise<boolean> {
+  if (event.streamPos === undefined) return false;
   const rec = await membershipRecord(tx, event.roomId, userId);
-  let id: string | undefined = rec?.eventId;
-  // Walk the user's membership history backwards (unsigned.replaces_state) while it is newer.
-  for (let hops = 0; id && hops < 1000; hops++) {
-    const m = await getEvent(tx, id);
-    if (!m || m.streamPos === undefined || event.streamPos === undefined || m.streamPos <= event.streamPos) return false;
-    if (membershipIn(m) === "join") return true;
-    const prev: unknown = m.pdu.unsigned?.replaces_state;
-    id = typeof prev === "string" ? prev : undefined;
-  }
-  return false;
+  // The user's membership history, newest first, while it is newer than the event.
+  return joinedInHistory(tx, rec?.eventId, event.streamPos);
 }
 
 async function allowedBy(tx: ReadTx, userId: string, event: StoredEvent, visibility: string, membership: string | undefined): Promise<boolean> {
