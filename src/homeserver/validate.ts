@@ -21,9 +21,14 @@ export function requireCanonicalJson(value: unknown, what = "Request body"): voi
   }
 }
 
+/** Whether `v` is a JSON object (not null, not an array). */
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
 /** `v` if it is a JSON object (not null, not an array), else undefined: for reading untrusted nested fields. */
 export function asObject(v: unknown): Record<string, unknown> | undefined {
-  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  return isObject(v) ? v : undefined;
 }
 
 /**

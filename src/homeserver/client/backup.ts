@@ -9,7 +9,7 @@ import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, invalidParam, missingParam, notFound } from "../errors.ts";
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
-import { dict } from "../validate.ts";
+import { dict, isObject } from "../validate.ts";
 
 /** A backup version as stored. */
 interface BackupVersion {
@@ -28,8 +28,6 @@ interface KeyBackupData {
   is_verified: boolean;
   session_data: Record<string, unknown>;
 }
-
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
 
 const versionKey = (userId: string, version: number): string => key(userId, pos(version));
 

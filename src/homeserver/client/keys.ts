@@ -15,7 +15,7 @@ import { MatrixError, badJson, invalidParam } from "../errors.ts";
 import { canonicalJson } from "../crypto/canonicalJson.ts";
 import { tryDecodeBase64 } from "../crypto/base64.ts";
 import { verifyJsonSignature } from "../crypto/signing.ts";
-import { requireCanonicalJson } from "../validate.ts";
+import { isObject, requireCanonicalJson } from "../validate.ts";
 import type { JsonObject } from "../crypto/signing.ts";
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
@@ -59,8 +59,6 @@ export const TO_DEVICE_LIMIT = 100;
 
 /** key settings|"to_device_ack"|userId|deviceId → the last `since` acknowledged by that device. */
 const ackKey = (userId: string, deviceId: string): string => key("to_device_ack", userId, deviceId);
-
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
 
 /** Parses a `/sync` token (`s<pos>`, as client/sync.ts makes them) or a bare position. */
 function parseStreamToken(token: string): number | undefined {

@@ -6,10 +6,9 @@
 import type { RequestContext } from "../context.ts";
 import { nextStreamPos } from "../context.ts";
 import { badJson } from "../errors.ts";
+import { isObject } from "../validate.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
 import { serverOf } from "../roomserver/ids.ts";
-
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
 
 /**
  * key txn_ids|userId|deviceId|"sendToDevice"|eventType|txnId → {} — transaction IDs are scoped to
