@@ -62,9 +62,20 @@ export async function getProfileField(ctx: RequestContext, p: Record<string, str
   return { [keyName]: profile[keyName] };
 }
 
-/** Applies a change to the account and returns the rooms whose member event must follow. */
-async function updateProfile(ctx: RequestContext, userId: string, keyName: string, value: unknown, remove: boolean): Promise<string[]> {
-  return ctx.hs.store.write(async (tx) => {
+/** What both profile changes check first: the requester, the key, that the profile is theirs, not suspended. */
+async function requireOwnProfile(ctx: RequestContext, p: Record<string, string>): Promise<{ userId: string; keyName: string }> {
+  const me = await ctx.requireAuth();
+  const keyName = p.keyName!;
+  checkKey(keyName);
+  if (p.userId !== me.userId) throw forbidden("Cannot change the profile of other users");
+  // "Account suspension": changing profile data is refused.
+  refuseIfSuspended(me);
+  return { userId: me.userId, keyName };
+}
+
+/** Applies a change to the account, then sends a name or avatar change into the joined rooms. */
+async function changeProfile(ctx: RequestContext, userId: string, keyName: string, value: unknown, remove: boolean): Promise<void> {
+  const rooms = await ctx.hs.store.write(async (tx) => {
     const account = await tx.get<AccountProfile>("accounts", userId);
     if (!account) throw notFound("Profile not found");
     const updated: AccountProfile = { ...account, profileFields: { ...(account.profileFields ?? {}) } };
@@ -84,16 +95,12 @@ async function updateProfile(ctx: RequestContext, userId: string, keyName: strin
     if (keyName !== "displayname" && keyName !== "avatar_url") return [];
     return joinedRooms(tx, userId);
   });
+  if (keyName === "displayname" || keyName === "avatar_url") await propagate(ctx.hs, userId, keyName, remove ? undefined : (value as string), rooms);
 }
 
 /** `PUT /_matrix/client/v3/profile/{userId}/{keyName}` */
 export async function putProfileField(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
-  const me = await ctx.requireAuth();
-  const keyName = p.keyName!;
-  checkKey(keyName);
-  if (p.userId !== me.userId) throw forbidden("Cannot change the profile of other users");
-  // "Account suspension": changing profile data is refused.
-  refuseIfSuspended(me);
+  const { userId, keyName } = await requireOwnProfile(ctx, p);
   const body = await ctx.json();
   if (!Object.hasOwn(body, keyName)) throw missingParam(`The body must contain ${keyName}`);
   const v = body[keyName];
@@ -106,20 +113,14 @@ export async function putProfileField(ctx: RequestContext, p: Record<string, str
   } else if (keyName === "m.tz" && typeof v !== "string") {
     throw badJson("m.tz must be a string");
   }
-  const rooms = await updateProfile(ctx, me.userId, keyName, v, remove);
-  if (keyName === "displayname" || keyName === "avatar_url") await propagate(ctx.hs, me.userId, keyName, remove ? undefined : (v as string), rooms);
+  await changeProfile(ctx, userId, keyName, v, remove);
   return {};
 }
 
 /** `DELETE /_matrix/client/v3/profile/{userId}/{keyName}` */
 export async function deleteProfileField(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
-  const me = await ctx.requireAuth();
-  const keyName = p.keyName!;
-  checkKey(keyName);
-  if (p.userId !== me.userId) throw forbidden("Cannot change the profile of other users");
-  refuseIfSuspended(me);
-  const rooms = await updateProfile(ctx, me.userId, keyName, undefined, true);
-  if (keyName === "displayname" || keyName === "avatar_url") await propagate(ctx.hs, me.userId, keyName, undefined, rooms);
+  const { userId, keyName } = await requireOwnProfile(ctx, p);
+  await changeProfile(ctx, userId, keyName, undefined, true);
   return {};
 }
 
