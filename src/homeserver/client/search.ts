@@ -17,19 +17,18 @@ import { joinedRooms } from "../roomserver/membership.ts";
 import { currentState, getEvent } from "../roomserver/state.ts";
 import { walkTimeline } from "../roomserver/timeline.ts";
 import { parseToken } from "../roomserver/tokens.ts";
+import { asObject } from "../validate.ts";
 
 const KEYS = new Set(["content.body", "content.name", "content.topic"]);
 const PAGE = 10;
-
-const obj = (v: unknown): Record<string, unknown> | undefined => (v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined);
 
 /** `POST /_matrix/client/v3/search` */
 export async function postSearch(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   const body = await ctx.json();
-  const cats = obj(body.search_categories);
+  const cats = asObject(body.search_categories);
   if (!cats) throw badJson("search_categories is required");
-  const criteria = obj(cats.room_events);
+  const criteria = asObject(cats.room_events);
   if (!criteria) return { search_categories: {} };
   if (typeof criteria.search_term !== "string") throw badJson("search_term is required");
   const keys = criteria.keys ?? [...KEYS];
@@ -38,7 +37,7 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
   if (orderBy !== "rank" && orderBy !== "recent") throw badJson("order_by must be rank or recent");
   const filter = parseRoomEventFilter(criteria.filter);
   const limit = Math.min(filter.limit ?? PAGE, 100);
-  const context = obj(criteria.event_context);
+  const context = asObject(criteria.event_context);
   const beforeLimit = context ? Number(context.before_limit ?? 5) : 0;
   const afterLimit = context ? Number(context.after_limit ?? 5) : 0;
   if (!Number.isInteger(beforeLimit) || !Number.isInteger(afterLimit) || beforeLimit < 0 || afterLimit < 0) throw badJson("event_context limits must be non-negative integers");
