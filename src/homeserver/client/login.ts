@@ -138,15 +138,6 @@ export async function postLoginGetToken(ctx: RequestContext): Promise<Record<str
   return { login_token: token, expires_in_ms: LOGIN_TOKEN_LIFETIME_MS };
 }
 
-/** Mints a single-use login token for a user without UIA (for a runner that just created the account). */
-export async function mintLoginToken(hs: Services, userId: string): Promise<string> {
-  const token = `hyl_${encodeBase64Url(hs.random(32))}`;
-  await hs.store.write(async (tx) => {
-    tx.put("login_tokens", token, { userId, expiresAt: hs.clock() + LOGIN_TOKEN_LIFETIME_MS } satisfies LoginTokenRecord);
-  });
-  return token;
-}
-
 /** `POST /_matrix/client/v3/logout` */
 export async function postLogout(ctx: RequestContext): Promise<Record<string, unknown>> {
   // Logout stays open to locked accounts ("Account locking").
