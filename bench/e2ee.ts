@@ -14,7 +14,7 @@ import { createSqliteStore } from "../src/storage/sqlite.ts";
 import { key, pos, prefix } from "../src/storage/store.ts";
 import { sharpThumbnailer } from "../src/node/thumbnailer.ts";
 import type { Bench, Figure } from "./harness.ts";
-import { rate, versus } from "./harness.ts";
+import { rate, seedDevice, versus } from "./harness.ts";
 
 const SERVER = "bench.test";
 const ROOMS = 20;
@@ -22,16 +22,6 @@ const MEMBERS = 200;
 
 async function homeserver(): Promise<Homeserver> {
   return createHomeserver({ store: await createSqliteStore(), seed: new Uint8Array(32).fill(3), serverName: SERVER, thumbnailer: sharpThumbnailer });
-}
-
-async function device(hs: Homeserver, userId: string, deviceId: string): Promise<string> {
-  const token = `tok_${userId}_${deviceId}`;
-  await hs.services.store.write(async (tx) => {
-    tx.put("accounts", userId, { userId, createdAt: 1 });
-    tx.put("devices", key(userId, deviceId), { userId, deviceId, createdAt: 1 });
-    tx.put("access_tokens", token, { userId, deviceId });
-  });
-  return token;
 }
 
 const req = (path: string, token: string, init: RequestInit = {}): Request =>
@@ -75,8 +65,8 @@ async function claimFigures(): Promise<Figure[]> {
   const DEVICES = 400;
   const hs = await homeserver();
   const alice = `@alice:${SERVER}`;
-  const bobToken = await device(hs, `@bob:${SERVER}`, "BDEV");
-  await device(hs, alice, "ADEV");
+  const bobToken = await seedDevice(hs, `@bob:${SERVER}`, "BDEV");
+  await seedDevice(hs, alice, "ADEV");
   const fill = async (): Promise<void> =>
     hs.services.store.write(async (tx) => {
       for (let d = 0; d < DEVICES; d++) {
@@ -106,7 +96,7 @@ async function claimFigures(): Promise<Figure[]> {
 
 async function thumbnailFigures(): Promise<Figure[]> {
   const hs = await homeserver();
-  const token = await device(hs, `@alice:${SERVER}`, "ADEV");
+  const token = await seedDevice(hs, `@alice:${SERVER}`, "ADEV");
   const png = new Uint8Array(await sharp({ create: { width: 1920, height: 1080, channels: 3, background: { r: 1, g: 2, b: 3 } } }).png().toBuffer());
   const up = await hs.handle(req("/_matrix/media/v3/upload", token, { method: "POST", body: png as unknown as BodyInit, headers: { "Content-Type": "image/png" } }));
   const mxc = ((await up.json()) as { content_uri: string }).content_uri.replace("mxc://", "");

@@ -12,32 +12,13 @@ import { contentHash } from "../src/homeserver/events/hashes.ts";
 import { createMemoryStore } from "../src/storage/memory.ts";
 import { createSqliteStore } from "../src/storage/sqlite.ts";
 import type { Store } from "../src/storage/store.ts";
-import { key } from "../src/storage/store.ts";
 import type { Bench, Figure } from "./harness.ts";
-import { rate, versus } from "./harness.ts";
+import { call, rate, seedDevice, versus } from "./harness.ts";
 
 const SEED = new Uint8Array(32).fill(9);
 const SERVER = "bench.local";
 
-async function user(hs: Homeserver, localpart: string): Promise<string> {
-  const userId = `@${localpart}:${SERVER}`;
-  const token = `tok_${localpart}`;
-  await hs.services.store.write(async (tx) => {
-    tx.put("accounts", userId, { userId, createdAt: 1 });
-    tx.put("devices", key(userId, "D"), { userId, deviceId: "D", createdAt: 1 });
-    tx.put("access_tokens", token, { userId, deviceId: "D" });
-  });
-  return token;
-}
-
-async function call(hs: Homeserver, method: string, path: string, token: string, body: unknown): Promise<Record<string, unknown>> {
-  const res = await hs.handle(new Request(`http://localhost/_matrix/client/v3${path}`, {
-    method, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: JSON.stringify(body),
-  }));
-  const json = (await res.json()) as Record<string, unknown>;
-  if (res.status !== 200) throw new Error(`${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const user = (hs: Homeserver, localpart: string): Promise<string> => seedDevice(hs, `@${localpart}:${SERVER}`, "D");
 
 /** A room ready for sending: the homeserver, the sender's token and the room. */
 async function setupRoom(store: Store, members: number): Promise<{ hs: Homeserver; token: string; roomId: string }> {

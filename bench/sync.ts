@@ -7,9 +7,8 @@ import { createHomeserver } from "../src/homeserver/homeserver.ts";
 import type { Homeserver } from "../src/homeserver/homeserver.ts";
 import { Notifier } from "../src/homeserver/notifier.ts";
 import { createMemoryStore } from "../src/storage/memory.ts";
-import { key } from "../src/storage/store.ts";
 import type { Bench, Figure } from "./harness.ts";
-import { versus } from "./harness.ts";
+import { call, seedDevice, versus } from "./harness.ts";
 
 const N = 200;
 
@@ -18,26 +17,9 @@ const median = (xs: number[]): number => {
   return s[Math.floor(s.length / 2)]!;
 };
 
-async function call(hs: Homeserver, method: string, path: string, token: string, body?: unknown): Promise<Record<string, any>> {
-  const res = await hs.handle(new Request(`http://localhost/_matrix/client/v3${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  }));
-  const json = (await res.json()) as Record<string, any>;
-  if (res.status !== 200) throw new Error(`${method} ${path} → ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
 async function user(hs: Homeserver, name: string): Promise<{ userId: string; token: string }> {
   const userId = `@${name}:bench.test`;
-  const token = `tok_${name}`;
-  await hs.services.store.write(async (tx) => {
-    tx.put("accounts", userId, { userId, createdAt: 1, displayname: name });
-    tx.put("devices", key(userId, "DEV"), { userId, deviceId: "DEV", createdAt: 1 });
-    tx.put("access_tokens", token, { userId, deviceId: "DEV" });
-  });
-  return { userId, token };
+  return { userId, token: await seedDevice(hs, userId, "DEV", { displayname: name }) };
 }
 
 export const syncBench: Bench = async () => {
