@@ -87,5 +87,5 @@ export async function postAdminRegister(ctx: RequestContext): Promise<Record<str
     userType: (userType as string | null | undefined) ?? undefined,
     login: { ip: clientAddress(ctx) },
   });
-  return { user_id: created.userId, home_server: hs.serverName, access_token: created.accessToken, device_id: created.deviceId };
+  return { user_id: created.userId, home_server: hs.serverName, access_token: created.session?.accessToken, device_id: created.session?.deviceId };
 }

@@ -58,7 +58,7 @@ export interface CreateAccountOptions {
 export async function createAccount(
   hs: Services,
   options: CreateAccountOptions,
-): Promise<{ userId: string; session?: SessionResult; deviceId?: string; accessToken?: string }> {
+): Promise<{ userId: string; session?: SessionResult }> {
   validateLocalpart(options.localpart, hs.serverName);
   const userId = `@${options.localpart}:${hs.serverName}`;
   // Hash before the transaction: never await crypto inside one.
@@ -72,7 +72,7 @@ export async function createAccount(
     return options.login ? startSession(tx, hs, { userId, ...options.login }) : undefined;
   });
   if (result?.streamPos !== undefined) hs.notifier.notify(result.streamPos);
-  return { userId, session: result, deviceId: result?.deviceId, accessToken: result?.accessToken };
+  return { userId, session: result };
 }
 
 /** `POST /_matrix/client/v3/register` */

@@ -10,7 +10,7 @@ const enc = encodeURIComponent;
 /** An admin account logged in on a device, as shared-secret registration with `admin: true` makes it. */
 async function admin(s: TestServer, localpart = "root"): Promise<{ userId: string; token: string }> {
   const created = await createAccount(s.hs.services, { localpart, password: "pw", admin: true, login: {} });
-  return { userId: created.userId, token: created.accessToken! };
+  return { userId: created.userId, token: created.session!.accessToken };
 }
 
 async function setup() {
