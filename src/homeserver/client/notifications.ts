@@ -8,13 +8,12 @@ import { MatrixError } from "../errors.ts";
 import { limitParam } from "../validate.ts";
 import { pos as posKey, prefix, unpos } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { stateKeyOf } from "../events/types.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
-import { currentState, getEvent, membershipIn, pdusOf, getRoom, rulesOf } from "../roomserver/state.ts";
+import { currentState, getEvent, pdusOf, getRoom, rulesOf } from "../roomserver/state.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { userPowerLevel } from "../rooms/powerLevels.ts";
-import { evaluatePushRules, loadPushRules } from "./pushRules.ts";
+import { evaluatePushRules, loadPushRules, roomPushContext } from "./pushRules.ts";
 import type { PushContext } from "./pushRules.ts";
 import { toPushEvent } from "./sync.ts";
 import type { ReceiptRow } from "./receipts.ts";
@@ -60,9 +59,6 @@ export async function getNotifications(ctx: RequestContext): Promise<Record<stri
         const record = await getRoom(tx, e.roomId);
         const version = record ? rulesOf(record) : undefined;
         const pdus = pdusOf(state);
-        let memberCount = 0;
-        for (const [sk, s] of state) if (sk.startsWith("m.room.member\u001f") && membershipIn(s) === "join") memberCount++;
-        const own = state.get(stateKeyOf("m.room.member", me.userId))?.pdu.content;
         const receipts = await tx.range<ReceiptRow>("receipts", { prefix: prefix(e.roomId) });
         let readPos = 0;
         for (const r of receipts) {
@@ -72,12 +68,7 @@ export async function getNotifications(ctx: RequestContext): Promise<Record<stri
           readPos = Math.max(readPos, re?.streamPos ?? 0);
         }
         rc = {
-          ctx: {
-            userId: me.userId,
-            displayName: typeof own?.displayname === "string" ? own.displayname : undefined,
-            memberCount,
-            powerLevels: state.get(stateKeyOf("m.room.power_levels", ""))?.pdu.content,
-          },
+          ctx: roomPushContext(state, me.userId),
           power: (u) => (version ? userPowerLevel(u, pdus, version) : 0),
           readPos,
         };

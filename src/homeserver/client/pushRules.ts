@@ -8,6 +8,9 @@ import type { RequestContext, Services } from "../context.ts";
 import { MatrixError, badJson, notFound } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import type { ReadTx } from "../../storage/store.ts";
+import type { StoredEvent } from "../events/types.ts";
+import { stateKeyOf } from "../events/types.ts";
+import { membershipIn } from "../roomserver/state.ts";
 import { putAccountDataTx } from "./accountData.ts";
 import { splitPath } from "./filters.ts";
 
@@ -138,6 +141,19 @@ export interface PushContext {
   senderPowerLevel: number;
   /** `m.room.power_levels` content, if any (for `notifications`). */
   powerLevels?: Record<string, unknown>;
+}
+
+/** The room's part of a `PushContext`, from its current state (everything but the sender's power). */
+export function roomPushContext(state: Map<string, StoredEvent>, userId: string): Omit<PushContext, "senderPowerLevel"> {
+  const own = state.get(stateKeyOf("m.room.member", userId))?.pdu.content;
+  let memberCount = 0;
+  for (const [sk, e] of state) if (sk.startsWith("m.room.member\u001f") && membershipIn(e) === "join") memberCount++;
+  return {
+    userId,
+    displayName: typeof own?.displayname === "string" ? own.displayname : undefined,
+    memberCount,
+    powerLevels: state.get(stateKeyOf("m.room.power_levels", ""))?.pdu.content,
+  };
 }
 
 /** The outcome for one event. */

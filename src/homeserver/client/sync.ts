@@ -25,7 +25,7 @@ import { typingState } from "../ephemeral/typing.ts";
 import { e2eeSyncSection, ackToDevice } from "./keys.ts";
 import { eventPasses, formatForFilter, resolveSyncFilter, roomAllowed, applyEventFields } from "./filters.ts";
 import type { Filter, RoomEventFilter } from "./filters.ts";
-import { evaluatePushRules, mergeRules } from "./pushRules.ts";
+import { evaluatePushRules, mergeRules, roomPushContext } from "./pushRules.ts";
 import type { RuleSet, StoredPushRules } from "./pushRules.ts";
 import type { AccountDataRow } from "./accountData.ts";
 import type { ReceiptRow } from "./receipts.ts";
@@ -568,10 +568,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
 
   const rules = pushRulesOf(run);
   const pdus = pdusOf(current);
-  const pl = current.get(stateKeyOf("m.room.power_levels", ""))?.pdu.content;
-  const ownMember = current.get(stateKeyOf("m.room.member", me.userId))?.pdu.content;
-  let memberCount = 0;
-  for (const [sk, e] of current) if (sk.startsWith("m.room.member\u001f") && membershipIn(e) === "join") memberCount++;
+  const roomCtx = roomPushContext(current, me.userId);
   const powerCache = new Map<string, number>();
 
   for (const e of events) {
@@ -584,13 +581,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
     let senderPower = powerCache.get(e.pdu.sender);
     if (senderPower === undefined) powerCache.set(e.pdu.sender, (senderPower = userPowerLevel(e.pdu.sender, pdus, version)));
     const ce = toPushEvent(e);
-    const outcome = evaluatePushRules(rules, ce, {
-      userId: me.userId,
-      displayName: typeof ownMember?.displayname === "string" ? ownMember.displayname : undefined,
-      memberCount,
-      senderPowerLevel: senderPower,
-      powerLevels: pl,
-    });
+    const outcome = evaluatePushRules(rules, ce, { ...roomCtx, senderPowerLevel: senderPower });
     if (!outcome?.notify) continue;
     const counts = threaded && threadRoot ? (threads[threadRoot] ??= { notification_count: 0, highlight_count: 0 }) : main;
     counts.notification_count++;
