@@ -86,6 +86,13 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
     const remaining = orderBy === "rank" ? hits.slice(offset) : hits.filter((e) => (e.streamPos ?? 0) < below);
     const page = remaining.slice(0, limit);
     const server = new EventServer(tx, me, ctx.hs.clock());
+    // Current state per room, read once for profile_info and include_state however many hits share a room.
+    const states = new Map<string, Map<string, StoredEvent>>();
+    const stateOf = async (roomId: string): Promise<Map<string, StoredEvent>> => {
+      let s = states.get(roomId);
+      if (!s) states.set(roomId, (s = await currentState(tx, roomId)));
+      return s;
+    };
     const results: Record<string, unknown>[] = [];
     for (const e of page) {
       const r: Record<string, unknown> = { rank: rankOf.get(e.eventId), result: await server.serve(e) };
@@ -101,7 +108,7 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
         };
         if (includeProfile) {
           const profileInfo: Record<string, unknown> = {};
-          const state = await currentState(tx, e.roomId);
+          const state = await stateOf(e.roomId);
           for (const x of [e, ...before.events, ...after.events]) {
             const m = state.get(`m.room.member\u001f${x.pdu.sender}`)?.pdu.content;
             if (m) profileInfo[x.pdu.sender] = { ...(typeof m.displayname === "string" ? { displayname: m.displayname } : {}), ...(typeof m.avatar_url === "string" ? { avatar_url: m.avatar_url } : {}) };
@@ -117,7 +124,7 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
     if (last && remaining.length > page.length) out.next_batch = orderBy === "rank" ? `r${offset + page.length}` : `s${last.streamPos}`;
     if (criteria.include_state === true) {
       const state: Record<string, unknown[]> = {};
-      for (const roomId of new Set(page.map((e) => e.roomId))) state[roomId] = await server.serveAll([...(await currentState(tx, roomId)).values()], { bundle: false });
+      for (const roomId of new Set(page.map((e) => e.roomId))) state[roomId] = await server.serveAll([...(await stateOf(roomId)).values()], { bundle: false });
       out.state = state;
     }
     return { search_categories: { room_events: out } };

@@ -248,6 +248,12 @@ describe("search", () => {
     expect(withCtx.results[1].context.events_after[0].content.body).toBe("BANANA split");
     const multi = (await t.ok("POST", "/search", bob, { search_categories: { room_events: { search_term: "banana  BREAD" } } })).search_categories.room_events;
     expect(multi.results.map((x: any) => x.result.content.body)).toEqual(["banana bread"]);
+    // profile_info and include_state: one room's state serves both hits.
+    const withProfile = (await q({ event_context: { before_limit: 1, after_limit: 1, include_profile: true }, include_state: true })).search_categories.room_events;
+    const profiles = { [alice.userId]: { displayname: "Alice Liddell" }, [bob.userId]: { displayname: "Bobby" } };
+    expect(withProfile.results.map((x: any) => x.context.profile_info)).toEqual([profiles, profiles]);
+    expect(Object.keys(withProfile.state)).toEqual([roomId]);
+    expect(withProfile.state[roomId].filter((e: any) => e.type === "m.room.member").map((e: any) => e.state_key).sort()).toEqual([alice.userId, bob.userId].sort());
     await t.send(alice, roomId, "banana? banana! old news");
     const ranked = (await t.ok("POST", "/search", bob, { search_categories: { room_events: { search_term: "banana", order_by: "rank" } } })).search_categories.room_events;
     expect(ranked.results[0].result.content.body).toBe("banana? banana! old news");
