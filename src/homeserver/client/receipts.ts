@@ -90,15 +90,3 @@ export async function postReadMarkers(ctx: RequestContext, p: Record<string, str
   return {};
 }
 
-/** The user's latest read receipt position in a room (m.read or m.read.private, unthreaded or main). */
-export function newestReadEvent(rows: { key: string; value: ReceiptRow }[], userId: string): ReceiptRow | undefined {
-  let best: ReceiptRow | undefined;
-  for (const r of rows) {
-    const parts = r.key.split("\u001f");
-    const [, type, uid, thread] = parts;
-    if (uid !== userId || (type !== "m.read" && type !== "m.read.private")) continue;
-    if (thread !== "" && thread !== "main") continue;
-    if (!best || r.value.streamPos > best.streamPos) best = r.value;
-  }
-  return best;
-}
