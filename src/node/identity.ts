@@ -4,15 +4,13 @@
  */
 import { mkdir, open, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { publicKeyFromSeed } from "../homeserver/crypto/ed25519.ts";
+import { serverNameFromSeed } from "../homeserver/keys/server.ts";
 
 /** The seed file's name inside the data directory (32 raw bytes). */
 export const SEED_FILE = "identity.seed";
 
-/** The P2P server name of a seed: the lowercase hex of its ed25519 public key. */
-export function serverNameFromSeed(seed: Uint8Array): string {
-  return Array.from(publicKeyFromSeed(seed), (b) => b.toString(16).padStart(2, "0")).join("");
-}
+/** The P2P server name of a seed (one definition for Node and the Service Worker). */
+export { serverNameFromSeed };
 
 /** Reads the seed from `dataDir`, creating the directory and a fresh seed (mode 0600) on first start. */
 export async function loadOrCreateSeed(dataDir: string): Promise<{ seed: Uint8Array; created: boolean }> {

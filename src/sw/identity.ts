@@ -3,7 +3,7 @@
  * the browser's counterpart of the seed file the Node runner keeps (src/node/identity.ts; DESIGN.md
  * "Identity and naming"). Created on first start, never rewritten.
  */
-import { publicKeyFromSeed } from "../homeserver/crypto/ed25519.ts";
+import { serverNameFromSeed } from "../homeserver/keys/server.ts";
 import type { Store } from "../storage/store.ts";
 
 /** key settings|identity_seed → Uint8Array(32) */
@@ -11,10 +11,8 @@ export const SEED_SETTING = "identity_seed";
 /** key settings|server_name → string (the name every stored ID was made with; the runner uses the same key) */
 export const SERVER_NAME_SETTING = "server_name";
 
-/** The P2P server name of a seed: the lowercase hex of its ed25519 public key. */
-export function serverNameFromSeed(seed: Uint8Array): string {
-  return Array.from(publicKeyFromSeed(seed), (b) => b.toString(16).padStart(2, "0")).join("");
-}
+/** The P2P server name of a seed (one definition for Node and the Service Worker). */
+export { serverNameFromSeed };
 
 /** The seed and server name of the homeserver in `store`, creating them on first start. */
 export async function loadOrCreateIdentity(
