@@ -16,6 +16,7 @@ import type { SendResult } from "./send.ts";
 import { profileOf } from "./membership.ts";
 import { isUserId, isRoomAliasLocalpart } from "./ids.ts";
 import { forbidden } from "../errors.ts";
+import { isObject } from "../validate.ts";
 
 const PRESETS: Record<string, { join_rule: string; history_visibility: string; guest_access: string }> = {
   private_chat: { join_rule: "invite", history_visibility: "shared", guest_access: "can_join" },
@@ -32,8 +33,6 @@ interface StateSpec {
   stateKey: string;
   content: Record<string, unknown>;
 }
-
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
 
 /** Creates a room as `creator` from a `POST /createRoom` body; returns its ID. */
 export async function createRoom(hs: Services, creator: string, body: Record<string, unknown>): Promise<{ roomId: string }> {
