@@ -1,5 +1,6 @@
 /** The event vocabulary shared by the room module, the room server and the client API. */
 import type { JsonObject } from "../crypto/signing.ts";
+import { SEP, key } from "../../storage/store.ts";
 
 /**
  * A federation PDU as it is signed and sent. In room versions 1 and 2 `event_id` is a field and
@@ -75,12 +76,12 @@ export interface ClientEvent {
 /** The state of a room at a point: `stateKeyOf(type, stateKey)` → event ID. */
 export type StateMap = Map<string, string>;
 
-/** The key of a state entry in a StateMap and in the `room_state` table suffix. */
-export const stateKeyOf = (type: string, stateKey: string): string => `${type}\u001f${stateKey}`;
+/** The key of a state entry in a StateMap and in the `room_state` table suffix (so: the store's compound key). */
+export const stateKeyOf = (type: string, stateKey: string): string => key(type, stateKey);
 
 /** Splits a StateMap key back into type and state key. */
 export function splitStateKey(k: string): [type: string, stateKey: string] {
-  const i = k.indexOf("\u001f");
+  const i = k.indexOf(SEP);
   return [k.slice(0, i), k.slice(i + 1)];
 }
 
