@@ -1,15 +1,13 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
-import { TestServer, room } from "../roomserver/harness.ts";
-import type { TestUser } from "../roomserver/harness.ts";
+import { room, startWithAliceAndBob } from "../roomserver/harness.ts";
+import type { TestServer, TestUser } from "../roomserver/harness.ts";
 import { presenceContent } from "../../../src/homeserver/client/presence.ts";
 
 let t: TestServer;
 let alice: TestUser;
 let bob: TestUser;
 beforeEach(async () => {
-  t = await TestServer.start();
-  alice = await t.user("alice", { displayname: "Alice" });
-  bob = await t.user("bob", { displayname: "Bob" });
+  ({ t, alice, bob } = await startWithAliceAndBob());
 });
 afterEach(async () => t.close());
 

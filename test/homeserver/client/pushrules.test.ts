@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
-import { TestServer, room } from "../roomserver/harness.ts";
-import type { TestUser } from "../roomserver/harness.ts";
+import { room, startWithAliceAndBob } from "../roomserver/harness.ts";
+import type { TestServer, TestUser } from "../roomserver/harness.ts";
 import { defaultPushRules, evaluatePushRules, globMatch, mergeRules } from "../../../src/homeserver/client/pushRules.ts";
 import type { PushContext } from "../../../src/homeserver/client/pushRules.ts";
 
@@ -77,9 +77,7 @@ let t: TestServer;
 let alice: TestUser;
 let bob: TestUser;
 beforeEach(async () => {
-  t = await TestServer.start();
-  alice = await t.user("alice", { displayname: "Alice" });
-  bob = await t.user("bob", { displayname: "Bob" });
+  ({ t, alice, bob } = await startWithAliceAndBob());
 });
 afterEach(async () => t.close());
 

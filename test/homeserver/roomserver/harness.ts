@@ -191,3 +191,11 @@ export class RoomScenario implements PromiseLike<ScenarioResult> {
 
 /** Starts a room scenario on `t`, created by `creator`. */
 export const scenario = (t: TestServer, creator: TestUser, body?: Record<string, unknown>): RoomScenario => new RoomScenario(t, creator, body);
+
+/** A fresh server with alice ("Alice") and bob ("Bob"), the setup many client tests share. */
+export async function startWithAliceAndBob(): Promise<{ t: TestServer; alice: TestUser; bob: TestUser }> {
+  const t = await TestServer.start();
+  const alice = await t.user("alice", { displayname: "Alice" });
+  const bob = await t.user("bob", { displayname: "Bob" });
+  return { t, alice, bob };
+}
