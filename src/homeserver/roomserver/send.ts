@@ -313,8 +313,8 @@ function writeEventRows(tx: WriteTx, e: StoredEvent, snapshot: Snapshot, prevs: 
       tx.put("memberships", key(pdu.state_key, e.roomId), { membership, eventId: e.eventId, streamPos } satisfies MembershipRecord);
     }
   }
-  const rel = pdu.content["m.relates_to"] as Record<string, unknown> | undefined;
-  if (rel && typeof rel === "object" && typeof rel.rel_type === "string" && typeof rel.event_id === "string") {
+  const rel = relationOf(pdu);
+  if (rel) {
     // key = relatesToEventId|relType|eventId → { type, sender, streamPos, key? }
     tx.put("relations", key(rel.event_id, rel.rel_type, e.eventId), {
       type: pdu.type, sender: pdu.sender, streamPos, ...(typeof rel.key === "string" ? { key: rel.key } : {}),
@@ -322,13 +322,22 @@ function writeEventRows(tx: WriteTx, e: StoredEvent, snapshot: Snapshot, prevs: 
   }
 }
 
+/** The relation an event declares (`m.relates_to` with a string `rel_type` and `event_id`), which gets a `relations` row. */
+function relationOf(pdu: Pdu): { rel_type: string; event_id: string; key?: unknown } | undefined {
+  const rel = pdu.content["m.relates_to"] as Record<string, unknown> | undefined;
+  if (rel && typeof rel === "object" && typeof rel.rel_type === "string" && typeof rel.event_id === "string") {
+    return { rel_type: rel.rel_type, event_id: rel.event_id, key: rel.key };
+  }
+  return undefined;
+}
+
 /** Marks `targetId` redacted by `redactionId` and drops it from relation aggregations. */
 async function applyRedaction(tx: WriteTx, targetId: string, redactionId: string): Promise<void> {
   const target = await tx.get<StoredEvent>("events", targetId);
   if (!target || target.redactedBy) return;
   tx.put("events", targetId, { ...target, redactedBy: redactionId } satisfies StoredEvent);
-  const rel = target.pdu.content["m.relates_to"] as Record<string, unknown> | undefined;
-  if (rel && typeof rel.rel_type === "string" && typeof rel.event_id === "string") {
+  const rel = relationOf(target.pdu);
+  if (rel) {
     // A redacted event no longer counts towards aggregations ("Relationships", redactions).
     tx.delete("relations", key(rel.event_id, rel.rel_type, targetId));
   }
