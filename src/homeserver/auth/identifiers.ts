@@ -1,6 +1,7 @@
 /** User identifiers (client-server API "Identifier types") and localpart rules ("User Identifiers"). */
 import { MatrixError, badJson, invalidUsername } from "../errors.ts";
 import { isCompliantLocalpart } from "../rooms/ids.ts";
+import { isObject } from "../validate.ts";
 
 /** What an `identifier` (or the legacy `user` / `medium`+`address` fields) names. */
 export type Identifier = { type: "m.id.user"; user: string } | { type: "m.id.thirdparty" | "m.id.phone" };
@@ -9,8 +10,8 @@ export type Identifier = { type: "m.id.user"; user: string } | { type: "m.id.thi
 export function readIdentifier(body: Record<string, unknown>): Identifier {
   const id = body.identifier;
   if (id !== undefined) {
-    if (id === null || typeof id !== "object" || Array.isArray(id)) throw badJson("identifier must be an object");
-    const i = id as Record<string, unknown>;
+    if (!isObject(id)) throw badJson("identifier must be an object");
+    const i = id;
     switch (i.type) {
       case "m.id.user":
         if (typeof i.user !== "string") throw badJson("identifier.user must be a string");

@@ -14,6 +14,7 @@ import type { SessionRequest, SessionResult } from "./devices.ts";
 import type { AccountRecord } from "./login.ts";
 import { readDeviceFields, userAgentOf, wellKnown } from "./login.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+import { isObject } from "../validate.ts";
 
 /** Registration offers one flow: the dummy stage (anyone may register when registration is on). */
 const REGISTRATION_FLOWS = [["m.login.dummy"]];
@@ -218,9 +219,9 @@ export async function postAccount3pids(ctx: RequestContext): Promise<Record<stri
   const body = await ctx.json();
   const creds = body.three_pid_creds;
   if (creds === undefined) throw missingParam("three_pid_creds is required");
-  if (creds === null || typeof creds !== "object" || Array.isArray(creds)) throw badJson("three_pid_creds must be an object");
+  if (!isObject(creds)) throw badJson("three_pid_creds must be an object");
   for (const field of ["client_secret", "sid"]) {
-    if (typeof (creds as Record<string, unknown>)[field] !== "string") throw missingParam(`three_pid_creds.${field} is required`);
+    if (typeof creds[field] !== "string") throw missingParam(`three_pid_creds.${field} is required`);
   }
   throw threepidDenied();
 }

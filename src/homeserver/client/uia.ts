@@ -9,6 +9,7 @@ import { encodeBase64Url } from "../crypto/base64.ts";
 import { verifyPassword } from "../auth/password.ts";
 import { UIA_FAILURES, checkLimit, recordHit } from "../auth/rateLimit.ts";
 import { userIdFromIdentifier } from "../auth/identifiers.ts";
+import { isObject } from "../validate.ts";
 
 /** What an endpoint accepts: each flow is a list of stages completed in order. */
 export interface UiaOptions {
@@ -74,7 +75,7 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
   const all = sessionsOf(hs);
   const action = actionOf(ctx);
   const auth = body.auth;
-  if (auth !== undefined && (auth === null || typeof auth !== "object" || Array.isArray(auth))) throw badJson("auth must be an object");
+  if (auth !== undefined && !isObject(auth)) throw badJson("auth must be an object");
 
   const respond = (session: UiaSession, failure?: { errcode: string; error: string }): UiaRequired =>
     new UiaRequired(
@@ -88,7 +89,7 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
   };
 
   if (auth === undefined) throw respond(newSession());
-  const a = auth as Record<string, unknown>;
+  const a = auth;
   if (a.session !== undefined && typeof a.session !== "string") throw badJson("auth.session must be a string");
   let session: UiaSession;
   if (typeof a.session === "string") {
