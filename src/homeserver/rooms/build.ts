@@ -42,13 +42,18 @@ export const MAX_KEY_BYTES = 255;
 const utf8 = new TextEncoder();
 const tooLarge = (msg: string): MatrixError => new MatrixError(413, "M_TOO_LARGE", msg);
 
-/** Throws 413 M_TOO_LARGE when one of the per-key size limits is exceeded. */
-export function checkKeySizes(fields: { sender?: unknown; room_id?: unknown; state_key?: unknown; type?: unknown; event_id?: unknown }): void {
+/** The first of `fields` (in their order) that is a string over MAX_KEY_BYTES, or undefined. */
+export function oversizedKeyField(fields: { sender?: unknown; room_id?: unknown; state_key?: unknown; type?: unknown; event_id?: unknown }): string | undefined {
   for (const [name, value] of Object.entries(fields)) {
-    if (typeof value === "string" && utf8.encode(value).length > MAX_KEY_BYTES) {
-      throw tooLarge(`'${name}' exceeds ${MAX_KEY_BYTES} bytes`);
-    }
+    if (typeof value === "string" && utf8.encode(value).length > MAX_KEY_BYTES) return name;
   }
+  return undefined;
+}
+
+/** Throws 413 M_TOO_LARGE when one of the per-key size limits is exceeded. */
+export function checkKeySizes(fields: Parameters<typeof oversizedKeyField>[0]): void {
+  const name = oversizedKeyField(fields);
+  if (name !== undefined) throw tooLarge(`'${name}' exceeds ${MAX_KEY_BYTES} bytes`);
 }
 
 /** The `{eventId, sha256}` reference for an existing event (sha256 = unpadded base64 reference hash). */

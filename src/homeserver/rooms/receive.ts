@@ -16,7 +16,7 @@ import { refIds, stateKeyOf } from "../events/types.ts";
 import type { AuthEventEntry } from "./auth.ts";
 import { authStateKeysFor, checkAuth, checkAuthEvents } from "./auth.ts";
 import type { FetchEvent, ResolvableEvent } from "./authChain.ts";
-import { MAX_KEY_BYTES, MAX_PDU_BYTES } from "./build.ts";
+import { MAX_KEY_BYTES, MAX_PDU_BYTES, oversizedKeyField } from "./build.ts";
 import { domainOf, isValidEventId, isValidRoomId, isValidServerName, isValidUserId } from "./ids.ts";
 import type { RoomVersionRules } from "./versions.ts";
 import { asObject } from "../validate.ts";
@@ -58,7 +58,6 @@ export interface ReceiveInputs {
 }
 
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v);
-const utf8 = new TextEncoder();
 
 /**
  * Step 1, "Is a valid event": the room version's PDU format (`pdu_v1` … `pdu_v12`), strict canonical
@@ -102,10 +101,8 @@ export function checkFormat(raw: JsonObject, version: RoomVersionRules): string 
   }
   // v6+ "Servers MUST strictly enforce the JSON format specified in the appendices".
   if (version.strictCanonicalJson && !isCanonicalValue(p)) return "not canonical JSON";
-  for (const f of ["type", "state_key", "sender", "room_id", "event_id"] as const) {
-    const v = p[f];
-    if (typeof v === "string" && utf8.encode(v).length > MAX_KEY_BYTES) return `${f} exceeds ${MAX_KEY_BYTES} bytes`;
-  }
+  const oversized = oversizedKeyField({ type: p.type, state_key: p.state_key, sender: p.sender, room_id: p.room_id, event_id: p.event_id });
+  if (oversized !== undefined) return `${oversized} exceeds ${MAX_KEY_BYTES} bytes`;
   try {
     if (canonicalJsonBytes(p).length > MAX_PDU_BYTES) return `event exceeds ${MAX_PDU_BYTES} bytes`;
   } catch {
