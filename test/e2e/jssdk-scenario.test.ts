@@ -5,12 +5,13 @@
  * side observes all of it through its own /sync.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ClientEvent, createClient, Direction, EventType, MsgType, RelationType } from "matrix-js-sdk";
+import { createClient, Direction, EventType, MsgType, RelationType } from "matrix-js-sdk";
 import type { MatrixClient, MatrixEvent, Room } from "matrix-js-sdk";
 import { startServe } from "./serve.ts";
 import type { ServedHomeserver } from "./serve.ts";
 import { call, register } from "./http.ts";
 import type { Session } from "./http.ts";
+import { startClientSynced } from "./jssdk.ts";
 
 /** Polls `check` until it returns a value other than undefined/false; fails after `ms`. */
 async function until<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, ms = 20_000): Promise<T> {
@@ -26,16 +27,7 @@ async function until<T>(what: string, check: () => T | undefined | false | Promi
 /** A started js-sdk client, resolved after its first sync. */
 async function startClient(base: string, s: Session, initialSyncLimit = 20, lazyLoadMembers = false, threadSupport = false): Promise<MatrixClient> {
   const client = createClient({ baseUrl: base, userId: s.user_id, accessToken: s.access_token, deviceId: s.device_id });
-  const ready = new Promise<void>((resolve) => {
-    client.on(ClientEvent.Sync, (state) => {
-      if (state === "PREPARED") resolve();
-    });
-  });
-  await client.startClient({ initialSyncLimit, lazyLoadMembers, threadSupport });
-  await until("first sync", async () => {
-    await Promise.race([ready, new Promise((r) => setTimeout(r, 100))]);
-    return client.isInitialSyncComplete();
-  }, 60_000);
+  await startClientSynced(client, `${s.user_id}/${s.device_id} first sync`, { initialSyncLimit, lazyLoadMembers, threadSupport });
   return client;
 }
 

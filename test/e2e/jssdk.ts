@@ -1,16 +1,16 @@
 /** matrix-js-sdk helpers the real-client tests share: starting a client, waiting for a message. */
 import { ClientEvent, MatrixEventEvent, RoomEvent } from "matrix-js-sdk";
-import type { MatrixClient, MatrixEvent } from "matrix-js-sdk";
+import type { IStartClientOpts, MatrixClient, MatrixEvent } from "matrix-js-sdk";
 import { within } from "./http.ts";
 
-/** Starts `client` (initial sync limit 20) and resolves once its first sync is done (PREPARED), failing after 60 s. */
-export async function startClientSynced(client: MatrixClient, what: string): Promise<void> {
+/** Starts `client` (by default with initial sync limit 20) and resolves once its first sync is done (PREPARED), failing after 60 s. */
+export async function startClientSynced(client: MatrixClient, what: string, opts: IStartClientOpts = { initialSyncLimit: 20 }): Promise<void> {
   const ready = new Promise<void>((resolve) => {
     client.on(ClientEvent.Sync, (state) => {
       if (state === "PREPARED") resolve();
     });
   });
-  await client.startClient({ initialSyncLimit: 20 });
+  await client.startClient(opts);
   await within(ready, 60_000, what);
 }
 
