@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
-import { TestServer, room } from "../roomserver/harness.ts";
+import { TestServer, bodies, room } from "../roomserver/harness.ts";
 import type { TestUser } from "../roomserver/harness.ts";
 
 let t: TestServer;
@@ -13,8 +13,6 @@ beforeEach(async () => {
   carol = await t.user("carol");
 });
 afterEach(async () => t.close());
-
-const bodies = (chunk: any[]): string[] => chunk.filter((e) => e.type === "m.room.message").map((e) => e.content.body);
 
 describe("sending", () => {
   it("is idempotent per transaction ID and echoes transaction_id to the sending device only", async () => {

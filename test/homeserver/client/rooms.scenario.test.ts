@@ -1,6 +1,6 @@
 /** End-to-end scenarios built with the room builder, one per endpoint family, read back through the API. */
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
-import { TestServer, room, scenario } from "../roomserver/harness.ts";
+import { TestServer, bodies, room, scenario } from "../roomserver/harness.ts";
 import type { TestUser } from "../roomserver/harness.ts";
 
 let t: TestServer;
@@ -14,8 +14,6 @@ beforeEach(async () => {
   carol = await t.user("carol");
 });
 afterEach(async () => t.close());
-
-const bodies = (chunk: any[]): string[] => chunk.filter((e) => e.type === "m.room.message").map((e) => e.content.body);
 
 describe("scenarios", () => {
   it("a private conversation: invite, join, talk, edit, thread, redact, leave, forget", async () => {

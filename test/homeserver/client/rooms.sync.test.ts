@@ -1,6 +1,6 @@
 /** /messages tokens and /sync tokens are the same coordinate (messages.ts header). */
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
-import { TestServer, room } from "../roomserver/harness.ts";
+import { TestServer, bodies, room } from "../roomserver/harness.ts";
 import type { TestUser } from "../roomserver/harness.ts";
 
 let t: TestServer;
@@ -10,8 +10,6 @@ beforeEach(async () => {
   alice = await t.user("alice");
 });
 afterEach(async () => t.close());
-
-const bodies = (chunk: any[]): string[] => chunk.filter((e) => e.type === "m.room.message").map((e) => e.content.body);
 
 describe("sync tokens in /messages", () => {
   it("paginates back from a limited sync timeline's prev_batch and forward from next_batch", async () => {

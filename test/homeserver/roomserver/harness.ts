@@ -112,6 +112,9 @@ export class TestServer {
 /** `/rooms/{roomId}` with the ID escaped. */
 export const room = (roomId: string, rest = ""): string => `/rooms/${encodeURIComponent(roomId)}${rest}`;
 
+/** The bodies of the `m.room.message` events of a served chunk, in order. */
+export const bodies = (chunk: any[]): string[] => chunk.filter((e) => e.type === "m.room.message").map((e) => e.content.body);
+
 /** What a finished scenario hands back: the room and the event IDs named along the way. */
 export interface ScenarioResult {
   roomId: string;
