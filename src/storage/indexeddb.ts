@@ -290,7 +290,7 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
       );
     },
     async schemaVersion() {
-      if (closed) throw new StorageError("store is closed");
+      if (closed) return storeClosed();
       return db.version;
     },
     async close() {

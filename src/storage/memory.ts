@@ -5,6 +5,7 @@
 import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store.ts";
 import { StorageError } from "./store.ts";
 import { inRange } from "./range.ts";
+import { storeClosed } from "./migrate.ts";
 import { currentTables, SCHEMA_VERSION } from "./schema.ts";
 
 const DELETED = Symbol("deleted");
@@ -82,11 +83,11 @@ export function createMemoryStore(): Store {
   return {
     kind: "memory",
     read<T>(fn: (tx: ReadTx) => Promise<T>) {
-      if (closed) return Promise.reject(new StorageError("store is closed"));
+      if (closed) return storeClosed();
       return fn(makeTx(undefined));
     },
     write<T>(fn: (tx: WriteTx) => Promise<T>) {
-      if (closed) return Promise.reject(new StorageError("store is closed"));
+      if (closed) return storeClosed();
       return enqueue(async () => {
         const overlay: Overlay = new Map();
         const result = await fn(makeTx(overlay));

@@ -404,7 +404,7 @@ export async function createSqliteStore(options: SqliteStoreOptions = {}): Promi
       return track(committed.then(async ({ result, seq }) => (await durable(seq), result)));
     },
     async schemaVersion() {
-      if (closed) throw new StorageError("store is closed");
+      if (closed) return storeClosed();
       return migrations.length;
     },
     async close() {
