@@ -11,7 +11,7 @@ import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { isRoomAlias, isRoomId, serverOf } from "../roomserver/ids.ts";
 import { isWorldReadable, noGuests } from "../roomserver/access.ts";
-import { currentState, currentStateContent, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
+import { currentState, currentStateContent, getRoom, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { sendEvent } from "../roomserver/send.ts";
 
@@ -100,7 +100,7 @@ async function isAdmin(tx: ReadTx, userId: string): Promise<boolean> {
 
 /** Whether a joined user has the power to send the given state event type. */
 async function mayEdit(tx: ReadTx, roomId: string, userId: string, type: string): Promise<boolean> {
-  const room = await tx.get<{ roomId: string; roomVersion: string }>("rooms", roomId);
+  const room = await getRoom(tx, roomId);
   if (!room) return false;
   if ((await membershipRecord(tx, roomId, userId))?.membership !== "join") return false;
   const state = pdusOf(await currentState(tx, roomId));
