@@ -369,7 +369,7 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
   const stateEvents = await stateSection(run, roomId, timeline, upTo, run.fullState ? undefined : roomSince, roomSince === undefined);
   const current = await currentState(tx, roomId);
   const room = await tx.get<{ roomVersion: string }>("rooms", roomId);
-  const unread = await unreadCounts(run, roomId, receipts, current, rulesFor(room?.roomVersion));
+  const unread = await unreadCounts(run, roomId, rec, receipts, current, rulesFor(room?.roomVersion));
 
   const out: Record<string, unknown> = {
     timeline: {
@@ -484,9 +484,7 @@ function summaryOf(current: Map<string, StoredEvent>, userId: string): Record<st
  * Where the user's current stretch of membership began: their member events are walked back
  * (`unsigned.replaces_state`) past profile changes to the join.
  */
-async function joinedAt(tx: ReadTx, userId: string, roomId: string): Promise<number> {
-  const rec = await tx.get<MembershipRecord>("memberships", key(userId, roomId));
-  if (!rec) return 0;
+async function joinedAt(tx: ReadTx, userId: string, rec: MembershipRecord): Promise<number> {
   let at = rec.streamPos;
   let id: unknown = rec.eventId;
   for (let hops = 0; typeof id === "string" && hops < 100; hops++) {
@@ -518,7 +516,7 @@ function unreadCache(hs: Services): Map<string, UnreadCacheEntry> {
  * Unread counts: events after the user's read receipt that the push rules say notify
  * ("Receiving notifications"; threaded counts per "Threading").
  */
-async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptRow>[], current: Map<string, StoredEvent>, version: RoomVersionRules): Promise<{
+async function unreadCounts(run: SyncRun, roomId: string, rec: MembershipRecord, receipts: Row<ReceiptRow>[], current: Map<string, StoredEvent>, version: RoomVersionRules): Promise<{
   main: { notification_count: number; highlight_count: number };
   threads: Record<string, { notification_count: number; highlight_count: number }>;
 }> {
@@ -537,7 +535,7 @@ async function unreadCounts(run: SyncRun, roomId: string, receipts: Row<ReceiptR
   const unthreaded = readAt.get("") ?? 0;
   const minRead = Math.min(unthreaded, ...[...readAt.values()]);
   // Never count further back than the user's join.
-  const from = Math.max(minRead, await joinedAt(tx, me.userId, roomId));
+  const from = Math.max(minRead, await joinedAt(tx, me.userId, rec));
 
   // Counts are kept per (user, room) and extended with the events since the last computation, as
   // long as nothing they depend on changed (read positions, push rules, ignore list, threading).
