@@ -5,7 +5,7 @@
 import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { refuseSuspendedRedaction } from "./admin.ts";
-import { MatrixError, badJson, guestAccessForbidden, notFound } from "../errors.ts";
+import { MatrixError, badJson, notFound } from "../errors.ts";
 import { canonicalJson, isCanonicalValue } from "../crypto/canonicalJson.ts";
 import { createRoom, sendEvent } from "../roomserver/index.ts";
 import { EventServer } from "../roomserver/serve.ts";
@@ -23,7 +23,7 @@ export const badAlias = (msg: string): MatrixError => new MatrixError(400, "M_BA
 export async function postCreateRoom(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   // Guest access: createRoom is not among the endpoints guests may use.
-  if (me.isGuest) throw guestAccessForbidden();
+  noGuests(me);
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
   const { roomId } = await createRoom(ctx.hs, me.userId, body);
