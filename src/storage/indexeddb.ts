@@ -12,7 +12,7 @@ import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store
 import { StorageError } from "./store.ts";
 import { MIGRATIONS } from "./schema.ts";
 import type { Migration } from "./schema.ts";
-import { checkUpgradable, inFlightTracker, prefixEnd, storeClosed, tablesAt } from "./migrate.ts";
+import { checkUpgradable, errorWrapper, inFlightTracker, prefixEnd, storeClosed, tablesAt } from "./migrate.ts";
 
 /** Options of `createIndexedDbStore`. */
 export interface IndexedDbStoreOptions {
@@ -30,8 +30,7 @@ export interface IndexedDbStoreOptions {
 
 type AnyTx = IDBPTransaction<unknown, string[], IDBTransactionMode>;
 
-const wrapError = (what: string, e: unknown): StorageError =>
-  e instanceof StorageError ? e : new StorageError(`indexeddb: ${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+const wrapError = errorWrapper("indexeddb");
 
 const noop = (): void => undefined;
 

@@ -54,6 +54,12 @@ export function prefixEndCodePoint(p: string): string | undefined {
   return String.fromCodePoint(...cps, last);
 }
 
+/** A backend's error wrapper: a StorageError passes through, anything else becomes `<backend>: <what>: <message>` with it as cause. */
+export const errorWrapper =
+  (backend: string) =>
+  (what: string, e: unknown): StorageError =>
+    e instanceof StorageError ? e : new StorageError(`${backend}: ${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+
 /** The rejection a closed store gives every new transaction. */
 export const storeClosed = (): Promise<never> => Promise.reject(new StorageError("store is closed"));
 

@@ -18,7 +18,7 @@ import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store
 import { StorageError } from "./store.ts";
 import { MIGRATIONS } from "./schema.ts";
 import type { Migration } from "./schema.ts";
-import { checkUpgradable, inFlightTracker, prefixEndCodePoint, storeClosed, tablesAt } from "./migrate.ts";
+import { checkUpgradable, errorWrapper, inFlightTracker, prefixEndCodePoint, storeClosed, tablesAt } from "./migrate.ts";
 
 /** Options of `createSqliteStore`. */
 export interface SqliteStoreOptions {
@@ -118,8 +118,7 @@ function loadSqlJs(locateWasm?: (file: string) => string): Promise<SqlJsStatic> 
   return p;
 }
 
-const wrapError = (what: string, e: unknown): StorageError =>
-  e instanceof StorageError ? e : new StorageError(`sqlite: ${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+const wrapError = errorWrapper("sqlite");
 
 /** The SQL WHERE clause (and its parameters) selecting `r`. */
 function whereOf(r: KeyRange | undefined): [string, SqlValue[]] {
