@@ -82,10 +82,18 @@ export function validateFilter(body: unknown): Filter {
   return f as Filter;
 }
 
+/** Compiled `types` wildcards: a filter is applied to every event a /sync scans. */
+const typePatterns = new Map<string, RegExp>();
+
 /** Glob match for filter `types` (only `*` is a wildcard there). */
 function typeMatches(pattern: string, type: string): boolean {
   if (!pattern.includes("*")) return pattern === type;
-  const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$");
+  let re = typePatterns.get(pattern);
+  if (!re) {
+    re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$");
+    if (typePatterns.size > 1000) typePatterns.clear();
+    typePatterns.set(pattern, re);
+  }
   return re.test(type);
 }
 
