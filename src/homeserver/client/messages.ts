@@ -55,8 +55,8 @@ export async function getMessages(ctx: RequestContext, p: Record<string, string>
   const toRaw = ctx.query("to");
   const filter = filterFromQuery(ctx.query("filter"));
   const limit = Math.min(limitParam(ctx, 10), filter.limit ?? MAX_LIMIT);
-  const now = await currentStreamPos(ctx.hs.store);
-  const from = fromRaw !== undefined ? parseToken(fromRaw, "from") : dir === "b" ? now : 0;
+  // Without `from`, backwards starts at the newest event (the stream head is read only then).
+  const from = fromRaw !== undefined ? parseToken(fromRaw, "from") : dir === "b" ? await currentStreamPos(ctx.hs.store) : 0;
   const to = toRaw !== undefined ? parseToken(toRaw, "to") : undefined;
   const roomId = p.roomId!;
   return ctx.hs.store.read(async (tx) => {
