@@ -6,7 +6,7 @@
 import type { ReadTx } from "../../storage/store.ts";
 import { key, prefix, pos as posKey } from "../../storage/store.ts";
 import type { Pdu, RoomRecord, StoredEvent } from "../events/types.ts";
-import { stateKeyOf } from "../events/types.ts";
+import { refIds, stateKeyOf } from "../events/types.ts";
 import { roomVersion } from "../rooms/versions.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { notFound, unknown } from "../errors.ts";
@@ -102,8 +102,7 @@ const snapshotCache = new WeakMap<ReadTx, Map<string, Map<string, string>>>();
 
 /** The state before an event: the state after its (first known) prev event. */
 export async function stateBefore(tx: ReadTx, event: StoredEvent): Promise<Map<string, string>> {
-  for (const prev of event.pdu.prev_events ?? []) {
-    const id = Array.isArray(prev) ? String(prev[0]) : String(prev);
+  for (const id of refIds(event.pdu.prev_events ?? [])) {
     if (await tx.get<Snapshot>("state_snapshots", id)) return stateAfter(tx, id);
   }
   return new Map();
