@@ -5,11 +5,9 @@
  * room-scoped endpoint.
  */
 import type { RequestContext } from "../context.ts";
-import { notFound } from "../errors.ts";
 import { noGuests } from "../roomserver/access.ts";
 import { EventServer } from "../roomserver/serve.ts";
-import { getEvent } from "../roomserver/state.ts";
-import { canSeeEvent } from "../roomserver/visibility.ts";
+import { requireVisibleEvent } from "../roomserver/visibility.ts";
 
 /** `GET /_matrix/client/v3/events/{eventId}` */
 export async function getOneEvent(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
@@ -17,10 +15,9 @@ export async function getOneEvent(ctx: RequestContext, p: Record<string, string>
   // Guest access: the module lists `/rooms/{roomId}/event/{eventId}`, not this endpoint.
   noGuests(me);
   return ctx.hs.store.read(async (tx) => {
-    const e = await getEvent(tx, p.eventId!);
     // "404: The event was not found or you do not have permission to read this event" — one answer
     // for both, so the endpoint does not reveal events in rooms the user cannot read.
-    if (!e || e.outlier || e.rejected || !(await canSeeEvent(tx, me.userId, e))) throw notFound("Event not found");
+    const e = await requireVisibleEvent(tx, me.userId, p.eventId!);
     return { ...(await new EventServer(tx, me, ctx.hs.clock()).serve(e)) };
   });
 }

@@ -18,7 +18,7 @@ import { stateKeyOf } from "../events/types.ts";
 import { currentStreamPos } from "../context.ts";
 
 import { readableState, readableUpTo } from "../roomserver/access.ts";
-import { canSeeEvent } from "../roomserver/visibility.ts";
+import { canSeeEvent, requireVisibleEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { filterFromQuery, matchesFilter } from "../roomserver/filter.ts";
 import type { RoomEventFilter } from "../roomserver/filter.ts";
@@ -93,10 +93,8 @@ export async function getContext(ctx: RequestContext, p: Record<string, string>)
   const roomId = p.roomId!;
   return ctx.hs.store.read(async (tx) => {
     await requireRoom(tx, roomId);
-    const event = await getEvent(tx, p.eventId!);
-    if (!event || event.roomId !== roomId || event.streamPos === undefined || event.rejected || !(await canSeeEvent(tx, me.userId, event))) {
-      throw notFound("Event not found");
-    }
+    const event = await requireVisibleEvent(tx, me.userId, p.eventId!, roomId);
+    if (event.streamPos === undefined) throw notFound("Event not found");
     const { upTo } = await readableUpTo(tx, roomId, me.userId).catch(() => ({ upTo: event.streamPos! }));
     const keep = async (e: StoredEvent): Promise<boolean> => matchesFilter(filter, e) && (await canSeeEvent(tx, me.userId, e));
     const nBefore = Math.floor(limit / 2);

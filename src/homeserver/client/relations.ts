@@ -3,11 +3,11 @@
  * Tokens are the `s<N>` stream tokens of messages.ts, applied to the relating events' positions.
  */
 import type { RequestContext } from "../context.ts";
-import { MatrixError, notFound } from "../errors.ts";
+import { MatrixError } from "../errors.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { prefix } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { canSeeEvent } from "../roomserver/visibility.ts";
+import { canSeeEvent, requireVisibleEvent } from "../roomserver/visibility.ts";
 import { EventServer, parseRelationKey } from "../roomserver/serve.ts";
 import type { RelationRow } from "../roomserver/serve.ts";
 import { getEvent, requireRoom } from "../roomserver/state.ts";
@@ -52,8 +52,7 @@ export async function getRelations(ctx: RequestContext, p: Record<string, string
   const eventType = p.eventType || undefined;
   return ctx.hs.store.read(async (tx) => {
     await requireRoom(tx, p.roomId!);
-    const parent = await getEvent(tx, p.eventId!);
-    if (!parent || parent.roomId !== p.roomId || !(await canSeeEvent(tx, me.userId, parent))) throw notFound("Event not found");
+    await requireVisibleEvent(tx, me.userId, p.eventId!, p.roomId!);
     // Collect (recursively, if asked) and order by stream position.
     const found: Related[] = [];
     let frontier = [p.eventId!];

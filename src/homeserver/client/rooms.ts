@@ -10,8 +10,8 @@ import { canonicalJson, isCanonicalValue } from "../crypto/canonicalJson.ts";
 import { createRoom, sendEvent } from "../roomserver/index.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { readableState, noGuests } from "../roomserver/access.ts";
-import { canSeeEvent } from "../roomserver/visibility.ts";
-import { currentStateEvent, getEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
+import { requireVisibleEvent } from "../roomserver/visibility.ts";
+import { currentStateEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
 import { isRoomAlias } from "../roomserver/ids.ts";
 import { reasonOf } from "./membership.ts";
 import { stateKeyOf } from "../events/types.ts";
@@ -130,11 +130,7 @@ export async function getRoomEvent(ctx: RequestContext, p: Record<string, string
   const me = await ctx.requireAuth();
   return ctx.hs.store.read(async (tx) => {
     await requireRoom(tx, p.roomId!);
-    const e = await getEvent(tx, p.eventId!);
-    // 404 both for unknown events and for events the user may not see (rooms.yaml getOneRoomEvent).
-    if (!e || e.roomId !== p.roomId || e.outlier || e.rejected || !(await canSeeEvent(tx, me.userId, e))) {
-      throw notFound("Event not found");
-    }
+    const e = await requireVisibleEvent(tx, me.userId, p.eventId!, p.roomId!);
     return { ...(await new EventServer(tx, me, ctx.hs.clock()).serve(e)) };
   });
 }

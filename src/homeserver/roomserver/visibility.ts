@@ -3,6 +3,7 @@
  * may see an event, decided by the room's state *at that event*.
  */
 import type { ReadTx } from "../../storage/store.ts";
+import { notFound } from "../errors.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { getEvent, joinedInHistory, membershipInState, membershipRecord, stateAfter, stateBefore } from "./state.ts";
@@ -45,6 +46,17 @@ export async function canSeeEvent(tx: ReadTx, userId: string, event: StoredEvent
   if (!special) return false;
   const before = await stateBefore(tx, event);
   return allowedBy(tx, userId, event, await visibilityIn(tx, before), await membershipInState(tx, before, userId));
+}
+
+/**
+ * The event `eventId` if `userId` may see it (and, given `roomId`, it is in that room); otherwise
+ * 404 M_NOT_FOUND, one answer for unknown and unseeable events so neither is revealed
+ * (rooms.yaml getOneRoomEvent, old_sync.yaml getOneEvent, relations, /context).
+ */
+export async function requireVisibleEvent(tx: ReadTx, userId: string, eventId: string, roomId?: string): Promise<StoredEvent> {
+  const e = await getEvent(tx, eventId);
+  if (!e || (roomId !== undefined && e.roomId !== roomId) || !(await canSeeEvent(tx, userId, e))) throw notFound("Event not found");
+  return e;
 }
 
 /** The events of `events` that `userId` may see, in order. */
