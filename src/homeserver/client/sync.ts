@@ -14,7 +14,8 @@ import { key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { splitStateKey, stateKeyOf } from "../events/types.ts";
-import { currentState, latestEventAt, pdusOf, stateAfter, getEvent, membershipIn, membersWith } from "../roomserver/state.ts";
+import { currentState, latestEventAt, pdusOf, stateAfter, getEvent, membershipIn, membershipOf, membersWith } from "../roomserver/state.ts";
+import { isWorldReadable } from "../roomserver/access.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
@@ -689,11 +690,6 @@ async function roomInfo(run: SyncRun, roomId: string, rec: MembershipRecord | un
   };
 }
 
-async function historyVisibility(tx: ReadTx, roomId: string): Promise<unknown> {
-  const id = await tx.get<string>("room_state", key(roomId, "m.room.history_visibility", ""));
-  return id ? (await getEvent(tx, id))?.pdu.content.history_visibility : undefined;
-}
-
 /**
  * `GET /_matrix/client/v3/rooms/{roomId}/initialSync`
  *
@@ -707,7 +703,7 @@ export async function getRoomInitialSync(ctx: RequestContext, p: Record<string, 
     const room = await tx.get("rooms", roomId);
     const rec = await tx.get<MembershipRecord>("memberships", key(me.userId, roomId));
     const member = rec !== undefined && ["join", "leave", "ban"].includes(rec.membership);
-    if (!room || (!member && (await historyVisibility(tx, roomId)) !== "world_readable")) {
+    if (!room || (!member && !(await isWorldReadable(tx, roomId)))) {
       throw new MatrixError(403, "M_FORBIDDEN", "You aren't a member of the room and weren't previously a member of the room.");
     }
     const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
@@ -759,7 +755,7 @@ export async function getEvents(ctx: RequestContext): Promise<Record<string, unk
   const hs = ctx.hs;
   if (peekRoom !== undefined) {
     const allowed = await hs.store.read(async (tx) =>
-      (await membershipOfRoom(tx, me.userId, peekRoom)) === "join" || (await historyVisibility(tx, peekRoom)) === "world_readable");
+      (await membershipOf(tx, peekRoom, me.userId)) === "join" || (await isWorldReadable(tx, peekRoom)));
     if (!allowed) throw new MatrixError(403, "M_FORBIDDEN", "You cannot peek into this room");
   }
   const deadline = performance.now() + Math.min(timeout, MAX_TIMEOUT_MS);
@@ -776,7 +772,7 @@ export async function getEvents(ctx: RequestContext): Promise<Record<string, unk
         end = parseInt(row.key, 16);
         const roomId = row.value.roomId;
         if (peekRoom !== undefined && roomId !== peekRoom) continue;
-        if (!membership.has(roomId)) membership.set(roomId, await membershipOfRoom(tx, me.userId, roomId));
+        if (!membership.has(roomId)) membership.set(roomId, await membershipOf(tx, roomId, me.userId));
         if (peekRoom === undefined && membership.get(roomId) !== "join") continue;
         const e = await getEvent(tx, row.value.eventId);
         if (!e || e.rejected || e.softFailed || e.outlier) continue;
@@ -793,8 +789,4 @@ export async function getEvents(ctx: RequestContext): Promise<Record<string, unk
     await hs.notifier.wait(result.upTo, remaining, ctx.request.signal);
     if (ctx.request.signal.aborted) return { start: result.start, end: result.end, chunk: [] };
   }
-}
-
-async function membershipOfRoom(tx: ReadTx, userId: string, roomId: string): Promise<string | undefined> {
-  return (await tx.get<MembershipRecord>("memberships", key(userId, roomId)))?.membership;
 }
