@@ -355,13 +355,11 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
 
   const receipts = await tx.range<ReceiptRow>("receipts", { prefix: prefix(roomId) });
   const newReceipts = roomSince === undefined ? receipts : receipts.filter((r) => r.value.streamPos > roomSince);
-  const roomAccountData = await tx.range<AccountDataRow>("account_data", { prefix: prefix(run.me.userId, roomId) });
-  const newAccountData = roomSince === undefined ? roomAccountData : roomAccountData.filter((r) => r.value.streamPos > roomSince);
+  const accountData = await roomAccountData(run, roomId, roomSince);
   const typing = typingState(run.hs);
   const typingChanged = roomSince === undefined || !since || typing.changedSince(roomId, since.typing);
 
   const ephemeral = ephemeralEvents(run, roomId, newReceipts, typingChanged);
-  const accountData = accountDataEvents(newAccountData, run.me.userId, roomId, run.filter.room?.account_data);
   // Any new timeline row (even one filtered out) may change unread counts or state.
   if (roomSince !== undefined && !run.fullState && !timeline.anyRow && ephemeral.length === 0 && accountData.length === 0) {
     return undefined;
@@ -393,8 +391,7 @@ async function leftRoom(run: SyncRun, roomId: string, rec: MembershipRecord): Pr
   // The timeline stops at the leave: nothing after it is the user's business.
   const timeline = await timelineOf(run, roomId, roomSince ?? 0, rec.streamPos, run.filter.room?.timeline, undefined);
   const stateEvents = await stateSection(run, roomId, timeline, rec.streamPos, roomSince, false);
-  const roomAccountData = await run.tx.range<AccountDataRow>("account_data", { prefix: prefix(run.me.userId, roomId) });
-  const newAccountData = roomSince === undefined ? roomAccountData : roomAccountData.filter((r) => r.value.streamPos > roomSince);
+  const accountData = await roomAccountData(run, roomId, roomSince);
   return {
     timeline: {
       events: await serveEvents(run, timeline.events),
@@ -402,7 +399,7 @@ async function leftRoom(run: SyncRun, roomId: string, rec: MembershipRecord): Pr
       prev_batch: syncToken(timeline.events.length > 0 ? (timeline.events[0]!.streamPos ?? 1) - 1 : rec.streamPos, run.typingSerial),
     },
     ...(await stateObject(run, stateEvents)),
-    account_data: { events: accountDataEvents(newAccountData, run.me.userId, roomId, run.filter.room?.account_data) },
+    account_data: { events: accountData },
   };
 }
 
@@ -450,6 +447,13 @@ function ephemeralEvents(run: SyncRun, roomId: string, receipts: Row<ReceiptRow>
     if (Object.keys(content).length > 0) out.push({ type: "m.receipt", content });
   }
   return out.slice(0, f?.limit ?? out.length);
+}
+
+/** The user's account data events of a room newer than `sincePos` (all of them without it), filtered. */
+async function roomAccountData(run: SyncRun, roomId: string, sincePos: number | undefined): Promise<Record<string, unknown>[]> {
+  const rows = await run.tx.range<AccountDataRow>("account_data", { prefix: prefix(run.me.userId, roomId) });
+  const fresh = sincePos === undefined ? rows : rows.filter((r) => r.value.streamPos > sincePos);
+  return accountDataEvents(fresh, run.me.userId, roomId, run.filter.room?.account_data);
 }
 
 function accountDataEvents(rows: Row<AccountDataRow>[], userId: string, roomId: string, f: RoomEventFilter | undefined): Record<string, unknown>[] {
