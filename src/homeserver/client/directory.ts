@@ -273,13 +273,17 @@ export async function postUserDirectorySearch(ctx: RequestContext): Promise<Reco
         });
       }
     };
-    for (const roomId of await joinedRooms(tx, me.userId)) await addMembers(roomId);
-    const rooms = await tx.range<unknown>("rooms", {});
-    for (const r of rooms) {
+    const open: string[] = [];
+    for (const r of await tx.range<unknown>("rooms", {})) {
       const jr = (await currentStateContent(tx, r.key, "m.room.join_rules"))?.join_rule;
       const published = (await tx.get<{ visibility: string }>("room_directory", r.key))?.visibility === "public";
-      if (jr === "public" || published) await addMembers(r.key);
+      if (jr === "public" || published) open.push(r.key);
     }
+    // A joined room that is also public is read once, in the second pass (the later pass, whose
+    // profiles win, as when it was read in both).
+    const openSet = new Set(open);
+    for (const roomId of await joinedRooms(tx, me.userId)) if (!openSet.has(roomId)) await addMembers(roomId);
+    for (const roomId of open) await addMembers(roomId);
     const results: Record<string, unknown>[] = [];
     for (const [userId, prof] of [...profiles].sort((a, b) => a[0].localeCompare(b[0]))) {
       const localpart = userId.slice(1, userId.indexOf(":"));
