@@ -13,9 +13,8 @@ import { currentState, getEvent, pdusOf, getRoom, rulesOf } from "../roomserver/
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { userPowerLevel } from "../rooms/powerLevels.ts";
-import { evaluatePushRules, loadPushRules, roomPushContext } from "./pushRules.ts";
+import { evaluatePushRules, loadPushRules, roomPushContext, toPushEvent } from "./pushRules.ts";
 import type { PushContext } from "./pushRules.ts";
-import { toPushEvent } from "./sync.ts";
 import type { ReceiptRow } from "./receipts.ts";
 
 const MAX_SCAN = 2000;

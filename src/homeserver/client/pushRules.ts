@@ -143,6 +143,20 @@ export interface PushContext {
   powerLevels?: Record<string, unknown>;
 }
 
+/** The event as push rules see it (client format, with `room_id`). */
+export function toPushEvent(e: StoredEvent): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    type: e.pdu.type,
+    content: e.pdu.content,
+    sender: e.pdu.sender,
+    room_id: e.roomId,
+    event_id: e.eventId,
+    origin_server_ts: e.pdu.origin_server_ts,
+  };
+  if (e.pdu.state_key !== undefined) out.state_key = e.pdu.state_key;
+  return out;
+}
+
 /** The room's part of a `PushContext`, from its current state (everything but the sender's power). */
 export function roomPushContext(state: Map<string, StoredEvent>, userId: string): Omit<PushContext, "senderPowerLevel"> {
   const own = state.get(stateKeyOf("m.room.member", userId))?.pdu.content;

@@ -26,7 +26,7 @@ import { typingState } from "../ephemeral/typing.ts";
 import { e2eeSyncSection, ackToDevice } from "./keys.ts";
 import { eventPasses, formatForFilter, resolveSyncFilter, roomAllowed, applyEventFields } from "./filters.ts";
 import type { Filter, RoomEventFilter } from "./filters.ts";
-import { evaluatePushRules, mergeRules, roomPushContext } from "./pushRules.ts";
+import { evaluatePushRules, mergeRules, roomPushContext, toPushEvent } from "./pushRules.ts";
 import type { RuleSet, StoredPushRules } from "./pushRules.ts";
 import type { AccountDataRow } from "./accountData.ts";
 import type { ReceiptRow } from "./receipts.ts";
@@ -591,20 +591,6 @@ async function unreadCounts(run: SyncRun, roomId: string, rec: MembershipRecord,
     if (outcome.highlight) counts.highlight_count++;
   }
   return done();
-}
-
-/** The event as push rules see it (client format, with `room_id`). */
-export function toPushEvent(e: StoredEvent): Record<string, unknown> {
-  const out: Record<string, unknown> = {
-    type: e.pdu.type,
-    content: e.pdu.content,
-    sender: e.pdu.sender,
-    room_id: e.roomId,
-    event_id: e.eventId,
-    origin_server_ts: e.pdu.origin_server_ts,
-  };
-  if (e.pdu.state_key !== undefined) out.state_key = e.pdu.state_key;
-  return out;
 }
 
 // --- global sections ---
