@@ -24,6 +24,8 @@ export async function walkTimeline(tx: ReadTx, o: WalkOptions): Promise<{ events
   const events: StoredEvent[] = [];
   const pre = prefix(o.roomId);
   let cursor = o.from;
+  // Nothing asked for: no row is read (the loop below adds an event before it checks the limit).
+  if (o.limit <= 0) return { events, last: cursor, exhausted: false };
   let scanned = 0;
   const maxScan = o.maxScan ?? Math.max(1000, o.limit * 20);
   const batch = Math.min(200, Math.max(20, o.limit * 2));

@@ -260,6 +260,13 @@ describe("GET /context", () => {
     const fwd = await t.ok("GET", room(roomId, `/messages?dir=f&limit=1&from=${c.end}`), alice);
     expect(fwd.chunk).toEqual([]);
     expect((await t.req("GET", room(roomId, "/context/$nope"), alice)).status).toBe(404);
+    // The limit covers events_before and events_after together (event_context.md); 0 means none.
+    const one = await t.ok("GET", room(roomId, `/context/${encodeURIComponent(ids[3]!)}?limit=1`), alice);
+    expect([bodies(one.events_before), bodies(one.events_after)]).toEqual([[], ["c5"]]);
+    const fromOne = await t.ok("GET", room(roomId, `/messages?dir=b&limit=1&from=${one.start}`), alice);
+    expect(bodies(fromOne.chunk)).toEqual(["c3"]);
+    const none = await t.ok("GET", room(roomId, "/messages?dir=b&limit=0"), alice);
+    expect(none.chunk).toEqual([]);
   });
 });
 
