@@ -1,5 +1,5 @@
 /** The capabilities a homeserver is built from, and the per-request context handlers receive. */
-import type { Store, WriteTx } from "../storage/store.ts";
+import type { ReadTx, Store, WriteTx } from "../storage/store.ts";
 import type { SigningKey } from "./crypto/signing.ts";
 import type { Ed25519Verifier } from "./crypto/ed25519.ts";
 import { missingToken, unknownToken, MatrixError } from "./errors.ts";
@@ -165,7 +165,7 @@ export class RequestContext {
  * key settings|stream_pos → number
  */
 export async function nextStreamPos(tx: WriteTx): Promise<number> {
-  const current = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+  const current = await streamPosIn(tx);
   const next = current + 1;
   tx.put("settings", "stream_pos", next);
   return next;
@@ -173,7 +173,12 @@ export async function nextStreamPos(tx: WriteTx): Promise<number> {
 
 /** The newest stream position (what a `/sync` with no news returns as `next_batch`). */
 export async function currentStreamPos(store: Store): Promise<number> {
-  return store.read(async (tx) => (await tx.get<number>("settings", "stream_pos")) ?? 0);
+  return store.read(streamPosIn);
+}
+
+/** The newest stream position, read inside a transaction. */
+export async function streamPosIn(tx: ReadTx): Promise<number> {
+  return (await tx.get<number>("settings", "stream_pos")) ?? 0;
 }
 
 /** `401 M_USER_LOCKED` with `soft_logout: true` ("Account locking"). */

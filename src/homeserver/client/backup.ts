@@ -8,7 +8,7 @@
 import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, invalidParam, missingParam, notFound } from "../errors.ts";
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
-import { key, pos, prefix } from "../../storage/store.ts";
+import { SEP, key, pos, prefix } from "../../storage/store.ts";
 import { dict, isObject } from "../validate.ts";
 
 /** A backup version as stored. */
@@ -228,7 +228,7 @@ export async function getRoomKeys(ctx: RequestContext, params: Record<string, st
     }
     const rooms = dict<{ sessions: Record<string, KeyBackupData> }>();
     for (const r of rows) {
-      const [rid, sid] = r.key.slice(p.length).split("\u001f") as [string, string];
+      const [rid, sid] = r.key.slice(p.length).split(SEP) as [string, string];
       (rooms[rid] ??= { sessions: dict() }).sessions[sid] = r.value;
     }
     return { rooms };

@@ -8,6 +8,7 @@ import type { RequestContext } from "../context.ts";
 import { MatrixError, forbidden } from "../errors.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
+import { stateKeyOf } from "../events/types.ts";
 import { currentState, getRoom, membershipRecord } from "../roomserver/state.ts";
 import { limitParam } from "../validate.ts";
 import { publishedRoomChunk } from "./directory.ts";
@@ -21,14 +22,14 @@ import { publishedRoomChunk } from "./directory.ts";
  */
 export async function canViewSummary(tx: ReadTx, roomId: string, userId: string | undefined, state: Map<string, StoredEvent>): Promise<boolean> {
   if (!(await getRoom(tx, roomId))) return false;
-  const hv = state.get("m.room.history_visibility\u001f")?.pdu.content.history_visibility;
-  const jr = state.get("m.room.join_rules\u001f")?.pdu.content.join_rule;
+  const hv = state.get(stateKeyOf("m.room.history_visibility", ""))?.pdu.content.history_visibility;
+  const jr = state.get(stateKeyOf("m.room.join_rules", ""))?.pdu.content.join_rule;
   if (hv === "world_readable" || jr === "public" || jr === "knock" || jr === "knock_restricted") return true;
   if (userId === undefined) return false;
   const mine = (await membershipRecord(tx, roomId, userId))?.membership;
   if (mine === "join" || mine === "invite" || mine === "knock") return true;
   if (jr === "restricted") {
-    const allow = state.get("m.room.join_rules\u001f")?.pdu.content.allow;
+    const allow = state.get(stateKeyOf("m.room.join_rules", ""))?.pdu.content.allow;
     if (Array.isArray(allow)) {
       for (const a of allow as Record<string, unknown>[]) {
         if (typeof a?.room_id === "string" && (await membershipRecord(tx, a.room_id, userId))?.membership === "join") return true;
@@ -44,9 +45,9 @@ export async function canViewSummary(tx: ReadTx, roomId: string, userId: string 
  */
 export async function roomSummaryOf(tx: ReadTx, roomId: string, state: Map<string, StoredEvent>): Promise<Record<string, unknown>> {
   const extra: Record<string, unknown> = { room_version: (await getRoom(tx, roomId))!.roomVersion };
-  const enc = state.get("m.room.encryption\u001f")?.pdu.content.algorithm;
+  const enc = state.get(stateKeyOf("m.room.encryption", ""))?.pdu.content.algorithm;
   if (typeof enc === "string") extra.encryption = enc;
-  const jr = state.get("m.room.join_rules\u001f")?.pdu.content;
+  const jr = state.get(stateKeyOf("m.room.join_rules", ""))?.pdu.content;
   if ((jr?.join_rule === "restricted" || jr?.join_rule === "knock_restricted") && Array.isArray(jr.allow)) {
     extra.allowed_room_ids = (jr.allow as Record<string, unknown>[]).filter((a) => a?.type === "m.room_membership" && typeof a.room_id === "string").map((a) => a.room_id);
   }

@@ -10,7 +10,7 @@
  * userId|deviceId|pos → { sender, type, content }.
  */
 import type { RequestContext, Services } from "../context.ts";
-import { nextStreamPos } from "../context.ts";
+import { nextStreamPos, streamPosIn } from "../context.ts";
 import { MatrixError, badJson, invalidParam } from "../errors.ts";
 import { canonicalJson } from "../crypto/canonicalJson.ts";
 import { tryDecodeBase64 } from "../crypto/base64.ts";
@@ -280,7 +280,7 @@ export async function ackToDevice(hs: Services, userId: string, deviceId: string
   const nothingToAck = await hs.store.read(async (tx) => {
     if (since <= ((await tx.get<number>("settings", ackKey(userId, deviceId))) ?? 0)) return true;
     if ((await tx.range("to_device", { ...range, limit: 1 })).length > 0) return false;
-    return since <= ((await tx.get<number>("settings", "stream_pos")) ?? 0);
+    return since <= (await streamPosIn(tx));
   });
   if (nothingToAck) return;
   const bumped = await hs.store.write(async (tx) => {

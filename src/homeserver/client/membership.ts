@@ -11,6 +11,7 @@ import type { MembershipRecord } from "../roomserver/state.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { parseToken } from "../roomserver/tokens.ts";
 import type { StoredEvent } from "../events/types.ts";
+import { stateKeyOf } from "../events/types.ts";
 
 /** The optional `reason` of a request body (membership changes, reports, redactions): 400 M_BAD_JSON unless a string. */
 export function reasonOf(body: Record<string, unknown>): string | undefined {
@@ -154,7 +155,7 @@ export async function getMembers(ctx: RequestContext, p: Record<string, string>)
       const state = last ? await stateAfter(tx, last.eventId) : new Map<string, string>();
       members = [];
       for (const [sk, id] of state) {
-        if (!sk.startsWith("m.room.member\u001f")) continue;
+        if (!sk.startsWith(stateKeyOf("m.room.member", ""))) continue;
         const e = await getEvent(tx, id);
         if (e) members.push(e);
       }

@@ -6,7 +6,7 @@
 import type { RequestContext } from "../context.ts";
 import { MatrixError } from "../errors.ts";
 import { limitParam } from "../validate.ts";
-import { pos as posKey, prefix, unpos } from "../../storage/store.ts";
+import { SEP, pos as posKey, prefix, unpos } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { currentState, getEvent, pdusOf, getRoom, rulesOf } from "../roomserver/state.ts";
@@ -61,7 +61,7 @@ export async function getNotifications(ctx: RequestContext): Promise<Record<stri
         const receipts = await tx.range<ReceiptRow>("receipts", { prefix: prefix(e.roomId) });
         let readPos = 0;
         for (const r of receipts) {
-          const [, type, uid] = r.key.split("\u001f");
+          const [, type, uid] = r.key.split(SEP);
           if (uid !== me.userId || (type !== "m.read" && type !== "m.read.private")) continue;
           const re = await getEvent(tx, r.value.eventId);
           readPos = Math.max(readPos, re?.streamPos ?? 0);

@@ -161,7 +161,7 @@ export function toPushEvent(e: StoredEvent): Record<string, unknown> {
 export function roomPushContext(state: Map<string, StoredEvent>, userId: string): Omit<PushContext, "senderPowerLevel"> {
   const own = state.get(stateKeyOf("m.room.member", userId))?.pdu.content;
   let memberCount = 0;
-  for (const [sk, e] of state) if (sk.startsWith("m.room.member\u001f") && membershipIn(e) === "join") memberCount++;
+  for (const [sk, e] of state) if (sk.startsWith(stateKeyOf("m.room.member", "")) && membershipIn(e) === "join") memberCount++;
   return {
     userId,
     displayName: typeof own?.displayname === "string" ? own.displayname : undefined,

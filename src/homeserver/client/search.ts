@@ -10,6 +10,7 @@ import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson } from "../errors.ts";
 import { prefix } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
+import { stateKeyOf } from "../events/types.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { matchesFilter, parseRoomEventFilter } from "../roomserver/filter.ts";
@@ -110,7 +111,7 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
           const profileInfo: Record<string, unknown> = {};
           const state = await stateOf(e.roomId);
           for (const x of [e, ...before.events, ...after.events]) {
-            const m = state.get(`m.room.member\u001f${x.pdu.sender}`)?.pdu.content;
+            const m = state.get(stateKeyOf("m.room.member", x.pdu.sender))?.pdu.content;
             if (m) profileInfo[x.pdu.sender] = { ...(typeof m.displayname === "string" ? { displayname: m.displayname } : {}), ...(typeof m.avatar_url === "string" ? { avatar_url: m.avatar_url } : {}) };
           }
           ctxOut.profile_info = profileInfo;

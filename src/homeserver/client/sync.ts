@@ -8,9 +8,10 @@
  * `/messages?dir=b&from=s<n>` starts with the event at position n.
  */
 import type { RequestContext, Requester, Services } from "../context.ts";
+import { streamPosIn } from "../context.ts";
 import { MatrixError } from "../errors.ts";
 import { limitParam } from "../validate.ts";
-import { key, pos as posKey, prefix } from "../../storage/store.ts";
+import { SEP, key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { splitStateKey, stateKeyOf } from "../events/types.ts";
@@ -143,7 +144,7 @@ function pushRulesOf(run: SyncRun): RuleSet {
 }
 
 async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: SyncToken | undefined, fullState: boolean, typingSerial: number, stateAfterKey: string | undefined): Promise<BuildResult> {
-  const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+  const upTo = await streamPosIn(tx);
   const now = hs.clock();
   const globalData = await readGlobalData(tx, me.userId);
   const ignoredList = globalDataOf(globalData, me.userId, "m.ignored_user_list")?.content.ignored_users;
@@ -435,7 +436,7 @@ function ephemeralEvents(run: SyncRun, roomId: string, receipts: Row<ReceiptRow>
   if (receipts.length > 0 && passes("m.receipt")) {
     const content: Record<string, Record<string, Record<string, Record<string, unknown>>>> = {};
     for (const r of receipts) {
-      const [, type, userId, threadId] = r.key.split("\u001f") as [string, string, string, string];
+      const [, type, userId, threadId] = r.key.split(SEP) as [string, string, string, string];
       // m.read.private: "only the user who sent it" sees it (Receipts, "Private read receipts").
       if (type === "m.read.private" && userId !== run.me.userId) continue;
       if (f?.senders && !f.senders.includes(userId)) continue;
@@ -530,7 +531,7 @@ async function unreadCounts(run: SyncRun, roomId: string, rec: MembershipRecord,
   // Where the user has read up to, per thread ("" = unthreaded).
   const readAt = new Map<string, number>();
   for (const r of receipts) {
-    const [, type, userId, threadId] = r.key.split("\u001f") as [string, string, string, string];
+    const [, type, userId, threadId] = r.key.split(SEP) as [string, string, string, string];
     if (userId !== me.userId || (type !== "m.read" && type !== "m.read.private")) continue;
     const e = await getEvent(tx, r.value.eventId);
     const p = e?.streamPos ?? 0;
@@ -696,7 +697,7 @@ export async function getRoomInitialSync(ctx: RequestContext, p: Record<string, 
     if (!room || (!member && !(await isWorldReadable(tx, roomId)))) {
       throw new MatrixError(403, "M_FORBIDDEN", "You aren't a member of the room and weren't previously a member of the room.");
     }
-    const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+    const upTo = await streamPosIn(tx);
     return roomInfo(plainRun(ctx.hs, tx, me, upTo), roomId, member ? rec : undefined, ROOM_INITIAL_SYNC_LIMIT);
   });
 }
@@ -707,7 +708,7 @@ export async function getInitialSync(ctx: RequestContext): Promise<Record<string
   const limit = limitParam(ctx, ROOM_INITIAL_SYNC_LIMIT);
   const archived = ctx.query("archived") === "true";
   return ctx.hs.store.read(async (tx) => {
-    const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+    const upTo = await streamPosIn(tx);
     const run = plainRun(ctx.hs, tx, me, upTo, await readGlobalData(tx, me.userId));
     const memberships = await tx.range<MembershipRecord>("memberships", { prefix: prefix(me.userId) });
     const rooms: Record<string, unknown>[] = [];
@@ -751,7 +752,7 @@ export async function getEvents(ctx: RequestContext): Promise<Record<string, unk
   const deadline = performance.now() + Math.min(timeout, MAX_TIMEOUT_MS);
   for (;;) {
     const result = await hs.store.read(async (tx) => {
-      const upTo = (await tx.get<number>("settings", "stream_pos")) ?? 0;
+      const upTo = await streamPosIn(tx);
       const start = from?.pos ?? upTo;
       const run = plainRun(hs, tx, me, upTo);
       const rows = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: posKey(start), lte: posKey(upTo), limit: MAX_SCAN });

@@ -13,6 +13,7 @@ import type { RoomVersionRules } from "../rooms/versions.ts";
 import { withRoomLock } from "./lock.ts";
 import { sendLocked, storeCreateEvent } from "./send.ts";
 import type { SendResult } from "./send.ts";
+import { stateKeyOf } from "../events/types.ts";
 import { profileOf } from "./membership.ts";
 import { isUserId, isRoomAliasLocalpart } from "./ids.ts";
 import { forbidden } from "../errors.ts";
@@ -118,13 +119,13 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
     if (alias) await send("m.room.canonical_alias", "", { alias });
 
     // 5. preset state, unless initial_state sets the same key ("takes precedence over preset")
-    const overridden = new Set(initialState.map((s) => `${s.type}\u001f${s.stateKey}`));
+    const overridden = new Set(initialState.map((s) => stateKeyOf(s.type, s.stateKey)));
     const presetState: StateSpec[] = [
       { type: "m.room.join_rules", stateKey: "", content: { join_rule: preset.join_rule } },
       { type: "m.room.history_visibility", stateKey: "", content: { history_visibility: preset.history_visibility } },
       { type: "m.room.guest_access", stateKey: "", content: { guest_access: preset.guest_access } },
     ];
-    for (const s of presetState) if (!overridden.has(`${s.type}\u001f${s.stateKey}`)) await send(s.type, s.stateKey, s.content);
+    for (const s of presetState) if (!overridden.has(stateKeyOf(s.type, s.stateKey))) await send(s.type, s.stateKey, s.content);
 
     // 6. initial_state
     for (const s of initialState) await send(s.type, s.stateKey, s.content);

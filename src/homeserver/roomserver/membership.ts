@@ -88,7 +88,7 @@ async function restrictedAuthoriser(
   if (!qualifies) return undefined;
   const invite = requiredPowerLevel("invite", state);
   for (const [sk, pdu] of state) {
-    if (!sk.startsWith("m.room.member\u001f") || membershipIn(pdu) !== "join" || !pdu.state_key) continue;
+    if (!sk.startsWith(stateKeyOf("m.room.member", "")) || membershipIn(pdu) !== "join" || !pdu.state_key) continue;
     if (serverOf(pdu.state_key) !== hs.serverName) continue;
     if (userPowerLevel(pdu.state_key, state, rules) >= invite) return pdu.state_key;
   }
