@@ -1,8 +1,8 @@
 /**
- * The Node runner's storage: the sql.js SQLite backend persisted to one file. Each persist writes
- * the full export to `<path>.tmp`, fsyncs it, renames it over `<path>` and fsyncs the directory,
- * so the file on disk is always one complete committed state: a crash leaves either the old or the
- * new database, and a `write()` that resolved is in the file.
+ * The Node runner's storage: one SQLite file through `node:sqlite` (`src/storage/nodeSqlite.ts`:
+ * WAL, durable commits that write only the changed pages; a `write()` resolves once its commit is
+ * on disk, and no read sees it before). Files written by the earlier sql.js release (whole-file
+ * exports) are the same SQLite format and open unchanged.
  *
  * Byte values of the blob tables (`media_content` by default) are not in that file: they live as
  * one file each under `<path>.blobs/`, so a commit does not rewrite every photo ever uploaded
@@ -10,18 +10,12 @@
  */
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { createSqliteStore } from "../storage/sqlite.ts";
+import { createNodeSqliteStore } from "../storage/nodeSqlite.ts";
 import type { Store } from "../storage/store.ts";
 import { StorageError } from "../storage/store.ts";
 import { withBlobFiles } from "./blobFiles.ts";
-import { fsyncDir, replaceFile, tempPathOf } from "./durableFile.ts";
+import { fsyncDir, tempPathOf } from "./durableFile.ts";
 import type { Migration } from "../storage/schema.ts";
-
-async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
-  await replaceFile(path, bytes);
-  // The rename itself is durable only once the directory entry is on disk.
-  await fsyncDir(dirname(path));
-}
 
 /** Options of `openSqliteFileStore`. */
 export interface SqliteFileOptions {
@@ -45,8 +39,8 @@ const alive = (pid: number): boolean => {
 };
 
 /**
- * Takes `<path>.lock` (holding our pid). Two processes on one file would each persist their own
- * in-memory copy and silently drop the other's writes, so a live other owner is refused; a lock
+ * Takes `<path>.lock` (holding our pid). One live process per data directory: a second runner would
+ * serve from its own caches and notifier while the first writes behind its back, so a live other owner is refused; a lock
  * left by a dead process (crash, SIGKILL) is taken over, and a live one is waited for up to
  * `waitMs` (a restarting runner). The same process may reopen the file.
  */
@@ -107,17 +101,10 @@ export async function openSqliteFileStore(path: string, options: SqliteFileOptio
 }
 
 async function openLocked(path: string, options: SqliteFileOptions): Promise<Store> {
-  let data: Uint8Array | undefined;
-  try {
-    data = await readFile(path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-  }
-  // A leftover temp file is an export whose rename never happened: the file at `path` is newer.
+  // A leftover temp file is an export of the sql.js release whose rename never happened: the file at `path` is newer.
   await rm(tempPathOf(path), { force: true });
-  return createSqliteStore({
-    data: data && new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-    persist: (bytes) => writeDurably(path, bytes),
-    migrations: options.migrations,
-  });
+  const store = await createNodeSqliteStore(path, { migrations: options.migrations });
+  // A new database file and the WAL file opening creates are durable only once their directory entries are.
+  await fsyncDir(dirname(path));
+  return store;
 }

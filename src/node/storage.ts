@@ -1,4 +1,4 @@
-/** Where the Node runner keeps its database: DATA_DIR/homeserver.sqlite (sql.js, persisted to the file). */
+/** Where the Node runner keeps its database: DATA_DIR/homeserver.sqlite (node:sqlite, WAL; see sqliteFile.ts). */
 import { join } from "node:path";
 import type { Store } from "../storage/store.ts";
 import { openSqliteFileStore } from "./sqliteFile.ts";

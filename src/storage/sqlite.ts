@@ -6,11 +6,7 @@
  *
  * Layout: one table per Store table, `"t_<name>" (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID`, and
  * `meta (k TEXT PRIMARY KEY, v TEXT)` holding `schema_version` (how many migrations are applied).
- *
- * Key order: SQLite compares TEXT with the BINARY collation, i.e. UTF-8 bytes = code point order;
- * IndexedDB and the memory store compare UTF-16 code units. The two orders agree except between
- * astral characters and U+E000..U+FFFF, which never occur in our keys' structure (ASCII
- * separators `\u001f`, hex `pos()` parts); prefix scans are exact in both.
+ * Key order and the value format: see `sqlCommon.ts`.
  */
 import initSqlJs from "sql.js";
 import type { Database, SqlJsStatic, SqlValue, Statement } from "sql.js";
@@ -18,7 +14,11 @@ import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store
 import { StorageError } from "./store.ts";
 import { MIGRATIONS } from "./schema.ts";
 import type { Migration } from "./schema.ts";
-import { checkUpgradable, errorWrapper, inFlightTracker, prefixEndCodePoint, storeClosed, tablesAt } from "./migrate.ts";
+import { checkUpgradable, errorWrapper, inFlightTracker, storeClosed, tablesAt } from "./migrate.ts";
+import { createTableSql, decodeValue, encodeValue, rangeSql, whereOf } from "./sqlCommon.ts";
+
+// The value codec lives in sqlCommon.ts (shared with the node:sqlite backend); callers import it from here too.
+export { decodeValue, encodeValue };
 
 /** Options of `createSqliteStore`. */
 export interface SqliteStoreOptions {
@@ -31,77 +31,6 @@ export interface SqliteStoreOptions {
   /** The schema; tests pass their own list. */
   migrations?: readonly Migration[];
 }
-
-// ---------------------------------------------------------------------------------------------
-// Value codec. A value is stored in column `v` as either
-//  - a BLOB holding the raw bytes, when the whole value is a Uint8Array (media content), or
-//  - TEXT holding JSON of the value with two rewrites, applied recursively:
-//      * a Uint8Array becomes {"$u8": "<standard base64 with padding>"};
-//      * an object key starting with "$" gets one more "$" in front ("$x" → "$$x"), so an
-//        encoded object with the single key "$u8" is always a Uint8Array.
-//    `undefined` object members are dropped and non-finite numbers become null, as in JSON.
-// ---------------------------------------------------------------------------------------------
-
-function toBase64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(s);
-}
-
-function fromBase64(s: string): Uint8Array {
-  const bin = atob(s);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
-}
-
-function encodeTree(v: unknown): unknown {
-  if (v === null || typeof v !== "object") {
-    if (typeof v === "bigint" || typeof v === "function" || typeof v === "symbol") {
-      throw new StorageError(`cannot store a ${typeof v}`);
-    }
-    return v;
-  }
-  if (v instanceof Uint8Array) return { $u8: toBase64(v) };
-  if (Array.isArray(v)) return v.map((x) => (x === undefined ? null : encodeTree(x)));
-  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) throw new StorageError("only Uint8Array binary values are supported");
-  const out: Record<string, unknown> = {};
-  for (const [k, x] of Object.entries(v)) {
-    if (x === undefined) continue;
-    out[k.startsWith("$") ? "$" + k : k] = encodeTree(x);
-  }
-  return out;
-}
-
-function decodeTree(v: unknown): unknown {
-  if (v === null || typeof v !== "object") return v;
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) v[i] = decodeTree(v[i]);
-    return v;
-  }
-  const o = v as Record<string, unknown>;
-  const keys = Object.keys(o);
-  if (keys.length === 1 && keys[0] === "$u8" && typeof o.$u8 === "string") return fromBase64(o.$u8);
-  const out: Record<string, unknown> = {};
-  for (const k of keys) out[k.startsWith("$") ? k.slice(1) : k] = decodeTree(o[k]);
-  return out;
-}
-
-/** Encodes a value for column `v` (format above). */
-export function encodeValue(value: StoredValue): string | Uint8Array {
-  if (value instanceof Uint8Array) return value;
-  if (value === undefined) throw new StorageError("cannot store undefined");
-  return JSON.stringify(encodeTree(value));
-}
-
-/** Decodes column `v` (format above). */
-export function decodeValue(v: SqlValue): StoredValue {
-  if (v instanceof Uint8Array) return v;
-  if (typeof v !== "string") throw new StorageError(`corrupt value of type ${typeof v}`);
-  return decodeTree(JSON.parse(v));
-}
-
-// ---------------------------------------------------------------------------------------------
 
 /** One sql.js instance per wasm location (compiling the module is the slow part). */
 const sqlJsByLocation = new Map<string, Promise<SqlJsStatic>>();
@@ -119,31 +48,6 @@ function loadSqlJs(locateWasm?: (file: string) => string): Promise<SqlJsStatic> 
 }
 
 const wrapError = errorWrapper("sqlite");
-
-/** The SQL WHERE clause (and its parameters) selecting `r`. */
-function whereOf(r: KeyRange | undefined): [string, SqlValue[]] {
-  const conds: string[] = [];
-  const params: SqlValue[] = [];
-  if (r?.prefix !== undefined) {
-    conds.push("k >= ?");
-    params.push(r.prefix);
-    const end = prefixEndCodePoint(r.prefix);
-    if (end !== undefined) {
-      conds.push("k < ?");
-      params.push(end);
-    }
-  }
-  const bound = (op: string, v: string | undefined): void => {
-    if (v === undefined) return;
-    conds.push(`k ${op} ?`);
-    params.push(v);
-  };
-  bound(">=", r?.gte);
-  bound(">", r?.gt);
-  bound("<=", r?.lte);
-  bound("<", r?.lt);
-  return [conds.length ? ` WHERE ${conds.join(" AND ")}` : "", params];
-}
 
 /** Creates a Store on sql.js, applying pending migrations (in one SQL transaction) first. */
 export async function createSqliteStore(options: SqliteStoreOptions = {}): Promise<Store> {
@@ -210,13 +114,7 @@ export async function createSqliteStore(options: SqliteStoreOptions = {}): Promi
       state.dirty = true;
     };
     const rangeRows = (name: string, r?: KeyRange): Row<StoredValue>[] => {
-      const t = tableSql(name);
-      const [where, params] = whereOf(r);
-      let sql = `SELECT k, v FROM ${t}${where} ORDER BY k${r?.reverse ? " DESC" : ""}`;
-      if (r?.limit !== undefined) {
-        sql += " LIMIT ?";
-        params.push(Math.max(0, Math.floor(r.limit)));
-      }
+      const [sql, params] = rangeSql(tableSql(name), r);
       return all(sql, params).map(([k, v]) => ({ key: k as string, value: decodeValue(v) }));
     };
     const guard = <T>(what: string, f: () => T): T => {
@@ -274,7 +172,7 @@ export async function createSqliteStore(options: SqliteStoreOptions = {}): Promi
       const m = migrations[i];
       const next = new Set(tablesAt(migrations, i + 1));
       for (const t of m.createTables) {
-        if (!tables.has(t)) db.run(`CREATE TABLE "t_${t}" (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID`);
+        if (!tables.has(t)) db.run(createTableSql(t));
       }
       for (const t of m.dropTables ?? []) if (!next.has(t)) db.run(`DROP TABLE IF EXISTS "t_${t}"`);
       tables = next;

@@ -1,0 +1,113 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createNodeSqliteStore } from "../../src/storage/nodeSqlite.ts";
+import { StorageError } from "../../src/storage/store.ts";
+import { storageConformance } from "./conformance.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "hyphae-node-sqlite-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+const freshPath = (): string => join(dir, `db${n++}.sqlite`);
+
+storageConformance("sqlite (node:sqlite)", () => createNodeSqliteStore(freshPath()));
+
+describe("node:sqlite store", () => {
+  it("a read never sees a write before its commit, and a read after write() resolved always does", async () => {
+    const s = await createNodeSqliteStore(freshPath());
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    // A long read holds its snapshot from before the write.
+    let holding!: () => void;
+    const held = new Promise<void>((r) => (holding = r));
+    const longRead = s.read(async (tx) => {
+      const before = await tx.get("settings", "a");
+      holding();
+      await gate;
+      return [before, await tx.get("settings", "a")];
+    });
+    await held;
+    let inside!: () => void;
+    const insideWrite = new Promise<void>((r) => (inside = r));
+    let finishWrite!: () => void;
+    const writeGate = new Promise<void>((r) => (finishWrite = r));
+    const w = s.write(async (tx) => {
+      tx.put("settings", "a", 1);
+      inside();
+      await writeGate;
+    });
+    await insideWrite;
+    // Mid-write: neither a new read nor the long one sees the pending put.
+    expect(await s.read((tx) => tx.get("settings", "a"))).toBeUndefined();
+    finishWrite();
+    await w;
+    // After the write resolved, a new read sees it even though the long read still holds an older snapshot.
+    expect(await s.read((tx) => tx.get("settings", "a"))).toBe(1);
+    release();
+    // The long read kept one snapshot throughout.
+    expect(await longRead).toEqual([undefined, undefined]);
+    await s.close();
+  });
+
+  it("writes queued together share a commit; one that throws leaves nothing and the others land", async () => {
+    const s = await createNodeSqliteStore(freshPath());
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) =>
+        s.write(async (tx) => {
+          tx.put("settings", `k${i}`, i);
+          if (i === 7) throw new Error("no");
+          return i;
+        }),
+      ),
+    );
+    expect(results.map((r) => r.status)).toEqual(Array.from({ length: 20 }, (_, i) => (i === 7 ? "rejected" : "fulfilled")));
+    const rows = await s.read((tx) => tx.range<number>("settings", { prefix: "k" }));
+    expect(rows.map((r) => r.value).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i).filter((i) => i !== 7));
+    await s.close();
+  });
+
+  it("reads run while a write's callback is pending", async () => {
+    const s = await createNodeSqliteStore(freshPath());
+    await s.write(async (tx) => tx.put("settings", "x", "old"));
+    let finish!: () => void;
+    const w = s.write(async (tx) => {
+      tx.put("settings", "x", "new");
+      await new Promise<void>((r) => (finish = r));
+    });
+    // Not stuck behind the write: resolves while the write is still open.
+    expect(await s.read((tx) => tx.get("settings", "x"))).toBe("old");
+    finish();
+    await w;
+    expect(await s.read((tx) => tx.get("settings", "x"))).toBe("new");
+    await s.close();
+  });
+
+  it.runIf(existsSync("/proc/self/io"))("a small write into a large database writes a few pages, not the file", async () => {
+    const path = freshPath();
+    const s = await createNodeSqliteStore(path);
+    for (let b = 0; b < 20; b++) {
+      await s.write(async (tx) => {
+        for (let i = 0; i < 100; i++) tx.put("events", `$e${b}_${i}`, { body: "x".repeat(1000), i });
+      });
+    }
+    const written = (): number => Number(/write_bytes:\s*(\d+)/.exec(readFileSync("/proc/self/io", "utf8"))?.[1]);
+    const size = statSync(path).size + statSync(path + "-wal").size;
+    expect(size).toBeGreaterThan(2_000_000);
+    const before = written();
+    await s.write(async (tx) => tx.put("events", "$new", { body: "hello" }));
+    const delta = written() - before;
+    // WAL frames of the changed pages (4 KiB each) plus headers; the old sql.js store wrote the whole file.
+    expect(delta).toBeGreaterThan(0);
+    expect(delta).toBeLessThan(64 * 1024);
+    await s.close();
+  });
+
+  it("keeps a file that fails to open untouched, with a clear error", async () => {
+    const path = freshPath();
+    writeFileSync(path, "this is not a database, just some text that is long enough to look like a header.....");
+    const before = readFileSync(path);
+    await expect(createNodeSqliteStore(path)).rejects.toBeInstanceOf(StorageError);
+    expect(readFileSync(path).equals(before)).toBe(true);
+  });
+});
