@@ -1,6 +1,6 @@
 /**
  * The storage interface every backend implements (IndexedDB through `idb`, SQLite through
- * `sql.js`). It is deliberately small: named tables of string keys → structured values, with
+ * `sql.js` and, in the Node runner, through `node:sqlite`). It is deliberately small: named tables of string keys → structured values, with
  * ordered range scans, inside transactions. Typed access for each kind of data lives in
  * `tables.ts` on top of this, once, shared by both backends.
  *
@@ -56,8 +56,11 @@ export interface Store {
   /** Runs `fn` in a read-only transaction. */
   read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T>;
   /**
-   * Runs `fn` in a read-write transaction. Resolves after the commit is durable (for the SQLite
-   * file backend: after the file was written). If `fn` throws, nothing is written.
+   * Runs `fn` in a read-write transaction. Resolves after the commit is durable (for the Node
+   * runner's SQLite file: after its WAL frames were fsynced). If `fn` throws, nothing is written.
+   * A `read()` started after `write()` resolved sees the write. The Node file backend
+   * (`nodeSqlite.ts`) also guarantees that no `read()` sees a write before its commit is durable;
+   * the in-memory backends (memory, sql.js with `persist`) may show it earlier.
    */
   write<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T>;
   /** The schema version the database is at (index of the last migration applied + 1). */
