@@ -8,6 +8,7 @@ import { syncBench } from "./sync.ts";
 import { e2eeBench } from "./e2ee.ts";
 import { sendBench } from "./send.ts";
 import { accountsBench } from "./accounts.ts";
+import { pushBench } from "./push.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -18,6 +19,7 @@ const BENCHES: [string, Bench][] = [
   ["e2ee", e2eeBench],
   ["send", sendBench],
   ["accounts", accountsBench],
+  ["push", pushBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));

@@ -178,31 +178,144 @@ export interface PushOutcome {
   highlight: boolean;
 }
 
-const globCache = new Map<string, RegExp>();
-
-/** A glob ("Glob-style matching": `*` any run, `?` one character) as a case-insensitive RegExp body. */
-function globBody(pattern: string): string {
-  let re = "";
-  for (const c of pattern) {
-    if (c === "*") re += "[\\s\\S]*";
-    else if (c === "?") re += "[\\s\\S]";
-    else re += c.replace(/[.+^${}()|[\]\\/-]/g, "\\$&");
-  }
-  return re;
+/**
+ * A compiled glob ("Glob-style matching": `*` any run of characters, `?` exactly one): the
+ * `*`-separated segments, each a list of literal runs and `?` wildcards. Matching places the
+ * segments greedily left to right, each at its leftmost possible position, which decides a glob
+ * without backtracking: O(value length × pattern length) at worst, linear for a fixed pattern
+ * (a RegExp built from the glob backtracks and goes exponential on patterns like `*a*a*a*b`).
+ */
+interface CompiledGlob {
+  /** Segments between `*`s; the first and last are anchored unless the pattern starts/ends with `*`. */
+  segments: Segment[];
 }
 
-/** Whether `value` matches glob `pattern`; `wordBoundary` for the `content.body` special case. */
-export function globMatch(pattern: string, value: string, wordBoundary = false): boolean {
-  const cacheKey = (wordBoundary ? "w:" : "e:") + pattern;
-  let re = globCache.get(cacheKey);
-  if (!re) {
-    const body = globBody(pattern);
-    // Word boundary: start/end of value or a character outside [A-Za-z0-9_].
-    re = wordBoundary ? new RegExp(`(?:^|[^A-Za-z0-9_])${body}(?:$|[^A-Za-z0-9_])`, "i") : new RegExp(`^${body}$`, "i");
-    if (globCache.size > 1000) globCache.clear();
-    globCache.set(cacheKey, re);
+/** A segment: literal text runs (case-folded) and `?` wildcards, in order. */
+type Segment = (string | typeof ANY)[];
+const ANY = 0;
+
+const globCache = new Map<string, CompiledGlob>();
+
+/**
+ * Case folding for matching: lower case per character, keeping characters whose lower case is
+ * longer (e.g. U+0130), so positions in the folded value are positions in the original.
+ */
+function fold(s: string): string {
+  const lower = s.toLowerCase();
+  if (lower.length === s.length) return lower;
+  let out = "";
+  for (const ch of s) {
+    const l = ch.toLowerCase();
+    out += l.length === ch.length ? l : ch;
   }
-  return re.test(value);
+  return out;
+}
+
+function compileGlob(pattern: string): CompiledGlob {
+  let glob = globCache.get(pattern);
+  if (glob) return glob;
+  const segments: Segment[] = [];
+  for (const part of fold(pattern).split("*")) {
+    const seg: Segment = [];
+    let lit = "";
+    for (const ch of part) {
+      if (ch === "?") {
+        if (lit) seg.push(lit);
+        lit = "";
+        seg.push(ANY);
+      } else {
+        lit += ch;
+      }
+    }
+    if (lit) seg.push(lit);
+    segments.push(seg);
+  }
+  glob = { segments };
+  if (globCache.size > 1000) globCache.clear();
+  globCache.set(pattern, glob);
+  return glob;
+}
+
+/** The end of `seg` matched at `at` in `v`, or -1. `?` takes one code point (a surrogate pair is one). */
+function matchSegmentAt(seg: Segment, v: string, at: number): number {
+  let i = at;
+  for (const t of seg) {
+    if (t === ANY) {
+      if (i >= v.length) return -1;
+      const c = v.charCodeAt(i);
+      i += c >= 0xd800 && c <= 0xdbff && i + 1 < v.length ? 2 : 1;
+    } else {
+      if (!v.startsWith(t, i)) return -1;
+      i += t.length;
+    }
+  }
+  return i;
+}
+
+/**
+ * The leftmost start ≥ `from` where `seg` matches and `ok(start, end)` holds; returns [start, end]
+ * or undefined. A segment that starts with literal text is found with indexOf.
+ */
+function findSegment(seg: Segment, v: string, from: number, ok: (start: number, end: number) => boolean): [number, number] | undefined {
+  const lead = typeof seg[0] === "string" ? seg[0] : undefined;
+  for (let s = from; s <= v.length; s++) {
+    if (lead !== undefined) {
+      s = v.indexOf(lead, s);
+      if (s < 0) return undefined;
+    }
+    const e = matchSegmentAt(seg, v, s);
+    if (e >= 0 && ok(s, e)) return [s, e];
+  }
+  return undefined;
+}
+
+const isWordUnit = (c: number): boolean =>
+  (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x5f;
+
+/**
+ * Whether `value` matches glob `pattern`, case-insensitively. With `wordBoundary` (the
+ * `content.body` special case) the glob may match any part of the value that starts and ends at a
+ * word boundary (start/end of the value or a character outside [A-Za-z0-9_]); otherwise it must
+ * match the whole value.
+ */
+export function globMatch(pattern: string, value: string, wordBoundary = false): boolean {
+  const { segments } = compileGlob(pattern);
+  const v = fold(value);
+  const n = v.length;
+  const startsWord = (i: number): boolean => !wordBoundary || i === 0 || !isWordUnit(v.charCodeAt(i - 1));
+  const endsWord = (i: number): boolean => !wordBoundary || i === n || !isWordUnit(v.charCodeAt(i));
+  const first = segments[0]!;
+  if (segments.length === 1) {
+    // No `*`: one anchored piece (the whole value, or a word-bounded part of it).
+    if (!wordBoundary) return matchSegmentAt(first, v, 0) === n;
+    return findSegment(first, v, 0, (s, e) => startsWord(s) && endsWord(e)) !== undefined;
+  }
+  // The first segment: at 0 (whole-value match) or the leftmost word start where it matches.
+  let pos: number;
+  if (wordBoundary) {
+    const found = findSegment(first, v, 0, (s) => startsWord(s));
+    if (!found) return false;
+    pos = found[1];
+  } else {
+    pos = matchSegmentAt(first, v, 0);
+    if (pos < 0) return false;
+  }
+  // Middle segments: each at its leftmost place after the previous one (any later place only
+  // leaves less room for the rest).
+  for (let k = 1; k < segments.length - 1; k++) {
+    const found = findSegment(segments[k]!, v, pos, () => true);
+    if (!found) return false;
+    pos = found[1];
+  }
+  const last = segments[segments.length - 1]!;
+  if (wordBoundary) return findSegment(last, v, pos, (_s, e) => endsWord(e)) !== undefined;
+  // Whole-value match: the last segment must end exactly at the end. Without `?` its length is
+  // fixed, so there is one place to try; with `?` (a code point may be two units) try each.
+  if (!last.includes(ANY)) {
+    const at = n - (last as string[]).reduce((l, t) => l + t.length, 0);
+    return at >= pos && matchSegmentAt(last, v, at) === n;
+  }
+  return findSegment(last, v, pos, (_s, e) => e === n) !== undefined;
 }
 
 /** The value at a dot-separated path ("Dot-separated property paths"). */
