@@ -10,6 +10,7 @@ import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
 import { readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
+import type { PushSender } from "./push/sender.ts";
 
 /** Where the homeserver writes its log lines. */
 export interface Logger {
@@ -67,6 +68,8 @@ export interface Services {
   readonly notifier: Notifier;
   /** Makes media thumbnails; without it the original image is served (media/thumbnailer.ts). */
   readonly thumbnailer?: Thumbnailer;
+  /** Calls push gateways (push/sender.ts); absent where the homeserver has no outbound HTTP. */
+  readonly pushSender?: PushSender;
 }
 
 /** The authenticated caller of a request. */

@@ -11,6 +11,7 @@ import { Notifier } from "./notifier.ts";
 import { Router } from "./router.ts";
 import { ROUTES } from "./routes.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
+import { PushSender } from "./push/sender.ts";
 
 /** What a homeserver is built from. */
 export interface HomeserverOptions {
@@ -27,6 +28,12 @@ export interface HomeserverOptions {
   config?: Partial<HomeserverConfig>;
   /** Media thumbnailing (the Node runner passes one built on sharp, src/node/thumbnailer.ts). */
   thumbnailer?: Thumbnailer;
+  /**
+   * Outbound HTTP for push gateways (the Node runner passes the platform's `fetch`). Without it
+   * pushers are stored and listed but no gateway is called (a gateway is not reachable from a
+   * browser page's origin anyway).
+   */
+  fetch?: typeof fetch;
 }
 
 /** A running homeserver. */
@@ -46,18 +53,23 @@ const defaultRandom = (n: number): Uint8Array => crypto.getRandomValues(new Uint
 export async function createHomeserver(options: HomeserverOptions): Promise<Homeserver> {
   const signer = await createSigner(options.seed);
   const signingKey: SigningKey = { entity: options.serverName, keyId: options.keyId ?? "ed25519:auto", signer };
+  const clock = options.clock ?? Date.now;
+  const logger = options.logger ?? silentLogger;
+  const pushSender = options.fetch ? new PushSender({ store: options.store, logger, clock, fetch: options.fetch }) : undefined;
   const services: Services = {
     store: options.store,
     serverName: options.serverName,
     signingKey,
     verifier: await createVerifier(),
-    clock: options.clock ?? Date.now,
+    clock,
     random: options.random ?? defaultRandom,
-    logger: options.logger ?? silentLogger,
+    logger,
     config: { ...DEFAULT_CONFIG, ...options.config },
     notifier: new Notifier(),
     thumbnailer: options.thumbnailer,
+    pushSender,
   };
+  pushSender?.start();
   const router = new Router(ROUTES);
   return {
     services,
@@ -65,6 +77,8 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     routes: () => router.list(),
     close: async () => {
       services.notifier.wakeAll();
+      // Deliveries in flight stop; what is still queued is sent after the next start.
+      await pushSender?.close();
       await services.store.close();
     },
   };

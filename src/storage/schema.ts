@@ -78,6 +78,12 @@ export const MIGRATIONS: readonly Migration[] = [
       "openid_tokens", // key = token → { userId, expiresAt }
     ],
   },
+  // 3: notifications waiting for a push gateway (push/sender.ts), kept so a restart loses none.
+  {
+    createTables: [
+      "push_queue", // key = userId|appId|pushkey|pos(streamPos) → { eventId, roomId, actions, queuedAt }
+    ],
+  },
 ];
 
 /** Every table name the current schema has. */

@@ -10,6 +10,7 @@ import { REGISTRATION_ATTEMPTS, checkLimit, clientAddress, recordHit } from "../
 import { prefix } from "../../storage/store.ts";
 import { sendEvent } from "../roomserver/send.ts";
 import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
+import { deletePushersExcept } from "./pushers.ts";
 import type { SessionRequest, SessionResult } from "./devices.ts";
 import type { AccountRecord } from "./login.ts";
 import { readDeviceFields, userAgentOf, wellKnown } from "./login.ts";
@@ -155,6 +156,9 @@ export async function postAccountPassword(ctx: RequestContext): Promise<Record<s
     const account = await tx.get<AccountRecord>("accounts", userId);
     if (!account) throw forbidden("No such account");
     tx.put("accounts", userId, { ...account, passwordHash });
+    // Synapse's rule on a password change: pushers other than those of the current access token
+    // are deleted (the other sessions may belong to whoever knew the old password).
+    await deletePushersExcept(tx, userId, deviceId);
   });
   // "Whether the user's other access tokens, and their associated devices, should be revoked."
   if (body.logout_devices !== false) await deleteDevicesAndNotify(hs, userId, "all", deviceId);
@@ -193,6 +197,7 @@ export async function postAccountDeactivate(ctx: RequestContext): Promise<Record
       delete updated.avatar_url;
     }
     tx.put("accounts", userId, updated);
+    await deletePushersExcept(tx, userId);
   });
   await deleteDevicesAndNotify(hs, userId, "all");
   // No identity server is ever involved here, so nothing could be unbound.

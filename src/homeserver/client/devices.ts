@@ -9,6 +9,7 @@ import { key, prefix } from "../../storage/store.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
 import { recordDeviceListChange } from "./keys.ts";
+import { deleteDevicePushers } from "./pushers.ts";
 import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
 
 /** A row of the `devices` table. */
@@ -120,9 +121,9 @@ async function revokeDeviceTokens(tx: WriteTx, userId: string, deviceId: string)
 }
 
 /**
- * Inside a write: deletes devices with their tokens, end-to-end keys and pending to-device
- * messages, and records one device-list change. Returns its stream position (undefined if none of
- * the devices existed).
+ * Inside a write: deletes devices with their tokens, end-to-end keys, pending to-device
+ * messages and the pushers they set, and records one device-list change. Returns its stream
+ * position (undefined if none of the devices existed).
  */
 export async function deleteDevices(tx: WriteTx, userId: string, deviceIds: readonly string[]): Promise<number | undefined> {
   let any = false;
@@ -134,6 +135,7 @@ export async function deleteDevices(tx: WriteTx, userId: string, deviceIds: read
     tx.deleteRange("one_time_keys", { prefix: prefix(userId, deviceId) });
     tx.deleteRange("fallback_keys", { prefix: prefix(userId, deviceId) });
     tx.deleteRange("to_device", { prefix: prefix(userId, deviceId) });
+    await deleteDevicePushers(tx, userId, deviceId);
   }
   if (!any) return undefined;
   return recordDeviceListChange(tx, userId);

@@ -1,14 +1,23 @@
 /**
- * Pushers ("Push Notifications", `pusher.yaml`). They are stored and listed; this server does not
- * call push gateways (nothing reaches a gateway from a browser-hosted homeserver).
+ * Pushers ("Push Notifications", `pusher.yaml`): stored and listed here; push/sender.ts calls the
+ * push gateways of `http` pushers (where the homeserver was given a `fetch`, i.e. in Node).
  * key pushers = userId|appId|pushkey → PusherRow
  */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, missingParam } from "../errors.ts";
-import { key, prefix } from "../../storage/store.ts";
+import { SEP, key, prefix } from "../../storage/store.ts";
+import type { WriteTx } from "../../storage/store.ts";
 
-/** A stored pusher (the spec's `Pusher` object). */
-export interface PusherRow {
+/** A stored pusher: the spec's `Pusher` object plus what the server keeps about it. */
+export interface PusherRow extends PusherObject {
+  /** The device whose access token set the pusher (a password change keeps only its pushers). */
+  deviceId?: string;
+  /** When the pushkey was last set, in ms (the gateway's `pushkey_ts` is in seconds). */
+  pushkeyTs?: number;
+}
+
+/** The spec's `Pusher` object, as `GET /pushers` serves it. */
+export interface PusherObject {
   app_id: string;
   pushkey: string;
   kind: string;
@@ -23,7 +32,37 @@ export interface PusherRow {
 export async function getPushers(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   const rows = await ctx.hs.store.read((tx) => tx.range<PusherRow>("pushers", { prefix: prefix(me.userId) }));
-  return { pushers: rows.map((r) => r.value) };
+  return { pushers: rows.map((r) => pusherObject(r.value)) };
+}
+
+/** What `GET /pushers` shows of a stored pusher. */
+function pusherObject(row: PusherRow): PusherObject {
+  const { deviceId: _d, pushkeyTs: _t, ...pusher } = row;
+  return pusher;
+}
+
+/** Deletes a pusher and whatever is still queued for it. */
+export function deletePusherTx(tx: WriteTx, userId: string, appId: string, pushkey: string): void {
+  tx.delete("pushers", key(userId, appId, pushkey));
+  // key push_queue = userId|appId|pushkey|pos(streamPos) (push/sender.ts)
+  tx.deleteRange("push_queue", { prefix: prefix(userId, appId, pushkey) });
+}
+
+/**
+ * Deletes a user's pushers except those set by `keepDeviceId` (a password change keeps only the
+ * pushers of the access token that changed it; deactivation keeps none).
+ */
+export async function deletePushersExcept(tx: WriteTx, userId: string, keepDeviceId?: string): Promise<void> {
+  for (const r of await tx.range<PusherRow>("pushers", { prefix: prefix(userId) })) {
+    if (keepDeviceId === undefined || r.value.deviceId !== keepDeviceId) deletePusherTx(tx, userId, r.value.app_id, r.value.pushkey);
+  }
+}
+
+/** Deletes the pushers a device set (the device was deleted or logged out). */
+export async function deleteDevicePushers(tx: WriteTx, userId: string, deviceId: string): Promise<void> {
+  for (const r of await tx.range<PusherRow>("pushers", { prefix: prefix(userId) })) {
+    if (r.value.deviceId === deviceId) deletePusherTx(tx, userId, r.value.app_id, r.value.pushkey);
+  }
 }
 
 /** `POST /_matrix/client/v3/pushers/set` */
@@ -39,7 +78,7 @@ export async function postPushersSet(ctx: RequestContext): Promise<Record<string
   if (body.pushkey.length > 512) throw new MatrixError(400, "M_INVALID_PARAM", "pushkey is too long");
   const k = key(me.userId, body.app_id, body.pushkey);
   if (body.kind === null) {
-    await ctx.hs.store.write(async (tx) => tx.delete("pushers", k));
+    await ctx.hs.store.write(async (tx) => deletePusherTx(tx, me.userId, body.app_id as string, body.pushkey as string));
     return {};
   }
   if (body.kind === undefined) throw missingParam("Missing parameters: kind");
@@ -60,6 +99,7 @@ export async function postPushersSet(ctx: RequestContext): Promise<Record<string
       throw new MatrixError(400, "M_INVALID_PARAM", "data.url is not a URL");
     }
     if (url.pathname !== "/_matrix/push/v1/notify") throw new MatrixError(400, "M_INVALID_PARAM", "data.url must point at /_matrix/push/v1/notify");
+    if (url.protocol !== "https:" && url.protocol !== "http:") throw new MatrixError(400, "M_INVALID_PARAM", "data.url must be an http(s) URL");
   }
   if (body.profile_tag !== undefined && typeof body.profile_tag !== "string") throw badJson("profile_tag must be a string");
   const row: PusherRow = {
@@ -71,18 +111,24 @@ export async function postPushersSet(ctx: RequestContext): Promise<Record<string
     lang: body.lang as string,
     data: d,
     ...(typeof body.profile_tag === "string" ? { profile_tag: body.profile_tag } : {}),
+    deviceId: me.deviceId,
   };
   const append = body.append === true;
+  const now = ctx.hs.clock();
   await ctx.hs.store.write(async (tx) => {
     if (!append) {
       // "Otherwise, the homeserver must remove any other pushers with the same App ID and pushkey
       // for different users."
       const all = await tx.range<PusherRow>("pushers");
       for (const r of all) {
-        if (r.value.app_id === row.app_id && r.value.pushkey === row.pushkey && !r.key.startsWith(prefix(me.userId))) tx.delete("pushers", r.key);
+        if (r.value.app_id === row.app_id && r.value.pushkey === row.pushkey && !r.key.startsWith(prefix(me.userId))) {
+          deletePusherTx(tx, r.key.slice(0, r.key.indexOf(SEP)), r.value.app_id, r.value.pushkey);
+        }
       }
     }
-    tx.put("pushers", k, row);
+    const before = await tx.get<PusherRow>("pushers", k);
+    // pushkey_ts: when the pushkey was last updated; an update of other fields keeps it.
+    tx.put("pushers", k, { ...row, pushkeyTs: before?.pushkeyTs ?? now });
   });
   return {};
 }

@@ -2,7 +2,7 @@
  * Sending a local event into a room: choose prev and auth events, build and sign the PDU, check
  * the auth rules against the current state, and store everything in one write transaction
  * (events, timeline, stream, room_state, state_snapshots, extremities, memberships, relations,
- * txn_ids), then wake `/sync`. Sends to one room are serialized (lock.ts).
+ * txn_ids), then wake `/sync` and the push sender. Sends to one room are serialized (lock.ts).
  */
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
@@ -292,6 +292,7 @@ export async function storeLocalEvent(
     return res;
   });
   hs.notifier.notify(result.streamPos);
+  hs.pushSender?.onEventStored();
   return result;
 }
 

@@ -31,11 +31,11 @@ export class TestServer {
   hs!: Homeserver;
 
   /** Starts a homeserver on the given (default: memory) store. */
-  static async start(store: Store = createMemoryStore(), opts: { frozenClock?: boolean } = {}): Promise<TestServer> {
+  static async start(store: Store = createMemoryStore(), opts: { frozenClock?: boolean; fetch?: typeof fetch } = {}): Promise<TestServer> {
     const t = new TestServer();
     // A clock that moves 1 ms per reading keeps timestamps distinct and deterministic.
     const clock = opts.frozenClock ? (): number => t.now : (): number => t.now++;
-    t.hs = await createHomeserver({ store, seed: SEED, serverName: SERVER, clock });
+    t.hs = await createHomeserver({ store, seed: SEED, serverName: SERVER, clock, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     return t;
   }
 
