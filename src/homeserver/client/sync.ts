@@ -750,10 +750,13 @@ export async function getEvents(ctx: RequestContext): Promise<Record<string, unk
     if (!allowed) throw new MatrixError(403, "M_FORBIDDEN", "You cannot peek into this room");
   }
   const deadline = performance.now() + Math.min(timeout, MAX_TIMEOUT_MS);
+  // Without `from` the stream starts where it stood at the first read, not at every wake-up: a
+  // peek's first long-poll (matrix-js-sdk sends none) must return the event that woke it.
+  let fromPos = from?.pos;
   for (;;) {
     const result = await hs.store.read(async (tx) => {
       const upTo = await streamPosIn(tx);
-      const start = from?.pos ?? upTo;
+      const start = (fromPos ??= upTo);
       const run = plainRun(hs, tx, me, upTo);
       const rows = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: posKey(start), lte: posKey(upTo), limit: MAX_SCAN });
       const membership = new Map<string, string | undefined>();
