@@ -2,11 +2,12 @@
 import type { ReadTx, Store, WriteTx } from "../storage/store.ts";
 import type { SigningKey } from "./crypto/signing.ts";
 import type { Ed25519Verifier } from "./crypto/ed25519.ts";
-import { missingToken, unknownToken, MatrixError } from "./errors.ts";
+import { guestAccessForbidden, missingToken, unknownToken, MatrixError } from "./errors.ts";
 import type { AccessTokenRecord } from "./auth/tokens.ts";
 import { settleSupersededToken } from "./auth/tokens.ts";
 import { recordDeviceActivity } from "./auth/activity.ts";
 import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
+import { guestMayUse } from "./auth/guestAccess.ts";
 import { readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
@@ -39,6 +40,8 @@ export interface HomeserverConfig {
   accessTokenLifetimeMs: number;
   /** What `/.well-known/matrix/support` serves; without it that endpoint answers 404. */
   support?: SupportInfo;
+  /** Guest accounts ("Guest access"): `register?kind=guest`, and guests' tokens work (default false). */
+  allowGuestAccess: boolean;
 }
 
 /** Server contact and support details (`GET /.well-known/matrix/support`, support.yaml). */
@@ -52,6 +55,7 @@ export const DEFAULT_CONFIG: HomeserverConfig = {
   passwordIterations: 100_000,
   maxUploadBytes: 50 * 1024 * 1024,
   accessTokenLifetimeMs: 5 * 60_000,
+  allowGuestAccess: false,
 };
 
 /** Everything a homeserver is made of; injected so tests control clock and randomness. */
@@ -142,6 +146,9 @@ export class RequestContext {
     if (!found) throw unknownToken();
     const { t, account } = found;
     if (t.expiresAt !== undefined && t.expiresAt <= this.hs.clock()) throw unknownToken(true);
+    // Guest access: guests reach only the module's endpoints, and nothing once the operator turned
+    // guest access off (the account can still be upgraded through /register).
+    if (account.isGuest && !(this.hs.config.allowGuestAccess && guestMayUse(this.request.method, this.url))) throw guestAccessForbidden();
     // The first use of a refreshed token retires the refresh token it replaced.
     if (t.supersedes !== undefined) await this.hs.store.write((tx) => settleSupersededToken(tx, token));
     const headers = this.request.headers;

@@ -27,6 +27,8 @@ export interface NodeConfig {
   accessTokenLifetimeMs?: number;
   /** `/.well-known/matrix/support` contents. */
   support?: SupportInfo;
+  /** Guest accounts (`register?kind=guest`); off unless the config file says `allow_guest_access: true`. */
+  allowGuestAccess?: boolean;
   logLevel: LogLevel;
 }
 
@@ -125,6 +127,7 @@ const FILE_KEYS: Record<string, (v: unknown, base: string, out: Partial<NodeConf
   public_baseurl: (v, _b, o) => (o.publicBaseUrl = str(v, "public_baseurl").replace(/\/+$/, "")),
   access_token_lifetime_ms: (v, _b, o) => (o.accessTokenLifetimeMs = posInt(v, "access_token_lifetime_ms")),
   support: (v, _b, o) => (o.support = supportInfo(v)),
+  allow_guest_access: (v, _b, o) => (o.allowGuestAccess = bool(v, "allow_guest_access")),
   log_level: (v, _b, o) => {
     const s = str(v, "log_level");
     if (!LOG_LEVELS.includes(s as LogLevel)) throw new ConfigError(`log_level must be one of ${LOG_LEVELS.join(", ")}`);

@@ -85,6 +85,7 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   if (config.publicBaseUrl !== undefined) hsConfig.publicBaseUrl = config.publicBaseUrl;
   if (config.accessTokenLifetimeMs !== undefined) hsConfig.accessTokenLifetimeMs = config.accessTokenLifetimeMs;
   if (config.support !== undefined) hsConfig.support = config.support;
+  if (config.allowGuestAccess !== undefined) hsConfig.allowGuestAccess = config.allowGuestAccess;
   const homeserver = await createHomeserver({ store, seed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch });
 
   if (config.rendezvous !== undefined) {

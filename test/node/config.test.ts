@@ -30,6 +30,10 @@ describe("config file", () => {
 
       await writeFile(file, JSON.stringify({ http_port: "80" }));
       await expect(resolveConfig({ configFile: file, overrides: {}, help: false }, () => {})).resolves.toMatchObject({ httpPort: 80 });
+      await writeFile(file, JSON.stringify({ allow_guest_access: true }));
+      await expect(resolveConfig({ configFile: file, overrides: {}, help: false }, () => {})).resolves.toMatchObject({ allowGuestAccess: true });
+      await writeFile(file, JSON.stringify({ allow_guest_access: "yes" }));
+      await expect(resolveConfig({ configFile: file, overrides: {}, help: false }, () => {})).rejects.toThrow(/allow_guest_access/);
       await writeFile(file, JSON.stringify({ enable_registration: "yes" }));
       await expect(resolveConfig({ configFile: file, overrides: {}, help: false }, () => {})).rejects.toThrow(/enable_registration/);
       await writeFile(file, "{ nope");

@@ -16,6 +16,7 @@ import type { AccountRecord } from "./login.ts";
 import { readDeviceFields, userAgentOf, wellKnown } from "./login.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
 import { isObject } from "../validate.ts";
+import { guestDeviceName, guestToUpgrade, requireGuestRegistration, upgradeGuest } from "./guests.ts";
 
 /** Registration offers one flow: the dummy stage (anyone may register when registration is on). */
 const REGISTRATION_FLOWS = [["m.login.dummy"]];
@@ -54,6 +55,8 @@ export interface CreateAccountOptions {
   userType?: string;
   /** Log the new account in on a device; omitted = no device, no token. */
   login?: Omit<SessionRequest, "userId">;
+  /** A guest account ("Guest access"): no password, limited to the guest endpoints. */
+  guest?: boolean;
 }
 
 /** Creates an account (and optionally its first session) in one transaction. */
@@ -70,6 +73,7 @@ export async function createAccount(
     const account: AccountRecord = { userId, createdAt: hs.clock(), displayname: options.displayname ?? options.localpart };
     if (passwordHash !== undefined) account.passwordHash = passwordHash;
     if (options.admin) account.admin = true;
+    if (options.guest) account.isGuest = true;
     tx.put("accounts", userId, options.userType ? { ...account, userType: options.userType } : account);
     return options.login ? startSession(tx, hs, { userId, ...options.login }) : undefined;
   });
@@ -81,7 +85,7 @@ export async function createAccount(
 export async function postRegister(ctx: RequestContext): Promise<Record<string, unknown>> {
   const hs = ctx.hs;
   const kind = ctx.query("kind") ?? "user";
-  if (kind === "guest") throw guestAccessForbidden();
+  if (kind === "guest") return registerGuest(ctx);
   if (kind !== "user") throw invalidParam("kind must be 'user' or 'guest'");
   if (!hs.config.enableRegistration) throw registrationDisabled();
   checkLimit(ctx, REGISTRATION_ATTEMPTS);
@@ -94,7 +98,9 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
   const device = readDeviceFields(body);
   if (body.inhibit_login !== undefined && typeof body.inhibit_login !== "boolean") throw badJson("inhibit_login must be a boolean");
   let localpart = body.username !== undefined ? (body.username as string).toLowerCase() : undefined;
-  if (localpart !== undefined) {
+  // Guest access: a guest upgrading to a full account names its own (taken) user ID.
+  const upgrading = body.guest_access_token !== undefined ? await guestToUpgrade(hs, body, localpart) : undefined;
+  if (localpart !== undefined && upgrading === undefined) {
     validateLocalpart(localpart, hs.serverName);
     if (await accountExists(hs, `@${localpart}:${hs.serverName}`)) throw userInUse();
   }
@@ -104,6 +110,11 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
 
   localpart ??= generateLocalpart(hs);
   const inhibitLogin = body.inhibit_login === true;
+  if (upgrading !== undefined) {
+    const session = await upgradeGuest(hs, upgrading, password, inhibitLogin ? undefined : { ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) });
+    if (!session) return { user_id: upgrading, home_server: hs.serverName };
+    return { user_id: upgrading, ...sessionTokens(session), home_server: hs.serverName, ...wellKnown(hs) };
+  }
   const created = await createAccount(hs, {
     localpart,
     password,
@@ -111,6 +122,25 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
   });
   if (inhibitLogin || !created.session) return { user_id: created.userId, home_server: hs.serverName };
   return { user_id: created.userId, ...sessionTokens(created.session), home_server: hs.serverName, ...wellKnown(hs) };
+}
+
+/**
+ * `POST /_matrix/client/v3/register?kind=guest` ("Guest access"): no User-Interactive
+ * Authentication, no password; a server-chosen user ID and device, and a token that never expires.
+ */
+async function registerGuest(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const hs = ctx.hs;
+  requireGuestRegistration(hs);
+  checkLimit(ctx, REGISTRATION_ATTEMPTS);
+  const initialDisplayName = guestDeviceName(await ctx.json({ allowEmpty: true }));
+  recordHit(ctx, REGISTRATION_ATTEMPTS);
+  const created = await createAccount(hs, {
+    localpart: generateLocalpart(hs),
+    guest: true,
+    login: { initialDisplayName, refreshable: false, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) },
+  });
+  hs.logger.info("guest registered", created.userId);
+  return { user_id: created.userId, ...sessionTokens(created.session!), home_server: hs.serverName, ...wellKnown(hs) };
 }
 
 /** `GET /_matrix/client/v3/register/available` */

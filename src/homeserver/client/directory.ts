@@ -10,7 +10,7 @@ import { limitParam } from "../validate.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { isRoomAlias, isRoomId, serverOf } from "../roomserver/ids.ts";
-import { isWorldReadable, noGuests } from "../roomserver/access.ts";
+import { isWorldReadable } from "../roomserver/access.ts";
 import { currentState, currentStateContent, getRoom, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { sendEvent } from "../roomserver/send.ts";
@@ -29,7 +29,6 @@ function checkAlias(ctx: RequestContext, alias: string): void {
 /** `PUT /_matrix/client/v3/directory/room/{roomAlias}` */
 export async function putAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  noGuests(me);
   // "Account suspension": publishing (aliases, directory entries) is refused like other new activity.
   refuseIfSuspended(me);
   const alias = p.roomAlias!;
@@ -57,7 +56,6 @@ export async function getAlias(ctx: RequestContext, p: Record<string, string>): 
 /** `DELETE /_matrix/client/v3/directory/room/{roomAlias}` */
 export async function deleteAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  noGuests(me);
   const alias = p.roomAlias!;
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
   const roomId = await ctx.hs.store.write(async (tx) => {
@@ -136,7 +134,6 @@ export async function getDirectoryVisibility(ctx: RequestContext, p: Record<stri
 /** `PUT /_matrix/client/v3/directory/list/room/{roomId}` */
 export async function putDirectoryVisibility(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  noGuests(me);
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
   const visibility = body.visibility ?? "public";

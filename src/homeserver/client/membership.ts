@@ -5,7 +5,7 @@ import { MatrixError, badJson, missingParam } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import { changeMembership, joinRoom, joinedRooms, resolveRoom } from "../roomserver/membership.ts";
 import { isUserId } from "../roomserver/ids.ts";
-import { readableUpTo, requireJoined, noGuests } from "../roomserver/access.ts";
+import { readableUpTo, requireJoined } from "../roomserver/access.ts";
 import { currentState, getEvent, latestEventAt, membershipIn, membershipRecord, requireRoom, stateAfter } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { EventServer } from "../roomserver/serve.ts";
@@ -51,7 +51,6 @@ export async function postRoomJoin(ctx: RequestContext, p: Record<string, string
 /** `POST /_matrix/client/v3/knock/{roomIdOrAlias}` */
 export async function postKnock(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  noGuests(me);
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
   const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
@@ -62,7 +61,6 @@ export async function postKnock(ctx: RequestContext, p: Record<string, string>):
 /** `POST /_matrix/client/v3/rooms/{roomId}/invite` */
 export async function postInvite(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  noGuests(me);
   refuseIfSuspended(me);
   const body = await ctx.json();
   if (body.id_server !== undefined || body.medium !== undefined) {
@@ -83,7 +81,6 @@ export async function postLeave(ctx: RequestContext, p: Record<string, string>):
 /** `POST /_matrix/client/v3/rooms/{roomId}/kick` */
 export async function postKick(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  noGuests(me);
   const body = await ctx.json();
   await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "kick", { reason: reasonOf(body) });
   return {};
@@ -92,7 +89,6 @@ export async function postKick(ctx: RequestContext, p: Record<string, string>): 
 /** `POST /_matrix/client/v3/rooms/{roomId}/ban` */
 export async function postBan(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  noGuests(me);
   const body = await ctx.json();
   await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "ban", { reason: reasonOf(body) });
   return {};
@@ -101,7 +97,6 @@ export async function postBan(ctx: RequestContext, p: Record<string, string>): P
 /** `POST /_matrix/client/v3/rooms/{roomId}/unban` */
 export async function postUnban(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  noGuests(me);
   const body = await ctx.json();
   await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "unban", { reason: reasonOf(body) });
   return {};

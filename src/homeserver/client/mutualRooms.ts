@@ -10,7 +10,6 @@ import { invalidParam, missingParam } from "../errors.ts";
 import { decodeBase64, encodeBase64Url } from "../crypto/base64.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { membershipRecord } from "../roomserver/state.ts";
-import { noGuests } from "../roomserver/access.ts";
 import type { RateLimit } from "../auth/rateLimit.ts";
 import { checkLimit, recordHit } from "../auth/rateLimit.ts";
 
@@ -82,8 +81,6 @@ function decodeToken(token: string, userId: string): string {
 /** `GET /_matrix/client/v1/mutual_rooms` */
 export async function getMutualRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  // Guest access: not among the endpoints guests may use.
-  noGuests(me);
   checkLimit(ctx, MUTUAL_ROOMS_REQUESTS);
   recordHit(ctx, MUTUAL_ROOMS_REQUESTS);
   const values = ctx.queryAll("user_id");

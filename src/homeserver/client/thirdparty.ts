@@ -25,7 +25,6 @@ function requireProtocol(protocol: string): void {
 
 /** `GET /_matrix/client/v3/thirdparty/protocols` */
 export async function getProtocols(ctx: RequestContext): Promise<Record<string, unknown>> {
-  // Guests are let through, as Synapse does: the answers reveal nothing about the server's users.
   await ctx.requireAuth();
   return knownProtocols();
 }

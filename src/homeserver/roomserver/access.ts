@@ -4,7 +4,7 @@
  * current state of a `world_readable` room for anyone).
  */
 import type { ReadTx } from "../../storage/store.ts";
-import { forbidden, guestAccessForbidden } from "../errors.ts";
+import { forbidden } from "../errors.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { currentState, currentStateContent, joinedInHistory, loadState, membershipRecord, requireRoom, stateAfter } from "./state.ts";
 import type { RoomRecord } from "./state.ts";
@@ -43,9 +43,4 @@ export async function readableState(tx: ReadTx, roomId: string, userId: string):
   const { atEvent } = await readableUpTo(tx, roomId, userId);
   if (!atEvent) return currentState(tx, roomId);
   return loadState(tx, await stateAfter(tx, atEvent));
-}
-
-/** Guest access: endpoints outside the module's list answer 403 M_GUEST_ACCESS_FORBIDDEN for guests. */
-export function noGuests(me: { isGuest: boolean }): void {
-  if (me.isGuest) throw guestAccessForbidden();
 }

@@ -35,7 +35,8 @@ export class TestServer {
     const t = new TestServer();
     // A clock that moves 1 ms per reading keeps timestamps distinct and deterministic.
     const clock = opts.frozenClock ? (): number => t.now : (): number => t.now++;
-    t.hs = await createHomeserver({ store, seed: SEED, serverName: SERVER, clock, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+    // Guest access on, so users made with `guest: true` act as guests rather than being refused.
+    t.hs = await createHomeserver({ store, seed: SEED, serverName: SERVER, clock, config: { allowGuestAccess: true }, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     return t;
   }
 
