@@ -11,6 +11,7 @@ import { hashPassword } from "../auth/password.ts";
 import { startSession } from "./devices.ts";
 import type { SessionRequest, SessionResult } from "./devices.ts";
 import type { AccountRecord } from "./login.ts";
+import { currentStateContent } from "../roomserver/state.ts";
 
 /** What a client's `/register?kind=guest` body contributes: only the device's display name. */
 export function guestDeviceName(body: Record<string, unknown>): string | undefined {
@@ -68,4 +69,18 @@ export async function upgradeGuest(
   if (result?.streamPos !== undefined) hs.notifier.notify(result.streamPos);
   hs.logger.info("guest upgraded to a full account", userId);
   return result;
+}
+
+/**
+ * A guest's own membership through `PUT /rooms/{roomId}/state/m.room.member/{stateKey}`: the state
+ * API is open to guests, but only for what their join and leave endpoints allow, so it is no way
+ * around "Servers MUST only allow guest users to join rooms if the m.room.guest_access state event
+ * is present on the room, and has the guest_access value can_join" (nor to invite, kick or ban).
+ */
+export async function checkGuestMembership(hs: Services, roomId: string, userId: string, stateKey: string, content: Record<string, unknown>): Promise<void> {
+  if (stateKey !== userId) throw guestAccessForbidden();
+  if (content.membership === "leave") return;
+  if (content.membership !== "join") throw guestAccessForbidden();
+  const guestAccess = await hs.store.read((tx) => currentStateContent(tx, roomId, "m.room.guest_access"));
+  if (guestAccess?.guest_access !== "can_join") throw guestAccessForbidden();
 }

@@ -15,6 +15,7 @@ import { currentStateEvent, membershipOf, requireRoom } from "../roomserver/stat
 import { isRoomAlias } from "../roomserver/ids.ts";
 import { reasonOf } from "./membership.ts";
 import { stateKeyOf } from "../events/types.ts";
+import { checkGuestMembership } from "./guests.ts";
 
 /** 400 M_BAD_ALIAS: an alias in `m.room.canonical_alias` that does not point at the room. */
 export const badAlias = (msg: string): MatrixError => new MatrixError(400, "M_BAD_ALIAS", msg);
@@ -54,6 +55,7 @@ export async function putState(ctx: RequestContext, p: Record<string, string>): 
   // Suspended users may still leave a room (and reject invites) through the state API.
   if (!(type === "m.room.member" && stateKey === me.userId && content.membership === "leave")) refuseIfSuspended(me);
   if (type === "m.room.canonical_alias") await checkCanonicalAlias(ctx, roomId, content);
+  if (me.isGuest && type === "m.room.member") await checkGuestMembership(ctx.hs, roomId, me.userId, stateKey, content);
   // An identical state event from the same sender changes nothing: answer with the existing one
   // instead of adding a no-op event to the DAG.
   const existing = await ctx.hs.store.read(async (tx) => {

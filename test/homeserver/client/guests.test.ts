@@ -227,6 +227,16 @@ describe("rooms and guests", () => {
         expect([path, r.status, r.body.errcode]).toEqual([path, 403, "M_GUEST_ACCESS_FORBIDDEN"]);
       }
     }
+    // The state API is no way around it, nor a way to change others' membership.
+    const me = encodeURIComponent(g.userId);
+    for (const [roomId, target, membership] of [
+      [forbiddenRoom, me, "join"], [noEvent, me, "join"], [open, me, "knock"], [open, me, "invite"], [open, encodeURIComponent(alice.userId), "leave"],
+    ] as const) {
+      const r = await t.req("PUT", room(roomId, `/state/m.room.member/${target}`), g.token, { membership });
+      expect([membership, r.status, r.body.errcode]).toEqual([membership, 403, "M_GUEST_ACCESS_FORBIDDEN"]);
+    }
+    await t.ok("PUT", room(open, `/state/m.room.member/${me}`), g.token, { membership: "join" });
+    await t.ok("PUT", room(open, `/state/m.room.member/${me}`), g.token, { membership: "leave" });
     await t.ok("POST", room(open, "/join"), g.token, {});
     const member = await t.ok("GET", room(open, `/state/m.room.member/${encodeURIComponent(g.userId)}`), alice);
     expect(member).toMatchObject({ membership: "join", kind: "guest" });
