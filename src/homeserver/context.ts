@@ -24,6 +24,14 @@ export interface Logger {
 /** A logger that drops everything (tests). */
 export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
+/**
+ * Told about every answered request, for an operator's metrics (the Node runner's prom-client
+ * wiring, src/node/metrics.ts). `route` is the route table's path template, or `unmatched`.
+ */
+export interface RequestObserver {
+  requestFinished(method: string, route: string, status: number, seconds: number): void;
+}
+
 /** Settings a deployment may change. */
 export interface HomeserverConfig {
   /** Whether `POST /register` is open to anyone (default true). */
@@ -161,6 +169,11 @@ export class RequestContext {
       suspended: account.suspended === true,
       locked: account.locked === true,
     };
+  }
+
+  /** The user this request authenticated as, if it did (for the request log line). */
+  authenticatedUserId(): string | undefined {
+    return this.requesterCache?.userId;
   }
 
   /** The authenticated user if a token was given, else undefined (a bad token is still an error). */

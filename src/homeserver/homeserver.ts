@@ -6,7 +6,9 @@ import type { Store } from "../storage/store.ts";
 import { createSigner, createVerifier } from "./crypto/ed25519.ts";
 import type { SigningKey } from "./crypto/signing.ts";
 import { RequestContext, DEFAULT_CONFIG, silentLogger } from "./context.ts";
-import type { HomeserverConfig, Logger, Services } from "./context.ts";
+import type { HomeserverConfig, Logger, RequestObserver, Services } from "./context.ts";
+import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
+import { logLine, loggablePath } from "./log.ts";
 import { Notifier } from "./notifier.ts";
 import { Router } from "./router.ts";
 import { ROUTES } from "./routes.ts";
@@ -34,6 +36,8 @@ export interface HomeserverOptions {
    * browser page's origin anyway).
    */
   fetch?: typeof fetch;
+  /** Told about every answered request (the Node runner's Prometheus metrics). */
+  metrics?: RequestObserver;
 }
 
 /** A running homeserver. */
@@ -48,6 +52,22 @@ export interface Homeserver {
 }
 
 const defaultRandom = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n));
+
+/**
+ * One structured line per request (method, path with secret query values redacted, route
+ * template, status, duration, user, client address), and a warning for each rate-limit refusal.
+ */
+function logRequest(logger: Logger, request: Request, route: string, status: number, seconds: number, user: string | undefined): void {
+  let path: string;
+  try {
+    path = loggablePath(new URL(request.url));
+  } catch {
+    path = "(malformed)";
+  }
+  const client = request.headers.get(CLIENT_ADDRESS_HEADER) ?? undefined;
+  logger.info(logLine("request", { method: request.method, path, route, status, duration_ms: Math.round(seconds * 10_000) / 10, user, client }));
+  if (status === 429) logger.warn(logLine("rate_limited", { method: request.method, route, user, client }));
+}
 
 /** Builds a homeserver from its capabilities. */
 export async function createHomeserver(options: HomeserverOptions): Promise<Homeserver> {
@@ -73,7 +93,16 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
   const router = new Router(ROUTES);
   return {
     services,
-    handle: (request) => router.dispatch(request, (req, url) => new RequestContext(services, req, url), services.logger),
+    handle: async (request) => {
+      const started = performance.now();
+      let ctx: RequestContext | undefined;
+      let route = "unmatched";
+      const response = await router.dispatch(request, (req, url) => (ctx = new RequestContext(services, req, url)), logger, (r) => (route = r));
+      const seconds = (performance.now() - started) / 1000;
+      options.metrics?.requestFinished(request.method, route, response.status, seconds);
+      logRequest(logger, request, route, response.status, seconds, ctx?.authenticatedUserId());
+      return response;
+    },
     routes: () => router.list(),
     close: async () => {
       services.notifier.wakeAll();

@@ -14,6 +14,11 @@ export class Notifier {
     }
   }
 
+  /** How many long-polls are waiting (metrics). */
+  waiting(): number {
+    return this.waiters.size;
+  }
+
   /** Wakes waiters regardless of position (e.g. typing, which is not in the stream). */
   wakeAll(): void {
     for (const w of this.waiters) w.resolve();

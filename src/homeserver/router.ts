@@ -51,8 +51,11 @@ export class Router<C> {
     return pathMatched ? "wrong-method" : undefined;
   }
 
-  /** Handles a request: OPTIONS, route lookup, and error mapping. */
-  async dispatch(request: Request, makeContext: (request: Request, url: URL) => C, logger: Logger): Promise<Response> {
+  /**
+   * Handles a request: OPTIONS, route lookup, and error mapping. `onRoute` learns the matched
+   * route's path template (for logs and metrics labelled by endpoint, not by raw path).
+   */
+  async dispatch(request: Request, makeContext: (request: Request, url: URL) => C, logger: Logger, onRoute?: (path: string) => void): Promise<Response> {
     if (request.method === "OPTIONS") return new Response(null, { status: 204, headers: { ...CORS_HEADERS } });
     let url: URL;
     try {
@@ -64,6 +67,7 @@ export class Router<C> {
       const found = this.match(request.method, url.pathname);
       if (found === undefined) throw unrecognized();
       if (found === "wrong-method") throw unrecognized("Method not allowed", 405);
+      onRoute?.(found.route.path);
       const result = await found.route.handler(makeContext(request, url), found.params);
       return result instanceof Response ? result : jsonResponse(result);
     } catch (err) {

@@ -5,6 +5,7 @@
 import type { HsRoute } from "./routeHelpers.ts";
 import { at, client } from "./routeHelpers.ts";
 import { getVersions, getWellKnownClient } from "./client/versions.ts";
+import { getHealth } from "./health.ts";
 import * as account from "./client/account.ts";
 import * as login from "./client/login.ts";
 import * as devices from "./client/devices.ts";
@@ -49,6 +50,8 @@ export const ROUTES: HsRoute[] = [
   // --- discovery ---
   ...at("GET", "/_matrix/client/versions", getVersions),
   ...at("GET", "/.well-known/matrix/client", getWellKnownClient),
+  // Operators' health check (health.ts), as Synapse serves it.
+  ...at("GET", "/health", getHealth),
 
   // --- accounts, login, devices (client/account.ts, client/login.ts) ---
   ...client("POST", "/register", account.postRegister),

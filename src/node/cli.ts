@@ -24,6 +24,7 @@ export function runFromCommandLine(argv: string[], announce?: (node: RunningNode
     exitOnSignals(node, (msg) => logger.info(msg));
     process.stdout.write(`Hyphae listening on ${node.httpUrl} (server name ${node.serverName})\n`);
     if (node.httpsUrl) process.stdout.write(`Hyphae listening on ${node.httpsUrl} (TLS)\n`);
+    if (node.metricsUrl) process.stdout.write(`Hyphae metrics on ${node.metricsUrl}\n`);
     announce?.(node, config);
   };
   run().catch((err: unknown) => {

@@ -30,6 +30,10 @@ export interface NodeConfig {
   /** Guest accounts (`register?kind=guest`); off unless the config file says `allow_guest_access: true`. */
   allowGuestAccess?: boolean;
   logLevel: LogLevel;
+  /** Port of the Prometheus metrics listener; metrics are off without it. */
+  metricsPort?: number;
+  /** Address the metrics listener binds to (default 127.0.0.1: metrics are for the operator). */
+  metricsBindHost?: string;
 }
 
 /** How much the runner logs. */
@@ -128,6 +132,8 @@ const FILE_KEYS: Record<string, (v: unknown, base: string, out: Partial<NodeConf
   access_token_lifetime_ms: (v, _b, o) => (o.accessTokenLifetimeMs = posInt(v, "access_token_lifetime_ms")),
   support: (v, _b, o) => (o.support = supportInfo(v)),
   allow_guest_access: (v, _b, o) => (o.allowGuestAccess = bool(v, "allow_guest_access")),
+  metrics_port: (v, _b, o) => (o.metricsPort = parsePort(v, "metrics_port")),
+  metrics_bind_host: (v, _b, o) => (o.metricsBindHost = str(v, "metrics_bind_host")),
   log_level: (v, _b, o) => {
     const s = str(v, "log_level");
     if (!LOG_LEVELS.includes(s as LogLevel)) throw new ConfigError(`log_level must be one of ${LOG_LEVELS.join(", ")}`);

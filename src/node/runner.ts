@@ -18,6 +18,7 @@ import { createRequestListener } from "./listener.ts";
 import type { RequestListener } from "./listener.ts";
 import { openNodeStore } from "./storage.ts";
 import { sharpThumbnailer } from "./thumbnailer.ts";
+import { createNodeMetrics, startMetricsListener } from "./metrics.ts";
 
 /** A running Node homeserver. */
 export interface RunningNode {
@@ -29,6 +30,8 @@ export interface RunningNode {
   readonly httpsUrl?: string;
   /** The rendezvous multiaddr given on the command line or in the config (not used yet). */
   readonly rendezvous?: string;
+  /** URL of the Prometheus metrics (`metrics_port`), when enabled. */
+  readonly metricsUrl?: string;
   /** Stops accepting, finishes in-flight requests and writes, closes the store. */
   close(): Promise<void>;
 }
@@ -64,7 +67,10 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   const { seed, created } = await loadOrCreateSeed(config.dataDir);
   if (created) logger.info(`created a new signing key in ${config.dataDir}`);
   const serverName = config.serverName ?? serverNameFromSeed(seed);
-  const store = await (options.openStore ?? openNodeStore)(config.dataDir);
+  const metrics = config.metricsPort !== undefined ? createNodeMetrics() : undefined;
+  const rawStore = await (options.openStore ?? openNodeStore)(config.dataDir);
+  // With metrics on, every transaction is timed (hyphae_store_transaction_duration_seconds).
+  const store = metrics ? metrics.instrumentStore(rawStore) : rawStore;
 
   try {
     // A database belongs to one server name: every stored ID contains it.
@@ -86,7 +92,8 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   if (config.accessTokenLifetimeMs !== undefined) hsConfig.accessTokenLifetimeMs = config.accessTokenLifetimeMs;
   if (config.support !== undefined) hsConfig.support = config.support;
   if (config.allowGuestAccess !== undefined) hsConfig.allowGuestAccess = config.allowGuestAccess;
-  const homeserver = await createHomeserver({ store, seed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch });
+  const homeserver = await createHomeserver({ store, seed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics });
+  metrics?.watch(homeserver);
 
   if (config.rendezvous !== undefined) {
     logger.warn(`rendezvous ${config.rendezvous} recorded, but P2P federation is not yet enabled in this build`);
@@ -101,6 +108,7 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   const handle = (r: Request): Promise<Response> => homeserver.handle(r);
   let httpUrl: string;
   let httpsUrl: string | undefined;
+  let metricsListener: { url: string; close(): Promise<void> } | undefined;
   try {
     const httpListener = createRequestListener(handle, { scheme: "http", fallbackHost: `${config.bindHost}:${config.httpPort}`, maxBodyBytes, logger });
     const http = createHttpServer(httpListener);
@@ -115,6 +123,7 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
       listeners.push(httpsListener);
       httpsUrl = urlOf("https", await listen(https, config.httpsPort, config.bindHost));
     }
+    if (metrics && config.metricsPort !== undefined) metricsListener = await startMetricsListener(metrics, config.metricsBindHost ?? "127.0.0.1", config.metricsPort);
   } catch (err) {
     for (const s of servers) s.close();
     await homeserver.close();
@@ -135,11 +144,12 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
       if (outcome === "timeout") logger.warn("shutdown: cutting connections of requests still running");
       for (const s of servers) s.closeAllConnections();
       await Promise.all(stopped);
+      await metricsListener?.close();
       // Pending writes finish and the database file is written before this resolves.
       await homeserver.close();
     })());
 
-  return { homeserver, serverName, httpUrl, httpsUrl, rendezvous: config.rendezvous, close };
+  return { homeserver, serverName, httpUrl, httpsUrl, rendezvous: config.rendezvous, metricsUrl: metricsListener?.url, close };
 }
 
 /** Installs SIGINT/SIGTERM handlers that stop `node` gracefully and exit 0 (a second signal exits at once). */

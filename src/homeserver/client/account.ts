@@ -11,6 +11,7 @@ import { prefix } from "../../storage/store.ts";
 import { sendEvent } from "../roomserver/send.ts";
 import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
 import { deletePushersExcept } from "./pushers.ts";
+import { logLine } from "../log.ts";
 import type { SessionRequest, SessionResult } from "./devices.ts";
 import type { AccountRecord } from "./login.ts";
 import { readDeviceFields, userAgentOf, wellKnown } from "./login.ts";
@@ -78,6 +79,7 @@ export async function createAccount(
     return options.login ? startSession(tx, hs, { userId, ...options.login }) : undefined;
   });
   if (result?.streamPos !== undefined) hs.notifier.notify(result.streamPos);
+  hs.logger.info(logLine("registered", { user: userId, device: result?.deviceId, admin: options.admin === true ? true : undefined, user_type: options.userType }));
   return { userId, session: result };
 }
 

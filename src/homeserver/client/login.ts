@@ -4,6 +4,7 @@ import { MatrixError, badJson, forbidden } from "../errors.ts";
 import { verifyPassword } from "../auth/password.ts";
 import { readIdentifier, resolveUserId } from "../auth/identifiers.ts";
 import { LOGIN_FAILURES, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
+import { logLine } from "../log.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
 import { userLocked } from "../context.ts";
@@ -70,8 +71,9 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
   const body = await ctx.json();
   if (typeof body.type !== "string") throw badJson("Missing login type");
   const device = readDeviceFields(body);
-  const failed = (err: MatrixError): MatrixError => {
+  const failed = (err: MatrixError, user?: string): MatrixError => {
     recordHit(ctx, LOGIN_FAILURES);
+    hs.logger.info(logLine("login_failed", { type: String(body.type), user, client: clientAddress(ctx) }));
     return err;
   };
 
@@ -86,7 +88,7 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
       const resolved = resolveUserId(identifier.user, hs.serverName);
       const account = resolved ? await hs.store.read((tx) => tx.get<AccountRecord>("accounts", resolved)) : undefined;
       if (!resolved || !account?.passwordHash || !(await verifyPassword(body.password, account.passwordHash))) {
-        throw failed(forbidden("Invalid username or password"));
+        throw failed(forbidden("Invalid username or password"), resolved ?? identifier.user);
       }
       if (account.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
       userId = resolved;
@@ -117,6 +119,7 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
     return startSession(tx, hs, { userId, ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) });
   });
   if (result.streamPos !== undefined) hs.notifier.notify(result.streamPos);
+  hs.logger.info(logLine("login", { user: userId, device: result.deviceId, type: body.type, client: clientAddress(ctx) }));
   return { user_id: userId, ...sessionTokens(result), home_server: hs.serverName, ...wellKnown(hs) };
 }
 
