@@ -12,6 +12,8 @@ import { readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
 import type { PushSender } from "./push/sender.ts";
+import type { AppServices } from "./appservice/client.ts";
+import { appServiceRequester } from "./appservice/client.ts";
 
 /** Where the homeserver writes its log lines. */
 export interface Logger {
@@ -82,6 +84,10 @@ export interface Services {
   readonly thumbnailer?: Thumbnailer;
   /** Calls push gateways (push/sender.ts); absent where the homeserver has no outbound HTTP. */
   readonly pushSender?: PushSender;
+  /** Configured application services (appservice/), if any. */
+  readonly appservices?: AppServices;
+  /** Called after a commit that stored room events up to `streamPos` (wakes the application service sender). */
+  readonly onEventsCommitted?: (streamPos: number) => void;
 }
 
 /** The authenticated caller of a request. */
@@ -92,6 +98,13 @@ export interface Requester {
   isGuest: boolean;
   /** Suspended by a server admin ("Account suspension"): some actions answer 403 M_USER_SUSPENDED. */
   suspended?: boolean;
+  /** Set when an application service makes the request with its `as_token` (appservice/client.ts). */
+  appserviceId?: string;
+  /**
+   * Whether the service's `rate_limited` applies to this request: false for its sender and for
+   * services registered with `rate_limited: false` (exempt from rate limits, as in Synapse).
+   */
+  appserviceRateLimited?: boolean;
 }
 
 /** What handlers receive: the services, the request, and helpers to read it. */
@@ -114,9 +127,12 @@ export class RequestContext {
     return this.url.searchParams.getAll(name);
   }
 
-  /** The JSON object body (`M_NOT_JSON` / `M_BAD_JSON` otherwise). */
+  /**
+   * The JSON object body (`M_NOT_JSON` / `M_BAD_JSON` otherwise). Reads a copy, so a check ahead
+   * of the handler (application service registration) and the handler can both read it.
+   */
   json(options?: { allowEmpty?: boolean }): Promise<Record<string, unknown>> {
-    return readJsonObject(this.request, options);
+    return readJsonObject(this.request.clone(), options);
   }
 
   /** The access token from the Authorization header or the deprecated query parameter. */
@@ -144,6 +160,8 @@ export class RequestContext {
   private async lookupRequester(): Promise<Requester & { locked: boolean }> {
     const token = this.accessToken();
     if (!token) throw missingToken();
+    const appservice = this.hs.appservices?.registry.byToken(token);
+    if (appservice) return appServiceRequester(this, appservice, token);
     const found = await this.hs.store.read(async (tx) => {
       const t = await tx.get<AccessTokenRecord>("access_tokens", token);
       if (!t) return undefined;

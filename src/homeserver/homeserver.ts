@@ -14,6 +14,12 @@ import { Router } from "./router.ts";
 import { ROUTES } from "./routes.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
 import { PushSender } from "./push/sender.ts";
+import type { AppServiceRegistration } from "./appservice/registration.ts";
+import { AppServiceRegistry } from "./appservice/registration.ts";
+import type { AppServices } from "./appservice/client.ts";
+import { ensureSenderAccounts } from "./appservice/client.ts";
+import type { SenderOptions } from "./appservice/transactions.ts";
+import { TransactionSender } from "./appservice/transactions.ts";
 
 /** What a homeserver is built from. */
 export interface HomeserverOptions {
@@ -38,6 +44,10 @@ export interface HomeserverOptions {
   fetch?: typeof fetch;
   /** Told about every answered request (the Node runner's Prometheus metrics). */
   metrics?: RequestObserver;
+  /** Application service registrations (parsed registration files). */
+  appservices?: readonly AppServiceRegistration[];
+  /** How the homeserver reaches application services: legacy auth, retry timing (`fetch` defaults to the option above, else the global one). */
+  appserviceOptions?: Partial<SenderOptions>;
 }
 
 /** A running homeserver. */
@@ -76,7 +86,9 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
   const clock = options.clock ?? Date.now;
   const logger = options.logger ?? silentLogger;
   const pushSender = options.fetch ? new PushSender({ store: options.store, logger, clock, fetch: options.fetch }) : undefined;
-  const services: Services = {
+  const registry = options.appservices?.length ? new AppServiceRegistry(options.appservices, options.serverName) : undefined;
+  let sender: TransactionSender | undefined;
+  const services: Services & { appservices?: AppServices } = {
     store: options.store,
     serverName: options.serverName,
     signingKey,
@@ -88,7 +100,16 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     notifier: new Notifier(),
     thumbnailer: options.thumbnailer,
     pushSender,
+    onEventsCommitted: () => sender?.wake(),
   };
+  if (registry) {
+    const senderOptions: SenderOptions = { fetch: options.fetch ?? ((...args) => fetch(...args)), legacyAuth: false, ...options.appserviceOptions };
+    sender = new TransactionSender(services, registry, senderOptions);
+    services.appservices = { registry, http: senderOptions, sender };
+    await ensureSenderAccounts(services, registry);
+    // Delivers what was pending when the server last stopped.
+    sender.wake();
+  }
   pushSender?.start();
   const router = new Router(ROUTES);
   return {
@@ -108,6 +129,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
       services.notifier.wakeAll();
       // Deliveries in flight stop; what is still queued is sent after the next start.
       await pushSender?.close();
+      await sender?.close();
       await services.store.close();
     },
   };

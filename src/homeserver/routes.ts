@@ -46,6 +46,7 @@ import * as pushers from "./client/pushers.ts";
 import * as notifications from "./client/notifications.ts";
 import * as capabilities from "./client/capabilities.ts";
 import * as voip from "./client/voip.ts";
+import { postAppservicePing } from "./appservice/client.ts";
 export const ROUTES: HsRoute[] = [
   // --- discovery ---
   ...at("GET", "/_matrix/client/versions", getVersions),
@@ -194,6 +195,9 @@ export const ROUTES: HsRoute[] = [
   ...client("GET", "/thirdparty/user/{protocol}", thirdparty.getUsersForProtocol),
   ...client("GET", "/thirdparty/location", thirdparty.getLocationsByAlias),
   ...client("GET", "/thirdparty/user", thirdparty.getUsersByUserId),
+
+  // --- application services (appservice/client.ts) ---
+  ...at("POST", "/_matrix/client/v1/appservice/{appserviceId}/ping", postAppservicePing),
 
   // --- end-to-end encryption (client/keys.ts, client/toDevice.ts, client/backup.ts) ---
   ...client("POST", "/keys/upload", keys.postKeysUpload),

@@ -34,6 +34,10 @@ export interface NodeConfig {
   metricsPort?: number;
   /** Address the metrics listener binds to (default 127.0.0.1: metrics are for the operator). */
   metricsBindHost?: string;
+  /** Application service registration files (`app_service_config_files`), absolute paths. */
+  appServiceConfigFiles?: string[];
+  /** Also send the `hs_token` as `access_token` query parameter (`use_appservice_legacy_authorization`). */
+  appServiceLegacyAuth?: boolean;
 }
 
 /** How much the runner logs. */
@@ -134,6 +138,11 @@ const FILE_KEYS: Record<string, (v: unknown, base: string, out: Partial<NodeConf
   allow_guest_access: (v, _b, o) => (o.allowGuestAccess = bool(v, "allow_guest_access")),
   metrics_port: (v, _b, o) => (o.metricsPort = parsePort(v, "metrics_port")),
   metrics_bind_host: (v, _b, o) => (o.metricsBindHost = str(v, "metrics_bind_host")),
+  app_service_config_files: (v, b, o) => {
+    if (!Array.isArray(v)) throw new ConfigError("app_service_config_files must be a list of file names");
+    o.appServiceConfigFiles = v.map((f: unknown, i) => resolve(b, str(f, `app_service_config_files[${i}]`)));
+  },
+  use_appservice_legacy_authorization: (v, _b, o) => (o.appServiceLegacyAuth = bool(v, "use_appservice_legacy_authorization")),
   log_level: (v, _b, o) => {
     const s = str(v, "log_level");
     if (!LOG_LEVELS.includes(s as LogLevel)) throw new ConfigError(`log_level must be one of ${LOG_LEVELS.join(", ")}`);

@@ -19,6 +19,7 @@ import type { RequestListener } from "./listener.ts";
 import { openNodeStore } from "./storage.ts";
 import { sharpThumbnailer } from "./thumbnailer.ts";
 import { createNodeMetrics, startMetricsListener } from "./metrics.ts";
+import { loadRegistrations } from "./appservices.ts";
 
 /** A running Node homeserver. */
 export interface RunningNode {
@@ -64,6 +65,8 @@ function urlOf(scheme: string, addr: AddressInfo): string {
 /** Starts the homeserver described by `config`. */
 export async function startNode(config: NodeConfig, options: StartOptions): Promise<RunningNode> {
   const { logger } = options;
+  // Registration files are checked before anything is created.
+  const appservices = await loadRegistrations(config.appServiceConfigFiles ?? []);
   const { seed, created } = await loadOrCreateSeed(config.dataDir);
   if (created) logger.info(`created a new signing key in ${config.dataDir}`);
   const serverName = config.serverName ?? serverNameFromSeed(seed);
@@ -92,8 +95,18 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   if (config.accessTokenLifetimeMs !== undefined) hsConfig.accessTokenLifetimeMs = config.accessTokenLifetimeMs;
   if (config.support !== undefined) hsConfig.support = config.support;
   if (config.allowGuestAccess !== undefined) hsConfig.allowGuestAccess = config.allowGuestAccess;
-  const homeserver = await createHomeserver({ store, seed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics });
+  let homeserver: Homeserver;
+  try {
+    homeserver = await createHomeserver({
+      store, seed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics,
+      appservices, appserviceOptions: { legacyAuth: config.appServiceLegacyAuth === true },
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   metrics?.watch(homeserver);
+  if (appservices.length > 0) logger.info(`application services: ${appservices.map((a) => a.id).join(", ")}`);
 
   if (config.rendezvous !== undefined) {
     logger.warn(`rendezvous ${config.rendezvous} recorded, but P2P federation is not yet enabled in this build`);

@@ -84,6 +84,13 @@ export const MIGRATIONS: readonly Migration[] = [
       "push_queue", // key = userId|appId|pushkey|pos(streamPos) → { eventId, roomId, actions, queuedAt }
     ],
   },
+  // 4: application service delivery (appservice/transactions.ts).
+  {
+    createTables: [
+      "appservice_state", // key = asId → { streamPos, nextTxnId }
+      "appservice_txns", // key = asId|pos(txnId) → { events }
+    ],
+  },
 ];
 
 /** Every table name the current schema has. */

@@ -18,6 +18,7 @@ import { readDeviceFields, userAgentOf, wellKnown } from "./login.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
 import { isObject } from "../validate.ts";
 import { guestDeviceName, guestToUpgrade, requireGuestRegistration, upgradeGuest } from "./guests.ts";
+import { registerAppServiceUser } from "../appservice/client.ts";
 
 /** Registration offers one flow: the dummy stage (anyone may register when registration is on). */
 const REGISTRATION_FLOWS = [["m.login.dummy"]];
@@ -86,6 +87,9 @@ export async function createAccount(
 /** `POST /_matrix/client/v3/register` */
 export async function postRegister(ctx: RequestContext): Promise<Record<string, unknown>> {
   const hs = ctx.hs;
+  // Application services register namespaced users with their as_token, bypassing the flows.
+  const registeredByAppService = await registerAppServiceUser(ctx);
+  if (registeredByAppService) return registeredByAppService;
   const kind = ctx.query("kind") ?? "user";
   if (kind === "guest") return registerGuest(ctx);
   if (kind !== "user") throw invalidParam("kind must be 'user' or 'guest'");
@@ -104,6 +108,7 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
   const upgrading = body.guest_access_token !== undefined ? await guestToUpgrade(hs, body, localpart) : undefined;
   if (localpart !== undefined && upgrading === undefined) {
     validateLocalpart(localpart, hs.serverName);
+    hs.appservices?.registry.checkUserId(`@${localpart}:${hs.serverName}`);
     if (await accountExists(hs, `@${localpart}:${hs.serverName}`)) throw userInUse();
   }
 
@@ -153,6 +158,7 @@ export async function getRegisterAvailable(ctx: RequestContext): Promise<Record<
   if (username === undefined) throw missingParam("Missing username");
   const localpart = username.toLowerCase();
   validateLocalpart(localpart, hs.serverName);
+  hs.appservices?.registry.checkUserId(`@${localpart}:${hs.serverName}`);
   if (await accountExists(hs, `@${localpart}:${hs.serverName}`)) throw userInUse();
   return { available: true };
 }

@@ -14,6 +14,7 @@ import { isWorldReadable } from "../roomserver/access.ts";
 import { currentState, currentStateContent, getRoom, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { sendEvent } from "../roomserver/send.ts";
+import { queryAliasIfUnknown } from "../appservice/queries.ts";
 
 /** An alias row. */
 interface AliasRow {
@@ -33,6 +34,7 @@ export async function putAlias(ctx: RequestContext, p: Record<string, string>): 
   refuseIfSuspended(me);
   const alias = p.roomAlias!;
   checkAlias(ctx, alias);
+  ctx.hs.appservices?.registry.checkAlias(alias, ctx.hs.appservices.registry.byId(me.appserviceId ?? ""));
   const body = await ctx.json();
   if (typeof body.room_id !== "string" || !isRoomId(body.room_id)) throw badJson("room_id must be a room ID");
   const roomId = body.room_id;
@@ -48,6 +50,7 @@ export async function putAlias(ctx: RequestContext, p: Record<string, string>): 
 export async function getAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const alias = p.roomAlias!;
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
+  await queryAliasIfUnknown(ctx.hs, alias);
   const row = await ctx.hs.store.read((tx) => tx.get<AliasRow>("aliases", alias));
   if (!row) throw notFound(`Room alias ${alias} not found.`);
   return { room_id: row.roomId, servers: [ctx.hs.serverName] };
@@ -58,6 +61,8 @@ export async function deleteAlias(ctx: RequestContext, p: Record<string, string>
   const me = await ctx.requireAuth();
   const alias = p.roomAlias!;
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
+  // Exclusive alias namespaces: only their service may delete ("Server admin style permissions").
+  ctx.hs.appservices?.registry.checkAlias(alias, ctx.hs.appservices.registry.byId(me.appserviceId ?? ""));
   const roomId = await ctx.hs.store.write(async (tx) => {
     const row = await tx.get<AliasRow>("aliases", alias);
     if (!row) throw notFound(`Room alias ${alias} not found.`);

@@ -4,6 +4,7 @@ import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, missingParam } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import { changeMembership, joinRoom, joinedRooms, resolveRoom } from "../roomserver/membership.ts";
+import { queryAliasIfUnknown } from "../appservice/queries.ts";
 import { isUserId } from "../roomserver/ids.ts";
 import { readableUpTo, requireJoined } from "../roomserver/access.ts";
 import { currentState, getEvent, latestEventAt, membershipIn, membershipRecord, requireRoom, stateAfter } from "../roomserver/state.ts";
@@ -34,6 +35,7 @@ export async function postJoin(ctx: RequestContext, p: Record<string, string>): 
   // "Account suspension": joining, knocking and inviting are refused (accepting an invite is a join).
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
+  await queryAliasIfUnknown(ctx.hs, p.roomIdOrAlias!);
   const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
   await joinRoom(ctx.hs, me.userId, roomId, { reason: reasonOf(body), isGuest: me.isGuest });
   return { room_id: roomId };
@@ -53,6 +55,7 @@ export async function postKnock(ctx: RequestContext, p: Record<string, string>):
   const me = await ctx.requireAuth();
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
+  await queryAliasIfUnknown(ctx.hs, p.roomIdOrAlias!);
   const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
   await changeMembership(ctx.hs, me.userId, roomId, me.userId, "knock", { reason: reasonOf(body) });
   return { room_id: roomId };

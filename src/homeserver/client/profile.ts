@@ -10,6 +10,7 @@ import { MatrixError, badJson, forbidden, missingParam, notFound } from "../erro
 import { currentStateContent } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { sendEvent } from "../roomserver/send.ts";
+import { queryUserIfUnknown } from "../appservice/queries.ts";
 
 /** The profile part of an `accounts` row. */
 interface AccountProfile {
@@ -43,7 +44,9 @@ function checkKey(keyName: string): void {
 }
 
 async function loadProfile(ctx: RequestContext, userId: string): Promise<AccountProfile> {
-  const account = await ctx.hs.store.read((tx) => tx.get<AccountProfile>("accounts", userId));
+  const read = (): Promise<AccountProfile | undefined> => ctx.hs.store.read((tx) => tx.get<AccountProfile>("accounts", userId));
+  // An unknown user in an application service's namespace: the service may create it on demand.
+  const account = (await read()) ?? ((await queryUserIfUnknown(ctx.hs, userId)) ? await read() : undefined);
   if (!account) throw notFound("Profile not found");
   return account;
 }

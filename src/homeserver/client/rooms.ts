@@ -25,6 +25,10 @@ export async function postCreateRoom(ctx: RequestContext): Promise<Record<string
   const me = await ctx.requireAuth();
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
+  if (ctx.hs.appservices && typeof body.room_alias_name === "string") {
+    // The new alias must not be in another party's exclusive namespace (application services).
+    ctx.hs.appservices.registry.checkAlias(`#${body.room_alias_name}:${ctx.hs.serverName}`, ctx.hs.appservices.registry.byId(me.appserviceId ?? ""));
+  }
   const { roomId } = await createRoom(ctx.hs, me.userId, body);
   return { room_id: roomId };
 }

@@ -2,54 +2,68 @@
  * Client-Server "Third-party Networks" lookups (modules/third_party_networks.md,
  * third_party_lookup.yaml): `/_matrix/client/v3/thirdparty/*`.
  *
- * Third-party networks are provided by application services (bridges). This homeserver has no
- * application services, so it knows no protocols, no portal rooms and no third-party users: the
- * empty answers below are the true ones, not placeholders. When application services arrive, their
- * registered `protocols` are merged here and the lookups are forwarded to them (application
- * service API `/_matrix/app/v1/thirdparty/*`), as the module describes.
+ * Third-party networks are provided by application services (bridges): the protocols are those
+ * their registrations list, and every lookup is forwarded to the services that bridge the protocol
+ * (application service API `/_matrix/app/v1/thirdparty/*`, appservice/queries.ts). Without
+ * services the server knows no protocols, portal rooms or third-party users.
  */
 import type { RequestContext } from "../context.ts";
 import { invalidParam, missingParam, notFound } from "../errors.ts";
 import { isRoomAlias, serverOf } from "../roomserver/ids.ts";
 import { isCompliantUserId } from "./mutualRooms.ts";
+import { bridgedProtocols, protocolMetadata, thirdPartyLookup } from "../appservice/queries.ts";
 
-/** The protocols the application services of this server bridge: none (no application services). */
-function knownProtocols(): Record<string, unknown> {
-  return {};
+/** 404 for a protocol no application service bridges. */
+function requireProtocol(ctx: RequestContext, protocol: string): void {
+  if (!bridgedProtocols(ctx.hs).includes(protocol)) throw notFound(`Unknown protocol ${protocol}`);
 }
 
-/** 404 for a protocol no application service provides (which, here, is every protocol). */
-function requireProtocol(protocol: string): void {
-  if (!Object.hasOwn(knownProtocols(), protocol)) throw notFound(`Unknown protocol ${protocol}`);
+/** The query parameters forwarded to the services: the protocol's search fields, without credentials. */
+function forwardedQuery(ctx: RequestContext): URLSearchParams {
+  const q = new URLSearchParams(ctx.url.searchParams);
+  for (const k of ["access_token", "user_id", "device_id"]) q.delete(k);
+  return q;
 }
 
 /** `GET /_matrix/client/v3/thirdparty/protocols` */
 export async function getProtocols(ctx: RequestContext): Promise<Record<string, unknown>> {
   await ctx.requireAuth();
-  return knownProtocols();
+  const out: Record<string, unknown> = {};
+  for (const protocol of bridgedProtocols(ctx.hs)) {
+    // A protocol whose services all fail to answer is left out rather than described wrongly.
+    const meta = await protocolMetadata(ctx.hs, protocol);
+    if (meta) out[protocol] = meta;
+  }
+  return out;
 }
 
 /** `GET /_matrix/client/v3/thirdparty/protocol/{protocol}` */
 export async function getProtocol(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   await ctx.requireAuth();
-  requireProtocol(p.protocol!);
-  return {};
+  requireProtocol(ctx, p.protocol!);
+  const meta = await protocolMetadata(ctx.hs, p.protocol!);
+  if (!meta) throw notFound(`No application service answered for protocol ${p.protocol!}`);
+  return meta;
 }
 
 /** `GET /_matrix/client/v3/thirdparty/location/{protocol}` */
 export async function getLocationsForProtocol(ctx: RequestContext, p: Record<string, string>): Promise<unknown[]> {
   await ctx.requireAuth();
-  // "404: No portal rooms were found" — with no bridge for the protocol there are none.
-  requireProtocol(p.protocol!);
-  return [];
+  requireProtocol(ctx, p.protocol!);
+  // "404: No portal rooms were found."
+  const found = await thirdPartyLookup(ctx.hs, "location", p.protocol!, forwardedQuery(ctx));
+  if (found.length === 0) throw notFound("No portal rooms were found");
+  return found;
 }
 
 /** `GET /_matrix/client/v3/thirdparty/user/{protocol}` */
 export async function getUsersForProtocol(ctx: RequestContext, p: Record<string, string>): Promise<unknown[]> {
   await ctx.requireAuth();
-  // "404: The Matrix User ID was not found" — no bridge, so no third-party user maps to one.
-  requireProtocol(p.protocol!);
-  return [];
+  requireProtocol(ctx, p.protocol!);
+  // "404: The Matrix User ID was not found."
+  const found = await thirdPartyLookup(ctx.hs, "user", p.protocol!, forwardedQuery(ctx));
+  if (found.length === 0) throw notFound("No users were found");
+  return found;
 }
 
 /** `GET /_matrix/client/v3/thirdparty/location` */
@@ -62,7 +76,7 @@ export async function getLocationsByAlias(ctx: RequestContext): Promise<unknown[
   if (serverOf(alias) === ctx.hs.serverName && !(await ctx.hs.store.read((tx) => tx.get("aliases", alias)))) {
     throw notFound(`Room alias ${alias} not found`);
   }
-  return [];
+  return thirdPartyLookup(ctx.hs, "location", undefined, new URLSearchParams({ alias }));
 }
 
 /** `GET /_matrix/client/v3/thirdparty/user` */
@@ -75,5 +89,5 @@ export async function getUsersByUserId(ctx: RequestContext): Promise<unknown[]> 
   if (serverOf(userId) === ctx.hs.serverName && !(await ctx.hs.store.read((tx) => tx.get("accounts", userId)))) {
     throw notFound(`User ${userId} not found`);
   }
-  return [];
+  return thirdPartyLookup(ctx.hs, "user", undefined, new URLSearchParams({ userid: userId }));
 }

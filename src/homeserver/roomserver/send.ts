@@ -293,6 +293,7 @@ export async function storeLocalEvent(
   });
   hs.notifier.notify(result.streamPos);
   hs.pushSender?.onEventStored();
+  hs.onEventsCommitted?.(result.streamPos);
   return result;
 }
 
