@@ -188,7 +188,8 @@ export class AppServiceRegistry {
    * one ("Server admin style permissions": `M_EXCLUSIVE`).
    */
   checkUserId(userId: string, actor?: AppService): void {
-    if (actor && !actor.matchesUser(userId)) throw exclusive("This user ID is not in the application service's namespace");
+    // The service's own sender counts as its own (Synapse's is_interested_in_user), so registering it again is M_USER_IN_USE.
+    if (actor && userId !== actor.sender && !actor.matchesUser(userId)) throw exclusive("This user ID is not in the application service's namespace");
     const owner = this.all.find((as) => as !== actor && as.matchesUser(userId, true));
     if (owner) throw exclusive("This user ID is reserved by an application service");
   }
