@@ -6,13 +6,14 @@
 import type { RequestContext, Requester, Services } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, missingToken, unknownToken, userInUse } from "../errors.ts";
 import { key } from "../../storage/store.ts";
-import { validateLocalpart } from "../auth/identifiers.ts";
+import { readIdentifier, resolveUserId, validateLocalpart } from "../auth/identifiers.ts";
 import { isCompliantUserId } from "../client/mutualRooms.ts";
 import { createAccount } from "../client/account.ts";
 import { sessionTokens } from "../client/devices.ts";
 import { readDeviceFields, userAgentOf, wellKnown } from "../client/login.ts";
 import { clientAddress } from "../auth/rateLimit.ts";
 import type { AppService, AppServiceRegistry } from "./registration.ts";
+import { exclusive } from "./registration.ts";
 import type { AsHttpOptions } from "./http.ts";
 import { callAppService } from "./http.ts";
 import type { TransactionSender } from "./transactions.ts";
@@ -98,6 +99,26 @@ export async function registerAppServiceUser(ctx: RequestContext): Promise<Recor
   hs.logger.info(`appservice ${as.id} registered ${created.userId}`);
   if (inhibitLogin || !created.session) return { user_id: created.userId, home_server: hs.serverName };
   return { user_id: created.userId, ...sessionTokens(created.session), home_server: hs.serverName, ...wellKnown(hs) };
+}
+
+/**
+ * The user a `POST /login` with `type: m.login.application_service` logs in (legacy
+ * authentication API, "Server admin style permissions"): the request must carry the service's
+ * `as_token` (401 otherwise), and the user must be its sender or in its users namespaces
+ * (`400 M_EXCLUSIVE` otherwise) and exist (`403 M_FORBIDDEN`).
+ */
+export async function appServiceLoginUser(ctx: RequestContext, body: Record<string, unknown>): Promise<string> {
+  const token = ctx.accessToken();
+  if (!token) throw missingToken();
+  const as = ctx.hs.appservices?.registry.byToken(token);
+  if (!as) throw unknownToken();
+  const identifier = readIdentifier(body);
+  if (identifier.type !== "m.id.user") throw badJson("An application service logs in with an m.id.user identifier");
+  const userId = resolveUserId(identifier.user, ctx.hs.serverName);
+  if (!userId || !as.isInterestedInUser(userId)) throw exclusive("This user is not in the application service's namespace");
+  const account = await ctx.hs.store.read((tx) => tx.get<{ deactivated?: boolean }>("accounts", userId));
+  if (!account) throw forbidden(`Application service has not registered ${userId}`);
+  return userId;
 }
 
 /** Creates the sender accounts (`sender_localpart`) that do not exist yet, so services can act as them at once. */

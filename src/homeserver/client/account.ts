@@ -176,7 +176,8 @@ export async function getRegistrationTokenValidity(ctx: RequestContext): Promise
 /** `GET /_matrix/client/v3/account/whoami` */
 export async function getWhoami(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId, deviceId, isGuest } = await ctx.requireAuth();
-  return { user_id: userId, device_id: deviceId, is_guest: isGuest };
+  // An application service acting without `device_id` has no device: the field is left out.
+  return { user_id: userId, ...(deviceId !== "" ? { device_id: deviceId } : {}), is_guest: isGuest };
 }
 
 /** `POST /_matrix/client/v3/account/password` */

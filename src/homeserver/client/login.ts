@@ -9,6 +9,7 @@ import { encodeBase64Url } from "../crypto/base64.ts";
 import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
 import { userLocked } from "../context.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+import { APPSERVICE_LOGIN_TYPE, appServiceLoginUser } from "../appservice/client.ts";
 
 /** How long a login token from `/login/get_token` stays valid (the spec recommends 2 minutes). */
 export const LOGIN_TOKEN_LIFETIME_MS = 120_000;
@@ -36,8 +37,11 @@ interface LoginTokenRecord {
 }
 
 /** `GET /_matrix/client/v3/login` */
-export async function getLogin(): Promise<Record<string, unknown>> {
-  return { flows: [{ type: "m.login.password" }, { type: "m.login.token", get_login_token: true }] };
+export async function getLogin(ctx: RequestContext): Promise<Record<string, unknown>> {
+  const flows: Record<string, unknown>[] = [{ type: "m.login.password" }, { type: "m.login.token", get_login_token: true }];
+  // Application services log their users in with their as_token (only offered when some are configured).
+  if (ctx.hs.appservices) flows.push({ type: APPSERVICE_LOGIN_TYPE });
+  return { flows };
 }
 
 /** The optional device fields of `/login` and `/register` (and `refresh_token`, "Refreshing access tokens"). */
@@ -107,6 +111,9 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
       userId = record.userId;
       break;
     }
+    case APPSERVICE_LOGIN_TYPE:
+      userId = await appServiceLoginUser(ctx, body);
+      break;
     default:
       throw new MatrixError(400, "M_UNKNOWN", "Unknown login type");
   }

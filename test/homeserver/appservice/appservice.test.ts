@@ -93,7 +93,7 @@ describe("registration files", () => {
 
 describe("identity assertion", () => {
   it("the as_token acts as the sender by default, marked as the service", async () => {
-    expect(await t.ok("GET", "/account/whoami", AS_TOKEN)).toMatchObject({ user_id: `@_bridge_bot:${SERVER}` });
+    expect(await t.ok("GET", "/account/whoami", AS_TOKEN)).toEqual({ user_id: `@_bridge_bot:${SERVER}`, is_guest: false });
   });
 
   it("user_id masquerades as a registered namespaced user", async () => {
@@ -146,6 +146,23 @@ describe("registration and exclusive namespaces", () => {
     await t.ok("POST", "/register", AS_TOKEN, { type: "m.login.application_service", username: "_bridge_b", inhibit_login: true });
     const again = await t.req("POST", "/register", AS_TOKEN, { type: "m.login.application_service", username: "_bridge_b" });
     expect([again.status, again.body.errcode]).toEqual([400, "M_USER_IN_USE"]);
+  });
+
+  it("logs a namespaced user in with m.login.application_service", async () => {
+    expect((await t.ok("GET", "/login")).flows).toContainEqual({ type: "m.login.application_service" });
+    await t.ok("POST", "/register", AS_TOKEN, { type: "m.login.application_service", username: "_bridge_login", inhibit_login: true });
+    const body = (user: string): Record<string, unknown> => ({ type: "m.login.application_service", identifier: { type: "m.id.user", user } });
+    const res = await t.ok("POST", "/login", AS_TOKEN, body("_bridge_login"));
+    expect(res.user_id).toBe(`@_bridge_login:${SERVER}`);
+    expect((await t.ok("GET", "/account/whoami", res.access_token)).user_id).toBe(`@_bridge_login:${SERVER}`);
+    const outside = await t.req("POST", "/login", AS_TOKEN, body("alice"));
+    expect([outside.status, outside.body.errcode]).toEqual([400, "M_EXCLUSIVE"]);
+    const unknownUser = await t.req("POST", "/login", AS_TOKEN, body("_bridge_nobody"));
+    expect([unknownUser.status, unknownUser.body.errcode]).toEqual([403, "M_FORBIDDEN"]);
+    const noToken = await t.req("POST", "/login", undefined, body("_bridge_login"));
+    expect([noToken.status, noToken.body.errcode]).toEqual([401, "M_MISSING_TOKEN"]);
+    const userToken = await t.req("POST", "/login", alice, body("_bridge_login"));
+    expect([userToken.status, userToken.body.errcode]).toEqual([401, "M_UNKNOWN_TOKEN"]);
   });
 
   it("works while open registration is off", async () => {
