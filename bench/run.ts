@@ -9,6 +9,7 @@ import { e2eeBench } from "./e2ee.ts";
 import { sendBench } from "./send.ts";
 import { accountsBench } from "./accounts.ts";
 import { pushBench } from "./push.ts";
+import { durableBench } from "./durable.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -20,6 +21,7 @@ const BENCHES: [string, Bench][] = [
   ["send", sendBench],
   ["accounts", accountsBench],
   ["push", pushBench],
+  ["durable", durableBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));

@@ -2,14 +2,14 @@
  * Storage rates per backend, each next to the raw primitive underneath it measured in the same
  * run: one `write()` with one put and one `read()` with one get (the per-operation cost a request
  * pays), batched puts (1000 per transaction), and the SQLite file store's durable write rate with
- * and without concurrency (group commit), and that rate once the database holds media (media bytes
- * must not be rewritten by every later commit).
+ * and without concurrency (group commit) next to a raw node:sqlite commit, and that rate once the
+ * database holds media (media bytes must not be rewritten by every later commit).
  */
 import "fake-indexeddb/auto";
 import { IDBFactory } from "fake-indexeddb";
 import initSqlJs from "sql.js";
 import { wrap } from "idb";
-import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Store } from "../src/storage/store.ts";
@@ -20,6 +20,9 @@ import { createIndexedDbStore } from "../src/storage/indexeddb.ts";
 import { openSqliteFileStore } from "../src/node/sqliteFile.ts";
 import type { Bench, Figure } from "./harness.ts";
 import { rate, versus } from "./harness.ts";
+import { rawSqlite } from "./durable.ts";
+
+const RAW_COMMIT = "raw node:sqlite INSERT+COMMIT (WAL, synchronous=FULL)";
 
 /** A stored event of typical size (~600 bytes of JSON). */
 const value = {
@@ -188,30 +191,21 @@ async function durablePutRate(file: Store, next: () => number): Promise<number> 
   return best;
 }
 
-/** The floor under one durable write of `size` bytes: write a file that size and fsync it. */
-async function rawFileRate(dir: string, size: number): Promise<number> {
-  const bytes = new Uint8Array(size);
+/** The database's bytes on disk: the file plus its write-ahead log. */
+const dbSize = (path: string): number => statSync(path).size + (existsSync(path + "-wal") ? statSync(path + "-wal").size : 0);
+
+/** The floor under one durable write: a raw node:sqlite INSERT + COMMIT with the file store's settings (best of ROUNDS). */
+function rawCommitRate(dir: string): number {
   let best = 0;
-  for (let round = 0; round < ROUNDS; round++) {
-    best = Math.max(
-      best,
-      await rate(() => {
-        const p = join(dir, "raw.bin");
-        writeFileSync(p, bytes);
-        const fd = openSync(p, "r+");
-        fsyncSync(fd);
-        closeSync(fd);
-      }, MS),
-    );
-  }
+  for (let round = 0; round < ROUNDS; round++) best = Math.max(best, rawSqlite(dir, MS).rate);
   return best;
 }
 
 /**
  * A message send after photo uploads: the durable one-put write rate with a ~1.5 MB database, and
- * again after 30 MB of media went into `media_content`, each next to writeFile+fsync of a
- * database-sized file. If media bytes lived in the database file, every later commit would
- * rewrite them and the second rate would fall to the 31.5 MB file's floor.
+ * again after 30 MB of media went into `media_content`, each next to a raw node:sqlite
+ * INSERT + COMMIT. Neither media bytes (blob files) nor the older rows are rewritten by a commit,
+ * so the two rates should match.
  */
 export async function mediaDurabilityFigures(): Promise<Figure[]> {
   const dir = mkdtempSync(join(tmpdir(), "hyphae-bench-media-"));
@@ -220,34 +214,27 @@ export async function mediaDurabilityFigures(): Promise<Figure[]> {
     const file = await openSqliteFileStore(path);
     let i = 0;
     // ~1.5 MB of events, in batches (the filling itself is not measured).
-    while (statSync(path).size < 1.5 * 1024 * 1024) {
+    while (dbSize(path) < 1.5 * 1024 * 1024) {
       await file.write(async (tx) => {
         for (let b = 0; b < 200; b++) tx.put("events", key("!m", pos(i++)), value);
       });
     }
-    const small = statSync(path).size;
+    const small = dbSize(path);
     const before = await durablePutRate(file, () => i++);
-    const rawSmall = await rawFileRate(dir, small);
+    const rawSmall = rawCommitRate(dir);
     const MB = 1024 * 1024;
     for (let m = 0; m < 30; m++) {
       const photo = new Uint8Array(MB).map((_, b) => (b * 131 + m) & 0xff);
       await file.write(async (tx) => tx.put("media_content", `photo${m}`, photo));
     }
     const after = await durablePutRate(file, () => i++);
-    const dbAfter = statSync(path).size;
+    const dbAfter = dbSize(path);
     await file.close();
-    const rawBig = await rawFileRate(dir, small + 30 * MB);
+    const rawBig = rawCommitRate(dir);
     const kb = (n: number): string => `${Math.round(n / 1024)} KB`;
     return [
-      versus(`sqlite file store: durable 1-put writes, ${kb(small)} database`, before, "tx/s", `raw writeFile+fsync of ${kb(small)}`, rawSmall),
-      versus(
-        `sqlite file store: durable 1-put writes after storing 30 MB of media (database file ${kb(dbAfter)})`,
-        after,
-        "tx/s",
-        `raw writeFile+fsync of ${kb(small)}`,
-        rawSmall,
-      ),
-      versus("sqlite file store: durable 1-put writes after 30 MB of media", after, "tx/s", `raw writeFile+fsync of ${kb(small + 30 * MB)}`, rawBig),
+      versus(`sqlite file store: durable 1-put writes, ${kb(small)} database`, before, "tx/s", RAW_COMMIT, rawSmall),
+      versus(`sqlite file store: durable 1-put writes after storing 30 MB of media (database file ${kb(dbAfter)})`, after, "tx/s", RAW_COMMIT, rawBig),
       versus("sqlite file store: durable 1-put writes, after 30 MB of media vs. before", after, "tx/s", "same, before the media", before),
     ];
   } finally {
@@ -276,7 +263,7 @@ export const storageBench: Bench = async () => {
   figures.push(versus("indexeddb store (fake-indexeddb): write() with 1 put", idbRates.put, "tx/s", "idb wrapper, 1-store tx, 1 put", wrapped));
   await idb.close();
 
-  // Durable writes: each write() waits for export + write + fsync + rename of the whole file.
+  // Durable writes: each write() waits for its commit's fsync (node:sqlite, WAL, synchronous=FULL).
   const dir = mkdtempSync(join(tmpdir(), "hyphae-bench-"));
   try {
     const file = await openSqliteFileStore(join(dir, "db.sqlite"));
@@ -290,18 +277,9 @@ export const storageBench: Bench = async () => {
         MS,
       ));
     await file.close();
-    // The floor under one durable write: writing a file of the same size and fsyncing it.
-    const bytes = new Uint8Array(statSync(join(dir, "db.sqlite")).size);
-    const raw = await rate(() => {
-      const p = join(dir, "raw.bin");
-      writeFileSync(p, bytes);
-      const fd = openSync(p, "r+");
-      fsyncSync(fd);
-      closeSync(fd);
-    }, MS);
+    const raw = rawCommitRate(dir);
     figures.push(
-      versus("sqlite file store: sequential durable writes", seq, "tx/s", "raw sql.js 1 put (no durability)", sqRaw.put),
-      versus("sqlite file store: sequential durable writes", seq, "tx/s", `raw writeFile+fsync of ${Math.round(bytes.length / 1024)} KB`, raw),
+      versus("sqlite file store: sequential durable writes", seq, "tx/s", RAW_COMMIT, raw),
       versus(`sqlite file store: ${CONC} concurrent durable writes (group commit)`, conc, "tx/s", "same, sequential", seq),
     );
   } finally {
