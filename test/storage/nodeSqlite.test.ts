@@ -3,7 +3,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createNodeSqliteStore } from "../../src/storage/nodeSqlite.ts";
+import { createSqliteStore } from "../../src/storage/sqlite.ts";
+import { currentTables } from "../../src/storage/schema.ts";
 import { StorageError } from "../../src/storage/store.ts";
+import type { Store } from "../../src/storage/store.ts";
 import { storageConformance } from "./conformance.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "hyphae-node-sqlite-"));
@@ -101,6 +104,37 @@ describe("node:sqlite store", () => {
     expect(delta).toBeGreaterThan(0);
     expect(delta).toBeLessThan(64 * 1024);
     await s.close();
+  });
+
+  it("opens a file the sql.js store exported (the earlier runner's format) with every row identical, and sql.js opens it again after", async () => {
+    const path = freshPath();
+    let exported: Uint8Array | undefined;
+    const old = await createSqliteStore({ persist: async (b) => void (exported = b) });
+    const rows: [string, string, unknown][] = [
+      ["accounts", "@alice:x", { userId: "@alice:x", createdAt: 5, $weird: { $u8: "not bytes" } }],
+      ["events", "$e1", { eventId: "$e1", pdu: { content: { body: "héllo 日本" } }, bytes: new Uint8Array([0, 1, 255]) }],
+      ["media_content", "m1", new Uint8Array([9, 8, 7])],
+      ["timeline", "!r\u001f0000000000001", "$e1"],
+    ];
+    await old.write(async (tx) => {
+      for (const [t, k, v] of rows) tx.put(t, k, v);
+    });
+    await old.close();
+    writeFileSync(path, exported!);
+    const dump = async (s: Store): Promise<unknown> => {
+      const out: Record<string, unknown> = {};
+      for (const t of currentTables()) out[t] = await s.read((tx) => tx.range(t));
+      return out;
+    };
+    const expected = await dump(await createSqliteStore({ data: exported }));
+    const s = await createNodeSqliteStore(path);
+    expect(await dump(s)).toEqual(expected);
+    await s.write(async (tx) => tx.put("settings", "after", true));
+    await s.close();
+    const again = await createSqliteStore({ data: new Uint8Array(readFileSync(path)) });
+    expect(await again.read((tx) => tx.get("settings", "after"))).toBe(true);
+    expect(await again.read((tx) => tx.get("media_content", "m1"))).toEqual(new Uint8Array([9, 8, 7]));
+    await again.close();
   });
 
   it("keeps a file that fails to open untouched, with a clear error", async () => {
