@@ -91,7 +91,50 @@ export const MIGRATIONS: readonly Migration[] = [
       "appservice_txns", // key = asId|pos(txnId) → { events }
     ],
   },
+  // 5: room state as delta groups instead of a full snapshot per event, and a per-room log of
+  // current-state changes by stream position (what /sync reads for since → now).
+  {
+    createTables: [
+      "state_groups", // key = groupId (an event ID) → { roomId, depth, base?, delta }
+      "event_state", // key = eventId → { after: groupId, before?: groupId }
+      "room_state_log", // key = roomId|pos(streamPos)|type|stateKey → { id?: eventId now, prev?: eventId before }
+    ],
+    migrate: migrateSnapshotsToGroups,
+  },
+  // 6: the full snapshots migration 5 converted are no longer read.
+  { createTables: [], dropTables: ["state_snapshots"] },
 ];
+
+/**
+ * Migration 5's data step. Each full snapshot becomes a root group (same size as before; new
+ * events then store deltas on top), an event that shared a snapshot points at that group, and the
+ * current-state log is rebuilt from consecutive snapshots of each room (rooms were linear then).
+ */
+async function migrateSnapshotsToGroups(tx: WriteTx): Promise<void> {
+  const SAME_AS = "=";
+  const lastState = new Map<string, Record<string, string>>();
+  for (const row of await tx.range<{ roomId: string; eventId: string }>("stream")) {
+    const { roomId, eventId } = row.value;
+    let snap = await tx.get<Record<string, string>>("state_snapshots", eventId);
+    if (!snap) continue;
+    let groupId = eventId;
+    for (let hops = 0; snap?.[SAME_AS] !== undefined && hops < 10_000; hops++) {
+      groupId = snap[SAME_AS];
+      snap = await tx.get<Record<string, string>>("state_snapshots", groupId);
+    }
+    if (!snap) continue;
+    if (groupId === eventId || !(await tx.get("state_groups", groupId))) {
+      tx.put("state_groups", groupId, { roomId, depth: 0, delta: snap });
+    }
+    tx.put("event_state", eventId, { after: groupId });
+    const before = lastState.get(roomId) ?? {};
+    for (const [sk, id] of Object.entries(snap)) {
+      if (before[sk] !== id) tx.put("room_state_log", key(roomId, row.key, sk), { id, ...(before[sk] !== undefined ? { prev: before[sk] } : {}) });
+    }
+    lastState.set(roomId, snap);
+  }
+  tx.deleteRange("state_snapshots", {});
+}
 
 /** Every table name the current schema has. */
 export type TableName = string;

@@ -15,7 +15,7 @@ import { SEP, key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { splitStateKey, stateKeyOf } from "../events/types.ts";
-import { currentState, latestEventAt, pdusOf, stateAfter, getEvent, membershipIn, membershipOf, membersWith } from "../roomserver/state.ts";
+import { currentState, pdusOf, getEvent, membershipIn, membershipOf, membersWith, stateAtPos as roomStateAtPos } from "../roomserver/state.ts";
 import { isWorldReadable } from "../roomserver/access.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
@@ -279,11 +279,10 @@ async function timelineOf(run: SyncRun, roomId: string, lower: number, upper: nu
   return { events: out, limited, anyRow: scanned > 0 };
 }
 
-/** The state at a stream position in a room (after the newest event at or before it). */
+/** The current state of a room as it was at a stream position (the room's state change log). */
 async function stateAtPos(tx: ReadTx, roomId: string, pos: number): Promise<Map<string, string>> {
   if (pos <= 0) return new Map();
-  const e = await latestEventAt(tx, roomId, pos);
-  return e ? stateAfter(tx, e.eventId) : new Map();
+  return roomStateAtPos(tx, roomId, pos);
 }
 
 /**

@@ -56,6 +56,8 @@ export interface RoomRecord {
   roomVersion: string;
   /** The highest depth seen, for building the next event. */
   maxDepth?: number;
+  /** The state group holding the current state (roomserver/stateGroups.ts). */
+  currentGroup?: string;
   /** For upgraded rooms: the room that replaced it. */
   tombstonedBy?: string;
 }

@@ -11,8 +11,8 @@ import { checkAuth } from "../rooms/auth.ts";
 import { DEFAULT_ROOM_VERSION, roomVersion } from "../rooms/versions.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { withRoomLock } from "./lock.ts";
-import { sendLocked, storeCreateEvent } from "./send.ts";
-import type { SendResult } from "./send.ts";
+import { LocalBatch } from "./send.ts";
+import { ExtremitiesChanged, persist } from "./persist.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { profileOf } from "./membership.ts";
 import { isUserId, isRoomAliasLocalpart } from "./ids.ts";
@@ -201,13 +201,13 @@ function powerLevels(rules: RoomVersionRules, creators: string[], trustedInvitee
   return pl;
 }
 
-/** Sends one event of a room being set up (the room lock is held). */
-export type SetupSend = (type: string, stateKey: string | undefined, content: Record<string, unknown>) => Promise<SendResult>;
+/** Adds one event to a room being set up (it is stored with the rest, in one transaction). */
+export type SetupSend = (type: string, stateKey: string | undefined, content: Record<string, unknown>) => Promise<{ eventId: string }>;
 
 /**
- * Builds and stores a new room's create event, then runs `setup` with the room locked so the
- * remaining initial events follow in order. Returns the room ID (derived from the create event in
- * v12, random `!…:server` before).
+ * Builds a new room's create event and, through `setup`, the events that follow it, then persists
+ * them all at once: the room exists whole or not at all. Returns the room ID (derived from the
+ * create event in v12, random `!…:server` before).
  */
 export async function newRoom(
   hs: Services, rules: RoomVersionRules, creator: string, creationContent: Record<string, unknown>, setup: (send: SetupSend) => Promise<void>,
@@ -228,13 +228,17 @@ export async function newRoom(
     const verdict = checkAuth(createBuilt.pdu, createBuilt.eventId, new Map(), rules);
     if (!verdict.allowed) throw forbidden(verdict.reason);
     const roomId = createBuilt.roomId;
-    const created = await withRoomLock(hs.store, roomId, async () => {
-      if (await hs.store.read((tx) => tx.get("rooms", roomId))) return false;
-      await storeCreateEvent(hs, rules, createBuilt);
-      await setup((type, stateKey, content) =>
-        sendLocked(hs, { roomId, sender: creator, type, ...(stateKey !== undefined ? { stateKey } : {}), content }));
-      return true;
-    });
-    if (created) return roomId;
+    if (await hs.store.read((tx) => tx.get("rooms", roomId))) continue;
+    const batch = new LocalBatch(hs, rules, roomId);
+    batch.addCreate(createBuilt);
+    await setup((type, stateKey, content) => batch.add({ sender: creator, type, ...(stateKey !== undefined ? { stateKey } : {}), content }));
+    try {
+      await withRoomLock(hs.store, roomId, () => persist(hs, roomId, batch.inputs, { roomId, roomVersion: rules.id, maxDepth: 1 }));
+      return roomId;
+    } catch (err) {
+      // The compare-and-swap of a new room: someone made a room with this ID meanwhile.
+      if (err instanceof ExtremitiesChanged) continue;
+      throw err;
+    }
   }
 }

@@ -1,15 +1,15 @@
 /**
  * Sending a local event into a room: choose prev and auth events, build and sign the PDU, check
- * the auth rules against the current state, and store everything in one write transaction
- * (events, timeline, stream, room_state, state_snapshots, extremities, memberships, relations,
- * txn_ids), then wake `/sync` and the push sender. Sends to one room are serialized (lock.ts).
+ * the auth rules against the current state, and hand it to the persistence pipeline (persist.ts),
+ * which stores it in one write transaction guarded by a compare-and-swap on the extremities. If
+ * another writer moved them meanwhile, the event is built again on the new ones. Sends to one room
+ * are also serialized in-process (lock.ts), so that retry is the exception.
  */
-import type { ReadTx, WriteTx } from "../../storage/store.ts";
-import { key, pos, prefix } from "../../storage/store.ts";
+import type { ReadTx } from "../../storage/store.ts";
+import { key, prefix } from "../../storage/store.ts";
 import type { Services } from "../context.ts";
-import { nextStreamPos } from "../context.ts";
 import { forbidden, notFound, badJson } from "../errors.ts";
-import type { EventWithId, Pdu, RoomRecord, StoredEvent } from "../events/types.ts";
+import type { EventWithId, Pdu, StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { buildEvent, eventRef } from "../rooms/build.ts";
@@ -17,8 +17,9 @@ import type { EventRef } from "../rooms/build.ts";
 import { authStateKeysFor, checkAuth } from "../rooms/auth.ts";
 import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { withRoomLock } from "./lock.ts";
-import { getEvent, getRoom, membersWith, pdusOf, rulesOf, SAME_AS } from "./state.ts";
-import type { MembershipRecord, Snapshot } from "./state.ts";
+import { getEvent, getRoom, membersWith, pdusOf, rulesOf } from "./state.ts";
+import { ExtremitiesChanged, persist } from "./persist.ts";
+import type { PersistInput } from "./persist.ts";
 
 /** What a local user asks to send. */
 export interface SendRequest {
@@ -83,56 +84,75 @@ async function removeGuests(hs: Services, roomId: string): Promise<void> {
   }
 }
 
-/** The body of `sendEvent`, for callers that already hold the room lock (createRoom). */
-export async function sendLocked(hs: Services, req: SendRequest, tkey?: string): Promise<SendResult> {
-  const prepared = await hs.store.read(async (tx) => {
-    const seen = tkey ? await tx.get<SendResult>("txn_ids", tkey) : undefined;
-    return seen ? { seen } : prepare(tx, req);
-  });
-  if ("seen" in prepared) return prepared.seen;
-  const { room, rules, stateIds, loaded, prevs, snapshotOf, authKeys } = prepared;
+/** The body of `sendEvent`, under the room lock: build, then persist; again if the extremities moved. */
+async function sendLocked(hs: Services, req: SendRequest, tkey?: string): Promise<SendResult> {
+  for (let attempt = 1; ; attempt++) {
+    const prepared = await hs.store.read(async (tx) => {
+      const seen = tkey ? await tx.get<SendResult>("txn_ids", tkey) : undefined;
+      return seen ? { seen } : prepare(tx, req);
+    });
+    if ("seen" in prepared) return prepared.seen;
+    const { rules, loaded, prevs, authKeys } = prepared;
 
-  const authEvents: StoredEvent[] = [];
-  for (const sk of authKeys) {
-    const e = loaded.get(sk);
-    if (e) authEvents.push(e);
+    const authEvents: StoredEvent[] = [];
+    for (const sk of authKeys) {
+      const e = loaded.get(sk);
+      if (e) authEvents.push(e);
+    }
+    const depth = prevs.reduce((m, e) => Math.max(m, e.pdu.depth), 0) + 1;
+    const built = await buildEvent(
+      {
+        roomId: req.roomId,
+        sender: req.sender,
+        type: req.type,
+        ...(req.stateKey !== undefined ? { stateKey: req.stateKey } : {}),
+        content: req.content,
+        ...(req.redacts !== undefined ? { redacts: req.redacts } : {}),
+        prevEvents: await refsOf(prevs, rules),
+        authEvents: await refsOf(authEvents, rules),
+        depth,
+        originServerTs: hs.clock(),
+        origin: hs.serverName,
+      },
+      rules,
+      hs.signingKey,
+      hs.random,
+    );
+
+    // Auth against the chosen auth events, for a clear 403 before anything is stored; the create
+    // event is always part of the auth state (v12 leaves it out of auth_events but the rules
+    // still consult it). The pipeline checks again against the state it commits on.
+    const authState = new Map<string, Pdu>();
+    const create = loaded.get(CREATE_SK);
+    if (create) authState.set(CREATE_SK, create.pdu);
+    for (const e of authEvents) authState.set(stateKeyOf(e.pdu.type, e.pdu.state_key ?? ""), e.pdu);
+    const verdict = checkAuth(built.pdu, built.eventId, authState, rules);
+    if (!verdict.allowed) throw forbidden(verdict.reason);
+
+    let applyRedaction: string | undefined;
+    if (req.type === "m.room.redaction") {
+      applyRedaction = await redactionTarget(hs, req, pdusOf(loaded), rules);
+    }
+    const replaced = req.stateKey !== undefined ? loaded.get(stateKeyOf(req.type, req.stateKey)) : undefined;
+    markReplaced(built, replaced);
+    try {
+      const [outcome] = await persist(hs, req.roomId, [{ kind: "local", event: built, ...(req.txn ? { txn: req.txn } : {}), ...(tkey ? { tkey } : {}), ...(applyRedaction ? { applyRedaction } : {}) }]);
+      if (outcome?.outcome !== "accepted" || outcome.streamPos === undefined) throw forbidden(outcome?.reason ?? "The event was not accepted");
+      return { eventId: built.eventId, streamPos: outcome.streamPos };
+    } catch (err) {
+      if (err instanceof ExtremitiesChanged && attempt < MAX_ATTEMPTS) continue;
+      throw err;
+    }
   }
-  const depth = prevs.reduce((m, e) => Math.max(m, e.pdu.depth), 0) + 1;
-  const built = await buildEvent(
-    {
-      roomId: req.roomId,
-      sender: req.sender,
-      type: req.type,
-      ...(req.stateKey !== undefined ? { stateKey: req.stateKey } : {}),
-      content: req.content,
-      ...(req.redacts !== undefined ? { redacts: req.redacts } : {}),
-      prevEvents: await refsOf(prevs, rules),
-      authEvents: await refsOf(authEvents, rules),
-      depth,
-      originServerTs: hs.clock(),
-      origin: hs.serverName,
-    },
-    rules,
-    hs.signingKey,
-    hs.random,
-  );
+}
 
-  // Auth against the chosen auth events; the create event is always part of the auth state (v12
-  // leaves it out of auth_events but the rules still consult it).
-  const authState = new Map<string, Pdu>();
-  const create = loaded.get(CREATE_SK);
-  if (create) authState.set(CREATE_SK, create.pdu);
-  for (const e of authEvents) authState.set(stateKeyOf(e.pdu.type, e.pdu.state_key ?? ""), e.pdu);
-  const verdict = checkAuth(built.pdu, built.eventId, authState, rules);
-  if (!verdict.allowed) throw forbidden(verdict.reason);
+const MAX_ATTEMPTS = 5;
 
-  let applyRedaction: string | undefined;
-  if (req.type === "m.room.redaction") {
-    applyRedaction = await redactionTarget(hs, req, pdusOf(loaded), rules);
-  }
-
-  const replaced = req.stateKey !== undefined ? loaded.get(stateKeyOf(req.type, req.stateKey)) : undefined;
-  return storeLocalEvent(hs, room, built, stateIds, replaced, prevs, { tkey, txn: req.txn, applyRedaction, snapshotOf });
+/** "unsigned" data clients read on a state event: the state it replaces (Client-Server "Room Events"). */
+export function markReplaced(built: EventWithId, replaced: StoredEvent | undefined): void {
+  if (!replaced) return;
+  const pdu = built.pdu;
+  pdu.unsigned = { ...(pdu.unsigned ?? {}), replaces_state: replaced.eventId, prev_content: replaced.pdu.content, prev_sender: replaced.pdu.sender };
 }
 
 const CREATE_SK = stateKeyOf("m.room.create", "");
@@ -141,15 +161,10 @@ const createEvents = new Map<string, StoredEvent>();
 const POWER_SK = stateKeyOf("m.room.power_levels", "");
 
 interface Prepared {
-  room: RoomRecord;
   rules: RoomVersionRules;
-  /** The current state as IDs (SK → eventId): all of it when the event needs a full snapshot, else the wanted keys. */
-  stateIds: Map<string, string>;
   /** The few current state events this send needs (auth events, create, power levels, the replaced one). */
   loaded: Map<string, StoredEvent>;
   prevs: StoredEvent[];
-  /** The event whose full snapshot equals the current state, if known. */
-  snapshotOf: string | undefined;
   /** The SKs `authStateKeysFor` selects for this event. */
   authKeys: string[];
 }
@@ -169,35 +184,13 @@ async function prepare(tx: ReadTx, req: SendRequest): Promise<Prepared> {
   }
   // Deepest first, so the cap keeps the most recent branches.
   prevs.sort((a, b) => b.pdu.depth - a.pdu.depth);
-  // With a single forward extremity the current state is the state after it, so a non-state event
-  // can share that event's full snapshot instead of copying it. State events always store a full
-  // snapshot; other events store a link to one.
-  let snapshotOf: string | undefined;
-  if (prevs.length === 1) {
-    const prev = prevs[0]!;
-    if (prev.pdu.state_key !== undefined) snapshotOf = prev.eventId;
-    else {
-      const snap = await tx.get<Snapshot>("state_snapshots", prev.eventId);
-      if (snap) snapshotOf = snap[SAME_AS] ?? prev.eventId;
-    }
-  }
 
   const wanted = new Set([...authKeys, CREATE_SK, POWER_SK]);
   if (req.stateKey !== undefined) wanted.add(stateKeyOf(req.type, req.stateKey));
-  // key = roomId|type|stateKey → eventId; the part after the room ID is exactly the SK. The whole
-  // current state is read only when this event needs a full snapshot of its own.
-  const stateIds = new Map<string, string>();
-  if (req.stateKey !== undefined || snapshotOf === undefined) {
-    for (const row of await tx.range<string>("room_state", { prefix: pre })) stateIds.set(row.key.slice(pre.length), row.value);
-  } else {
-    for (const sk of wanted) {
-      const id = await tx.get<string>("room_state", pre + sk);
-      if (id) stateIds.set(sk, id);
-    }
-  }
+  // key = roomId|type|stateKey → eventId; the part after the room ID is exactly the SK.
   const loaded = new Map<string, StoredEvent>();
   for (const sk of wanted) {
-    const id = stateIds.get(sk);
+    const id = await tx.get<string>("room_state", pre + sk);
     const e = id ? await getEvent(tx, id) : undefined;
     if (e) loaded.set(sk, e);
   }
@@ -212,7 +205,7 @@ async function prepare(tx: ReadTx, req: SendRequest): Promise<Prepared> {
       createEvents.set(create.eventId, create);
     }
   }
-  return { room, rules, stateIds, loaded, prevs: prevs.slice(0, MAX_PREV_EVENTS), snapshotOf, authKeys };
+  return { rules, loaded, prevs: prevs.slice(0, MAX_PREV_EVENTS), authKeys };
 }
 
 /** Event references as `buildEvent` wants them. */
@@ -240,116 +233,53 @@ async function redactionTarget(hs: Services, req: SendRequest, state: Map<string
   return targetId;
 }
 
-/** Extra effects of a local store. */
-interface StoreOptions {
-  tkey?: string | undefined;
-  txn?: { deviceId: string; txnId: string } | undefined;
-  applyRedaction?: string | undefined;
-  /** An event whose full snapshot is the current state (lets a non-state event link to it). */
-  snapshotOf?: string | undefined;
-}
-
 /**
- * Stores an authorized event as the new head of the room, in one write transaction, and notifies
- * `/sync` after the commit. `state` is the current state before the event, `prevs` its prev events.
+ * The events of a room being made (`createRoom`, an upgrade's new room): each is built on the one
+ * before, checked against the state the earlier ones make, and the whole list is persisted in one
+ * transaction, so a crash leaves either the whole room or nothing.
  */
-export async function storeLocalEvent(
-  hs: Services,
-  room: RoomRecord,
-  built: EventWithId,
-  stateIds: Map<string, string>,
-  replaced: StoredEvent | undefined,
-  prevs: StoredEvent[],
-  opts: StoreOptions = {},
-): Promise<SendResult> {
-  const pdu = built.pdu;
-  const isState = pdu.state_key !== undefined;
-  const sk = isState ? stateKeyOf(pdu.type, pdu.state_key!) : undefined;
-  if (replaced) {
-    // "unsigned" data clients read: the state this event replaces (Client-Server "Room Events").
-    pdu.unsigned = { ...(pdu.unsigned ?? {}), replaces_state: replaced.eventId, prev_content: replaced.pdu.content, prev_sender: replaced.pdu.sender };
-  }
-  // A state event stores the full state after it; a non-state event links to the full snapshot it
-  // shares when there is one (see Snapshot in state.ts).
-  let snapshot: Snapshot;
-  const sameAs = sk ? undefined : opts.snapshotOf;
-  if (sameAs) {
-    snapshot = { [SAME_AS]: sameAs };
-  } else {
-    snapshot = Object.fromEntries(stateIds);
-    if (sk) snapshot[sk] = built.eventId;
+export class LocalBatch {
+  readonly inputs: PersistInput[] = [];
+  private readonly state = new Map<string, StoredEvent>();
+  private last: StoredEvent | undefined;
+
+  constructor(private readonly hs: Services, private readonly rules: RoomVersionRules, readonly roomId: string) {}
+
+  /** Adds the already built create event. */
+  addCreate(create: EventWithId): void {
+    const stored: StoredEvent = { ...create };
+    this.state.set(CREATE_SK, stored);
+    this.last = stored;
+    this.inputs.push({ kind: "local", event: create });
   }
 
-  const result = await hs.store.write(async (tx) => {
-    const streamPos = await nextStreamPos(tx);
-    const stored: StoredEvent = { eventId: built.eventId, roomId: built.roomId, pdu, streamPos, ...(opts.txn ? { txn: opts.txn } : {}) };
-    writeEventRows(tx, stored, snapshot, prevs);
-    const maxDepth = Math.max(room.maxDepth ?? 0, pdu.depth);
-    tx.put("rooms", room.roomId, { ...room, maxDepth } satisfies RoomRecord);
-    if (opts.applyRedaction) await applyRedaction(tx, opts.applyRedaction, built.eventId);
-    const res: SendResult = { eventId: built.eventId, streamPos };
-    if (opts.tkey) tx.put("txn_ids", opts.tkey, res);
-    return res;
-  });
-  hs.notifier.notify(result.streamPos);
-  hs.pushSender?.onEventStored();
-  hs.onEventsCommitted?.(result.streamPos);
-  return result;
-}
-
-/** The rows one timeline event owns, per CONTRACTS.md. */
-function writeEventRows(tx: WriteTx, e: StoredEvent, snapshot: Snapshot, prevs: StoredEvent[]): void {
-  const pdu = e.pdu;
-  const streamPos = e.streamPos!;
-  tx.put("events", e.eventId, e);
-  tx.put("timeline", key(e.roomId, pos(streamPos)), e.eventId); // key = roomId|pos → eventId
-  tx.put("stream", pos(streamPos), { roomId: e.roomId, eventId: e.eventId }); // key = pos → { roomId, eventId }
-  tx.put("state_snapshots", e.eventId, snapshot); // key = eventId → state after
-  for (const p of prevs) tx.delete("extremities", key(e.roomId, p.eventId)); // key = roomId|eventId
-  tx.put("extremities", key(e.roomId, e.eventId), true);
-  if (pdu.state_key !== undefined) {
-    tx.put("room_state", key(e.roomId, pdu.type, pdu.state_key), e.eventId); // key = roomId|type|stateKey
-    if (pdu.type === "m.room.member") {
-      const membership = typeof pdu.content.membership === "string" ? pdu.content.membership : "leave";
-      // key = userId|roomId → { membership, eventId, streamPos }
-      tx.put("memberships", key(pdu.state_key, e.roomId), { membership, eventId: e.eventId, streamPos } satisfies MembershipRecord);
+  /** Builds, checks and adds one event; 403 when the auth rules refuse it. */
+  async add(req: Omit<SendRequest, "roomId" | "txn">): Promise<{ eventId: string }> {
+    const { hs, rules } = this;
+    const authKeys = authStateKeysFor(req.type, req.stateKey, req.sender, req.content, rules);
+    const authEvents = authKeys.map((k) => this.state.get(k)).filter((e): e is StoredEvent => e !== undefined);
+    const built = await buildEvent(
+      {
+        roomId: this.roomId, sender: req.sender, type: req.type,
+        ...(req.stateKey !== undefined ? { stateKey: req.stateKey } : {}),
+        content: req.content,
+        prevEvents: this.last ? await refsOf([this.last], rules) : [],
+        authEvents: await refsOf(authEvents, rules),
+        depth: (this.last?.pdu.depth ?? 0) + 1,
+        originServerTs: hs.clock(), origin: hs.serverName,
+      },
+      rules, hs.signingKey, hs.random,
+    );
+    const verdict = checkAuth(built.pdu, built.eventId, pdusOf(this.state), rules);
+    if (!verdict.allowed) throw forbidden(verdict.reason);
+    const stored: StoredEvent = { ...built };
+    if (req.stateKey !== undefined) {
+      const sk = stateKeyOf(req.type, req.stateKey);
+      markReplaced(built, this.state.get(sk));
+      this.state.set(sk, stored);
     }
+    this.last = stored;
+    this.inputs.push({ kind: "local", event: built });
+    return { eventId: built.eventId };
   }
-  const rel = relationOf(pdu);
-  if (rel) {
-    // key = relatesToEventId|relType|eventId → { type, sender, streamPos, key? }
-    tx.put("relations", key(rel.event_id, rel.rel_type, e.eventId), {
-      type: pdu.type, sender: pdu.sender, streamPos, ...(typeof rel.key === "string" ? { key: rel.key } : {}),
-    });
-  }
-}
-
-/** The relation an event declares (`m.relates_to` with a string `rel_type` and `event_id`), which gets a `relations` row. */
-function relationOf(pdu: Pdu): { rel_type: string; event_id: string; key?: unknown } | undefined {
-  const rel = pdu.content["m.relates_to"] as Record<string, unknown> | undefined;
-  if (rel && typeof rel === "object" && typeof rel.rel_type === "string" && typeof rel.event_id === "string") {
-    return { rel_type: rel.rel_type, event_id: rel.event_id, key: rel.key };
-  }
-  return undefined;
-}
-
-/** Marks `targetId` redacted by `redactionId` and drops it from relation aggregations. */
-async function applyRedaction(tx: WriteTx, targetId: string, redactionId: string): Promise<void> {
-  const target = await tx.get<StoredEvent>("events", targetId);
-  if (!target || target.redactedBy) return;
-  tx.put("events", targetId, { ...target, redactedBy: redactionId } satisfies StoredEvent);
-  const rel = relationOf(target.pdu);
-  if (rel) {
-    // A redacted event no longer counts towards aggregations ("Relationships", redactions).
-    tx.delete("relations", key(rel.event_id, rel.rel_type, targetId));
-  }
-}
-
-/**
- * Stores the first event of a new room (the create event) with its room record. The room's ID is
- * the create event's (derived from it in v12).
- */
-export async function storeCreateEvent(hs: Services, rules: RoomVersionRules, built: EventWithId): Promise<SendResult> {
-  const room: RoomRecord = { roomId: built.roomId, roomVersion: rules.id, maxDepth: built.pdu.depth };
-  return storeLocalEvent(hs, room, built, new Map(), undefined, []);
 }

@@ -4,7 +4,8 @@
  * combine them in one consistent view.
  */
 import type { ReadTx } from "../../storage/store.ts";
-import { key, prefix, pos as posKey } from "../../storage/store.ts";
+import { key, prefix, pos as posKey, SEP_END } from "../../storage/store.ts";
+import { StateGroupCache, readGroupState } from "./stateGroups.ts";
 import type { Pdu, RoomRecord, StoredEvent } from "../events/types.ts";
 import { refIds, stateKeyOf } from "../events/types.ts";
 import { roomVersion } from "../rooms/versions.ts";
@@ -12,17 +13,6 @@ import type { RoomVersionRules } from "../rooms/versions.ts";
 import { notFound, unknown } from "../errors.ts";
 
 export type { RoomRecord };
-
-/**
- * The `state_snapshots` value. key = eventId. Either the full state after the event
- * (`SK → eventId`; written for state events and the create event), or, for a non-state event,
- * `{ [SAME_AS]: prevEventId }`: the state after it is the state after that prev event. Read it
- * only through `stateAfter`.
- */
-export type Snapshot = Record<string, string>;
-
-/** The snapshot key meaning "same state as after this event"; it cannot be an SK (no separator). */
-export const SAME_AS = "=";
 
 /** The room's record, or undefined if this server does not know the room. */
 export function getRoom(tx: ReadTx, roomId: string): Promise<RoomRecord | undefined> {
@@ -71,41 +61,71 @@ export async function currentStateContent(tx: ReadTx, roomId: string, type: stri
   return (await currentStateEvent(tx, roomId, type, stateKey))?.pdu.content;
 }
 
-/** The state after an event: SK → event ID (empty if the event is unknown or an outlier). */
-export async function stateAfter(tx: ReadTx, eventId: string): Promise<Map<string, string>> {
-  let cache = snapshotCache.get(tx);
-  if (!cache) snapshotCache.set(tx, (cache = new Map()));
-  const hit = cache.get(eventId);
-  if (hit) return new Map(hit);
-  let snap = await tx.get<Snapshot>("state_snapshots", eventId);
-  // Follow "same as" links to the full snapshot (one hop when written by sendEvent).
-  let root = eventId;
-  for (let hops = 0; snap?.[SAME_AS] !== undefined && hops < 10_000; hops++) {
-    root = snap[SAME_AS];
-    const known = cache.get(root);
-    if (known) {
-      cache.set(eventId, known);
-      return new Map(known);
-    }
-    snap = await tx.get<Snapshot>("state_snapshots", root);
-  }
-  if (!snap) return new Map();
-  const full = new Map(Object.entries(snap));
-  // Snapshots never change once written, so a transaction may reuse what it read.
-  cache.set(root, full);
-  cache.set(eventId, full);
-  return new Map(full);
+/** The `event_state` value. key = eventId. */
+export interface EventStateRecord {
+  /** The group holding the state after the event. */
+  after: string;
+  /** The group holding the state before it, when that is not the state after its one prev event. */
+  before?: string;
 }
 
-/** Full snapshots read in a transaction, by event ID (the transaction object is the key, so the cache dies with it). */
-const snapshotCache = new WeakMap<ReadTx, Map<string, Map<string, string>>>();
+/** Materialized state groups (immutable, and named by event IDs, so one cache serves every store). */
+const groupCache = new StateGroupCache();
 
-/** The state before an event: the state after its (first known) prev event. */
+/** The state after an event: SK → event ID (empty if the event is unknown or an outlier). */
+export async function stateAfter(tx: ReadTx, eventId: string): Promise<Map<string, string>> {
+  const rec = await tx.get<EventStateRecord>("event_state", eventId);
+  return rec ? readGroupState(tx, rec.after, groupCache) : new Map();
+}
+
+/** The state of one stored group (see stateGroups.ts). */
+export function stateOfGroup(tx: ReadTx, groupId: string): Promise<Map<string, string>> {
+  return readGroupState(tx, groupId, groupCache);
+}
+
+/** The state before an event: recorded for merges, else the state after its (first known) prev event. */
 export async function stateBefore(tx: ReadTx, event: StoredEvent): Promise<Map<string, string>> {
+  const rec = await tx.get<EventStateRecord>("event_state", event.eventId);
+  if (rec?.before !== undefined) return readGroupState(tx, rec.before, groupCache);
   for (const id of refIds(event.pdu.prev_events ?? [])) {
-    if (await tx.get<Snapshot>("state_snapshots", id)) return stateAfter(tx, id);
+    const prev = await tx.get<EventStateRecord>("event_state", id);
+    if (prev) return readGroupState(tx, prev.after, groupCache);
   }
   return new Map();
+}
+
+/** The `room_state_log` value. key = roomId|pos(streamPos)|type|stateKey. */
+export interface StateLogEntry {
+  /** The current state event of the key from this position on (absent: the key was removed). */
+  id?: string;
+  /** The one it replaced (absent: the key was new). */
+  prev?: string;
+}
+
+/**
+ * The current state of a room as it was at stream position `at`: today's current state with the
+ * logged changes after `at` undone, newest first. Reads O(changes since `at`).
+ */
+export async function stateAtPos(tx: ReadTx, roomId: string, at: number): Promise<Map<string, string>> {
+  const state = new Map<string, string>();
+  const pre = prefix(roomId);
+  for (const row of await tx.range<string>("room_state", { prefix: pre })) state.set(row.key.slice(pre.length), row.value);
+  const later = await tx.range<StateLogEntry>("room_state_log", { prefix: pre, gt: key(roomId, posKey(at)) + SEP_END, reverse: true });
+  for (const row of later) {
+    const sk = row.key.slice(pre.length + posKey(0).length + 1);
+    if (row.value.prev === undefined) state.delete(sk);
+    else state.set(sk, row.value.prev);
+  }
+  return state;
+}
+
+/** The current-state changes of a room in (from, to]: SK → the state event now (undefined: removed). */
+export async function stateChangesBetween(tx: ReadTx, roomId: string, from: number, to: number): Promise<Map<string, string | undefined>> {
+  const pre = prefix(roomId);
+  const rows = await tx.range<StateLogEntry>("room_state_log", { prefix: pre, gt: key(roomId, posKey(from)) + SEP_END, lt: key(roomId, posKey(to)) + SEP_END });
+  const out = new Map<string, string | undefined>();
+  for (const row of rows) out.set(row.key.slice(pre.length + posKey(0).length + 1), row.value.id);
+  return out;
 }
 
 /** Loads the events of a state map (SK → event ID, e.g. from `stateAfter`): SK → stored event; unknown IDs are left out. */

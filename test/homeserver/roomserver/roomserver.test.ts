@@ -18,7 +18,7 @@ beforeEach(async () => {
 afterEach(async () => t.close());
 
 describe("sendEvent", () => {
-  it("writes events, timeline, stream, room_state, state_snapshots, extremities, memberships and relations", async () => {
+  it("writes events, timeline, stream, room_state, state groups, extremities, memberships and relations", async () => {
     const hs = t.hs.services;
     const { roomId } = await createRoom(hs, alice.userId, { preset: "public_chat" });
     const join = await sendEvent(hs, { roomId, sender: bob.userId, type: "m.room.member", stateKey: bob.userId, content: { membership: "join" } });

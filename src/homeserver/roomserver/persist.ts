@@ -1,0 +1,467 @@
+/**
+ * The persistence pipeline: every event enters a room here, local sends and remote PDUs alike
+ * (Dendrite's `InputRoomEvent`, Conduit's `append_pdu`). Stages:
+ *
+ * 1. **verify** — the caller's: hashes and signatures of remote events (rooms/receive.ts), outside
+ *    any transaction; local events are built and signed by us.
+ * 2. **load** — one read: the room record, its forward extremities and their current state.
+ * 3. **decide** — outside transactions (state resolution may await crypto): the state before each
+ *    event (its one prev's state, the current state when its prevs are exactly the extremities —
+ *    the linear fast path — or state resolution over its prevs), the auth rules against its
+ *    `auth_events` and that state (rejected), against the current state (soft failure), the state
+ *    after it, and the new current state (resolution over the new extremities unless linear).
+ * 4. **commit** — ONE write transaction for the whole batch, guarded by a compare-and-swap on the
+ *    room's extremities: if another writer (another worker instance) moved them since `load`, the
+ *    batch is decided again. Stream positions are allocated here, so a position is visible only
+ *    once committed and never reused.
+ * 5. **publish** — after the commit: the output stream (and through it the `/sync` waiters).
+ *
+ * Rejected and soft-failed events are stored as such: never in the timeline, never state, never a
+ * forward extremity.
+ */
+import type { ReadTx, WriteTx } from "../../storage/store.ts";
+import { key, prefix, pos } from "../../storage/store.ts";
+import type { Services } from "../context.ts";
+import { nextStreamPos } from "../context.ts";
+import type { EventWithId, Pdu, RoomRecord, StateMap, StoredEvent } from "../events/types.ts";
+import { refIds, stateKeyOf } from "../events/types.ts";
+import type { AuthEventEntry } from "../rooms/auth.ts";
+import { authStateKeysFor, checkAuth, checkAuthEvents } from "../rooms/auth.ts";
+import { resolveState } from "../rooms/stateRes.ts";
+import type { RoomVersionRules } from "../rooms/versions.ts";
+import { asObject } from "../validate.ts";
+import type { EventStateRecord, MembershipRecord, StateLogEntry } from "./state.ts";
+import { getEvent, rulesOf, stateOfGroup } from "./state.ts";
+import { diffState, writeGroup } from "./stateGroups.ts";
+
+/** How an event arrives: built here, a new remote event, or only known as someone's auth event. */
+export type InputKind = "local" | "new" | "outlier";
+
+/** One event for the pipeline. */
+export interface PersistInput {
+  kind: InputKind;
+  event: EventWithId;
+  /** A local client's transaction, recorded under `tkey` with the result. */
+  txn?: { deviceId: string; txnId: string };
+  tkey?: string;
+  /** The event a local redaction redacts, when it takes effect (decided by the sender's power). */
+  applyRedaction?: string;
+}
+
+/** What became of one input. */
+export interface PersistOutcome {
+  eventId: string;
+  outcome: "accepted" | "soft-failed" | "rejected" | "outlier" | "duplicate" | "missing-prevs";
+  streamPos?: number;
+  reason?: string;
+}
+
+/** The room's extremities changed between load and commit: decide again. */
+export class ExtremitiesChanged extends Error {
+  override readonly name = "ExtremitiesChanged";
+}
+
+const CREATE_SK = stateKeyOf("m.room.create", "");
+const MEMBER_PREFIX = stateKeyOf("m.room.member", "");
+const MAX_ATTEMPTS = 8;
+
+/** Feeds `inputs` (in order) into room `roomId`; for a new room, `newRoom` is its record. */
+export async function persist(hs: Services, roomId: string, inputs: PersistInput[], newRoom?: RoomRecord): Promise<PersistOutcome[]> {
+  for (let attempt = 1; ; attempt++) {
+    const plan = await decide(hs, roomId, inputs, newRoom);
+    try {
+      const outcomes = await commit(hs, plan);
+      publish(hs, plan, outcomes);
+      return outcomes;
+    } catch (err) {
+      // Local events were built on the extremities they name: their caller rebuilds them.
+      if (!(err instanceof ExtremitiesChanged) || attempt >= MAX_ATTEMPTS || inputs.some((i) => i.kind === "local")) throw err;
+    }
+  }
+}
+
+/** An event the batch stores, with everything the commit writes for it. */
+interface Planned {
+  input: PersistInput;
+  stored: StoredEvent;
+  outcome: PersistOutcome["outcome"];
+  reason?: string;
+  /** Groups to write, in order (parent first). */
+  groups: { id: string; parent: string | undefined; changes: StateMap }[];
+  eventState?: EventStateRecord;
+  /** Current-state changes this event causes: SK → [before, after] (undefined = absent). */
+  currentChanges: Map<string, [string | undefined, string | undefined]>;
+  /** The membership of each member key that `currentChanges` sets. */
+  memberships: Map<string, string>;
+  /** Whether it joins the timeline (gets a stream position). */
+  timeline: boolean;
+}
+
+interface Plan {
+  roomId: string;
+  room: RoomRecord;
+  isNew: boolean;
+  /** The extremities `load` saw: the commit's compare-and-swap. */
+  extremitiesBefore: string[];
+  extremitiesAfter: string[];
+  events: Planned[];
+  duplicates: PersistOutcome[];
+}
+
+/** Loads the room and decides every input; nothing is written. */
+async function decide(hs: Services, roomId: string, inputs: PersistInput[], newRoom?: RoomRecord): Promise<Plan> {
+  const loaded = await hs.store.read(async (tx) => {
+    const room = newRoom ?? (await tx.get<RoomRecord>("rooms", roomId));
+    const pre = prefix(roomId);
+    const extremities = newRoom ? [] : (await tx.range<true>("extremities", { prefix: pre })).map((r) => r.key.slice(pre.length));
+    const known = new Map<string, boolean>();
+    for (const i of inputs) known.set(i.event.eventId, (await getEvent(tx, i.event.eventId)) !== undefined);
+    return { room, extremities, known };
+  });
+  if (!loaded.room) throw new Error(`unknown room ${roomId}`);
+  const room: RoomRecord = { ...loaded.room };
+  const rules = rulesOf(room);
+  const ctx = new DecideContext(hs, roomId, rules, room, loaded.extremities);
+  const plan: Plan = { roomId, room, isNew: newRoom !== undefined, extremitiesBefore: loaded.extremities, extremitiesAfter: loaded.extremities, events: [], duplicates: [] };
+  for (const input of inputs) {
+    if (loaded.known.get(input.event.eventId) || ctx.batch.has(input.event.eventId)) {
+      plan.duplicates.push({ eventId: input.event.eventId, outcome: "duplicate" });
+      continue;
+    }
+    plan.events.push(await ctx.decideOne(input));
+  }
+  plan.extremitiesAfter = ctx.extremities;
+  room.currentGroup = ctx.currentGroup;
+  room.maxDepth = ctx.maxDepth;
+  return plan;
+}
+
+/** The decide stage's view of the room, moved along by each event of the batch. */
+class DecideContext {
+  /** Events of this batch by ID. */
+  readonly batch = new Map<string, { stored: StoredEvent; after?: string }>();
+  /** States of groups this batch creates (or materialized), by group ID. */
+  private readonly groupStates = new Map<string, StateMap>();
+  extremities: string[];
+  currentGroup: string | undefined;
+  maxDepth: number;
+  /** The current state, once something needed all of it; else read key by key. */
+  private current: StateMap | undefined;
+  /** Current-state keys the batch changed (overlay over `room_state` while `current` is not loaded). */
+  private readonly currentOverlay = new Map<string, string | undefined>();
+
+  constructor(
+    private readonly hs: Services,
+    private readonly roomId: string,
+    private readonly rules: RoomVersionRules,
+    room: RoomRecord,
+    extremities: string[],
+  ) {
+    this.extremities = [...extremities];
+    this.currentGroup = room.currentGroup;
+    this.maxDepth = room.maxDepth ?? 0;
+  }
+
+  async decideOne(input: PersistInput): Promise<Planned> {
+    const { event, kind } = input;
+    const pdu = event.pdu;
+    const stored: StoredEvent = { eventId: event.eventId, roomId: event.roomId, pdu, ...(input.txn ? { txn: input.txn } : {}) };
+    const planned: Planned = { input, stored, outcome: "accepted", groups: [], currentChanges: new Map(), memberships: new Map(), timeline: false };
+    if (kind === "outlier") {
+      stored.outlier = true;
+      planned.outcome = "outlier";
+      this.batch.set(event.eventId, { stored });
+      return planned;
+    }
+    const isCreate = pdu.type === "m.room.create" && pdu.state_key === "";
+    const prevIds = refIds(pdu.prev_events ?? []);
+    const sk = pdu.state_key !== undefined ? stateKeyOf(pdu.type, pdu.state_key) : undefined;
+
+    // --- the state before the event ---
+    let beforeGroup: string | undefined;
+    let beforeMap: StateMap | undefined;
+    const linear = !isCreate && sameSet(prevIds, this.extremities) && this.currentGroup !== undefined;
+    if (isCreate) {
+      beforeMap = new Map();
+    } else if (linear) {
+      beforeGroup = this.currentGroup;
+    } else {
+      const prevGroups: string[] = [];
+      for (const id of prevIds) {
+        const g = await this.afterGroupOf(id);
+        if (g !== undefined) prevGroups.push(g);
+      }
+      if (prevGroups.length === 0) {
+        planned.outcome = "missing-prevs";
+        planned.reason = "none of the prev_events is known";
+        return planned;
+      }
+      if (new Set(prevGroups).size === 1) beforeGroup = prevGroups[0];
+      else {
+        const states = await Promise.all(prevGroups.map((g) => this.groupState(g)));
+        beforeMap = await resolveState(this.rules, states, (id) => this.fetchEvent(id));
+        beforeGroup = `${event.eventId}<`;
+        planned.groups.push({ id: beforeGroup, parent: prevGroups[0], changes: diffState(states[0]!, beforeMap) });
+        this.groupStates.set(beforeGroup, beforeMap);
+        planned.eventState = { after: "", before: beforeGroup };
+      }
+    }
+
+    // --- the auth rules ---
+    const authKeys = authStateKeysFor(pdu.type, pdu.state_key, pdu.sender, asObject(pdu.content) ?? {}, this.rules);
+    let verdict = kind === "new" ? await this.checkAuthEvents(pdu) : undefined;
+    if (!verdict || verdict.allowed) {
+      const authState = await this.pdusAt(beforeGroup, beforeMap, linear, [...authKeys, CREATE_SK]);
+      verdict = checkAuth(pdu, event.eventId, authState, this.rules);
+    }
+    if (!verdict.allowed) {
+      // Rejected: stored as such; its state after is the state before it.
+      stored.rejected = verdict.reason;
+      planned.outcome = "rejected";
+      planned.reason = verdict.reason;
+      const after = beforeGroup ?? (await this.rootGroup(planned, event.eventId, beforeMap!));
+      planned.eventState = { after, ...(planned.eventState?.before ? { before: planned.eventState.before } : {}) };
+      this.batch.set(event.eventId, { stored, after });
+      return planned;
+    }
+    if (kind === "new" && !linear) {
+      // Step 6, soft failure: "the event is checked against the current state of the room".
+      const cur = await this.pdusAt(undefined, undefined, true, [...authKeys, CREATE_SK]);
+      const now = checkAuth(pdu, event.eventId, cur, this.rules);
+      if (!now.allowed) {
+        stored.softFailed = true;
+        planned.outcome = "soft-failed";
+        planned.reason = now.reason;
+      }
+    }
+
+    // --- the state after ---
+    let after: string;
+    if (sk !== undefined) {
+      after = event.eventId;
+      planned.groups.push({ id: after, parent: beforeGroup, changes: new Map([[sk, event.eventId]]) });
+      if (beforeMap) this.groupStates.set(after, new Map(beforeMap).set(sk, event.eventId));
+    } else {
+      after = beforeGroup ?? (await this.rootGroup(planned, event.eventId, beforeMap!));
+    }
+    planned.eventState = { after, ...(planned.eventState?.before ? { before: planned.eventState.before } : {}) };
+    this.batch.set(event.eventId, { stored, after });
+    this.maxDepth = Math.max(this.maxDepth, pdu.depth);
+    if (planned.outcome === "soft-failed") return planned;
+
+    // --- the new forward extremities and current state ---
+    planned.timeline = true;
+    const prevSet = new Set(prevIds);
+    const newExtremities = [...this.extremities.filter((x) => !prevSet.has(x)), event.eventId];
+    const coversAll = this.extremities.every((x) => prevSet.has(x));
+    if (coversAll) {
+      // Every extremity is an ancestor: the current state is the state after this event.
+      if (linear || isCreate) {
+        if (sk !== undefined) planned.currentChanges.set(sk, [await this.currentValue(sk), event.eventId]);
+      } else {
+        const from = await this.currentState();
+        for (const [k, v] of diffState(from, await this.groupState(after))) planned.currentChanges.set(k, [from.get(k), v === "" ? undefined : v]);
+      }
+      this.currentGroup = after;
+    } else {
+      // A fork: the current state is the resolution of the states after every extremity.
+      const states = await Promise.all(newExtremities.map(async (x) => this.groupState((await this.afterGroupOf(x))!)));
+      const resolved = await resolveState(this.rules, states, (id) => this.fetchEvent(id));
+      const from = await this.currentState();
+      const changes = diffState(from, resolved);
+      for (const [k, v] of changes) planned.currentChanges.set(k, [from.get(k), v === "" ? undefined : v]);
+      const gid = `${event.eventId}~`;
+      planned.groups.push({ id: gid, parent: this.currentGroup, changes });
+      this.groupStates.set(gid, resolved);
+      this.currentGroup = gid;
+    }
+    for (const [k, [, v]] of planned.currentChanges) {
+      if (v !== undefined && k.startsWith(MEMBER_PREFIX)) {
+        const m = (await this.fetchEvent(v))?.pdu.content.membership;
+        planned.memberships.set(k, typeof m === "string" ? m : "leave");
+      }
+      this.currentOverlay.set(k, v);
+      if (this.current) {
+        if (v === undefined) this.current.delete(k);
+        else this.current.set(k, v);
+      }
+    }
+    this.extremities = newExtremities;
+    return planned;
+  }
+
+  /** Writes a root group holding `state` for an event whose state has no stored group yet (a create). */
+  private async rootGroup(planned: Planned, id: string, state: StateMap): Promise<string> {
+    planned.groups.push({ id, parent: undefined, changes: new Map(state) });
+    this.groupStates.set(id, state);
+    return id;
+  }
+
+  /** The group of the state after a known event (batch or store), or undefined. */
+  private async afterGroupOf(eventId: string): Promise<string | undefined> {
+    const b = this.batch.get(eventId);
+    if (b) return b.after;
+    const rec = await this.hs.store.read((tx) => tx.get<EventStateRecord>("event_state", eventId));
+    return rec?.after;
+  }
+
+  /** The state of a group (batch or store). */
+  private async groupState(id: string): Promise<StateMap> {
+    const mine = this.groupStates.get(id);
+    if (mine) return new Map(mine);
+    // A group this batch wrote is known by its parent and changes.
+    return this.hs.store.read((tx) => stateOfGroup(tx, id));
+  }
+
+  private async fetchEvent(id: string): Promise<StoredEvent | undefined> {
+    return this.batch.get(id)?.stored ?? (await this.hs.store.read((tx) => getEvent(tx, id)));
+  }
+
+  /** The whole current state (loaded once, then kept up to date by the batch). */
+  private async currentState(): Promise<StateMap> {
+    if (!this.current) {
+      const pre = prefix(this.roomId);
+      const rows = await this.hs.store.read((tx) => tx.range<string>("room_state", { prefix: pre }));
+      this.current = new Map(rows.map((r) => [r.key.slice(pre.length), r.value]));
+      for (const [k, v] of this.currentOverlay) {
+        if (v === undefined) this.current.delete(k);
+        else this.current.set(k, v);
+      }
+    }
+    return this.current;
+  }
+
+  private async currentValue(sk: string): Promise<string | undefined> {
+    if (this.current) return this.current.get(sk);
+    if (this.currentOverlay.has(sk)) return this.currentOverlay.get(sk);
+    return this.hs.store.read((tx) => tx.get<string>("room_state", key(this.roomId, sk)));
+  }
+
+  /**
+   * The PDUs of `keys` in a state: the current state when `current` is set (cheap: key by key),
+   * else the given map or group.
+   */
+  private async pdusAt(group: string | undefined, map: StateMap | undefined, current: boolean, keys: string[]): Promise<Map<string, Pdu>> {
+    const out = new Map<string, Pdu>();
+    let ids: StateMap | undefined = map;
+    if (!ids && !current) ids = group !== undefined ? await this.groupState(group) : new Map();
+    for (const k of new Set(keys)) {
+      const id = ids ? ids.get(k) : await this.currentValue(k);
+      const e = id ? await this.fetchEvent(id) : undefined;
+      if (e) out.set(k, e.pdu);
+    }
+    return out;
+  }
+
+  /** Rule 3 (2 before v12): the event's `auth_events` themselves. */
+  private async checkAuthEvents(pdu: Pdu) {
+    const entries: AuthEventEntry[] = [];
+    for (const id of refIds(pdu.auth_events ?? [])) {
+      const e = await this.fetchEvent(id);
+      if (!e) return { allowed: false as const, reason: `auth event ${id} is unknown` };
+      entries.push({ eventId: e.eventId, pdu: e.pdu, ...(e.rejected ? { rejected: e.rejected } : {}) });
+    }
+    return checkAuthEvents(pdu, entries, this.rules);
+  }
+}
+
+function sameSet(a: string[], b: string[]): boolean {
+  if (a.length !== b.length) return false;
+  const s = new Set(a);
+  return b.every((x) => s.has(x));
+}
+
+/** The commit stage: one write transaction for the batch, or ExtremitiesChanged. */
+async function commit(hs: Services, plan: Plan): Promise<PersistOutcome[]> {
+  return hs.store.write(async (tx) => {
+    await compareAndSwap(tx, plan);
+    const outcomes: PersistOutcome[] = [...plan.duplicates];
+    for (const p of plan.events) {
+      if (p.outcome === "missing-prevs") {
+        outcomes.push({ eventId: p.stored.eventId, outcome: p.outcome, ...(p.reason ? { reason: p.reason } : {}) });
+        continue;
+      }
+      const e = p.stored;
+      if (p.timeline) e.streamPos = await nextStreamPos(tx);
+      for (const g of p.groups) await writeGroup(tx, plan.roomId, g.id, g.parent, g.changes);
+      if (p.eventState) tx.put("event_state", e.eventId, p.eventState); // key = eventId
+      tx.put("events", e.eventId, e); // key = eventId
+      if (p.timeline) writeTimelineRows(tx, e, p.currentChanges, p.memberships);
+      if (p.input.applyRedaction && p.timeline) await applyRedaction(tx, p.input.applyRedaction, e.eventId);
+      const outcome: PersistOutcome = { eventId: e.eventId, outcome: p.outcome, ...(e.streamPos !== undefined ? { streamPos: e.streamPos } : {}), ...(p.reason ? { reason: p.reason } : {}) };
+      if (p.input.tkey) tx.put("txn_ids", p.input.tkey, { eventId: e.eventId, streamPos: e.streamPos }); // key = userId|deviceId|txnId
+      outcomes.push(outcome);
+    }
+    // key = roomId|eventId → true (forward extremities)
+    for (const x of plan.extremitiesBefore) tx.delete("extremities", key(plan.roomId, x));
+    for (const x of plan.extremitiesAfter) tx.put("extremities", key(plan.roomId, x), true);
+    tx.put("rooms", plan.roomId, plan.room); // key = roomId
+    return outcomes;
+  });
+}
+
+/** The compare-and-swap: the extremities (and, for a new room, its absence) are what `load` saw. */
+async function compareAndSwap(tx: ReadTx, plan: Plan): Promise<void> {
+  if (plan.isNew) {
+    if (await tx.get("rooms", plan.roomId)) throw new ExtremitiesChanged(`room ${plan.roomId} exists`);
+    return;
+  }
+  const pre = prefix(plan.roomId);
+  const now = (await tx.range<true>("extremities", { prefix: pre })).map((r) => r.key.slice(pre.length));
+  if (!sameSet(now, plan.extremitiesBefore)) throw new ExtremitiesChanged(`extremities of ${plan.roomId} moved`);
+}
+
+/** The rows of an event in the timeline: timeline, stream, current state and its log, memberships, relations. */
+function writeTimelineRows(tx: WriteTx, e: StoredEvent, changes: Map<string, [string | undefined, string | undefined]>, memberships: Map<string, string>): void {
+  const streamPos = e.streamPos!;
+  tx.put("timeline", key(e.roomId, pos(streamPos)), e.eventId); // key = roomId|pos → eventId
+  tx.put("stream", pos(streamPos), { roomId: e.roomId, eventId: e.eventId }); // key = pos → { roomId, eventId }
+  for (const [sk, [prev, id]] of changes) {
+    // key = roomId|type|stateKey → eventId
+    if (id === undefined) tx.delete("room_state", key(e.roomId, sk));
+    else tx.put("room_state", key(e.roomId, sk), id);
+    // key = roomId|pos|type|stateKey → { id?, prev? }
+    tx.put("room_state_log", key(e.roomId, pos(streamPos), sk), { ...(id !== undefined ? { id } : {}), ...(prev !== undefined ? { prev } : {}) } satisfies StateLogEntry);
+  }
+  for (const [sk, [, id]] of changes) {
+    if (!sk.startsWith(MEMBER_PREFIX)) continue;
+    const userId = sk.slice(MEMBER_PREFIX.length);
+    // key = userId|roomId → { membership, eventId, streamPos }
+    const membership = memberships.get(sk);
+    if (id === undefined || membership === undefined) tx.delete("memberships", key(userId, e.roomId));
+    else tx.put("memberships", key(userId, e.roomId), { membership, eventId: id, streamPos } satisfies MembershipRecord);
+  }
+  const rel = relationOf(e.pdu);
+  if (rel) {
+    // key = relatesToEventId|relType|eventId → { type, sender, streamPos, key? }
+    tx.put("relations", key(rel.event_id, rel.rel_type, e.eventId), {
+      type: e.pdu.type, sender: e.pdu.sender, streamPos, ...(typeof rel.key === "string" ? { key: rel.key } : {}),
+    });
+  }
+}
+
+/** The relation an event declares (`m.relates_to` with a string `rel_type` and `event_id`), which gets a `relations` row. */
+export function relationOf(pdu: Pdu): { rel_type: string; event_id: string; key?: unknown } | undefined {
+  const rel = pdu.content["m.relates_to"] as Record<string, unknown> | undefined;
+  if (rel && typeof rel === "object" && typeof rel.rel_type === "string" && typeof rel.event_id === "string") {
+    return { rel_type: rel.rel_type, event_id: rel.event_id, key: rel.key };
+  }
+  return undefined;
+}
+
+/** Marks `targetId` redacted by `redactionId` and drops it from relation aggregations. */
+async function applyRedaction(tx: WriteTx, targetId: string, redactionId: string): Promise<void> {
+  const target = await tx.get<StoredEvent>("events", targetId);
+  if (!target || target.redactedBy) return;
+  tx.put("events", targetId, { ...target, redactedBy: redactionId } satisfies StoredEvent);
+  const rel = relationOf(target.pdu);
+  // A redacted event no longer counts towards aggregations ("Relationships", redactions).
+  if (rel) tx.delete("relations", key(rel.event_id, rel.rel_type, targetId));
+}
+
+/** The publish stage: wake `/sync` for what the batch committed. */
+function publish(hs: Services, _plan: Plan, outcomes: PersistOutcome[]): void {
+  let last = 0;
+  for (const o of outcomes) if (o.streamPos !== undefined && o.streamPos > last) last = o.streamPos;
+  if (last > 0) hs.notifier.notify(last);
+}
