@@ -142,6 +142,8 @@ class DecideContext {
   readonly batch = new Map<string, { stored: StoredEvent; after?: string }>();
   /** States of groups this batch creates (or materialized), by group ID. */
   private readonly groupStates = new Map<string, StateMap>();
+  /** Groups this batch will write: parent and changes. */
+  private readonly pendingGroups = new Map<string, { parent: string | undefined; changes: StateMap }>();
   extremities: string[];
   currentGroup: string | undefined;
   maxDepth: number;
@@ -201,8 +203,7 @@ class DecideContext {
         const states = await Promise.all(prevGroups.map((g) => this.groupState(g)));
         beforeMap = await resolveState(this.rules, states, (id) => this.fetchEvent(id));
         beforeGroup = `${event.eventId}<`;
-        planned.groups.push({ id: beforeGroup, parent: prevGroups[0], changes: diffState(states[0]!, beforeMap) });
-        this.groupStates.set(beforeGroup, beforeMap);
+        this.addGroup(planned, beforeGroup, prevGroups[0], diffState(states[0]!, beforeMap), beforeMap);
         planned.eventState = { after: "", before: beforeGroup };
       }
     }
@@ -239,8 +240,7 @@ class DecideContext {
     let after: string;
     if (sk !== undefined) {
       after = event.eventId;
-      planned.groups.push({ id: after, parent: beforeGroup, changes: new Map([[sk, event.eventId]]) });
-      if (beforeMap) this.groupStates.set(after, new Map(beforeMap).set(sk, event.eventId));
+      this.addGroup(planned, after, beforeGroup, new Map([[sk, event.eventId]]), beforeMap && new Map(beforeMap).set(sk, event.eventId));
     } else {
       after = beforeGroup ?? (await this.rootGroup(planned, event.eventId, beforeMap!));
     }
@@ -271,8 +271,7 @@ class DecideContext {
       const changes = diffState(from, resolved);
       for (const [k, v] of changes) planned.currentChanges.set(k, [from.get(k), v === "" ? undefined : v]);
       const gid = `${event.eventId}~`;
-      planned.groups.push({ id: gid, parent: this.currentGroup, changes });
-      this.groupStates.set(gid, resolved);
+      this.addGroup(planned, gid, this.currentGroup, changes, resolved);
       this.currentGroup = gid;
     }
     for (const [k, [, v]] of planned.currentChanges) {
@@ -292,9 +291,15 @@ class DecideContext {
 
   /** Writes a root group holding `state` for an event whose state has no stored group yet (a create). */
   private async rootGroup(planned: Planned, id: string, state: StateMap): Promise<string> {
-    planned.groups.push({ id, parent: undefined, changes: new Map(state) });
-    this.groupStates.set(id, state);
+    this.addGroup(planned, id, undefined, new Map(state), state);
     return id;
+  }
+
+  /** Plans a group for the commit; `state`, when the caller has it, is its full state. */
+  private addGroup(planned: Planned, id: string, parent: string | undefined, changes: StateMap, state?: StateMap): void {
+    planned.groups.push({ id, parent, changes });
+    this.pendingGroups.set(id, { parent, changes });
+    if (state) this.groupStates.set(id, state);
   }
 
   /** The group of the state after a known event (batch or store), or undefined. */
@@ -309,7 +314,17 @@ class DecideContext {
   private async groupState(id: string): Promise<StateMap> {
     const mine = this.groupStates.get(id);
     if (mine) return new Map(mine);
-    // A group this batch wrote is known by its parent and changes.
+    // A group this batch plans is its parent's state with its changes.
+    const pending = this.pendingGroups.get(id);
+    if (pending) {
+      const state = pending.parent !== undefined ? await this.groupState(pending.parent) : new Map<string, string>();
+      for (const [k, v] of pending.changes) {
+        if (v === "") state.delete(k);
+        else state.set(k, v);
+      }
+      this.groupStates.set(id, state);
+      return new Map(state);
+    }
     return this.hs.store.read((tx) => stateOfGroup(tx, id));
   }
 
