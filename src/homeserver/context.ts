@@ -10,6 +10,7 @@ import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
 import { guestMayUse } from "./auth/guestAccess.ts";
 import { readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
+import type { OutputStream } from "./output.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
 import type { PushSender } from "./push/sender.ts";
 import type { AppServices } from "./appservice/client.ts";
@@ -80,6 +81,8 @@ export interface Services {
   readonly config: HomeserverConfig;
   /** Wakes `/sync` long-polls after a commit. */
   readonly notifier: Notifier;
+  /** The post-commit output stream (output.ts): room events and other news, for every consumer. */
+  readonly output: OutputStream;
   /** Makes media thumbnails; without it the original image is served (media/thumbnailer.ts). */
   readonly thumbnailer?: Thumbnailer;
   /** Calls push gateways (push/sender.ts); absent where the homeserver has no outbound HTTP. */

@@ -10,6 +10,7 @@ import type { HomeserverConfig, Logger, RequestObserver, Services } from "./cont
 import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
 import { logLine, loggablePath } from "./log.ts";
 import { Notifier } from "./notifier.ts";
+import { OutputStream } from "./output.ts";
 import { Router } from "./router.ts";
 import { ROUTES } from "./routes.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
@@ -98,10 +99,14 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     logger,
     config: { ...DEFAULT_CONFIG, ...options.config },
     notifier: new Notifier(),
+    output: new OutputStream(options.logger ?? silentLogger),
     thumbnailer: options.thumbnailer,
     pushSender,
     onEventsCommitted: () => sender?.wake(),
   };
+  services.output.subscribe(services.notifier.consume);
+  // Application services hear of committed room events through the same stream.
+  services.output.subscribe((item) => item.kind === "room_event" && services.onEventsCommitted?.(item.streamPos));
   if (registry) {
     const senderOptions: SenderOptions = { fetch: options.fetch ?? ((...args) => fetch(...args)), legacyAuth: false, ...options.appserviceOptions };
     sender = new TransactionSender(services, registry, senderOptions);

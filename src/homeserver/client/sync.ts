@@ -91,7 +91,7 @@ export async function getSync(ctx: RequestContext): Promise<Record<string, unkno
     if (!since || fullState || !result.empty || remaining <= 0 || ctx.request.signal.aborted) return result.body;
     // A typing change during the build: build again rather than sleep past it.
     if (typing.serial !== typingSerial) continue;
-    await hs.notifier.wait(result.upTo, remaining, ctx.request.signal);
+    await hs.notifier.wait(result.upTo, remaining, ctx.request.signal, { userId: me.userId, rooms: result.rooms });
     if (ctx.request.signal.aborted) return result.body;
   }
 }
@@ -100,6 +100,8 @@ interface BuildResult {
   body: Record<string, unknown>;
   upTo: number;
   empty: boolean;
+  /** The rooms whose events are news to the user (joined, invited, knocking): what wakes its long-poll. */
+  rooms: Set<string>;
 }
 
 /** Per-response context shared by the room builders. */
@@ -162,9 +164,11 @@ async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter
   const includeLeave = filter.room?.include_leave === true;
   const memberships = await tx.range<MembershipRecord>("memberships", { prefix: prefix(me.userId) });
   const joinedRooms: string[] = [];
+  const rooms = new Set<string>();
   for (const { key: k, value: rec } of memberships) {
     const roomId = k.slice(prefix(me.userId).length);
     if (rec.membership === "join") joinedRooms.push(roomId);
+    if (rec.membership === "join" || rec.membership === "invite" || rec.membership === "knock") rooms.add(roomId);
     if (!roomAllowed(filter, roomId)) continue;
     // A membership newer than the token is news for the room as a whole (e.g. a join: send it all).
     const changed = !since || rec.streamPos > sincePos;
@@ -213,7 +217,7 @@ async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter
     e2ee.to_device.events.length === 0 &&
     e2ee.device_lists.changed.length === 0 &&
     e2ee.device_lists.left.length === 0;
-  return { body, upTo, empty };
+  return { body, upTo, empty, rooms };
 }
 
 // --- rooms ---

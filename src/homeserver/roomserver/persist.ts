@@ -474,9 +474,12 @@ async function applyRedaction(tx: WriteTx, targetId: string, redactionId: string
   if (rel) tx.delete("relations", key(rel.event_id, rel.rel_type, targetId));
 }
 
-/** The publish stage: wake `/sync` for what the batch committed. */
-function publish(hs: Services, _plan: Plan, outcomes: PersistOutcome[]): void {
-  let last = 0;
-  for (const o of outcomes) if (o.streamPos !== undefined && o.streamPos > last) last = o.streamPos;
-  if (last > 0) hs.notifier.notify(last);
+/** The publish stage: what the batch committed goes on the output stream, in stream order. */
+function publish(hs: Services, plan: Plan, _outcomes: PersistOutcome[]): void {
+  for (const p of plan.events) {
+    const e = p.stored;
+    if (!p.timeline || e.streamPos === undefined) continue;
+    const users = e.pdu.type === "m.room.member" && e.pdu.state_key !== undefined ? [e.pdu.state_key] : [];
+    hs.output.publish({ kind: "room_event", streamPos: e.streamPos, roomId: plan.roomId, event: e, origin: p.input.kind === "local" ? "local" : "new", users });
+  }
 }

@@ -90,11 +90,18 @@ describe("GET /sync", () => {
   it("a long-poll returns as soon as an event arrives", async () => {
     const roomId = await sharedRoom();
     const s1 = await sync(alice);
-    const pending = sync(alice, { since: s1.next_batch, timeout: "30000" });
+    let answeredAt = 0;
+    const pending = sync(alice, { since: s1.next_batch, timeout: "30000" }).then((r) => {
+      answeredAt = performance.now();
+      return r;
+    });
     await new Promise((r) => setTimeout(r, 20));
     await t.send(bob, roomId, "wake up");
+    // The send returned, so its commit is done: the long-poll must answer within 100 ms of it.
+    const committedAt = performance.now();
     const s2 = await pending;
     expect(bodies(joined(s2, roomId).timeline.events)).toEqual(["wake up"]);
+    expect(answeredAt - committedAt).toBeLessThan(100);
   });
 
   it("limits the timeline, flags it limited with a prev_batch, and gives the state gap", async () => {

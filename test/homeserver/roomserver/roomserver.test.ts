@@ -64,12 +64,17 @@ describe("sendEvent", () => {
     const { roomId } = await createRoom(hs, alice.userId, {});
     const since = await hs.store.read(async (tx) => (await tx.get<number>("settings", "stream_pos"))!);
     let seenAtWake: unknown;
+    let wokeAt = 0;
     const waiter = hs.notifier.wait(since, 10_000).then(async () => {
+      wokeAt = performance.now();
       seenAtWake = await hs.store.read((tx) => tx.get("stream", pos(since + 1)));
     });
     await sendEvent(hs, { roomId, sender: alice.userId, type: "m.room.message", content: { body: "x" } });
+    const sentAt = performance.now();
     await waiter;
     expect(seenAtWake).toMatchObject({ roomId });
+    // Woken by the commit itself, not by the 10 s timeout.
+    expect(wokeAt - sentAt).toBeLessThan(100);
   });
 
   it("refuses with 403 and the auth rule's reason; 404 for unknown rooms; stores nothing on failure", async () => {
