@@ -105,6 +105,8 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     onEventsCommitted: () => sender?.wake(),
   };
   services.output.subscribe(services.notifier.consume);
+  // The push sender evaluates newly committed room events (it reads them from the stream itself).
+  if (pushSender) services.output.subscribe((item) => item.kind === "room_event" && pushSender.onEventStored());
   // Application services hear of committed room events through the same stream.
   services.output.subscribe((item) => item.kind === "room_event" && services.onEventsCommitted?.(item.streamPos));
   if (registry) {

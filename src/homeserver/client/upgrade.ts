@@ -3,13 +3,15 @@ import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { badJson, forbidden, unsupportedRoomVersion } from "../errors.ts";
 import { prefix } from "../../storage/store.ts";
-import type { RoomRecord, StoredEvent } from "../events/types.ts";
+import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { roomVersion } from "../rooms/versions.ts";
 import { eventPowerLevel, roomCreators, userPowerLevel } from "../rooms/powerLevels.ts";
-import { newRoom } from "../roomserver/create.ts";
-import { sendEvent } from "../roomserver/send.ts";
-import { currentState, currentStateContent, membershipOf, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
+import { buildNewRoom } from "../roomserver/create.ts";
+import type { SetupSend } from "../roomserver/create.ts";
+import { LocalBatch } from "../roomserver/send.ts";
+import { ExtremitiesChanged, persistRooms } from "../roomserver/persist.ts";
+import { currentState, membershipOf, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { isUserId } from "../roomserver/ids.ts";
 import { withRoomLock } from "../roomserver/lock.ts";
 
@@ -84,7 +86,9 @@ export async function postUpgrade(ctx: RequestContext, p: Record<string, string>
     }
   }
 
-  const newRoomId = await newRoom(ctx.hs, rules, me.userId, creationContent, async (send) => {
+  // Steps 2–6 are stored in one transaction: the new room whole, the old room's tombstone and
+  // restricted power levels, the moved aliases and directory entry — or, after a crash, none of it.
+  const setup = async (send: SetupSend): Promise<void> => {
     const profile = old.state.get(stateKeyOf("m.room.member", me.userId))?.pdu.content ?? {};
     await send("m.room.member", me.userId, {
       membership: "join",
@@ -107,41 +111,53 @@ export async function postUpgrade(ctx: RequestContext, p: Record<string, string>
     const canonical = get("m.room.canonical_alias");
     if (canonical && !canonical.redactedBy) await send("m.room.canonical_alias", "", canonical.pdu.content);
     if (setupPl !== finalPl) await send("m.room.power_levels", "", finalPl);
-  });
-
-  await ctx.hs.store.write(async (tx) => {
-    for (const a of old.aliases) tx.put("aliases", a.key, { ...a.value, roomId: newRoomId });
-    const dir = await tx.get<{ visibility: string }>("room_directory", oldRoomId);
-    if (dir) {
-      tx.put("room_directory", newRoomId, dir);
-      tx.put("room_directory", oldRoomId, { visibility: "private" });
-    }
-  });
-
-  // 5. the tombstone
-  await sendEvent(ctx.hs, {
-    roomId: oldRoomId, sender: me.userId, type: "m.room.tombstone", stateKey: "",
-    content: { body: "This room has been replaced", replacement_room: newRoomId },
-  });
-  await withRoomLock(ctx.hs.store, oldRoomId, () =>
-    ctx.hs.store.write(async (tx) => {
-      const r = await tx.get<RoomRecord>("rooms", oldRoomId);
-      if (r) tx.put("rooms", oldRoomId, { ...r, tombstonedBy: newRoomId } satisfies RoomRecord);
-    }));
-
-  // 6. restrict the old room: no more messages or invites from ordinary members.
-  const restricted = Math.max(50, Number(oldPl.users_default ?? 0) + 1);
-  const cur = (await ctx.hs.store.read((tx) => currentStateContent(tx, oldRoomId, "m.room.power_levels"))) ?? oldPl;
-  try {
-    await sendEvent(ctx.hs, {
-      roomId: oldRoomId, sender: me.userId, type: "m.room.power_levels", stateKey: "",
-      content: { ...cur, events_default: Math.max(Number(cur.events_default ?? 0), restricted), invite: Math.max(Number(cur.invite ?? 0), restricted) },
+  };
+  for (;;) {
+    const built = await buildNewRoom(ctx.hs, rules, me.userId, creationContent, setup);
+    const newRoomId = built.roomId;
+    const oldBatch = await LocalBatch.forRoom(ctx.hs, oldRoomId);
+    // 5. the tombstone
+    await oldBatch.add({
+      sender: me.userId, type: "m.room.tombstone", stateKey: "",
+      content: { body: "This room has been replaced", replacement_room: newRoomId },
     });
-  } catch (err) {
-    // "If possible": a user who may tombstone but not edit power levels still upgrades.
-    ctx.hs.logger.info("could not restrict the old room's power levels", err);
+    // 6. restrict the old room: no more messages or invites from ordinary members.
+    const restricted = Math.max(50, Number(oldPl.users_default ?? 0) + 1);
+    const cur = oldBatch.stateContent("m.room.power_levels") ?? oldPl;
+    try {
+      await oldBatch.add({
+        sender: me.userId, type: "m.room.power_levels", stateKey: "",
+        content: { ...cur, events_default: Math.max(Number(cur.events_default ?? 0), restricted), invite: Math.max(Number(cur.invite ?? 0), restricted) },
+      });
+    } catch (err) {
+      // "If possible": a user who may tombstone but not edit power levels still upgrades.
+      ctx.hs.logger.info("could not restrict the old room's power levels", err);
+    }
+    try {
+      await withRoomLock(ctx.hs.store, oldRoomId, () =>
+        persistRooms(
+          ctx.hs,
+          [
+            { roomId: newRoomId, inputs: built.batch.inputs, newRoom: built.record },
+            { roomId: oldRoomId, inputs: oldBatch.inputs, patch: { tombstonedBy: newRoomId } },
+          ],
+          async (tx) => {
+            // 4. the local aliases move to the new room, and so does the directory entry.
+            for (const a of old.aliases) tx.put("aliases", a.key, { ...a.value, roomId: newRoomId });
+            const dir = await tx.get<{ visibility: string }>("room_directory", oldRoomId);
+            if (dir) {
+              tx.put("room_directory", newRoomId, dir);
+              tx.put("room_directory", oldRoomId, { visibility: "private" });
+            }
+          },
+        ));
+      return { replacement_room: newRoomId };
+    } catch (err) {
+      // Someone sent into the old room meanwhile (or took the new room's ID): build again.
+      if (err instanceof ExtremitiesChanged) continue;
+      throw err;
+    }
   }
-  return { replacement_room: newRoomId };
 }
 
 async function lastEventId(ctx: RequestContext, roomId: string): Promise<string> {

@@ -12,12 +12,14 @@ import { DEFAULT_ROOM_VERSION, roomVersion } from "../rooms/versions.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { withRoomLock } from "./lock.ts";
 import { LocalBatch } from "./send.ts";
-import { ExtremitiesChanged, persist } from "./persist.ts";
+import { ExtremitiesChanged, persistRooms } from "./persist.ts";
+import type { WriteTx } from "../../storage/store.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { profileOf } from "./membership.ts";
 import { isUserId, isRoomAliasLocalpart } from "./ids.ts";
 import { forbidden } from "../errors.ts";
 import { isObject } from "../validate.ts";
+import type { RoomRecord } from "../events/types.ts";
 
 const PRESETS: Record<string, { join_rule: string; history_visibility: string; guest_access: string }> = {
   private_chat: { join_rule: "invite", history_visibility: "shared", guest_access: "can_join" },
@@ -97,7 +99,16 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
     if (all.size > 0) creationContent.additional_creators = [...all];
     else delete creationContent.additional_creators;
   }
-  const roomId = await newRoom(hs, rules, creator, creationContent, async (rawSend) => {
+  // The alias and directory rows are written in the room's own transaction.
+  const alsoWrite = async (tx: WriteTx, roomId: string): Promise<void> => {
+    // key = alias → { roomId, creator }; key = roomId → { visibility }
+    if (alias) {
+      if (await tx.get("aliases", alias)) throw roomInUse();
+      tx.put("aliases", alias, { roomId, creator });
+    }
+    tx.put("room_directory", roomId, { visibility });
+  };
+  const roomId = await newRoom(hs, rules, creator, creationContent, alsoWrite, async (rawSend) => {
     // An event of the request the auth rules refuse means the requested initial state is
     // impossible (create_room.yaml: 400 M_INVALID_ROOM_STATE, e.g. power levels too low to name it).
     const send: SetupSend = async (type, stateKey, content) => {
@@ -145,11 +156,6 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
     }
   });
 
-  await hs.store.write(async (tx) => {
-    // key = alias → { roomId, creator }; key = roomId → { visibility }
-    if (alias) tx.put("aliases", alias, { roomId, creator });
-    tx.put("room_directory", roomId, { visibility });
-  });
   return { roomId };
 }
 
@@ -210,8 +216,34 @@ export type SetupSend = (type: string, stateKey: string | undefined, content: Re
  * create event in v12, random `!…:server` before).
  */
 export async function newRoom(
-  hs: Services, rules: RoomVersionRules, creator: string, creationContent: Record<string, unknown>, setup: (send: SetupSend) => Promise<void>,
+  hs: Services, rules: RoomVersionRules, creator: string, creationContent: Record<string, unknown>,
+  alsoWrite: (tx: WriteTx, roomId: string) => Promise<void>, setup: (send: SetupSend) => Promise<void>,
 ): Promise<string> {
+  for (;;) {
+    const room = await buildNewRoom(hs, rules, creator, creationContent, setup);
+    try {
+      await withRoomLock(hs.store, room.roomId, () =>
+        persistRooms(hs, [{ roomId: room.roomId, inputs: room.batch.inputs, newRoom: room.record }], (tx) => alsoWrite(tx, room.roomId)));
+      return room.roomId;
+    } catch (err) {
+      // The compare-and-swap of a new room: someone made a room with this ID meanwhile.
+      if (err instanceof ExtremitiesChanged) continue;
+      throw err;
+    }
+  }
+}
+
+/** A new room's events, built and checked, not yet stored. */
+export interface BuiltRoom {
+  roomId: string;
+  batch: LocalBatch;
+  record: RoomRecord;
+}
+
+/** Builds (without storing) a new room's create event and the events `setup` adds after it. */
+export async function buildNewRoom(
+  hs: Services, rules: RoomVersionRules, creator: string, creationContent: Record<string, unknown>, setup: (send: SetupSend) => Promise<void>,
+): Promise<BuiltRoom> {
   // A v12 room ID is the hash of its create event, so the same creator asking twice with the same
   // content in the same millisecond would get the same ID: move the timestamp on until it is new.
   for (let originServerTs = hs.clock(); ; originServerTs++) {
@@ -232,13 +264,6 @@ export async function newRoom(
     const batch = new LocalBatch(hs, rules, roomId);
     batch.addCreate(createBuilt);
     await setup((type, stateKey, content) => batch.add({ sender: creator, type, ...(stateKey !== undefined ? { stateKey } : {}), content }));
-    try {
-      await withRoomLock(hs.store, roomId, () => persist(hs, roomId, batch.inputs, { roomId, roomVersion: rules.id, maxDepth: 1 }));
-      return roomId;
-    } catch (err) {
-      // The compare-and-swap of a new room: someone made a room with this ID meanwhile.
-      if (err instanceof ExtremitiesChanged) continue;
-      throw err;
-    }
+    return { roomId, batch, record: { roomId, roomVersion: rules.id, maxDepth: 1 } };
   }
 }

@@ -67,15 +67,45 @@ const MAX_ATTEMPTS = 8;
 
 /** Feeds `inputs` (in order) into room `roomId`; for a new room, `newRoom` is its record. */
 export async function persist(hs: Services, roomId: string, inputs: PersistInput[], newRoom?: RoomRecord): Promise<PersistOutcome[]> {
+  return (await persistRooms(hs, [{ roomId, inputs, ...(newRoom ? { newRoom } : {}) }]))[0]!;
+}
+
+/** One room's part of a `persistRooms` call. */
+export interface RoomBatch {
+  roomId: string;
+  inputs: PersistInput[];
+  /** The record of a room this batch creates (its compare-and-swap: the room must not exist). */
+  newRoom?: RoomRecord;
+  /** Fields to set on the room record with the commit (e.g. `tombstonedBy`). */
+  patch?: Partial<RoomRecord>;
+}
+
+/**
+ * Persists batches into several rooms in ONE write transaction (a room upgrade: the new room, the
+ * old room's tombstone and the moved aliases), with `alsoWrite` run inside it for rows outside
+ * rooms. Each room keeps its own compare-and-swap.
+ */
+export async function persistRooms(hs: Services, batches: RoomBatch[], alsoWrite?: (tx: WriteTx) => Promise<void>): Promise<PersistOutcome[][]> {
   for (let attempt = 1; ; attempt++) {
-    const plan = await decide(hs, roomId, inputs, newRoom);
+    const plans: Plan[] = [];
+    for (const b of batches) {
+      const plan = await decide(hs, b.roomId, b.inputs, b.newRoom);
+      if (b.patch) Object.assign(plan.room, b.patch);
+      plans.push(plan);
+    }
     try {
-      const outcomes = await commit(hs, plan);
-      publish(hs, plan, outcomes);
+      const outcomes = await hs.store.write(async (tx) => {
+        const out: PersistOutcome[][] = [];
+        for (const plan of plans) out.push(await commit(tx, plan));
+        if (alsoWrite) await alsoWrite(tx);
+        return out;
+      });
+      for (const plan of plans) publish(hs, plan);
       return outcomes;
     } catch (err) {
       // Local events were built on the extremities they name: their caller rebuilds them.
-      if (!(err instanceof ExtremitiesChanged) || attempt >= MAX_ATTEMPTS || inputs.some((i) => i.kind === "local")) throw err;
+      const local = batches.some((b) => b.inputs.some((i) => i.kind === "local"));
+      if (!(err instanceof ExtremitiesChanged) || attempt >= MAX_ATTEMPTS || local) throw err;
     }
   }
 }
@@ -386,9 +416,9 @@ function sameSet(a: string[], b: string[]): boolean {
   return b.every((x) => s.has(x));
 }
 
-/** The commit stage: one write transaction for the batch, or ExtremitiesChanged. */
-async function commit(hs: Services, plan: Plan): Promise<PersistOutcome[]> {
-  return hs.store.write(async (tx) => {
+/** The commit stage, inside the write transaction: the batch's rows, or ExtremitiesChanged. */
+async function commit(tx: WriteTx, plan: Plan): Promise<PersistOutcome[]> {
+  {
     await compareAndSwap(tx, plan);
     const outcomes: PersistOutcome[] = [...plan.duplicates];
     for (const p of plan.events) {
@@ -412,7 +442,7 @@ async function commit(hs: Services, plan: Plan): Promise<PersistOutcome[]> {
     for (const x of plan.extremitiesAfter) tx.put("extremities", key(plan.roomId, x), true);
     tx.put("rooms", plan.roomId, plan.room); // key = roomId
     return outcomes;
-  });
+  }
 }
 
 /** The compare-and-swap: the extremities (and, for a new room, its absence) are what `load` saw. */
@@ -475,7 +505,7 @@ async function applyRedaction(tx: WriteTx, targetId: string, redactionId: string
 }
 
 /** The publish stage: what the batch committed goes on the output stream, in stream order. */
-function publish(hs: Services, plan: Plan, _outcomes: PersistOutcome[]): void {
+function publish(hs: Services, plan: Plan): void {
   for (const p of plan.events) {
     const e = p.stored;
     if (!p.timeline || e.streamPos === undefined) continue;

@@ -17,7 +17,7 @@ import type { EventRef } from "../rooms/build.ts";
 import { authStateKeysFor, checkAuth } from "../rooms/auth.ts";
 import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { withRoomLock } from "./lock.ts";
-import { getEvent, getRoom, membersWith, pdusOf, rulesOf } from "./state.ts";
+import { currentState, getEvent, getRoom, membersWith, pdusOf, rulesOf } from "./state.ts";
 import { ExtremitiesChanged, persist } from "./persist.ts";
 import type { PersistInput } from "./persist.ts";
 
@@ -242,8 +242,33 @@ export class LocalBatch {
   readonly inputs: PersistInput[] = [];
   private readonly state = new Map<string, StoredEvent>();
   private last: StoredEvent | undefined;
+  /** The prev events of the first event added (an existing room's forward extremities). */
+  private firstPrevs: StoredEvent[] = [];
 
   constructor(private readonly hs: Services, private readonly rules: RoomVersionRules, readonly roomId: string) {}
+
+  /** A batch of events for an existing room, built on its current extremities and state. */
+  static async forRoom(hs: Services, roomId: string): Promise<LocalBatch> {
+    return hs.store.read(async (tx) => {
+      const room = await getRoom(tx, roomId);
+      if (!room) throw notFound(`Unknown room ${roomId}`);
+      const batch = new LocalBatch(hs, rulesOf(room), roomId);
+      for (const [sk, e] of await currentState(tx, roomId)) batch.state.set(sk, e);
+      const pre = prefix(roomId);
+      for (const row of await tx.range<true>("extremities", { prefix: pre })) {
+        const e = await getEvent(tx, row.key.slice(pre.length));
+        if (e) batch.firstPrevs.push(e);
+      }
+      batch.firstPrevs.sort((a, b) => b.pdu.depth - a.pdu.depth);
+      batch.firstPrevs = batch.firstPrevs.slice(0, MAX_PREV_EVENTS);
+      return batch;
+    });
+  }
+
+  /** The content of a state event as the batch has it so far. */
+  stateContent(type: string, stateKey = ""): Record<string, unknown> | undefined {
+    return this.state.get(stateKeyOf(type, stateKey))?.pdu.content;
+  }
 
   /** Adds the already built create event. */
   addCreate(create: EventWithId): void {
@@ -263,9 +288,9 @@ export class LocalBatch {
         roomId: this.roomId, sender: req.sender, type: req.type,
         ...(req.stateKey !== undefined ? { stateKey: req.stateKey } : {}),
         content: req.content,
-        prevEvents: this.last ? await refsOf([this.last], rules) : [],
+        prevEvents: await refsOf(this.last ? [this.last] : this.firstPrevs, rules),
         authEvents: await refsOf(authEvents, rules),
-        depth: (this.last?.pdu.depth ?? 0) + 1,
+        depth: Math.max(0, ...(this.last ? [this.last] : this.firstPrevs).map((e) => e.pdu.depth)) + 1,
         originServerTs: hs.clock(), origin: hs.serverName,
       },
       rules, hs.signingKey, hs.random,
