@@ -10,6 +10,7 @@ import { sendBench } from "./send.ts";
 import { accountsBench } from "./accounts.ts";
 import { pushBench } from "./push.ts";
 import { durableBench } from "./durable.ts";
+import { pipelineBench } from "./pipeline.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -22,6 +23,7 @@ const BENCHES: [string, Bench][] = [
   ["accounts", accountsBench],
   ["push", pushBench],
   ["durable", durableBench],
+  ["pipeline", pipelineBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
