@@ -8,7 +8,7 @@ import { settleSupersededToken } from "./auth/tokens.ts";
 import { recordDeviceActivity } from "./auth/activity.ts";
 import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
 import { guestMayUse } from "./auth/guestAccess.ts";
-import { readJsonObject } from "./http.ts";
+import { jsonBodyLimit, readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { OutputStream } from "./output.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
@@ -131,11 +131,12 @@ export class RequestContext {
   }
 
   /**
-   * The JSON object body (`M_NOT_JSON` / `M_BAD_JSON` otherwise). Reads a copy, so a check ahead
-   * of the handler (application service registration) and the handler can both read it.
+   * The JSON object body (`M_NOT_JSON` / `M_BAD_JSON` otherwise), within the endpoint's size limit
+   * (`413 M_TOO_LARGE`). Reads a copy, so a check ahead of the handler (application service
+   * registration) and the handler can both read it.
    */
-  json(options?: { allowEmpty?: boolean }): Promise<Record<string, unknown>> {
-    return readJsonObject(this.request.clone(), options);
+  json(options: { allowEmpty?: boolean } = {}): Promise<Record<string, unknown>> {
+    return readJsonObject(this.request.clone(), { ...options, maxBytes: jsonBodyLimit(this.url.pathname) });
   }
 
   /** The access token from the Authorization header or the deprecated query parameter. */

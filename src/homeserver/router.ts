@@ -3,7 +3,7 @@
  * place where a MatrixError becomes an HTTP error, and anything else a hidden `500 M_UNKNOWN`.
  */
 import { MatrixError, unrecognized, unknown } from "./errors.ts";
-import { CORS_HEADERS, errorResponse, jsonResponse } from "./http.ts";
+import { CORS_HEADERS, checkDeclaredLength, errorResponse, isMediaUpload, jsonBodyLimit, jsonResponse } from "./http.ts";
 import type { Logger } from "./context.ts";
 
 export type Method = "GET" | "POST" | "PUT" | "DELETE";
@@ -68,6 +68,8 @@ export class Router<C> {
       if (found === undefined) throw unrecognized();
       if (found === "wrong-method") throw unrecognized("Method not allowed", 405);
       onRoute?.(found.route.path);
+      // An oversized JSON body is refused before authentication or anything else looks at it.
+      if (!isMediaUpload(url.pathname)) checkDeclaredLength(request, jsonBodyLimit(url.pathname));
       const result = await found.route.handler(makeContext(request, url), found.params);
       return result instanceof Response ? result : jsonResponse(result);
     } catch (err) {

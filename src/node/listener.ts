@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { CLIENT_ADDRESS_HEADER } from "../homeserver/auth/rateLimit.ts";
-import { CORS_HEADERS } from "../homeserver/http.ts";
+import { CORS_HEADERS, redactUrl } from "../homeserver/http.ts";
 import type { Logger } from "../homeserver/context.ts";
 
 /** What the listener needs from the homeserver. */
@@ -16,8 +16,8 @@ export interface ListenerOptions {
   scheme: "http" | "https";
   /** Used when a request has no usable Host header. */
   fallbackHost: string;
-  /** Largest request body read into memory; larger ones get 413. */
-  maxBodyBytes: number;
+  /** Largest request body read into memory (or a function of the request path); larger ones get 413. */
+  maxBodyBytes: number | ((path: string) => number);
   logger: Logger;
 }
 
@@ -143,7 +143,8 @@ export function createRequestListener(handle: Handle, options: ListenerOptions):
     if (!req.url?.startsWith("/")) return errorBody(res, 400, "M_UNRECOGNIZED", "Malformed request target");
     let body: Buffer | undefined;
     try {
-      body = await readBody(req, options.maxBodyBytes);
+      const max = typeof options.maxBodyBytes === "number" ? options.maxBodyBytes : options.maxBodyBytes(req.url.split("?")[0]!);
+      body = await readBody(req, max);
     } catch {
       res.destroy();
       return;
@@ -157,7 +158,7 @@ export function createRequestListener(handle: Handle, options: ListenerOptions):
     try {
       request = toWebRequest(req, body, options.scheme, options.fallbackHost, aborter.signal);
     } catch (err) {
-      options.logger.debug("unparsable request", req.method, req.url, err);
+      options.logger.debug("unparsable request", req.method, redactUrl(req.url), err);
       return errorBody(res, 400, "M_UNRECOGNIZED", "Malformed request");
     }
     const response = await handle(request);
@@ -168,7 +169,7 @@ export function createRequestListener(handle: Handle, options: ListenerOptions):
     active++;
     serve(req, res)
       .catch((err: unknown) => {
-        options.logger.error("listener error", req.method, req.url, err);
+        options.logger.error("listener error", req.method, redactUrl(req.url ?? ""), err);
         errorBody(res, 500, "M_UNKNOWN", "Internal server error");
       })
       .finally(finished);

@@ -11,6 +11,7 @@ import { createHomeserver } from "../homeserver/homeserver.ts";
 import type { Homeserver } from "../homeserver/homeserver.ts";
 import type { HomeserverConfig, Logger } from "../homeserver/context.ts";
 import { DEFAULT_CONFIG } from "../homeserver/context.ts";
+import { MAX_JSON_BODY_LIMIT, isMediaUpload } from "../homeserver/http.ts";
 import type { Store } from "../storage/store.ts";
 import type { NodeConfig } from "./config.ts";
 import { loadOrCreateSeed, serverNameFromSeed } from "./identity.ts";
@@ -115,7 +116,9 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
     logger.warn(`server name ${serverName} selects classic mode, which federates over HTTPS; no https_port is configured`);
   }
 
-  const maxBodyBytes = (config.maxUploadBytes ?? DEFAULT_CONFIG.maxUploadBytes) + 64 * 1024;
+  // Only media uploads may send large bodies; everything else is JSON, refused past its limit unread.
+  const maxUploadBody = (config.maxUploadBytes ?? DEFAULT_CONFIG.maxUploadBytes) + 64 * 1024;
+  const maxBodyBytes = (path: string): number => (isMediaUpload(path) ? maxUploadBody : MAX_JSON_BODY_LIMIT);
   const servers: Server[] = [];
   const listeners: RequestListener[] = [];
   const handle = (r: Request): Promise<Response> => homeserver.handle(r);

@@ -9,7 +9,7 @@
 import type { RequestContext, Services } from "../context.ts";
 import { MatrixError, forbidden, invalidParam, limitExceeded, missingParam, notFound, tooLarge } from "../errors.ts";
 import { key } from "../../storage/store.ts";
-import { CORS_HEADERS } from "../http.ts";
+import { CORS_HEADERS, readBodyBytes } from "../http.ts";
 import type { ThumbnailMethod } from "./thumbnailer.ts";
 
 /** What the media table holds. key = mediaId. */
@@ -122,33 +122,6 @@ function waitForUpload(hs: Services, mediaId: string, ms: number): Promise<void>
 // ---------------------------------------------------------------------------------------------
 // Upload
 
-/** Reads the request body, refusing (413 M_TOO_LARGE) past `max` bytes without buffering more. */
-async function readBody(request: Request, max: number): Promise<Uint8Array> {
-  const declared = request.headers.get("Content-Length");
-  if (declared !== null && Number(declared) > max) throw tooLarge(`Upload is larger than the ${max} byte limit`);
-  if (!request.body) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel();
-      throw tooLarge(`Upload is larger than the ${max} byte limit`);
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.byteLength;
-  }
-  return out;
-}
-
 function uploadMetadata(ctx: RequestContext): { contentType: string; filename: string | undefined } {
   const contentType = ctx.request.headers.get("Content-Type")?.trim() || "application/octet-stream";
   const filename = ctx.query("filename");
@@ -161,7 +134,7 @@ function uploadMetadata(ctx: RequestContext): { contentType: string; filename: s
 export async function postUpload(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId } = await ctx.requireAuth();
   const { contentType, filename } = uploadMetadata(ctx);
-  const bytes = await readBody(ctx.request, ctx.hs.config.maxUploadBytes);
+  const bytes = await readBodyBytes(ctx.request, ctx.hs.config.maxUploadBytes);
   const hs = ctx.hs;
   const mediaId = newMediaId(hs);
   const record: MediaRecord = { mediaId, uploader: userId, createdAt: hs.clock(), uploaded: true, contentType, filename, size: bytes.byteLength };
@@ -223,7 +196,7 @@ export async function putUpload(ctx: RequestContext, params: Record<string, stri
   if (pending.uploader !== userId) throw forbidden("This media ID was created by another user");
   if (pending.uploaded) throw new MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded");
   const { contentType, filename } = uploadMetadata(ctx);
-  const bytes = await readBody(ctx.request, hs.config.maxUploadBytes);
+  const bytes = await readBodyBytes(ctx.request, hs.config.maxUploadBytes);
   await hs.store.write(async (tx) => {
     const current = await tx.get<MediaRecord>("media", mediaId);
     if (current?.uploaded) throw new MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded");
