@@ -83,7 +83,7 @@ export async function getRelations(ctx: RequestContext, p: Record<string, string
       }
       last = r.row.streamPos;
       const e = await getEvent(tx, r.eventId);
-      if (!e || e.redactedBy || (eventType && e.pdu.type !== eventType)) continue;
+      if (!e || e.redactedBy || e.roomId !== p.roomId || (eventType && e.pdu.type !== eventType)) continue;
       if (!(await canSeeEvent(tx, me.userId, e))) continue;
       chunk.push(e);
     }

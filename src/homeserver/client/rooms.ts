@@ -11,7 +11,8 @@ import { createRoom, sendEvent } from "../roomserver/index.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { readableState } from "../roomserver/access.ts";
 import { requireVisibleEvent } from "../roomserver/visibility.ts";
-import { currentStateEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
+import { currentStateEvent, getEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
+import { prefix } from "../../storage/store.ts";
 import { isRoomAlias } from "../roomserver/ids.ts";
 import { reasonOf } from "./membership.ts";
 import { stateKeyOf } from "../events/types.ts";
@@ -41,10 +42,12 @@ export async function putSend(ctx: RequestContext, p: Record<string, string>): P
   // Suspended: no messages ("Account suspension"), but redacting one's own events stays allowed.
   if (redacts !== undefined) await refuseSuspendedRedaction(ctx.hs, me, redacts);
   else refuseIfSuspended(me);
+  await checkRelation(ctx, p.roomId!, content);
+  if (redacts !== undefined) await refuseForeignRedaction(ctx, p.roomId!, redacts);
   const { eventId } = await sendEvent(ctx.hs, {
     roomId: p.roomId!, sender: me.userId, type: p.eventType!, content,
     ...(redacts ? { redacts } : {}),
-    txn: { deviceId: me.deviceId, txnId: p.txnId! },
+    txn: { deviceId: me.deviceId, txnId: p.txnId!, scope: `send/${p.roomId!}/${p.eventType!}` },
   });
   return { event_id: eventId };
 }
@@ -60,6 +63,7 @@ export async function putState(ctx: RequestContext, p: Record<string, string>): 
   if (!(type === "m.room.member" && stateKey === me.userId && content.membership === "leave")) refuseIfSuspended(me);
   if (type === "m.room.canonical_alias") await checkCanonicalAlias(ctx, roomId, content);
   if (me.isGuest && type === "m.room.member") await checkGuestMembership(ctx.hs, roomId, me.userId, stateKey, content);
+  await checkRelation(ctx, roomId, content);
   // An identical state event from the same sender changes nothing: answer with the existing one
   // instead of adding a no-op event to the DAG.
   const existing = await ctx.hs.store.read(async (tx) => {
@@ -74,6 +78,43 @@ export async function putState(ctx: RequestContext, p: Record<string, string>): 
   }
   const { eventId } = await sendEvent(ctx.hs, { roomId, sender: me.userId, type, stateKey, content });
   return { event_id: eventId };
+}
+
+/**
+ * A relation type: a namespaced identifier ("Relationships": `m.*` or reverse-DNS), printable ASCII
+ * without spaces. Anything else, control characters above all, is `400 M_INVALID_PARAM`.
+ */
+const REL_TYPE = /^[\x21-\x7e]{1,255}$/;
+/** An event ID a relation may point at: a `$` sigil and printable ASCII (room versions 3+ and earlier). */
+const EVENT_ID = /^\$[\x21-\x7e]{1,254}$/;
+
+/**
+ * Checks `m.relates_to` of content a client sends ("Relationships"): a relation must point at an
+ * event of the same room, as Synapse also requires ("Relations must be in the same room"), or an
+ * injected edit or thread reply would show in a room the sender may not even be in. An unknown
+ * parent is refused unless other events already relate to it (the client knows of it from them).
+ */
+async function checkRelation(ctx: RequestContext, roomId: string, content: Record<string, unknown>): Promise<void> {
+  const rel = content["m.relates_to"];
+  if (rel === undefined) return;
+  if (rel === null || typeof rel !== "object" || Array.isArray(rel)) throw badJson("m.relates_to must be an object");
+  const { rel_type: relType, event_id: parentId } = rel as Record<string, unknown>;
+  if (relType === undefined) return; // only a reply (m.in_reply_to), which makes no relation
+  if (typeof relType !== "string" || !REL_TYPE.test(relType)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid rel_type");
+  if (typeof parentId !== "string" || !EVENT_ID.test(parentId)) throw new MatrixError(400, "M_INVALID_PARAM", "m.relates_to needs a valid event_id");
+  const verdict = await ctx.hs.store.read(async (tx) => {
+    const parent = await getEvent(tx, parentId);
+    if (parent) return parent.roomId === roomId ? "ok" : "other-room";
+    return (await tx.range("relations", { prefix: prefix(parentId), limit: 1 })).length > 0 ? "ok" : "unknown";
+  });
+  if (verdict === "other-room") throw new MatrixError(400, "M_INVALID_PARAM", "Relations must be in the same room");
+  if (verdict === "unknown") throw new MatrixError(400, "M_INVALID_PARAM", "Can't send a relation to an unknown event");
+}
+
+/** A redaction names an event of its own room: one of another room is refused ("Cannot redact event from a different room", as Synapse). */
+async function refuseForeignRedaction(ctx: RequestContext, roomId: string, targetId: string): Promise<void> {
+  const target = await ctx.hs.store.read((tx) => getEvent(tx, targetId));
+  if (target && target.roomId !== roomId) throw new MatrixError(400, "M_INVALID_PARAM", "Cannot redact an event of another room");
 }
 
 /** `m.room.canonical_alias`: every alias must exist and point at this room (400 M_BAD_ALIAS). */
@@ -121,9 +162,10 @@ export async function putRedact(ctx: RequestContext, p: Record<string, string>):
   const body = await ctx.json({ allowEmpty: true });
   const reason = reasonOf(body);
   const content: Record<string, unknown> = reason !== undefined ? { reason } : {};
+  await refuseForeignRedaction(ctx, p.roomId!, p.eventId!);
   const { eventId } = await sendEvent(ctx.hs, {
     roomId: p.roomId!, sender: me.userId, type: "m.room.redaction", content, redacts: p.eventId!,
-    txn: { deviceId: me.deviceId, txnId: p.txnId! },
+    txn: { deviceId: me.deviceId, txnId: p.txnId!, scope: `redact/${p.roomId!}/${p.eventId!}` },
   });
   return { event_id: eventId };
 }

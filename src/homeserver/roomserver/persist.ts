@@ -485,10 +485,16 @@ function writeTimelineRows(tx: WriteTx, e: StoredEvent, changes: Map<string, [st
   }
 }
 
-/** The relation an event declares (`m.relates_to` with a string `rel_type` and `event_id`), which gets a `relations` row. */
+/**
+ * The relation an event declares (`m.relates_to` with a string `rel_type` and `event_id`), which gets
+ * a `relations` row. Values with control characters are not indexed: the key separator is one, and
+ * `"$x\u001fm.replace"` would file the event as an edit of `$x`.
+ */
 export function relationOf(pdu: Pdu): { rel_type: string; event_id: string; key?: unknown } | undefined {
   const rel = pdu.content["m.relates_to"] as Record<string, unknown> | undefined;
-  if (rel && typeof rel === "object" && typeof rel.rel_type === "string" && typeof rel.event_id === "string") {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
+  const clean = (v: unknown): v is string => typeof v === "string" && v.length > 0 && !/[\u0000-\u001f\u007f]/.test(v);
+  if (rel && typeof rel === "object" && clean(rel.rel_type) && clean(rel.event_id)) {
     return { rel_type: rel.rel_type, event_id: rel.event_id, key: rel.key };
   }
   return undefined;

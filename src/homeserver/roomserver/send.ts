@@ -29,8 +29,11 @@ export interface SendRequest {
   stateKey?: string;
   content: Record<string, unknown>;
   redacts?: string;
-  /** The client's transaction: a retry with the same (user, device, txnId) returns the same event. */
-  txn?: { deviceId: string; txnId: string };
+  /**
+   * The client's transaction: a retry with the same (user, device, scope, txnId) returns the same
+   * event. `scope` names the request path (the spec scopes transaction IDs per device and path).
+   */
+  txn?: { deviceId: string; txnId: string; scope?: string };
 }
 
 /** The outcome of a send. */
@@ -43,17 +46,17 @@ export interface SendResult {
 const MAX_PREV_EVENTS = 10;
 
 /**
- * The `txn_ids` key of a client transaction. key = userId|deviceId|txnId → { eventId, streamPos }.
- * Redactions get their own namespace (`redact:` prefix) because the spec scopes transaction IDs
- * per endpoint, and a client may reuse an ID across `/send` and `/redact`.
+ * The `txn_ids` key of a client transaction. key = userId|deviceId|scope|txnId → { eventId, streamPos }.
+ * The scope is the request path ("Transaction identifiers": "scoped to a single device and HTTP
+ * request path"), so an ID reused in another room or for another event type is a new transaction.
  */
-export function txnKey(userId: string, deviceId: string, txnId: string, kind: "send" | "redact" = "send"): string {
-  return key(userId, deviceId, kind === "send" ? txnId : `redact:${txnId}`);
+export function txnKey(userId: string, deviceId: string, txnId: string, scope: string): string {
+  return key(userId, deviceId, scope, txnId);
 }
 
 /** Builds, authorizes and stores a local event; see the module comment. */
 export async function sendEvent(hs: Services, req: SendRequest): Promise<SendResult> {
-  const tkey = req.txn ? txnKey(req.sender, req.txn.deviceId, req.txn.txnId, req.type === "m.room.redaction" ? "redact" : "send") : undefined;
+  const tkey = req.txn ? txnKey(req.sender, req.txn.deviceId, req.txn.txnId, req.txn.scope ?? `${req.type === "m.room.redaction" ? "redact" : "send"}/${req.roomId}/${req.type}`) : undefined;
   // The transaction check happens under the room lock, in the same read as the rest of the
   // preparation: a retry racing its first attempt waits for it and then finds its result.
   const result = await withRoomLock(hs.store, req.roomId, () => sendLocked(hs, req, tkey));

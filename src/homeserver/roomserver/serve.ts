@@ -92,7 +92,7 @@ export class EventServer {
     let latestEdit: StoredEvent | undefined;
     for (const { eventId } of edits) {
       const edit = await getEvent(this.tx, eventId);
-      if (!edit || edit.redactedBy || edit.rejected) continue;
+      if (!edit || edit.redactedBy || edit.rejected || edit.roomId !== e.roomId) continue;
       if (edit.pdu.sender !== e.pdu.sender || edit.pdu.type !== e.pdu.type || e.pdu.state_key !== undefined || edit.pdu.state_key !== undefined) continue;
       if (!(await canSeeEvent(this.tx, this.viewer.userId, edit))) continue;
       if (!latestEdit || newer(edit, latestEdit)) latestEdit = edit;
@@ -103,7 +103,7 @@ export class EventServer {
     const thread: StoredEvent[] = [];
     for (const { eventId } of byType.get("m.thread") ?? []) {
       const t = await getEvent(this.tx, eventId);
-      if (t && !t.redactedBy && (await canSeeEvent(this.tx, this.viewer.userId, t))) thread.push(t);
+      if (t && !t.redactedBy && t.roomId === e.roomId && (await canSeeEvent(this.tx, this.viewer.userId, t))) thread.push(t);
     }
     if (thread.length > 0) {
       thread.sort((a, b) => (a.streamPos ?? 0) - (b.streamPos ?? 0));
@@ -115,7 +115,13 @@ export class EventServer {
     }
 
     // m.reference: the IDs of referencing events.
-    const refs = (byType.get("m.reference") ?? []).sort((a, b) => a.row.streamPos - b.row.streamPos);
+    // Only those the viewer may see, in this room: a bundle must not reveal other events' IDs.
+    const refs: { eventId: string; row: RelationRow }[] = [];
+    for (const r of byType.get("m.reference") ?? []) {
+      const ref = await getEvent(this.tx, r.eventId);
+      if (ref && ref.roomId === e.roomId && !ref.redactedBy && (await canSeeEvent(this.tx, this.viewer.userId, ref))) refs.push(r);
+    }
+    refs.sort((a, b) => a.row.streamPos - b.row.streamPos);
     if (refs.length > 0) out["m.reference"] = { chunk: refs.map((r) => ({ event_id: r.eventId })) };
 
     return Object.keys(out).length > 0 ? out : undefined;
