@@ -6,7 +6,7 @@
 import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
-import { limitParam } from "../validate.ts";
+import { MAX_LIMIT, limitParam } from "../validate.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { isRoomAlias, isRoomId, serverOf } from "../roomserver/ids.ts";
@@ -259,7 +259,7 @@ export async function postUserDirectorySearch(ctx: RequestContext): Promise<Reco
   let limit = 10;
   if (body.limit !== undefined) {
     if (typeof body.limit !== "number" || !Number.isInteger(body.limit) || body.limit < 0) throw badJson("limit must be a non-negative integer");
-    limit = body.limit;
+    limit = Math.min(body.limit, MAX_LIMIT);
   }
   const term = body.search_term.toLowerCase();
   return ctx.hs.store.read(async (tx) => {

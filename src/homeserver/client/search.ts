@@ -22,6 +22,8 @@ import { asObject } from "../validate.ts";
 
 const KEYS = new Set(["content.body", "content.name", "content.topic"]);
 const PAGE = 10;
+/** The most events of context a result gets on each side: one search must not serve the whole room per hit. */
+export const MAX_SEARCH_CONTEXT = 50;
 
 /** `POST /_matrix/client/v3/search` */
 export async function postSearch(ctx: RequestContext): Promise<Record<string, unknown>> {
@@ -39,9 +41,11 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
   const filter = parseRoomEventFilter(criteria.filter);
   const limit = Math.min(filter.limit ?? PAGE, 100);
   const context = asObject(criteria.event_context);
-  const beforeLimit = context ? Number(context.before_limit ?? 5) : 0;
-  const afterLimit = context ? Number(context.after_limit ?? 5) : 0;
-  if (!Number.isInteger(beforeLimit) || !Number.isInteger(afterLimit) || beforeLimit < 0 || afterLimit < 0) throw badJson("event_context limits must be non-negative integers");
+  const beforeAsked = context ? Number(context.before_limit ?? 5) : 0;
+  const afterAsked = context ? Number(context.after_limit ?? 5) : 0;
+  if (!Number.isInteger(beforeAsked) || !Number.isInteger(afterAsked) || beforeAsked < 0 || afterAsked < 0) throw badJson("event_context limits must be non-negative integers");
+  const beforeLimit = Math.min(beforeAsked, MAX_SEARCH_CONTEXT);
+  const afterLimit = Math.min(afterAsked, MAX_SEARCH_CONTEXT);
   const includeProfile = context?.include_profile === true;
   const nextBatch = ctx.query("next_batch");
   let below = Infinity;
