@@ -4,7 +4,7 @@ import type { SigningKey } from "./crypto/signing.ts";
 import type { Ed25519Verifier } from "./crypto/ed25519.ts";
 import { guestAccessForbidden, missingToken, unknownToken, MatrixError } from "./errors.ts";
 import type { AccessTokenRecord } from "./auth/tokens.ts";
-import { settleSupersededToken } from "./auth/tokens.ts";
+import { settleSupersededToken, tokenHash } from "./auth/tokens.ts";
 import { recordDeviceActivity } from "./auth/activity.ts";
 import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
 import { guestMayUse } from "./auth/guestAccess.ts";
@@ -166,8 +166,9 @@ export class RequestContext {
     if (!token) throw missingToken();
     const appservice = this.hs.appservices?.registry.byToken(token);
     if (appservice) return appServiceRequester(this, appservice, token);
+    const hashed = tokenHash(token);
     const found = await this.hs.store.read(async (tx) => {
-      const t = await tx.get<AccessTokenRecord>("access_tokens", token);
+      const t = await tx.get<AccessTokenRecord>("access_tokens", hashed);
       if (!t) return undefined;
       const account = await tx.get<{ deactivated?: boolean; isGuest?: boolean; locked?: boolean; suspended?: boolean }>("accounts", t.userId);
       if (!account || account.deactivated) return undefined;
@@ -180,7 +181,7 @@ export class RequestContext {
     // guest access off (the account can still be upgraded through /register).
     if (account.isGuest && !(this.hs.config.allowGuestAccess && guestMayUse(this.request.method, this.url))) throw guestAccessForbidden();
     // The first use of a refreshed token retires the refresh token it replaced.
-    if (t.supersedes !== undefined) await this.hs.store.write((tx) => settleSupersededToken(tx, token));
+    if (t.supersedes !== undefined) await this.hs.store.write((tx) => settleSupersededToken(tx, hashed));
     const headers = this.request.headers;
     await recordDeviceActivity(this.hs, t.userId, t.deviceId, headers.get(CLIENT_ADDRESS_HEADER) ?? undefined, headers.get("User-Agent") ?? undefined);
     return {

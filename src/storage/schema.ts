@@ -4,7 +4,8 @@
  * reorder an entry that has shipped; add a new one at the end.
  */
 import type { WriteTx } from "./store.ts";
-import { key } from "./store.ts";
+import { SEP, key } from "./store.ts";
+import { tokenHash } from "../homeserver/auth/tokens.ts";
 
 /** One schema step. */
 export interface Migration {
@@ -103,6 +104,31 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   // 6: the full snapshots migration 5 converted are no longer read.
   { createTables: [], dropTables: ["state_snapshots"] },
+  // 7: access and refresh tokens are stored as hashes (auth/tokens.ts tokenHash), never in plaintext.
+  // access_tokens key = tokenHash(token); refresh_tokens key = tokenHash(token) with accessToken,
+  // supersedes and next hashed; device_tokens key = userId|deviceId|tokenHash(token).
+  {
+    createTables: [],
+    migrate: async (tx) => {
+      const h = (v: unknown): unknown => (typeof v === "string" ? tokenHash(v) : v);
+      for (const row of await tx.range<Record<string, unknown>>("access_tokens")) {
+        tx.delete("access_tokens", row.key);
+        const { supersedes, ...rest } = row.value;
+        tx.put("access_tokens", tokenHash(row.key), supersedes === undefined ? rest : { ...rest, supersedes: h(supersedes) });
+      }
+      for (const row of await tx.range<Record<string, unknown>>("refresh_tokens")) {
+        tx.delete("refresh_tokens", row.key);
+        const v: Record<string, unknown> = { ...row.value, accessToken: h(row.value.accessToken) };
+        for (const f of ["supersedes", "next"]) if (v[f] !== undefined) v[f] = h(v[f]);
+        tx.put("refresh_tokens", tokenHash(row.key), v);
+      }
+      for (const row of await tx.range<unknown>("device_tokens")) {
+        const cut = row.key.lastIndexOf(SEP);
+        tx.delete("device_tokens", row.key);
+        tx.put("device_tokens", row.key.slice(0, cut + 1) + tokenHash(row.key.slice(cut + 1)), row.value);
+      }
+    },
+  },
 ];
 
 /**

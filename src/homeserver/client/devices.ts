@@ -11,6 +11,7 @@ import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
 import { recordDeviceListChange } from "./keys.ts";
 import { deleteDevicePushers } from "./pushers.ts";
 import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
+import { tokenHash } from "../auth/tokens.ts";
 
 /** A row of the `devices` table. */
 export interface DeviceRecord {
@@ -95,23 +96,26 @@ export async function startSession(tx: WriteTx, hs: Services, req: SessionReques
     tx.put("devices", key(req.userId, deviceId), device);
     streamPos = await recordDeviceListChange(tx, req.userId);
   }
-  tx.put("device_tokens", key(req.userId, deviceId, accessToken), true);
+  // Stored by hash only (auth/tokens.ts); the device_tokens index holds the hashes too.
+  const accessHash = tokenHash(accessToken);
+  tx.put("device_tokens", key(req.userId, deviceId, accessHash), true);
   if (!req.refreshable) {
-    tx.put("access_tokens", accessToken, { userId: req.userId, deviceId } satisfies AccessTokenRecord);
+    tx.put("access_tokens", accessHash, { userId: req.userId, deviceId } satisfies AccessTokenRecord);
     return { deviceId, accessToken, streamPos };
   }
   const expiresInMs = hs.config.accessTokenLifetimeMs;
   const refreshToken = newRefreshToken(hs);
-  tx.put("access_tokens", accessToken, { userId: req.userId, deviceId, expiresAt: now + expiresInMs } satisfies AccessTokenRecord);
-  tx.put("refresh_tokens", refreshToken, { userId: req.userId, deviceId, accessToken } satisfies RefreshTokenRecord);
+  const refreshHash = tokenHash(refreshToken);
+  tx.put("access_tokens", accessHash, { userId: req.userId, deviceId, expiresAt: now + expiresInMs } satisfies AccessTokenRecord);
+  tx.put("refresh_tokens", refreshHash, { userId: req.userId, deviceId, accessToken: accessHash } satisfies RefreshTokenRecord);
   // Indexed by device like access tokens, so deleting the device revokes the refresh token too.
-  tx.put("device_tokens", key(req.userId, deviceId, refreshToken), true);
+  tx.put("device_tokens", key(req.userId, deviceId, refreshHash), true);
   return { deviceId, accessToken, refreshToken, expiresInMs, streamPos };
 }
 
 async function revokeDeviceTokens(tx: WriteTx, userId: string, deviceId: string): Promise<void> {
   const rows = await tx.range("device_tokens", { prefix: prefix(userId, deviceId) });
-  // The index holds both kinds of token (`hyt_…` access, `hyr_…` refresh); delete from both tables.
+  // The index holds both kinds of token (hashes of `hyt_…` access and `hyr_…` refresh tokens); delete from both tables.
   for (const row of rows) {
     const token = row.key.slice(prefix(userId, deviceId).length);
     tx.delete("access_tokens", token);

@@ -10,6 +10,7 @@ import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.t
 import { userLocked } from "../context.ts";
 import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
 import { APPSERVICE_LOGIN_TYPE, appServiceLoginUser } from "../appservice/client.ts";
+import { tokenHash } from "../auth/tokens.ts";
 
 /** How long a login token from `/login/get_token` stays valid (the spec recommends 2 minutes). */
 export const LOGIN_TOKEN_LIFETIME_MS = 120_000;
@@ -155,7 +156,7 @@ export async function postLogout(ctx: RequestContext): Promise<Record<string, un
   // "The device associated with the access token is also deleted."
   await deleteDevicesAndNotify(ctx.hs, userId, [deviceId]);
   // The presented token goes in any case, even if it was minted without the device_tokens index.
-  await ctx.hs.store.write(async (tx) => tx.delete("access_tokens", accessToken));
+  await ctx.hs.store.write(async (tx) => tx.delete("access_tokens", tokenHash(accessToken)));
   return {};
 }
 

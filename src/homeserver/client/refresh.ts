@@ -4,7 +4,7 @@ import { userLocked } from "../context.ts";
 import { badJson, missingParam, unknownToken } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
-import { revokeRefreshToken } from "../auth/tokens.ts";
+import { revokeRefreshToken, tokenHash } from "../auth/tokens.ts";
 import { newAccessToken, newRefreshToken } from "./devices.ts";
 
 /**
@@ -24,8 +24,11 @@ export async function postRefresh(ctx: RequestContext): Promise<Record<string, u
   const accessToken = newAccessToken(hs);
   const refreshToken = newRefreshToken(hs);
   const expiresInMs = hs.config.accessTokenLifetimeMs;
+  const presentedHash = tokenHash(presented);
+  const accessHash = tokenHash(accessToken);
+  const refreshHash = tokenHash(refreshToken);
   await hs.store.write(async (tx) => {
-    const r = await tx.get<RefreshTokenRecord>("refresh_tokens", presented);
+    const r = await tx.get<RefreshTokenRecord>("refresh_tokens", presentedHash);
     // Unknown, already rotated away, or revoked with its device: the session is over.
     if (!r) throw unknownToken();
     const account = await tx.get<{ deactivated?: boolean; locked?: boolean }>("accounts", r.userId);
@@ -36,17 +39,17 @@ export async function postRefresh(ctx: RequestContext): Promise<Record<string, u
     if (r.supersedes !== undefined) await revokeRefreshToken(tx, r.supersedes);
     // … and a repeated refresh retires the tokens of the earlier, never-used one.
     if (r.next !== undefined) await revokeRefreshToken(tx, r.next);
-    tx.put("access_tokens", accessToken, {
+    tx.put("access_tokens", accessHash, {
       userId: r.userId,
       deviceId: r.deviceId,
       expiresAt: hs.clock() + expiresInMs,
-      supersedes: presented,
+      supersedes: presentedHash,
     } satisfies AccessTokenRecord);
-    tx.put("refresh_tokens", refreshToken, { userId: r.userId, deviceId: r.deviceId, accessToken, supersedes: presented } satisfies RefreshTokenRecord);
-    tx.put("device_tokens", key(r.userId, r.deviceId, accessToken), true);
-    tx.put("device_tokens", key(r.userId, r.deviceId, refreshToken), true);
+    tx.put("refresh_tokens", refreshHash, { userId: r.userId, deviceId: r.deviceId, accessToken: accessHash, supersedes: presentedHash } satisfies RefreshTokenRecord);
+    tx.put("device_tokens", key(r.userId, r.deviceId, accessHash), true);
+    tx.put("device_tokens", key(r.userId, r.deviceId, refreshHash), true);
     const { supersedes: _gone, ...kept } = r;
-    tx.put("refresh_tokens", presented, { ...kept, next: refreshToken } satisfies RefreshTokenRecord);
+    tx.put("refresh_tokens", presentedHash, { ...kept, next: refreshHash } satisfies RefreshTokenRecord);
   });
   return { access_token: accessToken, refresh_token: refreshToken, expires_in_ms: expiresInMs };
 }

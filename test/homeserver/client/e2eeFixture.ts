@@ -1,4 +1,5 @@
 /** A homeserver on a memory store with users, devices and tokens written straight into the tables. */
+import { tokenHash } from "../../../src/homeserver/auth/tokens.ts";
 import { createHomeserver } from "../../../src/homeserver/homeserver.ts";
 import type { Homeserver, HomeserverOptions } from "../../../src/homeserver/homeserver.ts";
 import { createMemoryStore } from "../../../src/storage/memory.ts";
@@ -28,7 +29,7 @@ export async function fixture(options: Partial<HomeserverOptions> = {}): Promise
       await hs.services.store.write(async (tx) => {
         if (!(await tx.get("accounts", userId))) tx.put("accounts", userId, { userId, createdAt: 0 });
         tx.put("devices", key(userId, deviceId), { userId, deviceId, displayName, createdAt: 0 });
-        tx.put("access_tokens", token, { userId, deviceId });
+        tx.put("access_tokens", tokenHash(token), { userId, deviceId });
       });
       return token;
     },

@@ -2,6 +2,7 @@
  * A test harness for the room layer: a homeserver on the memory store, users written straight into
  * the store (account + device + token), and a small request helper.
  */
+import { tokenHash } from "../../../src/homeserver/auth/tokens.ts";
 import { createHomeserver } from "../../../src/homeserver/homeserver.ts";
 import type { Homeserver } from "../../../src/homeserver/homeserver.ts";
 import { createMemoryStore } from "../../../src/storage/memory.ts";
@@ -48,7 +49,7 @@ export class TestServer {
     await this.hs.services.store.write(async (tx) => {
       tx.put("accounts", userId, { userId, createdAt: 1, ...(opts.displayname ? { displayname: opts.displayname } : {}), ...(opts.guest ? { isGuest: true } : {}) });
       tx.put("devices", key(userId, deviceId), { userId, deviceId, createdAt: 1 });
-      tx.put("access_tokens", token, { userId, deviceId });
+      tx.put("access_tokens", tokenHash(token), { userId, deviceId });
     });
     return { userId, deviceId, token };
   }
