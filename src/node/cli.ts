@@ -17,6 +17,8 @@ export function runFromCommandLine(argv: string[], announce?: (node: RunningNode
       process.stdout.write(USAGE + "\n");
       return;
     }
+    // Everything the server creates (database, media, seed, lock) is its owner's alone: 0600 files, 0700 directories.
+    process.umask(0o077);
     const early = consoleLogger("info");
     const config = await resolveConfig(args, (msg) => early.warn(msg));
     const logger = consoleLogger(config.logLevel);

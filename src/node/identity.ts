@@ -2,9 +2,10 @@
  * The homeserver's identity: one 32-byte ed25519 seed in the data directory (DESIGN.md "Identity
  * and naming"). Created on first start, readable only by its owner, never rewritten.
  */
-import { mkdir, open, readFile } from "node:fs/promises";
+import { link, mkdir, open, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { serverNameFromSeed } from "../homeserver/keys/server.ts";
+import { fsyncDir } from "./durableFile.ts";
 
 /** The seed file's name inside the data directory (32 raw bytes). */
 export const SEED_FILE = "identity.seed";
@@ -12,30 +13,41 @@ export const SEED_FILE = "identity.seed";
 /** The P2P server name of a seed (one definition for Node and the Service Worker). */
 export { serverNameFromSeed };
 
-/** Reads the seed from `dataDir`, creating the directory and a fresh seed (mode 0600) on first start. */
+/**
+ * Reads the seed from `dataDir`, creating the directory and a fresh seed (mode 0600) on first
+ * start. The seed is written to a temp file, fsynced, and only then linked into place: a crash
+ * during creation leaves no seed (or a stray temp file), never an empty or short one. An empty
+ * seed left by an earlier version's crash identified nothing yet and is replaced.
+ */
 export async function loadOrCreateSeed(dataDir: string): Promise<{ seed: Uint8Array; created: boolean }> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const path = join(dataDir, SEED_FILE);
   try {
-    return { seed: checkSeed(await readFile(path), path), created: false };
+    const bytes = await readFile(path);
+    if (bytes.length !== 0) return { seed: checkSeed(bytes, path), created: false };
+    await rm(path, { force: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   const seed = crypto.getRandomValues(new Uint8Array(32));
-  let fh;
-  try {
-    // "wx": never overwrite a seed another process created meanwhile.
-    fh = await open(path, "wx", 0o600);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return { seed: checkSeed(await readFile(path), path), created: false };
-    throw err;
-  }
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fh = await open(tmp, "w", 0o600);
   try {
     await fh.writeFile(seed);
     await fh.sync();
   } finally {
     await fh.close();
   }
+  try {
+    // link, not rename: never replace a seed another process put in place meanwhile.
+    await link(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    await rm(tmp, { force: true });
+    return { seed: checkSeed(await readFile(path), path), created: false };
+  }
+  await rm(tmp, { force: true });
+  await fsyncDir(dataDir);
   return { seed, created: true };
 }
 

@@ -14,6 +14,7 @@ import { createNodeSqliteStore } from "../storage/nodeSqlite.ts";
 import type { Store } from "../storage/store.ts";
 import { StorageError } from "../storage/store.ts";
 import { withBlobFiles } from "./blobFiles.ts";
+import { lockOwnerAlive, ownLockStamp, parseLockStamp } from "./pidLock.ts";
 import { fsyncDir, tempPathOf } from "./durableFile.ts";
 import type { Migration } from "../storage/schema.ts";
 
@@ -29,15 +30,6 @@ export interface SqliteFileOptions {
   moveInlineBlobs?: boolean;
 }
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-};
-
 /**
  * Takes `<path>.lock` (holding our pid). One live process per data directory: a second runner would
  * serve from its own caches and notifier while the first writes behind its back, so a live other owner is refused; a lock
@@ -49,14 +41,15 @@ async function lock(path: string, waitMs: number): Promise<() => Promise<void>> 
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
-      await writeFile(lockPath, String(process.pid), { flag: "wx" });
+      await writeFile(lockPath, ownLockStamp(), { flag: "wx" });
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      const owner = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
+      const stamp = parseLockStamp(await readFile(lockPath, "utf8").catch(() => ""));
+      const owner = stamp.pid;
       if (owner === process.pid) break;
       // An empty lock is one being written right now (or left by a crash at that instant).
-      if ((owner > 0 && alive(owner)) || (!(owner > 0) && Date.now() < deadline)) {
+      if ((owner > 0 && lockOwnerAlive(stamp)) || (!(owner > 0) && Date.now() < deadline)) {
         // A previous runner may still be shutting down (restart): give it a moment.
         if (Date.now() >= deadline) throw new StorageError(`${path} is in use by process ${owner}`);
         await new Promise((r) => setTimeout(r, 100));
@@ -66,7 +59,7 @@ async function lock(path: string, waitMs: number): Promise<() => Promise<void>> 
     }
   }
   return async () => {
-    const owner = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
+    const owner = parseLockStamp(await readFile(lockPath, "utf8").catch(() => "")).pid;
     if (owner === process.pid) await rm(lockPath, { force: true });
   };
 }
