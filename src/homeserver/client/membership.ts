@@ -84,6 +84,8 @@ export async function postLeave(ctx: RequestContext, p: Record<string, string>):
 /** `POST /_matrix/client/v3/rooms/{roomId}/kick` */
 export async function postKick(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  // "Account suspension": moderating others is as much an action on the room as inviting them.
+  refuseIfSuspended(me);
   const body = await ctx.json();
   await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "kick", { reason: reasonOf(body) });
   return {};
@@ -92,6 +94,7 @@ export async function postKick(ctx: RequestContext, p: Record<string, string>): 
 /** `POST /_matrix/client/v3/rooms/{roomId}/ban` */
 export async function postBan(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  refuseIfSuspended(me);
   const body = await ctx.json();
   await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "ban", { reason: reasonOf(body) });
   return {};
@@ -100,6 +103,7 @@ export async function postBan(ctx: RequestContext, p: Record<string, string>): P
 /** `POST /_matrix/client/v3/rooms/{roomId}/unban` */
 export async function postUnban(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  refuseIfSuspended(me);
   const body = await ctx.json();
   await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "unban", { reason: reasonOf(body) });
   return {};

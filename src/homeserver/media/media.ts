@@ -6,7 +6,8 @@
  * Tables: media mediaId → MediaRecord; media_content mediaId → Uint8Array. Only local media
  * exist: without federation a remote `mxc://` URI is `404 M_NOT_FOUND`.
  */
-import type { RequestContext, Services } from "../context.ts";
+import type { RequestContext, Requester, Services } from "../context.ts";
+import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, forbidden, invalidParam, limitExceeded, missingParam, notFound, tooLarge } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import { CORS_HEADERS, readBodyBytes } from "../http.ts";
@@ -25,6 +26,13 @@ export interface MediaRecord {
   contentType?: string;
   filename?: string;
   size?: number;
+  /**
+   * Uploaded after the freeze of the unauthenticated endpoints (content_repo.md: "any media uploaded
+   * after (or during) the freeze SHOULD only be accessible through the new, authenticated,
+   * endpoints"). Every upload since this field exists has it; older records lack it and stay
+   * reachable on the deprecated endpoints.
+   */
+  authenticatedOnly?: boolean;
 }
 
 /** content_repo.md: a media ID is only `A-Za-z0-9`, `_` and `-` (this also rules out traversal). */
@@ -122,6 +130,13 @@ function waitForUpload(hs: Services, mediaId: string, ms: number): Promise<void>
 // ---------------------------------------------------------------------------------------------
 // Upload
 
+/** The authenticated uploader; a suspended account may not upload (as Synapse: media is sent to rooms, which it may not). */
+async function uploader(ctx: RequestContext): Promise<Requester> {
+  const me = await ctx.requireAuth();
+  refuseIfSuspended(me);
+  return me;
+}
+
 function uploadMetadata(ctx: RequestContext): { contentType: string; filename: string | undefined } {
   const contentType = ctx.request.headers.get("Content-Type")?.trim() || "application/octet-stream";
   const filename = ctx.query("filename");
@@ -132,12 +147,12 @@ function uploadMetadata(ctx: RequestContext): { contentType: string; filename: s
 
 /** `POST /_matrix/media/v3/upload` */
 export async function postUpload(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const { userId } = await ctx.requireAuth();
+  const { userId } = await uploader(ctx);
   const { contentType, filename } = uploadMetadata(ctx);
   const bytes = await readBodyBytes(ctx.request, ctx.hs.config.maxUploadBytes);
   const hs = ctx.hs;
   const mediaId = newMediaId(hs);
-  const record: MediaRecord = { mediaId, uploader: userId, createdAt: hs.clock(), uploaded: true, contentType, filename, size: bytes.byteLength };
+  const record: MediaRecord = { mediaId, uploader: userId, createdAt: hs.clock(), uploaded: true, contentType, filename, size: bytes.byteLength, authenticatedOnly: true };
   await hs.store.write(async (tx) => {
     tx.put("media", mediaId, record);
     tx.put("media_content", mediaId, bytes);
@@ -154,11 +169,11 @@ const pendingKey = (userId: string): string => key("media_pending", userId);
 
 /** `POST /_matrix/media/v1/create` */
 export async function postCreate(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const { userId } = await ctx.requireAuth();
+  const { userId } = await uploader(ctx);
   const hs = ctx.hs;
   const mediaId = newMediaId(hs);
   const now = hs.clock();
-  const record: MediaRecord = { mediaId, uploader: userId, createdAt: now, uploaded: false, unusedExpiresAt: now + UNUSED_EXPIRY_MS };
+  const record: MediaRecord = { mediaId, uploader: userId, createdAt: now, uploaded: false, unusedExpiresAt: now + UNUSED_EXPIRY_MS, authenticatedOnly: true };
   await hs.store.write(async (tx) => {
     const all = (await tx.get<PendingUpload[]>("settings", pendingKey(userId))) ?? [];
     const pending = all.filter((p) => p.expiresAt >= now);
@@ -187,7 +202,7 @@ function localMediaId(ctx: RequestContext, params: Record<string, string>): stri
 
 /** `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}` */
 export async function putUpload(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
-  const { userId } = await ctx.requireAuth();
+  const { userId } = await uploader(ctx);
   const mediaId = localMediaId(ctx, params);
   const hs = ctx.hs;
   const pending = await hs.store.read((tx) => tx.get<MediaRecord>("media", mediaId));
@@ -200,7 +215,7 @@ export async function putUpload(ctx: RequestContext, params: Record<string, stri
   await hs.store.write(async (tx) => {
     const current = await tx.get<MediaRecord>("media", mediaId);
     if (current?.uploaded) throw new MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded");
-    const record: MediaRecord = { mediaId, uploader: userId, createdAt: pending.createdAt, uploaded: true, contentType, filename, size: bytes.byteLength };
+    const record: MediaRecord = { mediaId, uploader: userId, createdAt: pending.createdAt, uploaded: true, contentType, filename, size: bytes.byteLength, authenticatedOnly: true };
     tx.put("media", mediaId, record);
     tx.put("media_content", mediaId, bytes);
     const pendingList = (await tx.get<PendingUpload[]>("settings", pendingKey(userId))) ?? [];
@@ -351,7 +366,15 @@ export async function getDownloadAuthed(ctx: RequestContext, params: Record<stri
 
 /** `GET /_matrix/media/v3/download/{serverName}/{mediaId}` and `…/{fileName}` (deprecated, unauthenticated) */
 export async function getDownloadLegacy(ctx: RequestContext, params: Record<string, string>): Promise<Response> {
+  await refuseFrozen(ctx, params);
   return serveDownload(ctx, params);
+}
+
+/** The deprecated endpoints are frozen: media uploaded since the freeze is `404 M_NOT_FOUND` there (content-repo.yaml allows it). */
+async function refuseFrozen(ctx: RequestContext, params: Record<string, string>): Promise<void> {
+  const mediaId = localMediaId(ctx, params);
+  const record = await ctx.hs.store.read((tx) => tx.get<MediaRecord>("media", mediaId));
+  if (record?.authenticatedOnly) throw notFound("Media not found (use the authenticated /_matrix/client/v1/media endpoints)");
 }
 
 /** `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}` */
@@ -362,6 +385,7 @@ export async function getThumbnailAuthed(ctx: RequestContext, params: Record<str
 
 /** `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}` (deprecated, unauthenticated) */
 export async function getThumbnailLegacy(ctx: RequestContext, params: Record<string, string>): Promise<Response> {
+  await refuseFrozen(ctx, params);
   return serveThumbnail(ctx, params);
 }
 

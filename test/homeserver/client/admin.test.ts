@@ -123,8 +123,15 @@ describe("locked accounts", () => {
   it("answer 401 M_USER_LOCKED with soft_logout everywhere but logout, and recover when unlocked", async () => {
     const { s, root, alice } = await setup();
     await s.call("PUT", `${V1}/lock/${enc(alice.userId)}`, { locked: true }, { token: root.token });
-    for (const [method, path] of [["GET", "/_matrix/client/v3/account/whoami"], ["GET", "/_matrix/client/v3/sync"], ["GET", "/_matrix/client/v3/capabilities"]] as const) {
-      const r = await s.call(method, path, undefined, { token: alice.token });
+    const roomId = `!r:${SERVER}`;
+    for (const [method, path, body] of [
+      ["GET", "/_matrix/client/v3/account/whoami"], ["GET", "/_matrix/client/v3/sync"], ["GET", "/_matrix/client/v3/capabilities"],
+      ["POST", `/_matrix/client/v3/rooms/${enc(roomId)}/kick`, { user_id: `@bob:${SERVER}` }],
+      ["POST", `/_matrix/client/v3/rooms/${enc(roomId)}/ban`, { user_id: `@bob:${SERVER}` }],
+      ["POST", "/_matrix/media/v3/upload", { any: "bytes" }],
+      ["POST", "/_matrix/media/v1/create", undefined],
+    ] as const) {
+      const r = await s.call(method, path, body, { token: alice.token });
       expect([r.status, r.body.errcode, r.body.soft_logout]).toEqual([401, "M_USER_LOCKED", true]);
     }
     // A fresh login is refused too: no new access token while locked.
@@ -181,6 +188,14 @@ describe("suspended accounts", () => {
       ["PUT", `/_matrix/client/v3/directory/room/${enc(`#x:${SERVER}`)}`, { room_id: room }],
       ["PUT", `/_matrix/client/v3/directory/list/room/${enc(room)}`, { visibility: "public" }],
       ["POST", `/_matrix/client/v3/rooms/${enc(room)}/upgrade`, { new_version: "12" }],
+      // Moderating others and uploading media (issue 12: they were still allowed).
+      ["POST", `/_matrix/client/v3/rooms/${enc(room)}/kick`, { user_id: bob.userId }],
+      ["POST", `/_matrix/client/v3/rooms/${enc(room)}/ban`, { user_id: bob.userId }],
+      ["POST", `/_matrix/client/v3/rooms/${enc(room)}/unban`, { user_id: bob.userId }],
+      ["POST", "/_matrix/media/v3/upload", { any: "bytes" }],
+      ["POST", "/_matrix/media/r0/upload", { any: "bytes" }],
+      ["POST", "/_matrix/media/v1/create", undefined],
+      ["PUT", `/_matrix/media/v3/upload/${SERVER}/someid`, { any: "bytes" }],
     ];
     for (const [method, path, body] of refused) {
       const r = await s.call(method, path, body, tok);

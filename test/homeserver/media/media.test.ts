@@ -32,7 +32,7 @@ describe("media repository", () => {
     t = await f.device("alice", "ADEV");
   });
 
-  it("uploads and downloads through the authenticated and the legacy paths", async () => {
+  it("uploads (v3 and r0) and downloads through the authenticated path", async () => {
     const up = await upload(new TextEncoder().encode("hello"), "text/plain", "hi.txt");
     expect(up.status).toBe(200);
     expect(String(up.json.content_uri)).toMatch(new RegExp(`^mxc://${SERVER}/[A-Za-z0-9_-]+$`));
@@ -46,11 +46,38 @@ describe("media repository", () => {
     expect(authed.res.headers.get("Content-Security-Policy")).toMatch(/^sandbox; default-src 'none'/);
     const named = await f.call("GET", `/_matrix/client/v1/media/download/${SERVER}/${id}/other%20name.txt`, t);
     expect(named.res.headers.get("Content-Disposition")).toBe('inline; filename="other name.txt"');
-    const legacy = await f.call("GET", `/_matrix/media/v3/download/${SERVER}/${id}`);
-    expect(legacy.status).toBe(200);
-    expect(await legacy.res.text()).toBe("hello");
-    expect((await f.call("GET", `/_matrix/media/r0/download/${SERVER}/${id}`)).status).toBe(200);
     expect((await f.call("POST", `/_matrix/media/r0/upload`, t, new Uint8Array([1]), { "Content-Type": "application/octet-stream" })).status).toBe(200);
+  });
+
+  it("freezes the unauthenticated endpoints: new uploads are 404 there, media from before the freeze is still served", async () => {
+    const id = mediaIdOf((await upload(new TextEncoder().encode("new"), "image/png", "n.png")).json.content_uri);
+    for (const path of [
+      `/_matrix/media/v3/download/${SERVER}/${id}`,
+      `/_matrix/media/r0/download/${SERVER}/${id}/n.png`,
+      `/_matrix/media/v3/thumbnail/${SERVER}/${id}?width=32&height=32`,
+      `/_matrix/media/r0/thumbnail/${SERVER}/${id}?width=32&height=32`,
+    ]) {
+      const r = await f.call("GET", path);
+      expect(r.status, path).toBe(404);
+      expect(r.json.errcode).toBe("M_NOT_FOUND");
+      // A token does not unfreeze them either: the deprecated endpoints are simply closed to new media.
+      expect((await f.call("GET", path, t)).status, path).toBe(404);
+    }
+    // Created and uploaded asynchronously: frozen too.
+    const created = mediaIdOf((await f.call("POST", "/_matrix/media/v1/create", t)).json.content_uri);
+    await f.call("PUT", `/_matrix/media/v3/upload/${SERVER}/${created}`, t, new Uint8Array([1]), { "Content-Type": "text/plain" });
+    expect((await f.call("GET", `/_matrix/media/v3/download/${SERVER}/${created}`)).status).toBe(404);
+    expect((await f.call("GET", `/_matrix/client/v1/media/download/${SERVER}/${created}`, t)).status).toBe(200);
+    // A record stored before the freeze (no authenticatedOnly flag) stays reachable.
+    await f.hs.services.store.write(async (tx) => {
+      tx.put("media", "oldmedia", { mediaId: "oldmedia", uploader: "@alice:hs.test", createdAt: 1, uploaded: true, contentType: "text/plain", size: 5 });
+      tx.put("media_content", "oldmedia", new TextEncoder().encode("hello"));
+    });
+    for (const v of ["v3", "r0"]) {
+      const legacy = await f.call("GET", `/_matrix/media/${v}/download/${SERVER}/oldmedia`);
+      expect(legacy.status).toBe(200);
+      expect(await legacy.res.text()).toBe("hello");
+    }
   });
 
   it("refuses unauthenticated requests on the v1 endpoints", async () => {
