@@ -4,7 +4,7 @@
  * Nonces live in memory: they are single use and expire after a minute.
  */
 import type { RequestContext, Services } from "../context.ts";
-import { MatrixError } from "../errors.ts";
+import { MatrixError, limitExceeded } from "../errors.ts";
 import { constantTimeEqual } from "../auth/password.ts";
 import { clientAddress } from "../auth/rateLimit.ts";
 import { createAccount } from "../client/account.ts";
@@ -14,13 +14,21 @@ const NONCE_TIMEOUT_MS = 60_000;
 /** Synapse's `UserTypes.ALL_USER_TYPES`. */
 const USER_TYPES = ["support", "bot"];
 
+/** At most this many nonces are outstanding; past it `GET` answers 429 until the oldest expires. */
+export const MAX_NONCES = 1000;
+
+/** Outstanding nonces → when issued, in issue order (a Map keeps insertion order). */
 const nonces = new WeakMap<Services, Map<string, number>>();
 
+/** The outstanding nonces, expired ones dropped from the oldest end (no full scan per request). */
 function noncesOf(hs: Services): Map<string, number> {
   let m = nonces.get(hs);
   if (!m) nonces.set(hs, (m = new Map()));
   const now = hs.clock();
-  for (const [n, t] of m) if (now - t > NONCE_TIMEOUT_MS) m.delete(n);
+  for (const [n, t] of m) {
+    if (now - t <= NONCE_TIMEOUT_MS) break;
+    m.delete(n);
+  }
   return m;
 }
 
@@ -32,8 +40,14 @@ const synapseError = (status: number, msg: string, errcode = "M_UNKNOWN"): Matri
 /** `GET /_synapse/admin/v1/register` */
 export async function getAdminRegisterNonce(ctx: RequestContext): Promise<Record<string, unknown>> {
   // Synapse hands out nonces whether or not a secret is configured; POST is what refuses.
+  const all = noncesOf(ctx.hs);
+  if (all.size >= MAX_NONCES) {
+    // Refused rather than evicting: an unauthenticated flood must not invalidate an admin's nonce.
+    const oldest = all.values().next().value!;
+    throw limitExceeded(Math.max(1, oldest + NONCE_TIMEOUT_MS - ctx.hs.clock()));
+  }
   const nonce = hex(ctx.hs.random(64));
-  noncesOf(ctx.hs).set(nonce, ctx.hs.clock());
+  all.set(nonce, ctx.hs.clock());
   return { nonce };
 }
 

@@ -7,7 +7,8 @@ import { MatrixError, badJson } from "../errors.ts";
 import type { RequestContext, Services } from "../context.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import { verifyPassword } from "../auth/password.ts";
-import { UIA_FAILURES, checkLimit, recordHit } from "../auth/rateLimit.ts";
+import { UIA_FAILURES, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
+import type { RateLimit } from "../auth/rateLimit.ts";
 import { userIdFromIdentifier } from "../auth/identifiers.ts";
 import { isObject } from "../validate.ts";
 
@@ -26,19 +27,50 @@ interface UiaSession {
   userId: string | undefined;
   completed: string[];
   createdAt: number;
+  /** The client address that started it (undefined for local requests). */
+  client: string | undefined;
 }
 
 /** A session is forgotten this long after it was started. */
 const SESSION_LIFETIME_MS = 30 * 60_000;
+/** At most this many sessions are kept; past it the oldest goes (a client then starts anew). */
+export const MAX_UIA_SESSIONS = 1000;
+/** At most this many live sessions per client address; its oldest goes first. */
+export const MAX_UIA_SESSIONS_PER_CLIENT = 20;
+/** New sessions per client address: an unauthenticated `POST /register {}` starts one each time. */
+export const UIA_SESSION_STARTS: RateLimit = { limit: 60, windowMs: 60_000 };
 
-const sessions = new WeakMap<Services, Map<string, UiaSession>>();
+/** Sessions by ID, in creation order (a Map keeps insertion order), plus each client's sessions. */
+interface SessionTable {
+  byId: Map<string, UiaSession>;
+  byClient: Map<string, Set<string>>;
+}
 
-function sessionsOf(hs: Services): Map<string, UiaSession> {
-  let m = sessions.get(hs);
-  if (!m) sessions.set(hs, (m = new Map()));
+const sessions = new WeakMap<Services, SessionTable>();
+
+function forget(t: SessionTable, s: UiaSession): void {
+  t.byId.delete(s.id);
+  if (s.client === undefined) return;
+  const mine = t.byClient.get(s.client);
+  mine?.delete(s.id);
+  if (mine?.size === 0) t.byClient.delete(s.client);
+}
+
+/** The session table, with expired sessions dropped: from the oldest end only, so a request does not scan them all. */
+function sessionsOf(hs: Services): SessionTable {
+  let t = sessions.get(hs);
+  if (!t) sessions.set(hs, (t = { byId: new Map(), byClient: new Map() }));
   const cutoff = hs.clock() - SESSION_LIFETIME_MS;
-  for (const [id, s] of m) if (s.createdAt < cutoff) m.delete(id);
-  return m;
+  for (const s of t.byId.values()) {
+    if (s.createdAt >= cutoff) break;
+    forget(t, s);
+  }
+  return t;
+}
+
+/** How many UIA sessions a homeserver holds (tests). */
+export function uiaSessionCount(hs: Services): number {
+  return sessionsOf(hs).byId.size;
 }
 
 /** The 401 body of the UIA API: flows, params, session, completed, and an error if a stage failed. */
@@ -83,8 +115,18 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
       failure,
     );
   const newSession = (): UiaSession => {
-    const s: UiaSession = { id: encodeBase64Url(hs.random(18)), action, userId: options.userId, completed: [], createdAt: hs.clock() };
-    all.set(s.id, s);
+    const client = clientAddress(ctx);
+    checkLimit(ctx, UIA_SESSION_STARTS);
+    recordHit(ctx, UIA_SESSION_STARTS);
+    const s: UiaSession = { id: encodeBase64Url(hs.random(18)), action, userId: options.userId, completed: [], createdAt: hs.clock(), client };
+    if (client !== undefined) {
+      let mine = all.byClient.get(client);
+      if (!mine) all.byClient.set(client, (mine = new Set()));
+      if (mine.size >= MAX_UIA_SESSIONS_PER_CLIENT) forget(all, all.byId.get(mine.values().next().value!)!);
+      mine.add(s.id);
+    }
+    if (all.byId.size >= MAX_UIA_SESSIONS) forget(all, all.byId.values().next().value!);
+    all.byId.set(s.id, s);
     return s;
   };
 
@@ -93,7 +135,7 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
   if (a.session !== undefined && typeof a.session !== "string") throw badJson("auth.session must be a string");
   let session: UiaSession;
   if (typeof a.session === "string") {
-    const found = all.get(a.session);
+    const found = all.byId.get(a.session);
     if (!found) throw new MatrixError(400, "M_UNKNOWN", "Unknown or expired UIA session");
     // The session is bound to the operation (and user) it was created for.
     if (found.action !== action || found.userId !== options.userId) {
@@ -123,7 +165,7 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
 
   const done = options.flows.some((flow) => flow.length === session.completed.length && flow.every((s, i) => session.completed[i] === s));
   if (!done) throw respond(session);
-  all.delete(session.id);
+  forget(all, session);
 }
 
 async function attemptStage(
