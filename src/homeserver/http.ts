@@ -25,20 +25,22 @@ export function errorResponse(err: MatrixError): Response {
 /**
  * The largest JSON body an endpoint reads unless {@link jsonBodyLimit} names a larger one: a PDU is
  * at most 64 KiB ("Size limits" in the server-server API), so no event content, and no other small
- * request (account data, profile, filters…), needs more.
+ * request (account data, filters…), needs more.
  */
 export const JSON_BODY_LIMIT = 64 * 1024;
 const MiB = 1024 * 1024;
 /**
  * Endpoints whose bodies legitimately carry many items: key uploads and queries (one-time keys,
  * every device of many users), to-device fan-out, key backup batches, and room creation with
- * initial state. key = regex on the path → byte limit.
+ * initial state. Profile fields get twice the profile limit, so that an oversized one is answered
+ * with the spec's `M_PROFILE_TOO_LARGE` rather than a bare 413. key = regex on the path → byte limit.
  */
 const LARGER_JSON_BODIES: readonly [RegExp, number][] = [
   [/\/keys\/(upload|query|claim|device_signing\/upload|signatures\/upload)$/, MiB],
   [/\/sendToDevice\//, MiB],
   [/\/room_keys\/keys(\/|$)/, 16 * MiB],
   [/\/createRoom$/, MiB],
+  [/\/profile\//, 128 * 1024],
 ];
 /** The largest JSON body any endpoint accepts (the Node listener's cap for non-media requests). */
 export const MAX_JSON_BODY_LIMIT = Math.max(JSON_BODY_LIMIT, ...LARGER_JSON_BODIES.map(([, n]) => n));

@@ -40,6 +40,8 @@ export function readPassword(body: Record<string, unknown>, field: string): stri
   if (value === undefined) return undefined;
   if (typeof value !== "string") throw badJson(`${field} must be a string`);
   if (value.length > MAX_PASSWORD_LENGTH) throw badJson(`${field} is too long`);
+  // An empty password is no secret at all ("Password management": the weak-password error).
+  if (value === "") throw new MatrixError(400, "M_WEAK_PASSWORD", `${field} must not be empty`);
   return value;
 }
 

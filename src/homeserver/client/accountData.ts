@@ -42,6 +42,14 @@ async function authorise(ctx: RequestContext, userId: string): Promise<void> {
   if (me.userId !== userId) throw forbidden("Cannot access account data of other users");
 }
 
+/** Account data types are short identifiers (like event types, at most 255 bytes). */
+function checkType(type: string): void {
+  if (type === "" || new TextEncoder().encode(type).length > 255) throw new MatrixError(400, "M_INVALID_PARAM", "Account data type must be 1 to 255 bytes");
+}
+
+/** The most the tags of one room may take together: one PUT is small, but a room may collect many tags. */
+const MAX_TAGS_BYTES = 64 * 1024;
+
 function checkRoomId(roomId: string): void {
   if (!roomId.startsWith("!")) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid room ID");
 }
@@ -59,6 +67,7 @@ export async function getGlobalAccountData(ctx: RequestContext, p: Record<string
 /** `PUT /_matrix/client/v3/user/{userId}/account_data/{type}` */
 export async function putGlobalAccountData(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   await authorise(ctx, p.userId!);
+  checkType(p.type!);
   const content = await ctx.json({ allowEmpty: false });
   if (SERVER_MANAGED.has(p.type!)) throw new MatrixError(405, "M_BAD_JSON", `Cannot set ${p.type} through this API.`);
   await putAccountData(ctx.hs, p.userId!, "", p.type!, content);
@@ -78,6 +87,7 @@ export async function getRoomAccountData(ctx: RequestContext, p: Record<string, 
 export async function putRoomAccountData(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   await authorise(ctx, p.userId!);
   checkRoomId(p.roomId!);
+  checkType(p.type!);
   const content = await ctx.json();
   if (SERVER_MANAGED.has(p.type!)) throw new MatrixError(405, "M_BAD_JSON", `Cannot set ${p.type} through this API.`);
   await putAccountData(ctx.hs, p.userId!, p.roomId!, p.type!, content);
@@ -97,6 +107,7 @@ async function updateTags(ctx: RequestContext, p: Record<string, string>, change
     const c = await getAccountDataTx(tx, p.userId!, p.roomId!, "m.tag");
     const tags = { ...((c?.tags as Record<string, unknown> | undefined) ?? {}) };
     change(tags);
+    if (new TextEncoder().encode(JSON.stringify(tags)).length > MAX_TAGS_BYTES) throw new MatrixError(400, "M_TOO_LARGE", "The tags of this room would exceed 64 KiB");
     return putAccountDataTx(tx, p.userId!, p.roomId!, "m.tag", { tags });
   });
   ctx.hs.notifier.notify(pos);

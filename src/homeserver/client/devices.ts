@@ -73,6 +73,9 @@ export function sessionTokens(s: SessionResult): Record<string, unknown> {
   return out;
 }
 
+/** The longest device display name (Synapse's MAX_DEVICE_DISPLAY_NAME_LEN); an initial one is cut to it, as Synapse does. */
+export const MAX_DEVICE_DISPLAY_NAME_LENGTH = 100;
+
 /**
  * Inside a write: binds a new access token to the requested (or a new) device. Reusing a device ID
  * revokes the tokens that device had ("If the client sets the device_id, the server will
@@ -92,7 +95,7 @@ export async function startSession(tx: WriteTx, hs: Services, req: SessionReques
     tx.put("devices", key(req.userId, deviceId), { ...existing, lastSeenTs: now, ...seen });
   } else {
     const device: DeviceRecord = { userId: req.userId, deviceId, createdAt: now, lastSeenTs: now, ...seen };
-    if (req.initialDisplayName !== undefined) device.displayName = req.initialDisplayName;
+    if (req.initialDisplayName !== undefined) device.displayName = [...req.initialDisplayName].slice(0, MAX_DEVICE_DISPLAY_NAME_LENGTH).join("");
     tx.put("devices", key(req.userId, deviceId), device);
     streamPos = await recordDeviceListChange(tx, req.userId);
   }
@@ -188,6 +191,10 @@ export async function putDevice(ctx: RequestContext, params: Record<string, stri
   const { userId } = await ctx.requireAuth();
   const body = await ctx.json();
   if (body.display_name !== undefined && typeof body.display_name !== "string") throw badJson("display_name must be a string");
+  // Synapse's MAX_DEVICE_DISPLAY_NAME_LEN, with its answer (400 M_TOO_LARGE).
+  if (typeof body.display_name === "string" && [...body.display_name].length > MAX_DEVICE_DISPLAY_NAME_LENGTH) {
+    throw new MatrixError(400, "M_TOO_LARGE", `Device display name is too long (max ${MAX_DEVICE_DISPLAY_NAME_LENGTH})`);
+  }
   const displayName = body.display_name as string | undefined;
   const streamPos = await ctx.hs.store.write(async (tx) => {
     const k = key(userId, params.deviceId!);

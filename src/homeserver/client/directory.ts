@@ -24,6 +24,9 @@ interface AliasRow {
 
 function checkAlias(ctx: RequestContext, alias: string): void {
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
+  // Control characters and whitespace in an alias are invisible or break lines wherever it is shown.
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
+  if (/[\s\u0000-\u001f\u007f-\u009f]/.test(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias contains control characters or whitespace");
   if (serverOf(alias) !== ctx.hs.serverName) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias must be on this server");
 }
 

@@ -44,6 +44,8 @@ export interface Filter {
 }
 
 const isStringList = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === "string");
+const isUserIdLike = (s: string): boolean => /^@[^:]+:.+$/.test(s);
+const isRoomIdLike = (s: string): boolean => /^![^\s]+$/.test(s);
 
 function checkEventFilter(f: unknown, where: string, room: boolean): void {
   if (f === undefined) return;
@@ -52,6 +54,9 @@ function checkEventFilter(f: unknown, where: string, room: boolean): void {
   for (const k of ["types", "not_types", "senders", "not_senders", ...(room ? ["rooms", "not_rooms"] : [])]) {
     if (o[k] !== undefined && !isStringList(o[k])) throw badJson(`${where}.${k} must be a list of strings`);
   }
+  // filter.yaml (and Synapse's schema): senders are user IDs, rooms are room IDs.
+  for (const k of ["senders", "not_senders"]) if (o[k] !== undefined && !(o[k] as string[]).every(isUserIdLike)) throw badJson(`${where}.${k} must be a list of user IDs`);
+  for (const k of room ? ["rooms", "not_rooms"] : []) if (o[k] !== undefined && !(o[k] as string[]).every(isRoomIdLike)) throw badJson(`${where}.${k} must be a list of room IDs`);
   if (o.limit !== undefined && (typeof o.limit !== "number" || !Number.isInteger(o.limit) || o.limit < 0)) {
     throw badJson(`${where}.limit must be a non-negative integer`);
   }
@@ -75,7 +80,7 @@ export function validateFilter(body: unknown): Filter {
   if (f.room !== undefined) {
     if (f.room === null || typeof f.room !== "object" || Array.isArray(f.room)) throw badJson("room must be an object");
     const r = f.room as Record<string, unknown>;
-    for (const k of ["rooms", "not_rooms"]) if (r[k] !== undefined && !isStringList(r[k])) throw badJson(`room.${k} must be a list of strings`);
+    for (const k of ["rooms", "not_rooms"]) if (r[k] !== undefined && !(isStringList(r[k]) && r[k].every(isRoomIdLike))) throw badJson(`room.${k} must be a list of room IDs`);
     if (r.include_leave !== undefined && typeof r.include_leave !== "boolean") throw badJson("room.include_leave must be a boolean");
     for (const k of ["ephemeral", "state", "timeline", "account_data"]) checkEventFilter(r[k], `room.${k}`, true);
   }

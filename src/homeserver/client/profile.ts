@@ -38,6 +38,10 @@ function profileOf(account: AccountProfile): Record<string, unknown> {
   return out;
 }
 
+/** The longest display name (Synapse's MAX_DISPLAYNAME_LEN) and avatar URL (MAX_AVATAR_URL_LEN). */
+export const MAX_DISPLAYNAME_LENGTH = 256;
+const MAX_AVATAR_URL_LENGTH = 1000;
+
 function checkKey(keyName: string): void {
   if (utf8Length(keyName) > MAX_KEY_BYTES) throw new MatrixError(400, "M_KEY_TOO_LARGE", "Profile key is longer than 255 bytes");
   if (!KEY_NAME.test(keyName)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid profile key");
@@ -112,6 +116,9 @@ export async function putProfileField(ctx: RequestContext, p: Record<string, str
     // An empty or null name/avatar clears it (what clients have long sent to remove one).
     if (v !== null && typeof v !== "string") throw badJson(`${keyName} must be a string`);
     if (keyName === "avatar_url" && typeof v === "string" && v !== "" && !/^mxc:\/\/[^/]+\/[^/]+$/.test(v)) throw badJson("avatar_url must be an mxc:// URI");
+    // Synapse's limits (MAX_DISPLAYNAME_LEN, MAX_AVATAR_URL_LEN): a name shows in every room and member list.
+    if (keyName === "displayname" && typeof v === "string" && [...v].length > MAX_DISPLAYNAME_LENGTH) throw new MatrixError(400, "M_INVALID_PARAM", `displayname is longer than ${MAX_DISPLAYNAME_LENGTH} characters`);
+    if (keyName === "avatar_url" && typeof v === "string" && v.length > MAX_AVATAR_URL_LENGTH) throw new MatrixError(400, "M_INVALID_PARAM", `avatar_url is longer than ${MAX_AVATAR_URL_LENGTH} characters`);
     remove = v === null || v === "";
   } else if (keyName === "m.tz" && typeof v !== "string") {
     throw badJson("m.tz must be a string");

@@ -21,7 +21,8 @@ export function isRoomId(s: string): boolean {
 
 /** The localpart given as `room_alias_name`: no `:`, no whitespace, not empty. */
 export function isRoomAliasLocalpart(s: string): boolean {
-  return s.length > 0 && s.length < 200 && !/[:\s#]/.test(s);
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
+  return s.length > 0 && s.length < 200 && !/[:\s#\u0000-\u001f\u007f-\u009f]/.test(s);
 }
 
 /** The server part of a user ID or alias. */

@@ -181,3 +181,65 @@ describe("request bodies", () => {
     expect((await raw("PUT", path(), alice.token, lone)).body.errcode).toBe("M_NOT_JSON");
   });
 });
+
+describe("input hygiene and size limits", () => {
+  const me = (): string => encodeURIComponent(alice.userId);
+
+  it("refuses aliases with control characters or whitespace", async () => {
+    for (const alias of ["#a\u0001b:hs.test", "#a\u0000:hs.test", "#bell\u0007:hs.test", "#tab\tx:hs.test", "#nl\nx:hs.test", "#c1\u0085:hs.test"]) {
+      const r = await t.req("PUT", `/directory/room/${encodeURIComponent(alias)}`, alice, { room_id: privateRoom });
+      expect([JSON.stringify(alias), r.status, r.body.errcode]).toEqual([JSON.stringify(alias), 400, "M_INVALID_PARAM"]);
+    }
+    const viaCreate = await t.req("POST", "/createRoom", alice, { room_alias_name: "ctl\u0001" });
+    expect(viaCreate.status).toBe(400);
+    expect((await t.req("PUT", `/directory/room/${encodeURIComponent("#fine-alias:hs.test")}`, alice, { room_id: privateRoom })).status).toBe(200);
+  });
+
+  it("refuses display names over 256 characters and avatar URLs over 1000", async () => {
+    const long = await t.req("PUT", `/profile/${me()}/displayname`, alice, { displayname: "x".repeat(257) });
+    expect([long.status, long.body.errcode]).toEqual([400, "M_INVALID_PARAM"]);
+    // 256 characters (even outside the BMP, counted as characters) are fine.
+    expect((await t.req("PUT", `/profile/${me()}/displayname`, alice, { displayname: "😀".repeat(256) })).status).toBe(200);
+    const url = await t.req("PUT", `/profile/${me()}/avatar_url`, alice, { avatar_url: `mxc://hs.test/${"a".repeat(1000)}` });
+    expect(url.status).toBe(400);
+    await t.ok("PUT", `/profile/${me()}/displayname`, alice, { displayname: "Alice" });
+  });
+
+  it("refuses device display names over 100 characters (400 M_TOO_LARGE)", async () => {
+    const r = await t.req("PUT", `/devices/${alice.deviceId}`, alice, { display_name: "d".repeat(101) });
+    expect([r.status, r.body.errcode]).toEqual([400, "M_TOO_LARGE"]);
+    expect((await t.req("PUT", `/devices/${alice.deviceId}`, alice, { display_name: "d".repeat(100) })).status).toBe(200);
+  });
+
+  it("refuses empty passwords at registration", async () => {
+    const r = await t.req("POST", "/register", undefined, { username: "emptypw", password: "", auth: { type: "m.login.dummy" } });
+    expect([r.status, r.body.errcode]).toEqual([400, "M_WEAK_PASSWORD"]);
+    const taken = await t.req("GET", "/register/available?username=emptypw");
+    expect(taken.body.available).toBe(true);
+  });
+
+  it("refuses invalid filters with 400 instead of storing them", async () => {
+    for (const filter of [
+      { room: { timeline: { senders: ["not a user"] } } },
+      { room: { rooms: ["#alias:hs.test"] } },
+      { room: { state: { not_rooms: [""] } } },
+      { presence: { not_senders: ["alice"] } },
+    ]) {
+      const r = await t.req("POST", `/user/${me()}/filter`, alice, filter);
+      expect([JSON.stringify(filter), r.status]).toEqual([JSON.stringify(filter), 400]);
+    }
+    expect((await t.req("POST", `/user/${me()}/filter`, alice, { room: { rooms: [privateRoom], timeline: { senders: [bob.userId] } } })).status).toBe(200);
+  });
+
+  it("bounds account data type names and the tags of a room", async () => {
+    const longType = await t.req("PUT", `/user/${me()}/account_data/${"t".repeat(256)}`, alice, { x: 1 });
+    expect(longType.status).toBe(400);
+    const tagPath = (i: number): string => `/user/${me()}/rooms/${encodeURIComponent(privateRoom)}/tags/u.t${i}`;
+    const big = { order: 0.5, note: "n".repeat(20 * 1024) };
+    expect((await t.req("PUT", tagPath(1), alice, big)).status).toBe(200);
+    expect((await t.req("PUT", tagPath(2), alice, big)).status).toBe(200);
+    expect((await t.req("PUT", tagPath(3), alice, big)).status).toBe(200);
+    const fourth = await t.req("PUT", tagPath(4), alice, big);
+    expect([fourth.status, fourth.body.errcode]).toEqual([400, "M_TOO_LARGE"]);
+  });
+});
