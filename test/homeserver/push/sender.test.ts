@@ -8,6 +8,7 @@ import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import { TestServer, room } from "../roomserver/harness.ts";
 import type { TestUser } from "../roomserver/harness.ts";
 import { startGateway } from "./gateway.ts";
+import { tokenHash } from "../../../src/homeserver/auth/tokens.ts";
 import type { TestGateway } from "./gateway.ts";
 
 let t: TestServer;
@@ -162,8 +163,8 @@ describe("pushers and sessions", () => {
     const token = "tok_bob_second";
     await t.hs.services.store.write(async (tx) => {
       tx.put("devices", `${bob.userId}\u001fPHONE2`, { userId: bob.userId, deviceId: "PHONE2", createdAt: 1 });
-      tx.put("access_tokens", token, { userId: bob.userId, deviceId: "PHONE2" });
-      tx.put("device_tokens", `${bob.userId}\u001fPHONE2\u001f${token}`, true);
+      tx.put("access_tokens", tokenHash(token), { userId: bob.userId, deviceId: "PHONE2" });
+      tx.put("device_tokens", `${bob.userId}\u001fPHONE2\u001f${tokenHash(token)}`, true);
     });
     return token;
   }
