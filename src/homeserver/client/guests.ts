@@ -7,6 +7,7 @@ import type { Services } from "../context.ts";
 import type { MatrixError } from "../errors.ts";
 import { badJson, forbidden, guestAccessForbidden, missingParam } from "../errors.ts";
 import type { AccessTokenRecord } from "../auth/tokens.ts";
+import { tokenHash } from "../auth/tokens.ts";
 import { hashPassword } from "../auth/password.ts";
 import { startSession } from "./devices.ts";
 import type { SessionRequest, SessionResult } from "./devices.ts";
@@ -39,7 +40,7 @@ export async function guestToUpgrade(hs: Services, body: Record<string, unknown>
   if (typeof token !== "string") throw badJson("guest_access_token must be a string");
   if (localpart === undefined) throw missingParam("username is required to upgrade a guest account");
   const account = await hs.store.read(async (tx) => {
-    const t = await tx.get<AccessTokenRecord>("access_tokens", token);
+    const t = await tx.get<AccessTokenRecord>("access_tokens", tokenHash(token));
     return t ? tx.get<AccountRecord>("accounts", t.userId) : undefined;
   });
   if (!account?.isGuest || account.deactivated || account.userId !== `@${localpart}:${hs.serverName}`) throw notThisGuest();
