@@ -76,7 +76,9 @@ export async function readBodyBytes(request: Request, max: number): Promise<Uint
     if (done) break;
     total += value.byteLength;
     if (total > max) {
-      await reader.cancel();
+      // Not awaited: on a cloned request (ctx.json reads a copy) cancelling one branch of the tee
+      // settles only once the other branch is cancelled too.
+      reader.cancel().catch(() => {});
       throw tooLarge(`Request body is larger than the ${max} byte limit`);
     }
     chunks.push(value);
