@@ -45,14 +45,14 @@ describe("upgrade: SQLite fixture written by schema 0", () => {
     await s.close();
   });
 
-  it("migration 1 indexes the access tokens schema 0 already held by device (by hash since migration 5)", async () => {
+  it("migration 1 indexes the access tokens schema 0 already held by device (by hash since migration 7)", async () => {
     const s = await createSqliteStore({ data: fixtureBytes() });
     const rows = await s.read((tx) => tx.range("device_tokens", { prefix: prefix("@alice:0f3a", "ALICEDEV") }));
     expect(rows.map((r) => r.key)).toEqual([key("@alice:0f3a", "ALICEDEV", tokenHash("syt_alice_token"))]);
     await s.close();
   });
 
-  it("migration 5 stores token hashes only, and a token issued before the upgrade still works", async () => {
+  it("migration 7 stores token hashes only, and a token issued before the upgrade still works", async () => {
     const path = fixtureFile("tokens.sqlite");
     const store = await openSqliteFileStore(path);
     expect(await store.read((tx) => tx.get("access_tokens", "syt_alice_token"))).toBeUndefined();
@@ -70,9 +70,9 @@ describe("upgrade: SQLite fixture written by schema 0", () => {
     expect(readFileSync(path).includes("syt_alice_token")).toBe(false);
   });
 
-  it("migration 5 rekeys refresh tokens and the hashes they point at", async () => {
+  it("migration 7 rekeys refresh tokens and the hashes they point at", async () => {
     let bytes: Uint8Array | undefined;
-    const before = await createSqliteStore({ data: fixtureBytes(), migrations: MIGRATIONS.slice(0, 5), persist: async (b) => void (bytes = b) });
+    const before = await createSqliteStore({ data: fixtureBytes(), migrations: MIGRATIONS.slice(0, 7), persist: async (b) => void (bytes = b) });
     await before.write(async (tx) => {
       tx.put("access_tokens", "hyt_a2", { userId: "@alice:0f3a", deviceId: "ALICEDEV", expiresAt: 5, supersedes: "hyr_r1" });
       tx.put("refresh_tokens", "hyr_r1", { userId: "@alice:0f3a", deviceId: "ALICEDEV", accessToken: "hyt_a1", next: "hyr_r2" });

@@ -40,7 +40,7 @@ export const FAILING_MIGRATIONS: readonly Migration[] = [
 
 /** Checks that every fixture row is there unchanged (tables in `except` skipped). */
 export async function expectFixtureRows(s: Store, except: Set<string> = new Set()): Promise<void> {
-  // After migration 5, access tokens are keyed by their hash (the values are unchanged).
+  // After migration 7, access tokens are keyed by their hash (the values are unchanged).
   const hashed = (await s.read((tx) => tx.get("access_tokens", "syt_alice_token"))) === undefined;
   for (const [table, k, v] of SCHEMA0_ROWS) {
     if (except.has(table)) continue;
