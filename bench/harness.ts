@@ -1,6 +1,7 @@
 /** A tiny benchmark harness: each figure is measured next to the raw primitive it is compared to. */
 import type { Homeserver } from "../src/homeserver/homeserver.ts";
 import { key } from "../src/storage/store.ts";
+import { tokenHash } from "../src/homeserver/auth/tokens.ts";
 
 /** One printed figure. */
 export interface Figure {
@@ -53,7 +54,7 @@ export async function seedDevice(hs: Homeserver, userId: string, deviceId: strin
   await hs.services.store.write(async (tx) => {
     tx.put("accounts", userId, { userId, createdAt: 1, ...account });
     tx.put("devices", key(userId, deviceId), { userId, deviceId, createdAt: 1 });
-    tx.put("access_tokens", token, { userId, deviceId });
+    tx.put("access_tokens", tokenHash(token), { userId, deviceId });
   });
   return token;
 }
