@@ -6,7 +6,9 @@ import { guestAccessForbidden, missingToken, unknownToken, MatrixError } from ".
 import type { AccessTokenRecord } from "./auth/tokens.ts";
 import { settleSupersededToken, tokenHash } from "./auth/tokens.ts";
 import { recordDeviceActivity } from "./auth/activity.ts";
-import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
+import { CLIENT_ADDRESS_HEADER, DEFAULT_FEDERATION_RATE_LIMIT, DEFAULT_RATE_LIMITS } from "./auth/rateLimit.ts";
+import type { FederationRateLimit, RateLimitSettings, RateLimiters } from "./auth/rateLimit.ts";
+import { DEFAULT_ROOM_VERSION } from "./rooms/versions.ts";
 import { guestMayUse } from "./auth/guestAccess.ts";
 import { jsonBodyLimit, readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
@@ -53,6 +55,14 @@ export interface HomeserverConfig {
   support?: SupportInfo;
   /** Guest accounts ("Guest access"): `register?kind=guest`, and guests' tokens work (default false). */
   allowGuestAccess: boolean;
+  /** `POST /register` asks for a registration token (the `m.login.registration_token` stage). */
+  registrationRequiresToken: boolean;
+  /** The room version of rooms created without `room_version`. */
+  defaultRoomVersion: string;
+  /** The `rc_*` token buckets (auth/rateLimit.ts). */
+  rateLimits: RateLimitSettings;
+  /** `rc_federation`, for the federation API. */
+  federationRateLimit: FederationRateLimit;
 }
 
 /** Server contact and support details (`GET /.well-known/matrix/support`, support.yaml). */
@@ -67,6 +77,10 @@ export const DEFAULT_CONFIG: HomeserverConfig = {
   maxUploadBytes: 50 * 1024 * 1024,
   accessTokenLifetimeMs: 5 * 60_000,
   allowGuestAccess: false,
+  registrationRequiresToken: false,
+  defaultRoomVersion: DEFAULT_ROOM_VERSION,
+  rateLimits: DEFAULT_RATE_LIMITS,
+  federationRateLimit: DEFAULT_FEDERATION_RATE_LIMIT,
 };
 
 /** Everything a homeserver is made of; injected so tests control clock and randomness. */
@@ -91,6 +105,8 @@ export interface Services {
   readonly appservices?: AppServices;
   /** Called after a commit that stored room events up to `streamPos` (wakes the application service sender). */
   readonly onEventsCommitted?: (streamPos: number) => void;
+  /** This server's rate limit buckets (auth/rateLimit.ts). */
+  readonly rateLimiters: RateLimiters;
 }
 
 /** The authenticated caller of a request. */
@@ -108,6 +124,8 @@ export interface Requester {
    * services registered with `rate_limited: false` (exempt from rate limits, as in Synapse).
    */
   appserviceRateLimited?: boolean;
+  /** A server admin (exempt from rate limits, may use the admin APIs). */
+  admin?: boolean;
 }
 
 /** What handlers receive: the services, the request, and helpers to read it. */
@@ -170,7 +188,7 @@ export class RequestContext {
     const found = await this.hs.store.read(async (tx) => {
       const t = await tx.get<AccessTokenRecord>("access_tokens", hashed);
       if (!t) return undefined;
-      const account = await tx.get<{ deactivated?: boolean; isGuest?: boolean; locked?: boolean; suspended?: boolean }>("accounts", t.userId);
+      const account = await tx.get<{ deactivated?: boolean; isGuest?: boolean; locked?: boolean; suspended?: boolean; admin?: boolean }>("accounts", t.userId);
       if (!account || account.deactivated) return undefined;
       return { t, account };
     });
@@ -190,6 +208,7 @@ export class RequestContext {
       accessToken: token,
       isGuest: account.isGuest === true,
       suspended: account.suspended === true,
+      admin: account.admin === true,
       locked: account.locked === true,
     };
   }

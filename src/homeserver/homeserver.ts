@@ -21,6 +21,7 @@ import type { AppServices } from "./appservice/client.ts";
 import { ensureSenderAccounts } from "./appservice/client.ts";
 import type { SenderOptions } from "./appservice/transactions.ts";
 import { TransactionSender } from "./appservice/transactions.ts";
+import { RateLimiters } from "./auth/rateLimit.ts";
 
 /** What a homeserver is built from. */
 export interface HomeserverOptions {
@@ -86,6 +87,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
   const signingKey: SigningKey = { entity: options.serverName, keyId: options.keyId ?? "ed25519:auto", signer };
   const clock = options.clock ?? Date.now;
   const logger = options.logger ?? silentLogger;
+  const config: HomeserverConfig = { ...DEFAULT_CONFIG, ...options.config };
   const pushSender = options.fetch ? new PushSender({ store: options.store, logger, clock, fetch: options.fetch }) : undefined;
   const registry = options.appservices?.length ? new AppServiceRegistry(options.appservices, options.serverName) : undefined;
   let sender: TransactionSender | undefined;
@@ -97,12 +99,13 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     clock,
     random: options.random ?? defaultRandom,
     logger,
-    config: { ...DEFAULT_CONFIG, ...options.config },
+    config,
     notifier: new Notifier(),
     output: new OutputStream(options.logger ?? silentLogger),
     thumbnailer: options.thumbnailer,
     pushSender,
     onEventsCommitted: () => sender?.wake(),
+    rateLimiters: new RateLimiters(config.rateLimits, clock),
   };
   services.output.subscribe(services.notifier.consume);
   // The push sender evaluates newly committed room events (it reads them from the stream itself).

@@ -10,6 +10,7 @@ import * as account from "./client/account.ts";
 import * as login from "./client/login.ts";
 import * as devices from "./client/devices.ts";
 import { getAdminRegisterNonce, postAdminRegister } from "./admin/register.ts";
+import * as registrationTokens from "./admin/registrationTokens.ts";
 import * as refresh from "./client/refresh.ts";
 import * as admin from "./client/admin.ts";
 import * as openid from "./client/openid.ts";
@@ -90,6 +91,11 @@ export const ROUTES: HsRoute[] = [
   // --- admin (admin/register.ts) ---
   ...at("GET", "/_synapse/admin/v1/register", getAdminRegisterNonce),
   ...at("POST", "/_synapse/admin/v1/register", postAdminRegister),
+  ...at("GET", "/_synapse/admin/v1/registration_tokens", registrationTokens.getRegistrationTokens),
+  ...at("POST", "/_synapse/admin/v1/registration_tokens/new", registrationTokens.postRegistrationToken),
+  ...at("GET", "/_synapse/admin/v1/registration_tokens/{token}", registrationTokens.getRegistrationToken),
+  ...at("PUT", "/_synapse/admin/v1/registration_tokens/{token}", registrationTokens.putRegistrationToken),
+  ...at("DELETE", "/_synapse/admin/v1/registration_tokens/{token}", registrationTokens.deleteRegistrationToken),
   // Server administration module (client/admin.ts) and support discovery (client/support.ts).
   ...client("GET", "/admin/whois/{userId}", admin.getWhois),
   ...at("GET", "/_matrix/client/v1/admin/lock/{userId}", admin.getAdminLock),

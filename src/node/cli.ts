@@ -1,5 +1,5 @@
 /** The command-line entry shared by `npm run serve` and `npm start`: parse, start, report, exit. */
-import { ConfigError, USAGE, parseArgs, resolveConfig } from "./config.ts";
+import { ConfigError, StartupError, USAGE, parseArgs, resolveConfig } from "./config.ts";
 import type { NodeConfig } from "./config.ts";
 import { consoleLogger } from "./logger.ts";
 import { exitOnSignals, startNode } from "./runner.ts";
@@ -30,8 +30,10 @@ export function runFromCommandLine(argv: string[], announce?: (node: RunningNode
     announce?.(node, config);
   };
   run().catch((err: unknown) => {
-    const expected = err instanceof ConfigError || (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === "string");
-    process.stderr.write(`hyphae: ${err instanceof Error ? (expected ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
+    const expected = err instanceof ConfigError || err instanceof StartupError || (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === "string");
+    // An expected failure is one line, whatever the message it wraps contains.
+    const line = (m: string): string => m.replace(/\s*\n\s*/g, " ");
+    process.stderr.write(`hyphae: ${err instanceof Error ? (expected ? line(err.message) : (err.stack ?? err.message)) : String(err)}\n`);
     process.exit(1);
   });
 }

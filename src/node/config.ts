@@ -5,6 +5,9 @@
 import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import type { SupportInfo } from "../homeserver/context.ts";
+import { DEFAULT_FEDERATION_RATE_LIMIT, DEFAULT_RATE_LIMITS, LIMITER_NAMES } from "../homeserver/auth/rateLimit.ts";
+import type { FederationRateLimit, LimiterName, RateLimitSettings, TokenBucket } from "../homeserver/auth/rateLimit.ts";
+import { DEFAULT_ROOM_VERSION, ROOM_VERSIONS } from "../homeserver/rooms/versions.ts";
 
 /** Everything the runner needs to start. */
 export interface NodeConfig {
@@ -19,7 +22,20 @@ export interface NodeConfig {
   registrationSharedSecret?: string;
   dataDir: string;
   rendezvous?: string;
+  /** Default: true only when bound to a loopback address (the P2P peer's case). */
   enableRegistration: boolean;
+  /** Allows open registration on a non-loopback address without any verification step. */
+  enableRegistrationWithoutVerification: boolean;
+  /** Registration needs a token from `/_synapse/admin/v1/registration_tokens`. */
+  registrationRequiresToken: boolean;
+  /** The room version of rooms created without `room_version`. */
+  defaultRoomVersion: string;
+  /** The `rc_*` token buckets. */
+  rateLimits: RateLimitSettings;
+  /** `rc_federation`, kept for the federation API. */
+  federationRateLimit: FederationRateLimit;
+  /** Take the client address from `X-Forwarded-For` (a reverse proxy is in front). */
+  xForwarded: boolean;
   passwordIterations?: number;
   maxUploadBytes?: number;
   publicBaseUrl?: string;
@@ -50,12 +66,26 @@ export const DEFAULTS: NodeConfig = {
   httpPort: 8008,
   dataDir: "./data/homeserver",
   enableRegistration: true,
+  enableRegistrationWithoutVerification: false,
+  registrationRequiresToken: false,
+  defaultRoomVersion: DEFAULT_ROOM_VERSION,
+  rateLimits: DEFAULT_RATE_LIMITS,
+  federationRateLimit: DEFAULT_FEDERATION_RATE_LIMIT,
+  xForwarded: false,
   logLevel: "info",
 };
 
 /** A config error the runner reports and exits on (no stack trace: the user's input is wrong). */
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
+}
+
+/**
+ * A start-up failure caused by the machine's state rather than a bug (a busy port, a bad TLS or
+ * seed file, a corrupt or locked database, a data directory of another server): one line, exit 1.
+ */
+export class StartupError extends Error {
+  override readonly name = "StartupError";
 }
 
 /** What the command line said. */
@@ -106,7 +136,7 @@ export function parseArgs(argv: readonly string[]): CliArgs {
         out.help = true;
         break;
       default:
-        throw new ConfigError(`unknown argument ${arg}\n${USAGE}`);
+        throw new ConfigError(`unknown argument ${arg} (see --help)`);
     }
   }
   return out;
@@ -118,8 +148,11 @@ function parsePort(v: unknown, name: string): number {
   return n;
 }
 
+/** A config key reader; `warn` reports keys inside it that are ignored. */
+type KeyReader = (v: unknown, base: string, out: Partial<NodeConfig>, warn: (msg: string) => void) => void;
+
 /** Config file keys → how each is read. Paths are relative to the config file's directory. */
-const FILE_KEYS: Record<string, (v: unknown, base: string, out: Partial<NodeConfig>) => void> = {
+const FILE_KEYS: Record<string, KeyReader> = {
   server_name: (v, _b, o) => (o.serverName = str(v, "server_name")),
   bind_host: (v, _b, o) => (o.bindHost = str(v, "bind_host")),
   http_port: (v, _b, o) => (o.httpPort = parsePort(v, "http_port")),
@@ -130,6 +163,16 @@ const FILE_KEYS: Record<string, (v: unknown, base: string, out: Partial<NodeConf
   data_dir: (v, b, o) => (o.dataDir = resolve(b, str(v, "data_dir"))),
   rendezvous: (v, _b, o) => (o.rendezvous = str(v, "rendezvous")),
   enable_registration: (v, _b, o) => (o.enableRegistration = bool(v, "enable_registration")),
+  enable_registration_without_verification: (v, _b, o) => (o.enableRegistrationWithoutVerification = bool(v, "enable_registration_without_verification")),
+  registration_requires_token: (v, _b, o) => (o.registrationRequiresToken = bool(v, "registration_requires_token")),
+  default_room_version: (v, _b, o) => {
+    const version = str(v, "default_room_version");
+    if (!ROOM_VERSIONS.has(version)) throw new ConfigError(`default_room_version "${version}" is not a room version this server supports (${[...ROOM_VERSIONS.keys()].join(", ")})`);
+    o.defaultRoomVersion = version;
+  },
+  x_forwarded: (v, _b, o) => (o.xForwarded = bool(v, "x_forwarded")),
+  rc_federation: (v, _b, o, warn) => (o.federationRateLimit = federationRateLimit(v, warn)),
+  ...rateLimitKeys(),
   password_pbkdf2_iterations: (v, _b, o) => (o.passwordIterations = posInt(v, "password_pbkdf2_iterations")),
   max_upload_bytes: (v, _b, o) => (o.maxUploadBytes = posInt(v, "max_upload_bytes")),
   public_baseurl: (v, _b, o) => (o.publicBaseUrl = str(v, "public_baseurl").replace(/\/+$/, "")),
@@ -149,6 +192,84 @@ const FILE_KEYS: Record<string, (v: unknown, base: string, out: Partial<NodeConf
     o.logLevel = s as LogLevel;
   },
 };
+
+/**
+ * Readers for the `rc_*` keys: `rc_message: { per_second, burst_count }` and the nested ones
+ * (`rc_login: { address: { … }, … }`). A field left out keeps Synapse's default for it.
+ */
+function rateLimitKeys(): Record<string, KeyReader> {
+  const tops = new Map<string, string[]>();
+  for (const name of LIMITER_NAMES) {
+    const [top, sub] = name.split(".") as [string, string | undefined];
+    tops.set(top, [...(tops.get(top) ?? []), ...(sub ? [sub] : [])]);
+  }
+  const readers: Record<string, KeyReader> = {};
+  for (const [top, subs] of tops) {
+    readers[top] = (v, _b, o, warn) => {
+      const limits: Record<string, TokenBucket> = { ...(o.rateLimits ?? DEFAULT_RATE_LIMITS) };
+      const obj = object(v, top);
+      if (subs.length === 0) {
+        limits[top] = tokenBucket(obj, top, DEFAULT_RATE_LIMITS[top as LimiterName], warn);
+      } else {
+        for (const [k, inner] of Object.entries(obj)) {
+          const name = `${top}.${k}`;
+          if (!subs.includes(k)) warn(`config: ignoring unknown key "${name}"`);
+          else if (inner !== null) limits[name] = tokenBucket(object(inner, name), name, DEFAULT_RATE_LIMITS[name as LimiterName], warn);
+        }
+      }
+      o.rateLimits = limits as RateLimitSettings;
+    };
+  }
+  return readers;
+}
+
+/** `{ "per_second": > 0, "burst_count": integer ≥ 1 }`; a missing field keeps `fallback`'s. */
+function tokenBucket(o: Record<string, unknown>, name: string, fallback: TokenBucket, warn: (msg: string) => void): TokenBucket {
+  let { perSecond, burstCount } = fallback;
+  for (const [k, v] of Object.entries(o)) {
+    if (k === "per_second") {
+      if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new ConfigError(`${name}.per_second must be a positive number`);
+      perSecond = v;
+    } else if (k === "burst_count") {
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw new ConfigError(`${name}.burst_count must be a positive integer`);
+      burstCount = v;
+    } else {
+      warn(`config: ignoring unknown key "${name}.${k}"`);
+    }
+  }
+  return { perSecond, burstCount };
+}
+
+/** `rc_federation`: Synapse's five integers, each optional. */
+function federationRateLimit(v: unknown, warn: (msg: string) => void): FederationRateLimit {
+  const fields: Record<string, keyof FederationRateLimit> = {
+    window_size: "windowSize",
+    sleep_limit: "sleepLimit",
+    sleep_delay: "sleepDelay",
+    reject_limit: "rejectLimit",
+    concurrent: "concurrent",
+  };
+  const out: Record<keyof FederationRateLimit, number> = { ...DEFAULT_FEDERATION_RATE_LIMIT };
+  for (const [k, value] of Object.entries(object(v, "rc_federation"))) {
+    const field = fields[k];
+    if (!field) {
+      warn(`config: ignoring unknown key "rc_federation.${k}"`);
+      continue;
+    }
+    // A window must have a length and at least one request must be able to run.
+    const min = field === "windowSize" || field === "concurrent" ? 1 : 0;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
+      throw new ConfigError(`rc_federation.${k} must be an integer ≥ ${min}`);
+    }
+    out[field] = value;
+  }
+  return out;
+}
+
+function object(v: unknown, name: string): Record<string, unknown> {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new ConfigError(`${name} must be an object`);
+  return v as Record<string, unknown>;
+}
 
 /** The `support` key: support.yaml's object ("At least one of `contacts` or `support_page` is required"). */
 function supportInfo(v: unknown): SupportInfo {
@@ -211,7 +332,7 @@ export async function readConfigFile(path: string, warn: (msg: string) => void):
     const reader = FILE_KEYS[k];
     // One config file may serve several tools, so a key we do not know is not an error.
     if (!reader) warn(`config: ignoring unknown key "${k}"`);
-    else if (v !== null) reader(v, base, out);
+    else if (v !== null) reader(v, base, out, warn);
   }
   return out;
 }
@@ -221,11 +342,25 @@ export async function resolveConfig(args: CliArgs, warn: (msg: string) => void):
   const file = args.configFile ? await readConfigFile(args.configFile, warn) : {};
   const config: NodeConfig = { ...DEFAULTS, ...file, ...args.overrides };
   config.dataDir = resolve(config.dataDir);
+  // Open registration by default only where only this machine can reach it.
+  config.enableRegistration = args.overrides.enableRegistration ?? file.enableRegistration ?? isLoopback(config.bindHost);
+  if (config.enableRegistration && !isLoopback(config.bindHost) && !config.enableRegistrationWithoutVerification && !config.registrationRequiresToken) {
+    throw new ConfigError(
+      `open registration on ${config.bindHost} (not a loopback address) has no verification step: set registration_requires_token: true, ` +
+        "or enable_registration_without_verification: true to allow it anyway, or enable_registration: false",
+    );
+  }
   if (config.httpsPort !== undefined && (!config.tlsCert || !config.tlsKey)) throw new ConfigError("https_port needs tls_cert and tls_key");
   if (config.serverName !== undefined && !SERVER_NAME_RE.test(config.serverName)) {
     throw new ConfigError(`server_name "${config.serverName}" is not a valid server name (hostname, IPv4 or [IPv6], optional :port)`);
   }
   return config;
+}
+
+/** Whether `host` only accepts connections from this machine (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  return h === "localhost" || h === "::1" || /^(?:::ffff:)?127(?:\.\d{1,3}){3}$/.test(h);
 }
 
 // appendices "Server Name": hostname / IPv4 / [IPv6], optionally :port.

@@ -4,6 +4,7 @@
  * wait for them.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { isIP } from "node:net";
 import { CLIENT_ADDRESS_HEADER } from "../homeserver/auth/rateLimit.ts";
 import { CORS_HEADERS, redactUrl } from "../homeserver/http.ts";
 import type { Logger } from "../homeserver/context.ts";
@@ -19,6 +20,11 @@ export interface ListenerOptions {
   /** Largest request body read into memory (or a function of the request path); larger ones get 413. */
   maxBodyBytes: number | ((path: string) => number);
   logger: Logger;
+  /**
+   * A reverse proxy is in front (Synapse's listener option `x_forwarded`): the client address
+   * comes from `X-Forwarded-For` and the scheme from `X-Forwarded-Proto`.
+   */
+  xForwarded?: boolean;
 }
 
 /** A node:http request handler plus a way to wait for what is still running. */
@@ -55,8 +61,29 @@ async function readBody(req: IncomingMessage, max: number): Promise<Buffer | und
   return Buffer.concat(chunks);
 }
 
+/** The last entry of a comma-separated proxy header (what the proxy nearest to us added). */
+function lastEntry(header: string | string[] | undefined): string | undefined {
+  const joined = Array.isArray(header) ? header.join(",") : header;
+  const last = joined?.split(",").pop()?.trim();
+  return last || undefined;
+}
+
+/**
+ * The client's address from `X-Forwarded-For`. The last entry is the one the proxy in front of us
+ * appended; entries before it were sent by the client and could be anything (Synapse takes the
+ * first, which lets a client choose its own rate-limit key behind an appending proxy).
+ */
+export function forwardedFor(header: string | string[] | undefined): string | undefined {
+  const entry = lastEntry(header);
+  if (entry === undefined) return undefined;
+  if (isIP(entry)) return entry;
+  // "[v6]:port" and "v4:port" forms some proxies write.
+  const m = /^\[([^\]]+)\](?::\d+)?$/.exec(entry) ?? /^([\d.]+):\d+$/.exec(entry);
+  return m && isIP(m[1]!) ? m[1] : undefined;
+}
+
 /** Builds the WHATWG Request the homeserver sees. */
-export function toWebRequest(req: IncomingMessage, body: Buffer | undefined, scheme: string, fallbackHost: string, signal: AbortSignal): Request {
+export function toWebRequest(req: IncomingMessage, body: Buffer | undefined, scheme: string, fallbackHost: string, signal: AbortSignal, xForwarded = false): Request {
   const hostHeader = req.headers.host;
   const host = hostHeader && HOST_RE.test(hostHeader) ? hostHeader : fallbackHost;
   const headers = new Headers();
@@ -71,8 +98,10 @@ export function toWebRequest(req: IncomingMessage, body: Buffer | undefined, sch
       // a header value WHATWG Headers refuses; the homeserver never needs it
     }
   }
-  const addr = req.socket.remoteAddress;
+  const addr = (xForwarded ? forwardedFor(req.headers["x-forwarded-for"]) : undefined) ?? req.socket.remoteAddress;
   if (addr) headers.set(CLIENT_ADDRESS_HEADER, addr);
+  const proto = xForwarded ? lastEntry(req.headers["x-forwarded-proto"])?.toLowerCase() : undefined;
+  if (proto === "http" || proto === "https") scheme = proto;
   const init: RequestInit = { method: req.method, headers, signal };
   if (body && body.length > 0 && req.method !== "GET" && req.method !== "HEAD") init.body = new Uint8Array(body);
   return new Request(`${scheme}://${host}${req.url}`, init);
@@ -156,7 +185,7 @@ export function createRequestListener(handle: Handle, options: ListenerOptions):
     }
     let request: Request;
     try {
-      request = toWebRequest(req, body, options.scheme, options.fallbackHost, aborter.signal);
+      request = toWebRequest(req, body, options.scheme, options.fallbackHost, aborter.signal, options.xForwarded);
     } catch (err) {
       options.logger.debug("unparsable request", req.method, redactUrl(req.url), err);
       return errorBody(res, 400, "M_UNRECOGNIZED", "Malformed request");

@@ -6,6 +6,8 @@ import { createServer as createHttpServer } from "node:http";
 import type { Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { readFile } from "node:fs/promises";
+import { X509Certificate, createPrivateKey } from "node:crypto";
+import { createSecureContext } from "node:tls";
 import type { AddressInfo } from "node:net";
 import { createHomeserver } from "../homeserver/homeserver.ts";
 import type { Homeserver } from "../homeserver/homeserver.ts";
@@ -13,14 +15,18 @@ import type { HomeserverConfig, Logger } from "../homeserver/context.ts";
 import { DEFAULT_CONFIG } from "../homeserver/context.ts";
 import { MAX_JSON_BODY_LIMIT, isMediaUpload } from "../homeserver/http.ts";
 import type { Store } from "../storage/store.ts";
+import { StorageError } from "../storage/store.ts";
 import type { NodeConfig } from "./config.ts";
-import { loadOrCreateSeed, serverNameFromSeed } from "./identity.ts";
+import { StartupError } from "./config.ts";
+import { readSeed, serverNameFromSeed, writeNewSeed } from "./identity.ts";
 import { createRequestListener } from "./listener.ts";
 import type { RequestListener } from "./listener.ts";
 import { openNodeStore } from "./storage.ts";
 import { sharpThumbnailer } from "./thumbnailer.ts";
-import { createNodeMetrics, startMetricsListener } from "./metrics.ts";
 import { loadRegistrations } from "./appservices.ts";
+import type { AppServiceRegistration } from "../homeserver/appservice/registration.ts";
+import { createNodeMetrics, startMetricsListener } from "./metrics.ts";
+import type { NodeMetrics } from "./metrics.ts";
 
 /** A running Node homeserver. */
 export interface RunningNode {
@@ -63,50 +69,116 @@ function urlOf(scheme: string, addr: AddressInfo): string {
   return `${scheme}://${host}:${addr.port}`;
 }
 
-/** Starts the homeserver described by `config`. */
+/** Reads and checks the HTTPS listener's certificate and key, naming the file that is wrong. */
+async function readTls(certPath: string, keyPath: string): Promise<{ cert: Buffer; key: Buffer }> {
+  const read = async (path: string, what: string): Promise<Buffer> => {
+    try {
+      return await readFile(path);
+    } catch (err) {
+      throw new StartupError(`cannot read ${what} ${path}: ${(err as Error).message}`);
+    }
+  };
+  const [cert, key] = await Promise.all([read(certPath, "tls_cert"), read(keyPath, "tls_key")]);
+  try {
+    new X509Certificate(cert);
+  } catch {
+    throw new StartupError(`tls_cert ${certPath} is not a PEM certificate`);
+  }
+  try {
+    createPrivateKey(key);
+  } catch {
+    throw new StartupError(`tls_key ${keyPath} is not a PEM private key (or it is encrypted)`);
+  }
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw new StartupError(`tls_key ${keyPath} does not fit tls_cert ${certPath}: ${(err as Error).message}`);
+  }
+  return { cert, key };
+}
+
+/** Binds `server`, turning "address in use" and friends into one clear line. */
+async function bind(server: Server, port: number, host: string, what: string): Promise<AddressInfo> {
+  try {
+    return await listen(server, port, host);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const reason = e.code === "EADDRINUSE" ? "the port is already in use" : e.code === "EACCES" ? "permission denied" : e.message;
+    throw new StartupError(`cannot listen on ${host}:${port} (${what}): ${reason}`);
+  }
+}
+
+/**
+ * Starts the homeserver described by `config`. Everything that can refuse the start (TLS files,
+ * ports, seed, database, server name) is checked before anything is created in the data
+ * directory, so a failed first start leaves no half-made server behind.
+ */
 export async function startNode(config: NodeConfig, options: StartOptions): Promise<RunningNode> {
   const { logger } = options;
   // Registration files are checked before anything is created.
   const appservices = await loadRegistrations(config.appServiceConfigFiles ?? []);
-  const { seed, created } = await loadOrCreateSeed(config.dataDir);
-  if (created) logger.info(`created a new signing key in ${config.dataDir}`);
-  const serverName = config.serverName ?? serverNameFromSeed(seed);
+  const tls = config.httpsPort !== undefined ? await readTls(config.tlsCert!, config.tlsKey!) : undefined;
   const metrics = config.metricsPort !== undefined ? createNodeMetrics() : undefined;
-  const rawStore = await (options.openStore ?? openNodeStore)(config.dataDir);
-  // With metrics on, every transaction is timed (hyphae_store_transaction_duration_seconds).
-  const store = metrics ? metrics.instrumentStore(rawStore) : rawStore;
 
+  // Bind first (a busy port must fail before the data directory exists); requests that arrive
+  // before the homeserver is ready wait for it.
+  let resolveReady!: (hs: Homeserver) => void;
+  let rejectReady!: (err: unknown) => void;
+  const ready = new Promise<Homeserver>((res, rej) => ((resolveReady = res), (rejectReady = rej)));
+  ready.catch(() => undefined);
+  const handle = async (r: Request): Promise<Response> => (await ready).handle(r);
+  // Only media uploads may send large bodies; everything else is JSON, refused past its limit unread.
+  const maxUploadBody = (config.maxUploadBytes ?? DEFAULT_CONFIG.maxUploadBytes) + 64 * 1024;
+  const maxBodyBytes = (path: string): number => (isMediaUpload(path) ? maxUploadBody : MAX_JSON_BODY_LIMIT);
+  const servers: Server[] = [];
+  const listeners: RequestListener[] = [];
+  let httpUrl: string;
+  let httpsUrl: string | undefined;
+  let metricsListener: { url: string; close(): Promise<void> } | undefined;
+  const closeServers = async (): Promise<void> => {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    await metricsListener?.close();
+  };
   try {
-    // A database belongs to one server name: every stored ID contains it.
-    const known = await store.read((tx) => tx.get<string>("settings", "server_name"));
-    if (known !== undefined && known !== serverName) {
-      throw new Error(`the data directory ${config.dataDir} belongs to server "${known}", not "${serverName}"; refusing to start`);
+    const listenerOptions = { fallbackHost: "", maxBodyBytes, logger, xForwarded: config.xForwarded };
+    const httpListener = createRequestListener(handle, { ...listenerOptions, scheme: "http", fallbackHost: `${config.bindHost}:${config.httpPort}` });
+    const http = createHttpServer(httpListener);
+    servers.push(http);
+    listeners.push(httpListener);
+    httpUrl = urlOf("http", await bind(http, config.httpPort, config.bindHost, "http_port"));
+    if (tls && config.httpsPort !== undefined) {
+      const httpsListener = createRequestListener(handle, { ...listenerOptions, scheme: "https", fallbackHost: `${config.bindHost}:${config.httpsPort}` });
+      const https = createHttpsServer(tls, httpsListener);
+      servers.push(https);
+      listeners.push(httpsListener);
+      httpsUrl = urlOf("https", await bind(https, config.httpsPort, config.bindHost, "https_port"));
     }
-    if (known === undefined) await store.write(async (tx) => tx.put("settings", "server_name", serverName));
+    if (metrics && config.metricsPort !== undefined) {
+      const metricsHost = config.metricsBindHost ?? "127.0.0.1";
+      try {
+        metricsListener = await startMetricsListener(metrics, metricsHost, config.metricsPort);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw new StartupError(`cannot listen on ${metricsHost}:${config.metricsPort} (metrics_port): ${e.code === "EADDRINUSE" ? "the port is already in use" : e.message}`);
+      }
+    }
   } catch (err) {
-    await store.close();
+    rejectReady(err);
+    await closeServers();
     throw err;
   }
 
-  const hsConfig: Partial<HomeserverConfig> = { enableRegistration: config.enableRegistration };
-  if (config.registrationSharedSecret !== undefined) hsConfig.registrationSharedSecret = config.registrationSharedSecret;
-  if (config.passwordIterations !== undefined) hsConfig.passwordIterations = config.passwordIterations;
-  if (config.maxUploadBytes !== undefined) hsConfig.maxUploadBytes = config.maxUploadBytes;
-  if (config.publicBaseUrl !== undefined) hsConfig.publicBaseUrl = config.publicBaseUrl;
-  if (config.accessTokenLifetimeMs !== undefined) hsConfig.accessTokenLifetimeMs = config.accessTokenLifetimeMs;
-  if (config.support !== undefined) hsConfig.support = config.support;
-  if (config.allowGuestAccess !== undefined) hsConfig.allowGuestAccess = config.allowGuestAccess;
   let homeserver: Homeserver;
+  let serverName: string;
   try {
-    homeserver = await createHomeserver({
-      store, seed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics,
-      appservices, appserviceOptions: { legacyAuth: config.appServiceLegacyAuth === true },
-    });
+    ({ homeserver, serverName } = await openHomeserver(config, options, metrics, appservices));
   } catch (err) {
-    await store.close();
+    rejectReady(err);
+    for (const s of servers) s.closeAllConnections();
+    await closeServers();
     throw err;
   }
-  metrics?.watch(homeserver);
+  resolveReady(homeserver);
   if (appservices.length > 0) logger.info(`application services: ${appservices.map((a) => a.id).join(", ")}`);
 
   if (config.rendezvous !== undefined) {
@@ -114,36 +186,6 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   }
   if (serverName.includes(":") && config.httpsPort === undefined) {
     logger.warn(`server name ${serverName} selects classic mode, which federates over HTTPS; no https_port is configured`);
-  }
-
-  // Only media uploads may send large bodies; everything else is JSON, refused past its limit unread.
-  const maxUploadBody = (config.maxUploadBytes ?? DEFAULT_CONFIG.maxUploadBytes) + 64 * 1024;
-  const maxBodyBytes = (path: string): number => (isMediaUpload(path) ? maxUploadBody : MAX_JSON_BODY_LIMIT);
-  const servers: Server[] = [];
-  const listeners: RequestListener[] = [];
-  const handle = (r: Request): Promise<Response> => homeserver.handle(r);
-  let httpUrl: string;
-  let httpsUrl: string | undefined;
-  let metricsListener: { url: string; close(): Promise<void> } | undefined;
-  try {
-    const httpListener = createRequestListener(handle, { scheme: "http", fallbackHost: `${config.bindHost}:${config.httpPort}`, maxBodyBytes, logger });
-    const http = createHttpServer(httpListener);
-    servers.push(http);
-    listeners.push(httpListener);
-    httpUrl = urlOf("http", await listen(http, config.httpPort, config.bindHost));
-    if (config.httpsPort !== undefined) {
-      const [cert, key] = await Promise.all([readFile(config.tlsCert!), readFile(config.tlsKey!)]);
-      const httpsListener = createRequestListener(handle, { scheme: "https", fallbackHost: `${config.bindHost}:${config.httpsPort}`, maxBodyBytes, logger });
-      const https = createHttpsServer({ cert, key }, httpsListener);
-      servers.push(https);
-      listeners.push(httpsListener);
-      httpsUrl = urlOf("https", await listen(https, config.httpsPort, config.bindHost));
-    }
-    if (metrics && config.metricsPort !== undefined) metricsListener = await startMetricsListener(metrics, config.metricsBindHost ?? "127.0.0.1", config.metricsPort);
-  } catch (err) {
-    for (const s of servers) s.close();
-    await homeserver.close();
-    throw err;
   }
 
   let closing: Promise<void> | undefined;
@@ -166,6 +208,70 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
     })());
 
   return { homeserver, serverName, httpUrl, httpsUrl, rendezvous: config.rendezvous, metricsUrl: metricsListener?.url, close };
+}
+
+/**
+ * The seed, the database and the homeserver on them. A new seed is written only after the
+ * database has opened and agreed with the server name, so a refused start creates no seed.
+ */
+async function openHomeserver(config: NodeConfig, options: StartOptions, metrics: NodeMetrics | undefined, appservices: AppServiceRegistration[]): Promise<{ homeserver: Homeserver; serverName: string }> {
+  const { logger } = options;
+  const existingSeed = await readSeed(config.dataDir);
+  const seed = existingSeed ?? crypto.getRandomValues(new Uint8Array(32));
+  let serverName = config.serverName ?? serverNameFromSeed(seed);
+  let store: Store;
+  try {
+    const rawStore = await (options.openStore ?? openNodeStore)(config.dataDir);
+    // With metrics on, every transaction is timed (hyphae_store_transaction_duration_seconds).
+    store = metrics ? metrics.instrumentStore(rawStore) : rawStore;
+  } catch (err) {
+    if (err instanceof StorageError) throw new StartupError(`cannot open the database in ${config.dataDir}: ${err.message}; refusing to start`);
+    throw err;
+  }
+
+  let finalSeed = seed;
+  try {
+    // A database belongs to one server name: every stored ID contains it.
+    const known = await store.read((tx) => tx.get<string>("settings", "server_name"));
+    if (known !== undefined && known !== serverName) {
+      throw new StartupError(`the data directory ${config.dataDir} belongs to server "${known}", not "${serverName}"; refusing to start`);
+    }
+    if (!existingSeed) {
+      const written = await writeNewSeed(config.dataDir, seed);
+      if (written.created) logger.info(`created a new signing key in ${config.dataDir}`);
+      finalSeed = written.seed;
+      serverName = config.serverName ?? serverNameFromSeed(finalSeed);
+    }
+    if (known === undefined) await store.write(async (tx) => tx.put("settings", "server_name", serverName));
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+
+  const hsConfig: Partial<HomeserverConfig> = {
+    enableRegistration: config.enableRegistration,
+    registrationRequiresToken: config.registrationRequiresToken,
+    defaultRoomVersion: config.defaultRoomVersion,
+    rateLimits: config.rateLimits,
+    federationRateLimit: config.federationRateLimit,
+  };
+  if (config.registrationSharedSecret !== undefined) hsConfig.registrationSharedSecret = config.registrationSharedSecret;
+  if (config.passwordIterations !== undefined) hsConfig.passwordIterations = config.passwordIterations;
+  if (config.maxUploadBytes !== undefined) hsConfig.maxUploadBytes = config.maxUploadBytes;
+  if (config.publicBaseUrl !== undefined) hsConfig.publicBaseUrl = config.publicBaseUrl;
+  if (config.accessTokenLifetimeMs !== undefined) hsConfig.accessTokenLifetimeMs = config.accessTokenLifetimeMs;
+  if (config.support !== undefined) hsConfig.support = config.support;
+  if (config.allowGuestAccess !== undefined) hsConfig.allowGuestAccess = config.allowGuestAccess;
+  try {
+    const homeserver = await createHomeserver({ store, seed: finalSeed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics,
+      appservices, appserviceOptions: { legacyAuth: config.appServiceLegacyAuth === true },
+    });
+    metrics?.watch(homeserver);
+    return { homeserver, serverName };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
 }
 
 /** Installs SIGINT/SIGTERM handlers that stop `node` gracefully and exit 0 (a second signal exits at once). */

@@ -129,6 +129,12 @@ export const MIGRATIONS: readonly Migration[] = [
       }
     },
   },
+  // 8: registration tokens (admin/registrationTokens.ts).
+  {
+    createTables: [
+      "registration_tokens", // key = token → { usesAllowed, completed, expiryTime }
+    ],
+  },
 ];
 
 /**

@@ -6,7 +6,8 @@ import type { RequestContext, Services } from "../context.ts";
 import { MatrixError, badJson, forbidden, guestAccessForbidden, invalidParam, missingParam, userInUse } from "../errors.ts";
 import { hashPassword } from "../auth/password.ts";
 import { validateLocalpart } from "../auth/identifiers.ts";
-import { REGISTRATION_ATTEMPTS, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
+import { clientAddress, limitAddress } from "../auth/rateLimit.ts";
+import { checkRegistrationToken, completeRegistrationToken } from "../admin/registrationTokens.ts";
 import { prefix } from "../../storage/store.ts";
 import { sendEvent } from "../roomserver/send.ts";
 import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
@@ -20,8 +21,14 @@ import { isObject } from "../validate.ts";
 import { guestDeviceName, guestToUpgrade, requireGuestRegistration, upgradeGuest } from "./guests.ts";
 import { registerAppServiceUser } from "../appservice/client.ts";
 
-/** Registration offers one flow: the dummy stage (anyone may register when registration is on). */
-const REGISTRATION_FLOWS = [["m.login.dummy"]];
+/**
+ * Registration offers one flow: the dummy stage (anyone may register when registration is on),
+ * after the registration token stage when the server requires one ("Token-authenticated
+ * registration"; Synapse's flow too, so the token is a pending use while the dummy stage remains).
+ */
+function registrationFlows(hs: Services): string[][] {
+  return hs.config.registrationRequiresToken ? [["m.login.registration_token", "m.login.dummy"]] : [["m.login.dummy"]];
+}
 
 /** Synapse's limit on password length; longer ones are refused rather than silently hashed. */
 const MAX_PASSWORD_LENGTH = 512;
@@ -61,6 +68,8 @@ export interface CreateAccountOptions {
   login?: Omit<SessionRequest, "userId">;
   /** A guest account ("Guest access"): no password, limited to the guest endpoints. */
   guest?: boolean;
+  /** The registration token that admitted this registration: counted as used in the same transaction. */
+  registrationToken?: string;
 }
 
 /** Creates an account (and optionally its first session) in one transaction. */
@@ -79,6 +88,7 @@ export async function createAccount(
     if (options.admin) account.admin = true;
     if (options.guest) account.isGuest = true;
     tx.put("accounts", userId, options.userType ? { ...account, userType: options.userType } : account);
+    if (options.registrationToken !== undefined) await completeRegistrationToken(tx, options.registrationToken);
     return options.login ? startSession(tx, hs, { userId, ...options.login }) : undefined;
   });
   if (result?.streamPos !== undefined) hs.notifier.notify(result.streamPos);
@@ -96,7 +106,8 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
   if (kind === "guest") return registerGuest(ctx);
   if (kind !== "user") throw invalidParam("kind must be 'user' or 'guest'");
   if (!hs.config.enableRegistration) throw registrationDisabled();
-  checkLimit(ctx, REGISTRATION_ATTEMPTS);
+  // rc_registration counts registrations per client address: checked now, taken on creation.
+  limitAddress(ctx, "rc_registration", "check");
   const body = await ctx.json();
 
   // Check the request itself before authentication, so a client learns about a taken username
@@ -114,8 +125,7 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
     if (await accountExists(hs, `@${localpart}:${hs.serverName}`)) throw userInUse();
   }
 
-  if (body.auth !== undefined) recordHit(ctx, REGISTRATION_ATTEMPTS);
-  await requireUserInteractiveAuth(ctx, body, { flows: REGISTRATION_FLOWS });
+  const { registrationToken } = await requireUserInteractiveAuth(ctx, body, { flows: registrationFlows(hs) });
 
   localpart ??= generateLocalpart(hs);
   const inhibitLogin = body.inhibit_login === true;
@@ -124,9 +134,11 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
     if (!session) return { user_id: upgrading, home_server: hs.serverName };
     return { user_id: upgrading, ...sessionTokens(session), home_server: hs.serverName, ...wellKnown(hs) };
   }
+  limitAddress(ctx, "rc_registration");
   const created = await createAccount(hs, {
     localpart,
     password,
+    registrationToken,
     login: inhibitLogin ? undefined : { ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) },
   });
   if (inhibitLogin || !created.session) return { user_id: created.userId, home_server: hs.serverName };
@@ -140,9 +152,9 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
 async function registerGuest(ctx: RequestContext): Promise<Record<string, unknown>> {
   const hs = ctx.hs;
   requireGuestRegistration(hs);
-  checkLimit(ctx, REGISTRATION_ATTEMPTS);
   const initialDisplayName = guestDeviceName(await ctx.json({ allowEmpty: true }));
-  recordHit(ctx, REGISTRATION_ATTEMPTS);
+  // Guests count against rc_registration like everyone else (as in Synapse).
+  limitAddress(ctx, "rc_registration");
   const created = await createAccount(hs, {
     localpart: generateLocalpart(hs),
     guest: true,
@@ -165,14 +177,14 @@ export async function getRegisterAvailable(ctx: RequestContext): Promise<Record<
   return { available: true };
 }
 
-/**
- * `GET /_matrix/client/v1/register/m.login.registration_token/validity`
- * This server offers no token-authenticated registration, so no token is ever valid.
- */
+/** `GET /_matrix/client/v1/register/m.login.registration_token/validity` */
 export async function getRegistrationTokenValidity(ctx: RequestContext): Promise<Record<string, unknown>> {
+  // "403: The homeserver does not permit registration and thus all tokens are considered invalid."
   if (!ctx.hs.config.enableRegistration) throw registrationDisabled();
-  if (ctx.query("token") === undefined) throw missingParam("Missing token");
-  return { valid: false };
+  limitAddress(ctx, "rc_registration_token_validity");
+  const token = ctx.query("token");
+  if (token === undefined) throw missingParam("Missing token");
+  return { valid: await checkRegistrationToken(ctx.hs, token) };
 }
 
 /** `GET /_matrix/client/v3/account/whoami` */

@@ -1,6 +1,6 @@
 /** Capabilities negotiation ("Capabilities negotiation", `capabilities.yaml`). */
 import type { RequestContext } from "../context.ts";
-import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../rooms/versions.ts";
+import { ROOM_VERSIONS } from "../rooms/versions.ts";
 import { isServerAdmin } from "./admin.ts";
 
 /** `GET /_matrix/client/v3/capabilities` */
@@ -12,7 +12,7 @@ export async function getCapabilities(ctx: RequestContext): Promise<Record<strin
   return {
     capabilities: {
       "m.change_password": { enabled: true },
-      "m.room_versions": { default: DEFAULT_ROOM_VERSION, available },
+      "m.room_versions": { default: ctx.hs.config.defaultRoomVersion, available },
       // A suspended account may not change its profile ("Account suspension").
       "m.set_displayname": { enabled: me.suspended !== true },
       "m.set_avatar_url": { enabled: me.suspended !== true },

@@ -3,7 +3,7 @@ import type { RequestContext, Services } from "../context.ts";
 import { MatrixError, badJson, forbidden } from "../errors.ts";
 import { verifyPassword } from "../auth/password.ts";
 import { readIdentifier, resolveUserId } from "../auth/identifiers.ts";
-import { LOGIN_FAILURES, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
+import { clientAddress, limitAddress, limitKey, recordKey } from "../auth/rateLimit.ts";
 import { logLine } from "../log.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
@@ -72,12 +72,15 @@ export function wellKnown(hs: Services): Record<string, unknown> {
 /** `POST /_matrix/client/v3/login` */
 export async function postLogin(ctx: RequestContext): Promise<Record<string, unknown>> {
   const hs = ctx.hs;
-  checkLimit(ctx, LOGIN_FAILURES);
+  // Synapse's three login limiters: every attempt per client address, failed attempts per
+  // (login type, user), and successful logins per account.
+  limitAddress(ctx, "rc_login.address");
   const body = await ctx.json();
   if (typeof body.type !== "string") throw badJson("Missing login type");
   const device = readDeviceFields(body);
+  const failedKey = (user: string): string => `${body.type as string}|${user.toLowerCase()}`;
   const failed = (err: MatrixError, user?: string): MatrixError => {
-    recordHit(ctx, LOGIN_FAILURES);
+    if (user !== undefined) recordKey(ctx, "rc_login.failed_attempts", failedKey(user));
     hs.logger.info(logLine("login_failed", { type: String(body.type), user, client: clientAddress(ctx) }));
     return err;
   };
@@ -91,9 +94,11 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
       // must respond with 403 Forbidden." No 3PID is ever bound here.
       if (identifier.type !== "m.id.user") throw failed(forbidden("Unknown third-party identifier"));
       const resolved = resolveUserId(identifier.user, hs.serverName);
+      const who = resolved ?? identifier.user;
+      limitKey(ctx, "rc_login.failed_attempts", failedKey(who), "check");
       const account = resolved ? await hs.store.read((tx) => tx.get<AccountRecord>("accounts", resolved)) : undefined;
       if (!resolved || !account?.passwordHash || !(await verifyPassword(body.password, account.passwordHash))) {
-        throw failed(forbidden("Invalid username or password"), resolved ?? identifier.user);
+        throw failed(forbidden("Invalid username or password"), who);
       }
       if (account.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
       userId = resolved;
@@ -118,6 +123,8 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
     default:
       throw new MatrixError(400, "M_UNKNOWN", "Unknown login type");
   }
+  // "It is reasonable to login with a bunch of devices at once, but not to continually log into new ones."
+  limitKey(ctx, "rc_login.account", userId.toLowerCase());
 
   const result = await hs.store.write(async (tx) => {
     const account = await tx.get<AccountRecord>("accounts", userId);

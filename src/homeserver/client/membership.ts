@@ -1,5 +1,5 @@
 /** Client-Server "Room membership": joining, inviting, leaving, forgetting, kicking, banning, knocking, member lists. */
-import type { RequestContext } from "../context.ts";
+import type { RequestContext, Requester } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, missingParam } from "../errors.ts";
 import { key } from "../../storage/store.ts";
@@ -13,6 +13,7 @@ import { EventServer } from "../roomserver/serve.ts";
 import { parseToken } from "../roomserver/tokens.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
+import { limitAll, limitUser } from "../auth/rateLimit.ts";
 
 /** The optional `reason` of a request body (membership changes, reports, redactions): 400 M_BAD_JSON unless a string. */
 export function reasonOf(body: Record<string, unknown>): string | undefined {
@@ -29,6 +30,11 @@ function targetOf(body: Record<string, unknown>): string {
   return body.user_id;
 }
 
+/** rc_invites: per room, per invitee and per inviter, as Synapse counts them. */
+export function limitInvite(ctx: RequestContext, me: Requester, roomId: string, invitee: string): void {
+  limitAll(ctx, me, [["rc_invites.per_room", roomId], ["rc_invites.per_user", invitee], ["rc_invites.per_issuer", me.userId]]);
+}
+
 /** `POST /_matrix/client/v3/join/{roomIdOrAlias}` */
 export async function postJoin(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
@@ -37,6 +43,8 @@ export async function postJoin(ctx: RequestContext, p: Record<string, string>): 
   const body = await ctx.json({ allowEmpty: true });
   await queryAliasIfUnknown(ctx.hs, p.roomIdOrAlias!);
   const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
+  // Every room is local until federation exists, so joins count against rc_joins.local.
+  limitUser(ctx, me, "rc_joins.local");
   await joinRoom(ctx.hs, me.userId, roomId, { reason: reasonOf(body), isGuest: me.isGuest });
   return { room_id: roomId };
 }
@@ -46,6 +54,7 @@ export async function postRoomJoin(ctx: RequestContext, p: Record<string, string
   const me = await ctx.requireAuth();
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
+  limitUser(ctx, me, "rc_joins.local");
   await joinRoom(ctx.hs, me.userId, p.roomId!, { reason: reasonOf(body), isGuest: me.isGuest });
   return { room_id: p.roomId };
 }
@@ -69,7 +78,10 @@ export async function postInvite(ctx: RequestContext, p: Record<string, string>)
   if (body.id_server !== undefined || body.medium !== undefined) {
     throw new MatrixError(400, "M_UNRECOGNIZED", "Third-party invites are not supported by this server");
   }
-  await changeMembership(ctx.hs, me.userId, p.roomId!, targetOf(body), "invite", { reason: reasonOf(body) });
+  const target = targetOf(body);
+  const reason = reasonOf(body);
+  limitInvite(ctx, me, p.roomId!, target);
+  await changeMembership(ctx.hs, me.userId, p.roomId!, target, "invite", { reason });
   return {};
 }
 

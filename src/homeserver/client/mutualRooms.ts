@@ -10,8 +10,8 @@ import { invalidParam, missingParam } from "../errors.ts";
 import { decodeBase64, encodeBase64Url } from "../crypto/base64.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { membershipRecord } from "../roomserver/state.ts";
-import type { RateLimit } from "../auth/rateLimit.ts";
-import { checkLimit, recordHit } from "../auth/rateLimit.ts";
+import type { TokenBucket } from "../auth/rateLimit.ts";
+import { limitAddressFixed } from "../auth/rateLimit.ts";
 
 /** How many room IDs one response carries at most ("The server MAY decide that the response … is too large"). */
 export const MUTUAL_ROOMS_BATCH = 100;
@@ -20,7 +20,7 @@ export const MUTUAL_ROOMS_BATCH = 100;
  * Requests per client address (mutual_rooms.yaml lists a 429): each request walks all the
  * requester's rooms. Like the other limits (auth/rateLimit.ts) it applies to network clients only.
  */
-export const MUTUAL_ROOMS_REQUESTS: RateLimit = { limit: 60, windowMs: 60_000 };
+export const MUTUAL_ROOMS_REQUESTS: TokenBucket = { perSecond: 1, burstCount: 60 };
 
 // Appendices "User Identifiers": a compliant localpart (user_id_char), then a server name
 // (hostname, IPv4 or [IPv6] literal, optional port). Historical IDs are "non-compliant" here.
@@ -81,8 +81,7 @@ function decodeToken(token: string, userId: string): string {
 /** `GET /_matrix/client/v1/mutual_rooms` */
 export async function getMutualRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  checkLimit(ctx, MUTUAL_ROOMS_REQUESTS);
-  recordHit(ctx, MUTUAL_ROOMS_REQUESTS);
+  limitAddressFixed(ctx, "mutual_rooms", MUTUAL_ROOMS_REQUESTS);
   const values = ctx.queryAll("user_id");
   if (values.length === 0) throw missingParam("user_id is required");
   if (values.length > 1) throw invalidParam("user_id must be given once");

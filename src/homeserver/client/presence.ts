@@ -8,6 +8,7 @@ import { MatrixError, forbidden, notFound } from "../errors.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { membershipOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
+import { limitUser } from "../auth/rateLimit.ts";
 
 /** A row of the `presence` table. */
 export interface PresenceRow {
@@ -94,6 +95,7 @@ export async function putPresence(ctx: RequestContext, p: Record<string, string>
   const body = await ctx.json();
   if (typeof body.presence !== "string" || !STATES.has(body.presence)) throw new MatrixError(400, "M_INVALID_PARAM", "presence must be online, offline or unavailable");
   if (body.status_msg !== undefined && body.status_msg !== null && typeof body.status_msg !== "string") throw new MatrixError(400, "M_INVALID_PARAM", "status_msg must be a string");
+  limitUser(ctx, me, "rc_presence.per_user");
   const now = ctx.hs.clock();
   const pos = await ctx.hs.store.write(async (tx) => {
     const streamPos = await nextStreamPos(tx);

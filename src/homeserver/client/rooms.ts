@@ -17,6 +17,8 @@ import { isRoomAlias } from "../roomserver/ids.ts";
 import { reasonOf } from "./membership.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { checkGuestMembership } from "./guests.ts";
+import { limitUser } from "../auth/rateLimit.ts";
+import { limitInvite } from "./membership.ts";
 
 /** 400 M_BAD_ALIAS: an alias in `m.room.canonical_alias` that does not point at the room. */
 export const badAlias = (msg: string): MatrixError => new MatrixError(400, "M_BAD_ALIAS", msg);
@@ -30,6 +32,9 @@ export async function postCreateRoom(ctx: RequestContext): Promise<Record<string
     // The new alias must not be in another party's exclusive namespace (application services).
     ctx.hs.appservices.registry.checkAlias(`#${body.room_alias_name}:${ctx.hs.serverName}`, ctx.hs.appservices.registry.byId(me.appserviceId ?? ""));
   }
+  limitUser(ctx, me, "rc_room_creation");
+  // The operator's default_room_version applies when the client names none.
+  if (body.room_version === undefined) body.room_version = ctx.hs.config.defaultRoomVersion;
   const { roomId } = await createRoom(ctx.hs, me.userId, body);
   return { room_id: roomId };
 }
@@ -42,6 +47,7 @@ export async function putSend(ctx: RequestContext, p: Record<string, string>): P
   // Suspended: no messages ("Account suspension"), but redacting one's own events stays allowed.
   if (redacts !== undefined) await refuseSuspendedRedaction(ctx.hs, me, redacts);
   else refuseIfSuspended(me);
+  limitUser(ctx, me, "rc_message");
   await checkRelation(ctx, p.roomId!, content);
   if (redacts !== undefined) await refuseForeignRedaction(ctx, p.roomId!, redacts);
   const { eventId } = await sendEvent(ctx.hs, {
@@ -63,6 +69,10 @@ export async function putState(ctx: RequestContext, p: Record<string, string>): 
   if (!(type === "m.room.member" && stateKey === me.userId && content.membership === "leave")) refuseIfSuspended(me);
   if (type === "m.room.canonical_alias") await checkCanonicalAlias(ctx, roomId, content);
   if (me.isGuest && type === "m.room.member") await checkGuestMembership(ctx.hs, roomId, me.userId, stateKey, content);
+  // A membership sent as state is limited as the join or invite it is; other state as a message.
+  if (type === "m.room.member" && content.membership === "join" && stateKey === me.userId) limitUser(ctx, me, "rc_joins.local");
+  else if (type === "m.room.member" && content.membership === "invite") limitInvite(ctx, me, roomId, stateKey);
+  else if (type !== "m.room.member") limitUser(ctx, me, "rc_message");
   await checkRelation(ctx, roomId, content);
   // An identical state event from the same sender changes nothing: answer with the existing one
   // instead of adding a no-op event to the DAG.
@@ -162,6 +172,7 @@ export async function putRedact(ctx: RequestContext, p: Record<string, string>):
   const body = await ctx.json({ allowEmpty: true });
   const reason = reasonOf(body);
   const content: Record<string, unknown> = reason !== undefined ? { reason } : {};
+  limitUser(ctx, me, "rc_message");
   await refuseForeignRedaction(ctx, p.roomId!, p.eventId!);
   const { eventId } = await sendEvent(ctx.hs, {
     roomId: p.roomId!, sender: me.userId, type: "m.room.redaction", content, redacts: p.eventId!,

@@ -7,8 +7,8 @@ import { MatrixError, badJson } from "../errors.ts";
 import type { RequestContext, Services } from "../context.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import { verifyPassword } from "../auth/password.ts";
-import { UIA_FAILURES, checkLimit, clientAddress, recordHit } from "../auth/rateLimit.ts";
-import type { RateLimit } from "../auth/rateLimit.ts";
+import { clientAddress, limitAddressFixed, limitKey, recordKey } from "../auth/rateLimit.ts";
+import { checkRegistrationToken } from "../admin/registrationTokens.ts";
 import { userIdFromIdentifier } from "../auth/identifiers.ts";
 import { isObject } from "../validate.ts";
 
@@ -29,6 +29,14 @@ interface UiaSession {
   createdAt: number;
   /** The client address that started it (undefined for local requests). */
   client: string | undefined;
+  /** The registration token this session's `m.login.registration_token` stage accepted (a pending use). */
+  registrationToken?: string;
+}
+
+/** What a completed exchange proved beyond "the flow is done". */
+export interface UiaResult {
+  /** The token of a completed `m.login.registration_token` stage; the caller completes its use. */
+  registrationToken?: string;
 }
 
 /** A session is forgotten this long after it was started. */
@@ -37,8 +45,6 @@ const SESSION_LIFETIME_MS = 30 * 60_000;
 export const MAX_UIA_SESSIONS = 1000;
 /** At most this many live sessions per client address; its oldest goes first. */
 export const MAX_UIA_SESSIONS_PER_CLIENT = 20;
-/** New sessions per client address: an unauthenticated `POST /register {}` starts one each time. */
-export const UIA_SESSION_STARTS: RateLimit = { limit: 60, windowMs: 60_000 };
 
 /** Sessions by ID, in creation order (a Map keeps insertion order), plus each client's sessions. */
 interface SessionTable {
@@ -99,10 +105,22 @@ function actionOf(ctx: RequestContext): string {
 }
 
 /**
+ * How many live sessions hold each registration token as a pending use ("m.login.registration_token":
+ * a token is only used up once the registration completes, but pending uses count against it).
+ */
+export function pendingRegistrationTokens(hs: Services): Map<string, number> {
+  const pending = new Map<string, number>();
+  for (const s of sessionsOf(hs).byId.values()) {
+    if (s.registrationToken !== undefined) pending.set(s.registrationToken, (pending.get(s.registrationToken) ?? 0) + 1);
+  }
+  return pending;
+}
+
+/**
  * Runs the UIA exchange for one request. Returns when a flow is complete; throws the 401 (with
  * session, flows, completed) while stages remain, or when a stage failed.
  */
-export async function requireUserInteractiveAuth(ctx: RequestContext, body: Record<string, unknown>, options: UiaOptions): Promise<void> {
+export async function requireUserInteractiveAuth(ctx: RequestContext, body: Record<string, unknown>, options: UiaOptions): Promise<UiaResult> {
   const hs = ctx.hs;
   const all = sessionsOf(hs);
   const action = actionOf(ctx);
@@ -116,8 +134,8 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
     );
   const newSession = (): UiaSession => {
     const client = clientAddress(ctx);
-    checkLimit(ctx, UIA_SESSION_STARTS);
-    recordHit(ctx, UIA_SESSION_STARTS);
+    // Starting sessions is limited like registering (an unauthenticated `POST /register {}` starts one each time).
+    limitAddressFixed(ctx, "uia_session_starts", ctx.hs.config.rateLimits.rc_registration);
     const s: UiaSession = { id: encodeBase64Url(hs.random(18)), action, userId: options.userId, completed: [], createdAt: hs.clock(), client };
     if (client !== undefined) {
       let mine = all.byClient.get(client);
@@ -158,7 +176,7 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
       throw respond(session, { errcode: "M_FORBIDDEN", error: `Authentication stage ${stage} is not expected here` });
     }
     if (!alreadyDone) {
-      await attemptStage(ctx, stage, a, options, (error) => respond(session, { errcode: "M_FORBIDDEN", error }));
+      await attemptStage(ctx, session, stage, a, options, (error, errcode = "M_FORBIDDEN") => respond(session, { errcode, error }));
       session.completed.push(stage);
     }
   }
@@ -166,31 +184,44 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
   const done = options.flows.some((flow) => flow.length === session.completed.length && flow.every((s, i) => session.completed[i] === s));
   if (!done) throw respond(session);
   forget(all, session);
+  return session.registrationToken !== undefined ? { registrationToken: session.registrationToken } : {};
 }
 
 async function attemptStage(
   ctx: RequestContext,
+  session: UiaSession,
   stage: string,
   auth: Record<string, unknown>,
   options: UiaOptions,
-  fail: (error: string) => MatrixError,
+  fail: (error: string, errcode?: string) => MatrixError,
 ): Promise<void> {
   switch (stage) {
     case "m.login.dummy":
       return;
     case "m.login.password": {
-      checkLimit(ctx, UIA_FAILURES);
+      // Synapse limits failed UIA passwords per user with the rc_login.failed_attempts settings.
+      const limitKeyOf = `uia|${options.userId ?? ""}`;
+      limitKey(ctx, "rc_login.failed_attempts", limitKeyOf, "check");
       if (typeof auth.password !== "string") throw fail("Missing password");
       const userId = userIdFromIdentifier(auth, ctx.hs.serverName);
       if (userId === undefined || userId !== options.userId) {
-        recordHit(ctx, UIA_FAILURES);
+        recordKey(ctx, "rc_login.failed_attempts", limitKeyOf);
         throw fail("Invalid username or password");
       }
       const account = await ctx.hs.store.read((tx) => tx.get<{ passwordHash?: string }>("accounts", userId));
       if (!account?.passwordHash || !(await verifyPassword(auth.password, account.passwordHash))) {
-        recordHit(ctx, UIA_FAILURES);
+        recordKey(ctx, "rc_login.failed_attempts", limitKeyOf);
         throw fail("Invalid username or password");
       }
+      return;
+    }
+    case "m.login.registration_token": {
+      // "Token-authenticated registration": the token must be valid now, counting the pending uses
+      // of other sessions; this session then holds a pending use until registration completes.
+      if (typeof auth.token !== "string") throw fail("Missing token", "M_MISSING_PARAM");
+      const token = auth.token;
+      const valid = await checkRegistrationToken(ctx.hs, token, () => (session.registrationToken = token));
+      if (!valid) throw fail("Invalid registration token", "M_FORBIDDEN");
       return;
     }
     default:

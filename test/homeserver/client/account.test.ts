@@ -1,5 +1,6 @@
 import { describe, it, expect } from "vitest";
 import { SERVER, testServer } from "./accountHarness.ts";
+import { DEFAULT_RATE_LIMITS } from "../../../src/homeserver/auth/rateLimit.ts";
 
 const REGISTER = "/_matrix/client/v3/register";
 
@@ -223,32 +224,55 @@ describe("login", () => {
 });
 
 describe("rate limiting", () => {
-  it("answers 429 M_LIMIT_EXCEEDED after repeated login failures from one client, and recovers", async () => {
+  it("rc_login.failed_attempts: the 4th wrong password for one user is 429 (right password too), and recovers", async () => {
     const { call, register, advance } = await testServer();
     await register("alice", "pw");
     const bad = { type: "m.login.password", user: "alice", password: "wrong" };
-    for (let i = 0; i < 5; i++) expect((await call("POST", "/_matrix/client/v3/login", bad, { from: "10.0.0.1" })).status).toBe(403);
-    const limited = await call("POST", "/_matrix/client/v3/login", { ...bad, password: "pw" }, { from: "10.0.0.1" });
+    for (let i = 0; i < 3; i++) expect((await call("POST", "/_matrix/client/v3/login", bad, { from: "10.0.0.1" })).status).toBe(403);
+    const limited = await call("POST", "/_matrix/client/v3/login", { ...bad, password: "pw" }, { from: "10.0.0.2" });
     expect(limited.status).toBe(429);
     expect(limited.body.errcode).toBe("M_LIMIT_EXCEEDED");
-    expect(limited.body.retry_after_ms).toBeGreaterThan(0);
-    expect(limited.headers.get("Retry-After")).toMatch(/^\d+$/);
-    // Another client is not affected.
-    expect((await call("POST", "/_matrix/client/v3/login", { ...bad, password: "pw" }, { from: "10.0.0.2" })).status).toBe(200);
+    // Synapse's default: 0.17 per second, so one more attempt after ~5.9 s.
+    expect(limited.body.retry_after_ms).toBe(Math.ceil(1000 / 0.17));
+    expect(limited.headers.get("Retry-After")).toBe(String(Math.ceil(1 / 0.17)));
     advance(limited.body.retry_after_ms as number);
-    expect((await call("POST", "/_matrix/client/v3/login", { ...bad, password: "pw" }, { from: "10.0.0.1" })).status).toBe(200);
+    expect((await call("POST", "/_matrix/client/v3/login", { ...bad, password: "pw" }, { from: "10.0.0.2" })).status).toBe(200);
   });
 
-  it("limits registration attempts per client", async () => {
+  it("rc_login.address: every login from one address counts; another address is not affected", async () => {
+    const { call, register } = await testServer();
+    await register("alice", "pw");
+    const good = { type: "m.login.password", user: "alice", password: "pw" };
+    for (let i = 0; i < 5; i++) expect((await call("POST", "/_matrix/client/v3/login", good, { from: i < 4 ? "10.0.0.3" : "10.0.0.5" })).status).toBe(200);
+    // alice's 6th login is over rc_login.account (5); bob's first from the same address is fine.
+    expect((await call("POST", "/_matrix/client/v3/login", good, { from: "10.0.0.6" })).status).toBe(429);
+    await register("bob", "pw");
+    expect((await call("POST", "/_matrix/client/v3/login", { ...good, user: "bob" }, { from: "10.0.0.3" })).status).toBe(200);
+    const overAddress = await call("POST", "/_matrix/client/v3/login", { ...good, user: "bob" }, { from: "10.0.0.3" });
+    expect(overAddress.status).toBe(429);
+    expect((await call("POST", "/_matrix/client/v3/login", { ...good, user: "bob" }, { from: "10.0.0.4" })).status).toBe(200);
+  });
+
+  it("rc_registration: 3 registrations per address at once, then one per ~5.9 s", async () => {
     const { call, advance } = await testServer();
-    let limited: { status: number; body: Record<string, unknown> } | undefined;
-    for (let i = 0; i < 40 && !limited; i++) {
-      const r = await call("POST", REGISTER, { username: `u${i}`, password: "pw", auth: { type: "m.login.dummy" } }, { from: "10.0.0.9" });
-      if (r.status === 429) limited = r;
-      else expect(r.status).toBe(200);
+    const reg = (u: string, from = "10.0.0.9") => call("POST", REGISTER, { username: u, password: "pw", auth: { type: "m.login.dummy" } }, { from });
+    for (let i = 0; i < 3; i++) expect((await reg(`u${i}`)).status).toBe(200);
+    const limited = await reg("u3");
+    expect(limited.status).toBe(429);
+    expect(limited.body.errcode).toBe("M_LIMIT_EXCEEDED");
+    expect(limited.body.retry_after_ms).toBeGreaterThan(5000);
+    // The 401 probe that starts the exchange costs nothing, but is refused while limited too.
+    expect((await call("POST", REGISTER, { username: "u3" }, { from: "10.0.0.9" })).status).toBe(429);
+    expect((await reg("other", "10.0.0.10")).status).toBe(200);
+    advance(limited.body.retry_after_ms as number);
+    expect((await reg("u3")).status).toBe(200);
+    expect((await reg("u4")).status).toBe(429);
+  });
+
+  it("raised limits let a provisioning script register 100 users", async () => {
+    const { call } = await testServer({ rateLimits: { ...DEFAULT_RATE_LIMITS, rc_registration: { perSecond: 10, burstCount: 100 } } });
+    for (let i = 0; i < 100; i++) {
+      expect((await call("POST", REGISTER, { username: `p${i}`, password: "pw", auth: { type: "m.login.dummy" } }, { from: "10.0.0.9" })).status).toBe(200);
     }
-    expect(limited?.body.errcode).toBe("M_LIMIT_EXCEEDED");
-    advance(60_000);
-    expect((await call("POST", REGISTER, { username: "late", password: "pw", auth: { type: "m.login.dummy" } }, { from: "10.0.0.9" })).status).toBe(200);
   });
 });

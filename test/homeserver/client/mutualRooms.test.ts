@@ -155,7 +155,7 @@ describe("mutual rooms", () => {
         const res = await t.hs.handle(new Request(`http://localhost${mutual(bob.userId)}`, { headers: { Authorization: `Bearer ${alice.token}`, [CLIENT_ADDRESS_HEADER]: addr } }));
         return { status: res.status, body: (await res.json()) as Record<string, unknown> };
       };
-      for (let i = 0; i < MUTUAL_ROOMS_REQUESTS.limit; i++) expect((await call("10.0.0.1")).status).toBe(200);
+      for (let i = 0; i < MUTUAL_ROOMS_REQUESTS.burstCount; i++) expect((await call("10.0.0.1")).status).toBe(200);
       const limited = await call("10.0.0.1");
       expect(limited.status).toBe(429);
       expect(limited.body.errcode).toBe("M_LIMIT_EXCEEDED");

@@ -7,13 +7,16 @@ import { describe, it, expect } from "vitest";
 import { createHomeserver } from "../../../src/homeserver/homeserver.ts";
 import type { Homeserver } from "../../../src/homeserver/homeserver.ts";
 import { createMemoryStore } from "../../../src/storage/memory.ts";
-import { CLIENT_ADDRESS_HEADER } from "../../../src/homeserver/auth/rateLimit.ts";
-import { MAX_UIA_SESSIONS, MAX_UIA_SESSIONS_PER_CLIENT, UIA_SESSION_STARTS, uiaSessionCount } from "../../../src/homeserver/client/uia.ts";
+import { CLIENT_ADDRESS_HEADER, DEFAULT_RATE_LIMITS } from "../../../src/homeserver/auth/rateLimit.ts";
+import { MAX_UIA_SESSIONS, MAX_UIA_SESSIONS_PER_CLIENT, uiaSessionCount } from "../../../src/homeserver/client/uia.ts";
+
+/** Starting UIA sessions is limited by the registration bucket; this test configures it. */
+const UIA_SESSION_STARTS = { perSecond: 1, burstCount: 60 };
 import { MAX_NONCES } from "../../../src/homeserver/admin/register.ts";
 
 async function server(): Promise<{ hs: Homeserver; advance: (ms: number) => void }> {
   let now = 1_800_000_000_000;
-  const hs = await createHomeserver({ store: createMemoryStore(), seed: new Uint8Array(32).fill(9), serverName: "hs.test", clock: () => now, config: { registrationSharedSecret: "s3cret" } });
+  const hs = await createHomeserver({ store: createMemoryStore(), seed: new Uint8Array(32).fill(9), serverName: "hs.test", clock: () => now, config: { registrationSharedSecret: "s3cret", rateLimits: { ...DEFAULT_RATE_LIMITS, rc_registration: UIA_SESSION_STARTS } } });
   return { hs, advance: (ms) => void (now += ms) };
 }
 
@@ -42,13 +45,13 @@ describe("UIA sessions", () => {
     expect(uiaSessionCount(hs.services)).toBe(MAX_UIA_SESSIONS_PER_CLIENT);
     // Another client's sessions are not touched by the first one's flood.
     const other = (await post(hs, "/_matrix/client/v3/register", {}, "10.0.0.2")).body.session as string;
-    for (let i = ids.length; i < UIA_SESSION_STARTS.limit; i++) await post(hs, "/_matrix/client/v3/register", {}, "10.0.0.1");
+    for (let i = ids.length; i < UIA_SESSION_STARTS.burstCount; i++) await post(hs, "/_matrix/client/v3/register", {}, "10.0.0.1");
     const limited = await post(hs, "/_matrix/client/v3/register", {}, "10.0.0.1");
     expect([limited.status, limited.body.errcode]).toEqual([429, "M_LIMIT_EXCEEDED"]);
     // The newest session of the flooding client and the other client's session still complete.
     const done = await post(hs, "/_matrix/client/v3/register", { username: "b", password: "correct horse", auth: { type: "m.login.dummy", session: other } }, "10.0.0.2");
     expect(done.status).toBe(200);
-    advance(UIA_SESSION_STARTS.windowMs + 1);
+    advance((UIA_SESSION_STARTS.burstCount / UIA_SESSION_STARTS.perSecond) * 1000 + 1);
     expect((await post(hs, "/_matrix/client/v3/register", {}, "10.0.0.1")).status).toBe(401);
     // Sessions expire after 30 minutes.
     advance(31 * 60_000);
