@@ -5,6 +5,9 @@
  * side observes all of it through its own /sync.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createClient, Direction, EventType, MsgType, RelationType } from "matrix-js-sdk";
 import type { MatrixClient, MatrixEvent, Room } from "matrix-js-sdk";
 import { startServe } from "./serve.ts";
@@ -45,9 +48,14 @@ let bobSession: Session;
 let alice: MatrixClient;
 let bob: MatrixClient;
 const extraClients: MatrixClient[] = [];
+let configDir: string | undefined;
 
 beforeAll(async () => {
-  hs = await startServe();
+  // Alice sends 30 messages in a row below: a conformance run raises rc_message as it would on Synapse.
+  configDir = await mkdtemp(join(tmpdir(), "hyphae-scenario-"));
+  const config = join(configDir, "hyphae.json");
+  await writeFile(config, JSON.stringify({ rc_message: { per_second: 100, burst_count: 1000 } }));
+  hs = await startServe({ args: ["--config", config] });
   base = hs.url;
   aliceSession = await register(base, "alice");
   bobSession = await register(base, "bob");
@@ -58,6 +66,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of [alice, bob, ...extraClients]) c?.stopClient();
   await hs?.stop();
+  if (configDir) await rm(configDir, { recursive: true, force: true });
 });
 
 describe("matrix-js-sdk scenario on npm run serve", () => {

@@ -2,7 +2,8 @@ import { describe, it, expect } from "vitest";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { ConfigError, DEFAULTS, parseArgs, resolveConfig } from "../../src/node/config.ts";
+import { ConfigError, DEFAULTS, isLoopback, parseArgs, resolveConfig } from "../../src/node/config.ts";
+import { DEFAULT_RATE_LIMITS } from "../../src/homeserver/auth/rateLimit.ts";
 import { loadOrCreateSeed, serverNameFromSeed } from "../../src/node/identity.ts";
 
 describe("command line", () => {
@@ -73,4 +74,71 @@ describe("identity seed", () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("rate limit and registration keys", () => {
+  const resolveWith = async (json: unknown, overrides: Record<string, unknown> = {}) => {
+    const dir = await mkdtemp(join(tmpdir(), "hyphae-config-"));
+    try {
+      const file = join(dir, "hs.json");
+      await writeFile(file, JSON.stringify(json));
+      const warnings: string[] = [];
+      const config = await resolveConfig({ configFile: file, overrides, help: false }, (w) => warnings.push(w));
+      return { config, warnings };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  };
+
+  it("reads rc_* with Synapse's shapes; a field left out keeps Synapse's default for it", async () => {
+    const { config, warnings } = await resolveWith({
+      rc_message: { per_second: 5, burst_count: 50 },
+      rc_login: { address: { burst_count: 20 }, failed_attempts: { per_second: 1 }, typo: {} },
+      rc_joins: { remote: { per_second: 0.5, burst_count: 2 } },
+      rc_federation: { window_size: 2000, concurrent: 5 },
+      rc_admin_redaction: { per_second: 1 },
+      x_forwarded: true,
+      default_room_version: "11",
+    });
+    expect(config.rateLimits.rc_message).toEqual({ perSecond: 5, burstCount: 50 });
+    expect(config.rateLimits["rc_login.address"]).toEqual({ perSecond: 0.003, burstCount: 20 });
+    expect(config.rateLimits["rc_login.failed_attempts"]).toEqual({ perSecond: 1, burstCount: 3 });
+    expect(config.rateLimits["rc_login.account"]).toEqual(DEFAULT_RATE_LIMITS["rc_login.account"]);
+    expect(config.rateLimits["rc_joins.remote"]).toEqual({ perSecond: 0.5, burstCount: 2 });
+    expect(config.rateLimits.rc_registration).toEqual({ perSecond: 0.17, burstCount: 3 });
+    expect(config.federationRateLimit).toEqual({ windowSize: 2000, sleepLimit: 10, sleepDelay: 500, rejectLimit: 50, concurrent: 5 });
+    expect(config.xForwarded).toBe(true);
+    expect(config.defaultRoomVersion).toBe("11");
+    expect(warnings).toEqual(['config: ignoring unknown key "rc_login.typo"', 'config: ignoring unknown key "rc_admin_redaction"']);
+  });
+
+  it.each([
+    [{ rc_message: { per_second: 0 } }, /rc_message\.per_second must be a positive number/],
+    [{ rc_message: { burst_count: 1.5 } }, /rc_message\.burst_count must be a positive integer/],
+    [{ rc_message: 3 }, /rc_message must be an object/],
+    [{ rc_invites: { per_room: "fast" } }, /rc_invites\.per_room must be an object/],
+    [{ rc_federation: { sleep_delay: -1 } }, /rc_federation\.sleep_delay must be an integer ≥ 0/],
+    [{ x_forwarded: "yes" }, /x_forwarded must be true or false/],
+    [{ default_room_version: "0" }, /default_room_version "0" is not a room version/],
+  ])("refuses %j", async (json, message) => {
+    await expect(resolveWith(json)).rejects.toThrow(message);
+  });
+
+  it("enable_registration defaults to true only on a loopback bind; open registration elsewhere needs a verification setting", async () => {
+    expect((await resolveWith({})).config.enableRegistration).toBe(true);
+    expect((await resolveWith({ bind_host: "127.0.0.2" })).config.enableRegistration).toBe(true);
+    expect((await resolveWith({ bind_host: "0.0.0.0" })).config.enableRegistration).toBe(false);
+    expect((await resolveWith({}, { bindHost: "::" })).config.enableRegistration).toBe(false);
+    await expect(resolveWith({ bind_host: "0.0.0.0", enable_registration: true })).rejects.toThrow(ConfigError);
+    await expect(resolveWith({ bind_host: "192.0.2.7", enable_registration: true })).rejects.toThrow(/no verification step/);
+    expect((await resolveWith({ bind_host: "0.0.0.0", enable_registration: true, registration_requires_token: true })).config).toMatchObject({ enableRegistration: true, registrationRequiresToken: true });
+    expect((await resolveWith({ bind_host: "0.0.0.0", enable_registration: true, enable_registration_without_verification: true })).config.enableRegistration).toBe(true);
+  });
+
+  it.each([["127.0.0.1", true], ["127.1.2.3", true], ["::1", true], ["[::1]", true], ["localhost", true], ["::ffff:127.0.0.1", true], ["0.0.0.0", false], ["::", false], ["10.0.0.1", false], ["example.org", false], ["127.0.0.1.example.org", false]])(
+    "isLoopback(%s) = %s",
+    (host, expected) => {
+      expect(isLoopback(host)).toBe(expected);
+    },
+  );
 });

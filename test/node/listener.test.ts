@@ -2,7 +2,7 @@ import { describe, it, expect, afterEach } from "vitest";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createRequestListener } from "../../src/node/listener.ts";
+import { createRequestListener, forwardedFor } from "../../src/node/listener.ts";
 import type { Handle } from "../../src/node/listener.ts";
 import { silentLogger } from "../../src/homeserver/context.ts";
 import { CLIENT_ADDRESS_HEADER } from "../../src/homeserver/auth/rateLimit.ts";
@@ -62,5 +62,20 @@ describe("Node listener", () => {
     expect(res.status).toBe(413);
     expect(((await res.json()) as { errcode: string }).errcode).toBe("M_TOO_LARGE");
     expect(called).toBe(false);
+  });
+});
+
+describe("forwardedFor (x_forwarded)", () => {
+  it.each([
+    ["203.0.113.1", "203.0.113.1"],
+    ["192.0.2.9, 203.0.113.1", "203.0.113.1"],
+    [["192.0.2.9", "203.0.113.1, 2001:db8::1"], "2001:db8::1"],
+    ["203.0.113.1:4711", "203.0.113.1"],
+    ["[2001:db8::2]:443", "2001:db8::2"],
+    ["unknown", undefined],
+    ["", undefined],
+    [undefined, undefined],
+  ] as const)("%j → %s", (header, expected) => {
+    expect(forwardedFor(header as string | string[] | undefined)).toBe(expected);
   });
 });

@@ -87,16 +87,36 @@ export function spawnServe(args: string[], via: "tsx" | "npm" | "npm-start" = "t
   });
 }
 
-/** Runs the CLI to completion (for argument errors) and returns its status and output. */
-export async function runServe(args: string[]): Promise<{ code: number | null; output: string }> {
-  const child = spawn(resolve(BIN, "tsx"), ["src/node/main.ts", ...args], {
+/**
+ * Runs the CLI to completion (for start-up errors) and returns its status and output: directly
+ * through tsx, or as `npm run --silent serve -- ARGS` (via = "npm"). Killed after 90 s.
+ */
+export async function runServe(args: string[], via: "tsx" | "npm" = "tsx"): Promise<{ code: number | null; output: string; stderr: string }> {
+  const [cmd, argv] = via === "tsx" ? [resolve(BIN, "tsx"), ["src/node/main.ts", ...args]] : ["npm", ["run", "--silent", "serve", "--", ...args]];
+  const child = spawn(cmd, argv, {
     cwd: REPO,
     env: { ...process.env, PATH: `${BIN}:${process.env.PATH ?? ""}` },
     stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
   });
+  children.add(child);
   let out = "";
+  let err = "";
   child.stdout.on("data", (c: Buffer) => (out += c.toString()));
-  child.stderr.on("data", (c: Buffer) => (out += c.toString()));
-  const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
-  return { code, output: out };
+  child.stderr.on("data", (c: Buffer) => {
+    out += c.toString();
+    err += c.toString();
+  });
+  const timer = setTimeout(() => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }, 90_000);
+  // "close": the exit status once stdout and stderr are fully read.
+  const code = await new Promise<number | null>((r) => child.once("close", (c) => r(c)));
+  clearTimeout(timer);
+  children.delete(child);
+  return { code, output: out, stderr: err };
 }
