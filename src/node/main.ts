@@ -2,6 +2,9 @@
  * `npm run serve -- --port P --data DIR [--rendezvous MULTIADDR] [--host H]` and
  * `npm run serve -- --config FILE`: the Node homeserver (DESIGN.md "Contracts").
  */
-import { runFromCommandLine } from "./cli.ts";
+import { hideSqliteExperimentalWarning } from "./warnings.ts";
 
+hideSqliteExperimentalWarning();
+// Loaded only now, so the filter above is in place when node:sqlite is.
+const { runFromCommandLine } = await import("./cli.ts");
 runFromCommandLine(process.argv.slice(2));

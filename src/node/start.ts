@@ -3,7 +3,10 @@
  * a static server; those arrive with later issues. Until then it starts what exists: the Node
  * homeserver with its data in ./data/homeserver (the same flags as `npm run serve`), and says so.
  */
-import { runFromCommandLine } from "./cli.ts";
+import { hideSqliteExperimentalWarning } from "./warnings.ts";
+
+hideSqliteExperimentalWarning();
+const { runFromCommandLine } = await import("./cli.ts");
 
 runFromCommandLine(process.argv.slice(2), (node, config) => {
   process.stdout.write(`Data directory: ${config.dataDir}\n`);

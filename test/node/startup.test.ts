@@ -26,7 +26,11 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Every path under `root` with its size (undefined if `root` does not exist). */
+/**
+ * Every path under `root` with its size (undefined if `root` does not exist). SQLite's own `-wal`
+ * and `-shm` companions of an existing database are left out: opening the database to read its
+ * server name may leave them (node:sqlite's WAL mode), and they hold no new data.
+ */
 async function snapshot(root: string): Promise<string[] | undefined> {
   try {
     await stat(root);
@@ -34,7 +38,10 @@ async function snapshot(root: string): Promise<string[] | undefined> {
     return undefined;
   }
   const out: string[] = [];
-  for (const name of (await readdir(root, { recursive: true })).sort()) out.push(`${name}:${(await stat(join(root, name))).size}`);
+  for (const name of (await readdir(root, { recursive: true })).sort()) {
+    if (/\.sqlite-(?:wal|shm)$/.test(name)) continue;
+    out.push(`${name}:${(await stat(join(root, name))).size}`);
+  }
   return out;
 }
 
