@@ -163,12 +163,11 @@ export function clientAddress(ctx: RequestContext): string | undefined {
 
 /**
  * Whether a requester is exempt from the per-user limits, as in Synapse: server admins, and
- * application services (a requester authenticated by an `as_token` carries `appserviceId`;
- * one whose registration says `rate_limited: false` is never limited, and Synapse does not limit
- * the service's own users either).
+ * application services (a request made with an `as_token` carries `appserviceId`; the service's
+ * registration may say `rate_limited: true`, which sets `appserviceRateLimited`).
  */
-export function isExempt(me: Requester & { appserviceId?: string }): boolean {
-  return me.admin === true || me.appserviceId !== undefined;
+export function isExempt(me: Requester & { appserviceId?: string; appserviceRateLimited?: boolean }): boolean {
+  return me.admin === true || (me.appserviceId !== undefined && me.appserviceRateLimited !== true);
 }
 
 /** What one limit check does: check only, or check and count (the default). */
