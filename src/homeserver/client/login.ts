@@ -72,9 +72,8 @@ export function wellKnown(hs: Services): Record<string, unknown> {
 /** `POST /_matrix/client/v3/login` */
 export async function postLogin(ctx: RequestContext): Promise<Record<string, unknown>> {
   const hs = ctx.hs;
-  // Synapse's three login limiters: every attempt per client address, failed attempts per
-  // (login type, user), and successful logins per account.
-  limitAddress(ctx, "rc_login.address");
+  // Synapse's three login limiters: every well-formed attempt per client address, failed attempts
+  // per (login type, user), and successful logins per account.
   const body = await ctx.json();
   if (typeof body.type !== "string") throw badJson("Missing login type");
   const device = readDeviceFields(body);
@@ -95,6 +94,7 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
       if (identifier.type !== "m.id.user") throw failed(forbidden("Unknown third-party identifier"));
       const resolved = resolveUserId(identifier.user, hs.serverName);
       const who = resolved ?? identifier.user;
+      limitAddress(ctx, "rc_login.address");
       limitKey(ctx, "rc_login.failed_attempts", failedKey(who), "check");
       const account = resolved ? await hs.store.read((tx) => tx.get<AccountRecord>("accounts", resolved)) : undefined;
       if (!resolved || !account?.passwordHash || !(await verifyPassword(body.password, account.passwordHash))) {
@@ -106,6 +106,7 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
     }
     case "m.login.token": {
       if (typeof body.token !== "string") throw badJson("Missing token");
+      limitAddress(ctx, "rc_login.address");
       const token = body.token;
       // Single use: the token is deleted in the same transaction that reads it.
       const record = await hs.store.write(async (tx) => {
