@@ -140,7 +140,7 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
     await metricsListener?.close();
   };
   try {
-    const listenerOptions = { fallbackHost: "", maxBodyBytes, logger, xForwarded: config.xForwarded };
+    const listenerOptions = { maxBodyBytes, logger, xForwarded: config.xForwarded };
     const httpListener = createRequestListener(handle, { ...listenerOptions, scheme: "http", fallbackHost: `${config.bindHost}:${config.httpPort}` });
     const http = createHttpServer(httpListener);
     servers.push(http);
