@@ -1,30 +1,17 @@
 /**
- * Filters ("Filtering" in the Client-Server API, `filter.yaml`): validation, storage, and applying
- * a filter to events. Sync asks `resolveSyncFilter` for the filter of one request.
+ * Filters ("Filtering" in the Client-Server API, `filter.yaml`): validation and storage of whole
+ * filters, `event_fields`. Sync asks `resolveSyncFilter` for the filter of one request. Matching
+ * events is the one engine in roomserver/filter.ts, shared with `/messages`, `/context` and search.
  */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, forbidden, notFound } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import type { ClientEvent } from "../events/types.ts";
+import { checkEventFilter } from "../roomserver/filter.ts";
+import type { EventFilter, RoomEventFilter } from "../roomserver/filter.ts";
 
-/** `EventFilter`. */
-export interface EventFilter {
-  limit?: number;
-  types?: string[];
-  not_types?: string[];
-  senders?: string[];
-  not_senders?: string[];
-}
-
-/** `RoomEventFilter` (also used for state). */
-export interface RoomEventFilter extends EventFilter {
-  rooms?: string[];
-  not_rooms?: string[];
-  contains_url?: boolean;
-  lazy_load_members?: boolean;
-  include_redundant_members?: boolean;
-  unread_thread_notifications?: boolean;
-}
+export { eventPasses } from "../roomserver/filter.ts";
+export type { EventFilter, RoomEventFilter } from "../roomserver/filter.ts";
 
 /** `Filter` as a client uploads it. */
 export interface Filter {
@@ -44,28 +31,7 @@ export interface Filter {
 }
 
 const isStringList = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === "string");
-const isUserIdLike = (s: string): boolean => /^@[^:]+:.+$/.test(s);
 const isRoomIdLike = (s: string): boolean => /^![^\s]+$/.test(s);
-
-function checkEventFilter(f: unknown, where: string, room: boolean): void {
-  if (f === undefined) return;
-  if (f === null || typeof f !== "object" || Array.isArray(f)) throw badJson(`${where} must be an object`);
-  const o = f as Record<string, unknown>;
-  for (const k of ["types", "not_types", "senders", "not_senders", ...(room ? ["rooms", "not_rooms"] : [])]) {
-    if (o[k] !== undefined && !isStringList(o[k])) throw badJson(`${where}.${k} must be a list of strings`);
-  }
-  // filter.yaml (and Synapse's schema): senders are user IDs, rooms are room IDs.
-  for (const k of ["senders", "not_senders"]) if (o[k] !== undefined && !(o[k] as string[]).every(isUserIdLike)) throw badJson(`${where}.${k} must be a list of user IDs`);
-  for (const k of room ? ["rooms", "not_rooms"] : []) if (o[k] !== undefined && !(o[k] as string[]).every(isRoomIdLike)) throw badJson(`${where}.${k} must be a list of room IDs`);
-  if (o.limit !== undefined && (typeof o.limit !== "number" || !Number.isInteger(o.limit) || o.limit < 0)) {
-    throw badJson(`${where}.limit must be a non-negative integer`);
-  }
-  if (room) {
-    for (const k of ["contains_url", "lazy_load_members", "include_redundant_members", "unread_thread_notifications"]) {
-      if (o[k] !== undefined && typeof o[k] !== "boolean") throw badJson(`${where}.${k} must be a boolean`);
-    }
-  }
-}
 
 /** Checks a filter's shape; `400 M_BAD_JSON` on anything malformed. */
 export function validateFilter(body: unknown): Filter {
@@ -75,49 +41,16 @@ export function validateFilter(body: unknown): Filter {
   if (f.event_format !== undefined && f.event_format !== "client" && f.event_format !== "federation") {
     throw badJson("event_format must be 'client' or 'federation'");
   }
-  checkEventFilter(f.presence, "presence", false);
-  checkEventFilter(f.account_data, "account_data", false);
+  checkEventFilter(f.presence, "presence", false, badJson);
+  checkEventFilter(f.account_data, "account_data", false, badJson);
   if (f.room !== undefined) {
     if (f.room === null || typeof f.room !== "object" || Array.isArray(f.room)) throw badJson("room must be an object");
     const r = f.room as Record<string, unknown>;
     for (const k of ["rooms", "not_rooms"]) if (r[k] !== undefined && !(isStringList(r[k]) && r[k].every(isRoomIdLike))) throw badJson(`room.${k} must be a list of room IDs`);
     if (r.include_leave !== undefined && typeof r.include_leave !== "boolean") throw badJson("room.include_leave must be a boolean");
-    for (const k of ["ephemeral", "state", "timeline", "account_data"]) checkEventFilter(r[k], `room.${k}`, true);
+    for (const k of ["ephemeral", "state", "timeline", "account_data"]) checkEventFilter(r[k], `room.${k}`, true, badJson);
   }
   return f as Filter;
-}
-
-/** Compiled `types` wildcards: a filter is applied to every event a /sync scans. */
-const typePatterns = new Map<string, RegExp>();
-
-/** Glob match for filter `types` (only `*` is a wildcard there). */
-function typeMatches(pattern: string, type: string): boolean {
-  if (!pattern.includes("*")) return pattern === type;
-  let re = typePatterns.get(pattern);
-  if (!re) {
-    re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$");
-    if (typePatterns.size > 1000) typePatterns.clear();
-    typePatterns.set(pattern, re);
-  }
-  return re.test(type);
-}
-
-/** Whether an event passes an event filter ("Filtering": not_* wins over the allow lists). */
-export function eventPasses(f: RoomEventFilter | undefined, e: { type: string; sender: string; content?: Record<string, unknown> }, roomId?: string): boolean {
-  if (!f) return true;
-  if (f.not_types?.some((p) => typeMatches(p, e.type))) return false;
-  if (f.types && !f.types.some((p) => typeMatches(p, e.type))) return false;
-  if (f.not_senders?.includes(e.sender)) return false;
-  if (f.senders && !f.senders.includes(e.sender)) return false;
-  if (roomId !== undefined) {
-    if (f.not_rooms?.includes(roomId)) return false;
-    if (f.rooms && !f.rooms.includes(roomId)) return false;
-  }
-  if (f.contains_url !== undefined) {
-    const hasUrl = typeof e.content?.url === "string";
-    if (hasUrl !== f.contains_url) return false;
-  }
-  return true;
 }
 
 /** Whether the room-level `rooms` / `not_rooms` of a filter allow a room. */

@@ -1,0 +1,86 @@
+/**
+ * One event-filter engine ("Filtering"): the same RoomEventFilter selects the same events in
+ * `/sync`, `/messages`, `/context` and `/search`.
+ */
+import { describe, it, expect, beforeEach, afterEach } from "vitest";
+import { TestServer, room } from "../roomserver/harness.ts";
+import type { TestUser } from "../roomserver/harness.ts";
+import { typeMatches } from "../../../src/homeserver/roomserver/filter.ts";
+
+let t: TestServer;
+let alice: TestUser;
+let bob: TestUser;
+beforeEach(async () => {
+  t = await TestServer.start();
+  alice = await t.user("alice");
+  bob = await t.user("bob");
+});
+afterEach(async () => t.close());
+
+const q = (f: unknown): string => encodeURIComponent(JSON.stringify(f));
+
+describe("one filter engine for /sync, /messages, /context and search", () => {
+  it("types: [\"m.*.message\"] selects the same events everywhere (`*` matches any sequence)", async () => {
+    const roomId = await t.createRoom(alice, { preset: "public_chat" });
+    await t.join(bob, roomId);
+    const m1 = await t.send(alice, roomId, "needle one");
+    await t.send(bob, roomId, { "m.relates_to": { rel_type: "m.annotation", event_id: m1, key: "👍" } }, "m.reaction");
+    const m2 = await t.send(bob, roomId, "needle two");
+    await t.send(alice, roomId, { body: "needle custom" }, "m.custom.message.extra");
+    const m3 = await t.send(alice, roomId, { body: "needle three" }, "m.x.message");
+
+    const cases: [unknown, string[]][] = [
+      [{ types: ["m.*.message"] }, [m1, m2, m3]],
+      [{ types: ["m.*.message"], not_types: ["m.x.*"] }, [m1, m2]],
+      [{ types: ["*.message"], senders: [bob.userId] }, [m2]],
+      [{ types: ["m.*m*.*ge"] }, [m1, m2]],
+      [{ types: ["m.*"], not_types: ["m.room.*", "*.*.*.*", "m.reaction"] }, [m3]],
+    ];
+    for (const [f, expected] of cases) {
+      const sync = await t.ok("GET", `/sync?filter=${q({ room: { timeline: { ...(f as object), limit: 50 } } })}`, alice);
+      const inSync = sync.rooms.join[roomId].timeline.events.map((e: any) => e.event_id);
+      const msgs = await t.ok("GET", room(roomId, `/messages?dir=f&limit=50&filter=${q(f)}`), alice);
+      const inMessages = msgs.chunk.map((e: any) => e.event_id);
+      const ctx = await t.ok("GET", room(roomId, `/context/${encodeURIComponent(m2)}?limit=50&filter=${q(f)}`), alice);
+      const inContext = [...[...ctx.events_before].reverse(), ctx.event, ...ctx.events_after].map((e: any) => e.event_id);
+      const search = await t.ok("POST", "/search", alice, { search_categories: { room_events: { search_term: "needle", keys: ["content.body"], order_by: "recent", filter: f } } });
+      const inSearch = search.search_categories.room_events.results.map((r: any) => r.result.event_id).reverse();
+      expect(inSync, JSON.stringify(f)).toEqual(expected);
+      expect(inMessages, JSON.stringify(f)).toEqual(expected);
+      expect(inSearch, JSON.stringify(f)).toEqual(expected);
+      // /context always returns the event itself; the filter applies to the events around it.
+      expect(inContext, JSON.stringify(f)).toEqual([m1, m2, m3].filter((id) => id === m2 || expected.includes(id)));
+    }
+  });
+
+  it("malformed filters are refused alike by /sync, /messages and search", async () => {
+    const roomId = await t.createRoom(alice);
+    const bad = { types: "m.room.message" };
+    const sync = await t.req("GET", `/sync?filter=${q({ room: { timeline: bad } })}`, alice);
+    const msgs = await t.req("GET", room(roomId, `/messages?dir=b&filter=${q(bad)}`), alice);
+    const search = await t.req("POST", "/search", alice, { search_categories: { room_events: { search_term: "x", filter: bad } } });
+    for (const r of [sync, msgs, search]) expect([r.status, r.body.errcode]).toEqual([400, expect.stringMatching(/^M_(BAD_JSON|INVALID_PARAM)$/)]);
+  });
+});
+
+describe("typeMatches", () => {
+  it("agrees with the anchored RegExp reading of `*` on random patterns", () => {
+    const alphabet = ["m", ".", "a", "*"];
+    let seed = 7;
+    const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2147483648), seed % n);
+    const word = (len: number, chars: string[]): string => Array.from({ length: len }, () => chars[rnd(chars.length)]).join("");
+    for (let i = 0; i < 5000; i++) {
+      const pattern = word(rnd(7), alphabet);
+      const type = word(rnd(9), alphabet.slice(0, 3));
+      const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.]/g, "\\.")).join(".*") + "$");
+      expect(typeMatches(pattern, type), `${pattern} ~ ${type}`).toBe(re.test(type));
+    }
+  });
+
+  it("treats only `*` as special", () => {
+    expect(typeMatches("m.room.?", "m.room.x")).toBe(false);
+    expect(typeMatches("m.[a]", "m.a")).toBe(false);
+    expect(typeMatches("a*a", "a")).toBe(false);
+    expect(typeMatches("**", "")).toBe(true);
+  });
+});
