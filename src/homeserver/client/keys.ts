@@ -22,6 +22,7 @@ import type { StoredEvent } from "../events/types.ts";
 import { key, pos, prefix, unpos } from "../../storage/store.ts";
 import { requireUserInteractiveAuth, identityFlows } from "./uia.ts";
 import { serverOf } from "../roomserver/ids.ts";
+import { readToken } from "../roomserver/tokens.ts";
 
 /** A fallback key as stored. */
 interface FallbackKey {
@@ -59,12 +60,6 @@ export const TO_DEVICE_LIMIT = 100;
 
 /** key settings|"to_device_ack"|userId|deviceId → the last `since` acknowledged by that device. */
 const ackKey = (userId: string, deviceId: string): string => key("to_device_ack", userId, deviceId);
-
-/** Parses a `/sync` token (`s<pos>`, as client/sync.ts makes them) or a bare position. */
-function parseStreamToken(token: string): number | undefined {
-  const m = /^s?(\d+)(?:_.*)?$/.exec(token);
-  return m ? Number(m[1]) : undefined;
-}
 
 /** A device_list_stream row; `visibleTo` limits it to one observer (user-signing signatures). */
 interface DeviceListChange {
@@ -517,8 +512,8 @@ export async function getKeysChanges(ctx: RequestContext): Promise<Record<string
   const toRaw = ctx.query("to");
   if (fromRaw === undefined) throw new MatrixError(400, "M_MISSING_PARAM", "from is required");
   if (toRaw === undefined) throw new MatrixError(400, "M_MISSING_PARAM", "to is required");
-  const from = parseStreamToken(fromRaw);
-  const to = parseStreamToken(toRaw);
+  const from = readToken(fromRaw)?.pos;
+  const to = readToken(toRaw)?.pos;
   if (from === undefined || to === undefined) throw invalidParam("from and to must be sync tokens");
   if (to <= from) return { changed: [], left: [] };
   return ctx.hs.store.read((tx) => deviceListChanges(tx, userId, from, to));

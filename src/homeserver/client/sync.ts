@@ -2,7 +2,7 @@
  * `/sync` ("Syncing" in the Client-Server API, `sync.yaml`): everything that changed for one device
  * since a token, read in one transaction; a long-poll that returns as soon as the stream moves.
  *
- * Tokens are `s<pos>_<typing>`: `pos` is the global stream position (context.ts) the response is
+ * Tokens (grammar in roomserver/tokens.ts) are `s<pos>_<typing>`: `pos` is the global stream position (context.ts) the response is
  * complete up to; `typing` the in-memory typing serial (ephemeral/typing.ts). A token names the
  * point *after* stream position `pos`, so `prev_batch` is `s<first timeline pos - 1>` and
  * `/messages?dir=b&from=s<n>` starts with the event at position n.
@@ -20,6 +20,8 @@ import { isWorldReadable } from "../roomserver/access.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
+import { readToken, syncToken } from "../roomserver/tokens.ts";
+import type { StreamToken } from "../roomserver/tokens.ts";
 import { userPowerLevel } from "../rooms/powerLevels.ts";
 import { roomVersion, DEFAULT_ROOM_VERSION } from "../rooms/versions.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
@@ -33,21 +35,6 @@ import type { AccountDataRow } from "./accountData.ts";
 import type { ReceiptRow } from "./receipts.ts";
 import { presenceContent, touchPresence } from "./presence.ts";
 import type { PresenceRow } from "./presence.ts";
-
-/** A parsed `since` token. */
-export interface SyncToken {
-  pos: number;
-  typing: number;
-}
-
-/** Builds a sync token. */
-export const syncToken = (pos: number, typing: number): string => `s${pos}_${typing}`;
-
-/** Parses a sync token (`s<pos>_<typing>`; `s<pos>` alone is accepted). */
-export function parseSyncToken(token: string): SyncToken | undefined {
-  const m = /^s(\d+)(?:_(\d+))?$/.exec(token);
-  return m ? { pos: Number(m[1]), typing: Number(m[2] ?? 0) } : undefined;
-}
 
 const DEFAULT_TIMELINE_LIMIT = 10;
 const MAX_TIMELINE_LIMIT = 500;
@@ -64,7 +51,7 @@ export async function getSync(ctx: RequestContext): Promise<Record<string, unkno
   const me = await ctx.requireAuth();
   const filter = await resolveSyncFilter(ctx, me.userId, ctx.query("filter"));
   const sinceParam = ctx.query("since");
-  const since = sinceParam !== undefined ? parseSyncToken(sinceParam) : undefined;
+  const since = sinceParam !== undefined ? readToken(sinceParam) : undefined;
   if (sinceParam !== undefined && !since) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid since token");
   const fullState = ctx.query("full_state") === "true";
   const timeoutParam = ctx.query("timeout");
@@ -110,7 +97,7 @@ interface SyncRun {
   tx: ReadTx;
   me: Requester;
   filter: Filter;
-  since: SyncToken | undefined;
+  since: StreamToken | undefined;
   fullState: boolean;
   upTo: number;
   typingSerial: number;
@@ -145,7 +132,7 @@ function pushRulesOf(run: SyncRun): RuleSet {
   return (run.rules ??= mergeRules(run.me.userId, globalDataOf(run.globalData, run.me.userId, "m.push_rules")?.rules));
 }
 
-async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: SyncToken | undefined, fullState: boolean, typingSerial: number, stateAfterKey: string | undefined): Promise<BuildResult> {
+async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: StreamToken | undefined, fullState: boolean, typingSerial: number, stateAfterKey: string | undefined): Promise<BuildResult> {
   const upTo = await streamPosIn(tx);
   const now = hs.clock();
   const globalData = await readGlobalData(tx, me.userId);
@@ -741,7 +728,7 @@ export async function getInitialSync(ctx: RequestContext): Promise<Record<string
 export async function getEvents(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   const fromParam = ctx.query("from");
-  const from = fromParam !== undefined ? parseSyncToken(fromParam) : undefined;
+  const from = fromParam !== undefined ? readToken(fromParam) : undefined;
   if (fromParam !== undefined && !from) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid from token");
   const timeout = Number(ctx.query("timeout") ?? "30000");
   if (!Number.isFinite(timeout) || timeout < 0) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid timeout");

@@ -1,22 +1,45 @@
 /**
- * Pagination tokens. A token names a point *between* events of the one global stream:
+ * The one stream-token grammar, for `/sync` (`since`, `next_batch`, `prev_batch`), `/events`,
+ * `keys/changes`, `/messages`, `/context`, relations, threads, search and `timestamp_to_event`-style
+ * positions. A token names a point *between* events of the one global stream:
  * `s<N>` is the point just after stream position N (so it is the same thing as a `/sync`
  * `next_batch` of N). Paginating backwards from `s<N>` returns events with position ≤ N, newest
  * first; forwards from `s<N>` returns events with position > N, oldest first.
  * For a `/sync` timeline whose first event is at position P, `prev_batch` is `s<P-1>`.
- * Accepted on input: `s<N>` (and sync tokens that start with it, e.g. `s12_4`), `t<N>`, and a bare
- * decimal N. Emitted: `s<N>`.
+ *
+ * Emitted: `s<N>` (pagination) and `s<N>_<T>` (`/sync`, where T is the in-memory typing serial,
+ * ephemeral/typing.ts). Accepted everywhere: `s<N>`, `s<N>_<T>` and anything after that starting
+ * with `_ ~ . -` (other servers' and older multi-part forms), `t<N>`, and a bare decimal N.
  */
 import { invalidParam } from "../errors.ts";
 
+/** A parsed token: the stream position and (0 unless given) the typing serial. */
+export interface StreamToken {
+  pos: number;
+  typing: number;
+}
+
+const TOKEN = /^[st]?(\d{1,15})(?:_(\d{1,15}))?(?:[_~.-].*)?$/;
+
+/** The position (and typing serial) a token names, or undefined when it is not a token. */
+export function readToken(token: string): StreamToken | undefined {
+  const m = TOKEN.exec(token);
+  return m ? { pos: Number(m[1]), typing: Number(m[2] ?? 0) } : undefined;
+}
+
 /** The stream position a token names; 400 M_INVALID_PARAM for anything else. */
 export function parseToken(token: string, name = "token"): number {
-  const m = /^[st]?(\d{1,15})(?:[_~.-].*)?$/.exec(token);
-  if (!m) throw invalidParam(`Malformed ${name}`);
-  return Number(m[1]);
+  const t = readToken(token);
+  if (!t) throw invalidParam(`Malformed ${name}`);
+  return t.pos;
 }
 
 /** The token for the point just after stream position `pos`. */
 export function makeToken(pos: number): string {
   return `s${pos}`;
+}
+
+/** A `/sync` token: the point after `pos`, with the typing serial the response is complete up to. */
+export function syncToken(pos: number, typing: number): string {
+  return `s${pos}_${typing}`;
 }

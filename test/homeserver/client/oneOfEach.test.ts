@@ -1,11 +1,12 @@
 /**
- * One event-filter engine ("Filtering"): the same RoomEventFilter selects the same events in
- * `/sync`, `/messages`, `/context` and `/search`.
+ * "One of each" (issue 8 item 7): one event-filter engine ("Filtering": the same RoomEventFilter
+ * selects the same events in `/sync`, `/messages`, `/context` and `/search`), one token grammar.
  */
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import { TestServer, room } from "../roomserver/harness.ts";
 import type { TestUser } from "../roomserver/harness.ts";
 import { typeMatches } from "../../../src/homeserver/roomserver/filter.ts";
+import { readToken } from "../../../src/homeserver/roomserver/tokens.ts";
 
 let t: TestServer;
 let alice: TestUser;
@@ -82,5 +83,39 @@ describe("typeMatches", () => {
     expect(typeMatches("m.[a]", "m.a")).toBe(false);
     expect(typeMatches("a*a", "a")).toBe(false);
     expect(typeMatches("**", "")).toBe(true);
+  });
+});
+
+describe("one token grammar", () => {
+  it("parses the sync, pagination and foreign forms and nothing else", () => {
+    expect(readToken("s12_4")).toEqual({ pos: 12, typing: 4 });
+    expect(readToken("s12")).toEqual({ pos: 12, typing: 0 });
+    expect(readToken("12")).toEqual({ pos: 12, typing: 0 });
+    expect(readToken("t12")).toEqual({ pos: 12, typing: 0 });
+    expect(readToken("s12_4_7_9")).toEqual({ pos: 12, typing: 4 });
+    expect(readToken("s12~x")).toEqual({ pos: 12, typing: 0 });
+    for (const bad of ["", "s", "garbage", "x12", "s-1", "s12x", "s1234567890123456"]) expect(readToken(bad), bad).toBeUndefined();
+  });
+
+  it("a token from any endpoint is accepted by every other; garbage is M_INVALID_PARAM everywhere", async () => {
+    const roomId = await t.createRoom(alice);
+    await t.send(alice, roomId, "one");
+    const sync = await t.ok("GET", "/sync", alice);
+    const msgs = await t.ok("GET", room(roomId, `/messages?dir=b&limit=1&from=${sync.next_batch}`), alice);
+    expect(msgs.chunk.map((e: any) => e.content.body)).toEqual(["one"]);
+    const uses = (token: string): string[] => [
+      `/sync?since=${token}`,
+      room(roomId, `/messages?dir=b&from=${token}`),
+      `/keys/changes?from=${token}&to=${token}`,
+      `/events?from=${token}&timeout=0`,
+    ];
+    const pos = readToken(sync.next_batch)!.pos;
+    for (const token of [sync.next_batch, msgs.end, msgs.start, String(pos), `t${pos}`, `s${pos}_0_3`]) {
+      for (const path of uses(token)) expect((await t.req("GET", path, alice)).status, path).toBe(200);
+    }
+    for (const path of uses("garbage")) {
+      const r = await t.req("GET", path, alice);
+      expect([r.status, r.body.errcode], path).toEqual([400, "M_INVALID_PARAM"]);
+    }
   });
 });
