@@ -9,7 +9,7 @@ import { MatrixError, badJson, forbidden, missingParam, notFound } from "../erro
 import { MAX_LIMIT, limitParam } from "../validate.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
-import { isRoomAlias, isRoomId, serverOf } from "../roomserver/ids.ts";
+import { isRoomAlias, isRoomId, serverOf } from "../rooms/ids.ts";
 import { isWorldReadable } from "../roomserver/access.ts";
 import { currentState, currentStateContent, getRoom, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";

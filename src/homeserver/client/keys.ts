@@ -21,7 +21,7 @@ import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { key, pos, prefix, unpos } from "../../storage/store.ts";
 import { requireUserInteractiveAuth, identityFlows } from "./uia.ts";
-import { serverOf } from "../roomserver/ids.ts";
+import { serverOf } from "../rooms/ids.ts";
 import { readToken } from "../roomserver/tokens.ts";
 
 /** A fallback key as stored. */

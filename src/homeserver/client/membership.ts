@@ -5,7 +5,7 @@ import { MatrixError, badJson, missingParam } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import { changeMembership, joinRoom, joinedRooms, resolveRoom } from "../roomserver/membership.ts";
 import { queryAliasIfUnknown } from "../appservice/queries.ts";
-import { isUserId } from "../roomserver/ids.ts";
+import { isUserId } from "../rooms/ids.ts";
 import { readableUpTo, requireJoined } from "../roomserver/access.ts";
 import { currentState, getEvent, latestEventAt, membershipIn, membershipRecord, requireRoom, stateAfter } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";

@@ -7,6 +7,7 @@
 import type { RequestContext } from "../context.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { invalidParam, missingParam } from "../errors.ts";
+import { isCompliantUserId } from "../rooms/ids.ts";
 import { decodeBase64, encodeBase64Url } from "../crypto/base64.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { membershipRecord } from "../roomserver/state.ts";
@@ -22,14 +23,8 @@ export const MUTUAL_ROOMS_BATCH = 100;
  */
 export const MUTUAL_ROOMS_REQUESTS: TokenBucket = { perSecond: 1, burstCount: 60 };
 
-// Appendices "User Identifiers": a compliant localpart (user_id_char), then a server name
-// (hostname, IPv4 or [IPv6] literal, optional port). Historical IDs are "non-compliant" here.
-const USER_ID_RE = /^@[a-z0-9._=\-/+]+:(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::\d{1,5})?$/;
-
-/** Whether `userId` is a user ID the current grammar allows (≤ 255 bytes). */
-export function isCompliantUserId(userId: string): boolean {
-  return USER_ID_RE.test(userId) && new TextEncoder().encode(userId).length <= 255;
-}
+/** The user ID check of this endpoint (its test imports it from here). */
+export { isCompliantUserId };
 
 /** One batch of mutual rooms. */
 export interface MutualRoomsBatch {

@@ -13,7 +13,7 @@ import { readableState } from "../roomserver/access.ts";
 import { requireVisibleEvent } from "../roomserver/visibility.ts";
 import { currentStateEvent, getEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
 import { prefix } from "../../storage/store.ts";
-import { isRoomAlias } from "../roomserver/ids.ts";
+import { isRoomAlias } from "../rooms/ids.ts";
 import { reasonOf } from "./membership.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { checkGuestMembership } from "./guests.ts";

@@ -9,8 +9,7 @@
  */
 import type { RequestContext } from "../context.ts";
 import { invalidParam, missingParam, notFound } from "../errors.ts";
-import { isRoomAlias, serverOf } from "../roomserver/ids.ts";
-import { isCompliantUserId } from "./mutualRooms.ts";
+import { isRoomAlias, serverOf, isCompliantUserId } from "../rooms/ids.ts";
 import { bridgedProtocols, protocolMetadata, thirdPartyLookup } from "../appservice/queries.ts";
 
 /** 404 for a protocol no application service bridges. */

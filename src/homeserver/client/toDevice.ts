@@ -8,7 +8,7 @@ import { nextStreamPos } from "../context.ts";
 import { badJson } from "../errors.ts";
 import { isObject } from "../validate.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
-import { serverOf } from "../roomserver/ids.ts";
+import { serverOf } from "../rooms/ids.ts";
 
 /**
  * key txn_ids|userId|deviceId|"sendToDevice"|eventType|txnId → {} — transaction IDs are scoped to

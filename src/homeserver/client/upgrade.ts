@@ -12,7 +12,7 @@ import type { SetupSend } from "../roomserver/create.ts";
 import { LocalBatch } from "../roomserver/send.ts";
 import { ExtremitiesChanged, persistRooms } from "../roomserver/persist.ts";
 import { currentState, membershipOf, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
-import { isUserId } from "../roomserver/ids.ts";
+import { isUserId } from "../rooms/ids.ts";
 import { withRoomLock } from "../roomserver/lock.ts";
 
 /** State copied to the replacement room (room_upgrades.md step 3; power levels are handled apart). */

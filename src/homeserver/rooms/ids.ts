@@ -1,4 +1,7 @@
-/** Identifier grammar checks (appendices, "Identifier Grammar") needed by the room rules. */
+/**
+ * The one identifier grammar (appendices, "Identifier Grammar"): server names, user IDs, room IDs,
+ * room aliases, event IDs. Pure; the room rules, the client handlers and the directory all use it.
+ */
 
 const utf8Len = (s: string): number => new TextEncoder().encode(s).length;
 
@@ -69,4 +72,48 @@ export function isValidRoomId(id: string, withDomain: boolean): boolean {
 /** Whether `id` is an event ID: `$` sigil, at most 255 bytes (appendices "Event IDs"). */
 export function isValidEventId(id: unknown): id is string {
   return typeof id === "string" && id.startsWith("$") && id.length > 1 && utf8Len(id) <= 255;
+}
+
+/** Whether `id` is a user ID in the current grammar: a compliant, non-empty localpart and a server name. */
+export function isCompliantUserId(id: string): boolean {
+  if (!isValidUserId(id)) return false;
+  return isCompliantLocalpart(id.slice(1, id.indexOf(":")));
+}
+
+/**
+ * Whether `s` is a user ID a client may name (invites, upgrades): the historical grammar of
+ * `isValidUserId` with a non-empty localpart.
+ */
+export function isUserId(s: string): boolean {
+  return isValidUserId(s) && !s.startsWith("@:");
+}
+
+/**
+ * `#alias:server` (appendices "Room Aliases"): a non-empty localpart without NUL, then a server
+ * name; at most 255 bytes.
+ */
+export function isRoomAlias(s: string): boolean {
+  if (typeof s !== "string" || !s.startsWith("#") || utf8Len(s) > 255) return false;
+  const i = s.indexOf(":");
+  return i > 1 && !s.slice(1, i).includes("\u0000") && isValidServerName(s.slice(i + 1));
+}
+
+/**
+ * Whether `s` can name a room in a client request: `!` and something, at most 255 bytes. Room IDs
+ * are opaque to clients ("Room IDs"), so any such string is looked up and an unknown one is a 404,
+ * not a 400; `isValidRoomId` is the strict check for events.
+ */
+export function isRoomId(s: string): boolean {
+  return typeof s === "string" && s.startsWith("!") && s.length > 1 && utf8Len(s) <= 255;
+}
+
+/** The localpart given as `room_alias_name`: no `:`, no whitespace, not empty. */
+export function isRoomAliasLocalpart(s: string): boolean {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
+  return s.length > 0 && s.length < 200 && !/[:\s#\u0000-\u001f\u007f-\u009f]/.test(s);
+}
+
+/** The server part of a user ID or alias (everything after the first `:`; the whole string without one). */
+export function serverOf(id: string): string {
+  return domainOf(id) ?? id;
 }

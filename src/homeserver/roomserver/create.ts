@@ -16,7 +16,7 @@ import { ExtremitiesChanged, persistRooms } from "./persist.ts";
 import type { WriteTx } from "../../storage/store.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { profileOf } from "./membership.ts";
-import { isUserId, isRoomAliasLocalpart } from "./ids.ts";
+import { isUserId, isRoomAliasLocalpart } from "../rooms/ids.ts";
 import { forbidden } from "../errors.ts";
 import { isObject } from "../validate.ts";
 import type { RoomRecord } from "../events/types.ts";

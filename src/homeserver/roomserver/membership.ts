@@ -14,7 +14,7 @@ import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { sendEvent } from "./send.ts";
 import type { SendResult } from "./send.ts";
 import { currentState, getRoom, membershipRecord, pdusOf, requireRoom, rulesOf, membershipIn } from "./state.ts";
-import { isRoomAlias, serverOf } from "./ids.ts";
+import { isRoomAlias, serverOf } from "../rooms/ids.ts";
 
 /** A room ID, or the room an alias points to; 404 M_NOT_FOUND for an unknown alias. */
 export async function resolveRoom(tx: ReadTx, roomIdOrAlias: string): Promise<string> {
