@@ -14,7 +14,7 @@ import { MAX_LIMIT, limitParam } from "../validate.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { stateKeyOf } from "../events/types.ts";
+import { stateKeyOf, isTimelineEvent } from "../events/types.ts";
 import { currentStreamPos } from "../context.ts";
 
 import { readableState, readableUpTo } from "../roomserver/access.ts";
@@ -66,7 +66,7 @@ export async function getMessages(ctx: RequestContext, p: Record<string, string>
     const stop = dir === "f" && upTo !== Infinity ? Math.min(to ?? Infinity, upTo) : to;
     const walk = await walkTimeline(tx, {
       roomId, dir, from: start, ...(stop !== undefined && stop !== Infinity ? { to: stop } : {}), limit,
-      keep: async (e) => matchesFilter(filter, e) && !e.rejected && (await canSeeEvent(tx, me.userId, e)),
+      keep: async (e) => matchesFilter(filter, e) && isTimelineEvent(e) && (await canSeeEvent(tx, me.userId, e)),
     });
     const server = new EventServer(tx, me, ctx.hs.clock());
     const out: Record<string, unknown> = {
@@ -140,7 +140,7 @@ export async function getTimestampToEvent(ctx: RequestContext, p: Record<string,
     for (const row of rows) {
 
       const e = await getEvent(tx, row.value);
-      if (!e || e.rejected) continue;
+      if (!e || !isTimelineEvent(e)) continue;
       const t = e.pdu.origin_server_ts;
       const fits = dir === "f" ? t >= ts : t <= ts;
       if (!fits) continue;

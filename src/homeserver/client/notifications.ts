@@ -16,6 +16,7 @@ import { userPowerLevel } from "../rooms/powerLevels.ts";
 import { evaluatePushRules, loadPushRules, roomPushContext, toPushEvent } from "./pushRules.ts";
 import type { PushContext } from "./pushRules.ts";
 import type { ReceiptRow } from "./receipts.ts";
+import { isTimelineEvent } from "../events/types.ts";
 
 const MAX_SCAN = 2000;
 
@@ -51,7 +52,7 @@ export async function getNotifications(ctx: RequestContext): Promise<Record<stri
       const room = rooms.get(row.value.roomId);
       if (!room) continue;
       const e = await getEvent(tx, row.value.eventId);
-      if (!e || e.rejected || e.softFailed || e.pdu.sender === me.userId) continue;
+      if (!e || !isTimelineEvent(e) || e.pdu.sender === me.userId) continue;
       let rc = roomCtx.get(e.roomId);
       if (!rc) {
         const state = await currentState(tx, e.roomId);

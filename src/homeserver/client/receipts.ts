@@ -11,6 +11,7 @@ import type { WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { membershipOf } from "../roomserver/state.ts";
 import { putAccountDataTx } from "./accountData.ts";
+import { isTimelineEvent } from "../events/types.ts";
 
 /** A row of the `receipts` table. */
 export interface ReceiptRow {
@@ -36,7 +37,7 @@ async function writeMarkers(ctx: RequestContext, roomId: string, userId: string,
     let last = 0;
     for (const m of markers) {
       const ev = await tx.get<StoredEvent>("events", m.eventId);
-      if (!ev || ev.roomId !== roomId || ev.rejected || ev.outlier) throw notFound(`Unknown event ${m.eventId}`);
+      if (!ev || ev.roomId !== roomId || !isTimelineEvent(ev)) throw notFound(`Unknown event ${m.eventId}`);
       if (m.threadId !== undefined) {
         // receipts.yaml 400: "The event_id is not related to the thread_id".
         const rel = ev.pdu.content?.["m.relates_to"] as Record<string, unknown> | undefined;

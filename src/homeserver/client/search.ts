@@ -10,7 +10,7 @@ import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson } from "../errors.ts";
 import { prefix } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { stateKeyOf } from "../events/types.ts";
+import { stateKeyOf, isTimelineEvent } from "../events/types.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { matchesFilter, parseRoomEventFilter } from "../roomserver/filter.ts";
@@ -63,7 +63,7 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
     return (keys as string[]).map((k) => c[k.slice("content.".length)]).filter((v): v is string => typeof v === "string").join("\n").toLowerCase();
   };
   const matches = (e: StoredEvent): boolean => {
-    if (e.redactedBy || e.rejected) return false;
+    if (e.redactedBy || !isTimelineEvent(e)) return false;
     const text = textOf(e);
     return text.length > 0 && words.every((w) => text.includes(w));
   };

@@ -14,7 +14,7 @@ import { limitParam } from "../validate.ts";
 import { SEP, key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { splitStateKey, stateKeyOf } from "../events/types.ts";
+import { splitStateKey, stateKeyOf, isTimelineEvent } from "../events/types.ts";
 import { currentState, pdusOf, getEvent, membershipIn, membershipOf, membersWith, stateAtPos as roomStateAtPos } from "../roomserver/state.ts";
 import { isWorldReadable } from "../roomserver/access.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
@@ -243,7 +243,7 @@ async function timelineOf(run: SyncRun, roomId: string, lower: number, upper: nu
     for (const row of rows) {
       scanned++;
       const e = await getEvent(run.tx, row.value);
-      if (!e || e.rejected || e.softFailed || e.outlier) continue;
+      if (!e || !isTimelineEvent(e)) continue;
       if (!eventPasses(f, { type: e.pdu.type, sender: e.pdu.sender, content: e.pdu.content }, roomId)) continue;
       // Ignored users' events are not sent, except state events ("Ignoring Users").
       if (run.ignored.has(e.pdu.sender) && e.pdu.state_key === undefined) continue;
@@ -566,7 +566,7 @@ async function unreadCounts(run: SyncRun, roomId: string, rec: MembershipRecord,
   const powerCache = new Map<string, number>();
 
   for (const e of events) {
-    if (!e || e.rejected || e.softFailed || e.redactedBy || e.pdu.sender === me.userId || run.ignored.has(e.pdu.sender)) continue;
+    if (!e || !isTimelineEvent(e) || e.redactedBy || e.pdu.sender === me.userId || run.ignored.has(e.pdu.sender)) continue;
     const rel = e.pdu.content?.["m.relates_to"] as Record<string, unknown> | undefined;
     const threadRoot = rel?.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : undefined;
     const bucket = threaded && threadRoot ? threadRoot : threaded ? "main" : "";
@@ -759,7 +759,7 @@ export async function getEvents(ctx: RequestContext): Promise<Record<string, unk
         if (!membership.has(roomId)) membership.set(roomId, await membershipOf(tx, roomId, me.userId));
         if (peekRoom === undefined && membership.get(roomId) !== "join") continue;
         const e = await getEvent(tx, row.value.eventId);
-        if (!e || e.rejected || e.softFailed || e.outlier) continue;
+        if (!e || !isTimelineEvent(e)) continue;
         if (!(await canSeeEvent(tx, me.userId, e))) continue;
         chunk.push((await run.server.serve(e)) as unknown as Record<string, unknown>);
       }

@@ -50,6 +50,15 @@ export interface StoredEvent extends EventWithId {
   txn?: { deviceId: string; txnId: string };
 }
 
+/**
+ * Whether a stored event is part of its room's timeline, the one test every reader uses: not
+ * rejected (auth failure), not soft-failed ("Soft failure": not relayed to clients), not an outlier
+ * (only its auth chain is known).
+ */
+export function isTimelineEvent(e: StoredEvent): boolean {
+  return !e.rejected && !e.softFailed && !e.outlier;
+}
+
 /** What the `rooms` table holds. key = roomId. */
 export interface RoomRecord {
   roomId: string;

@@ -28,6 +28,7 @@ import type { PusherRow } from "../client/pushers.ts";
 import { deletePusherTx } from "../client/pushers.ts";
 import type { ReceiptRow } from "../client/receipts.ts";
 import { logLine } from "../log.ts";
+import { isTimelineEvent } from "../events/types.ts";
 
 /** A notification waiting for its gateway. */
 export interface QueuedPush {
@@ -199,7 +200,7 @@ export class PushSender {
     const rooms = new Map<string, { state: Map<string, StoredEvent>; power: (u: string) => number }>();
     for (const eventId of eventIds) {
       const e = await getEvent(tx, eventId);
-      if (!e || e.rejected || e.softFailed || e.outlier || e.streamPos === undefined) continue;
+      if (!e || !isTimelineEvent(e) || e.streamPos === undefined) continue;
       const invitee = e.pdu.type === "m.room.member" && e.pdu.content.membership === "invite" ? e.pdu.state_key : undefined;
       for (const [userId, pushers] of byUser) {
         if (userId === e.pdu.sender) continue;
@@ -451,7 +452,7 @@ export async function unreadCount(tx: ReadTx, userId: string): Promise<number> {
     const roomCtx = roomPushContext(state, userId);
     for (const row of rows) {
       const e = await getEvent(tx, row.value);
-      if (!e || e.rejected || e.softFailed || e.redactedBy || e.pdu.sender === userId || ignored.has(e.pdu.sender)) continue;
+      if (!e || !isTimelineEvent(e) || e.redactedBy || e.pdu.sender === userId || ignored.has(e.pdu.sender)) continue;
       const outcome = evaluatePushRules(rules, toPushEvent(e), { ...roomCtx, senderPowerLevel: userPowerLevel(e.pdu.sender, pdus, version) });
       if (outcome?.notify) total++;
     }

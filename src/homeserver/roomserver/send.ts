@@ -10,7 +10,7 @@ import { key, prefix } from "../../storage/store.ts";
 import type { Services } from "../context.ts";
 import { forbidden, notFound, badJson } from "../errors.ts";
 import type { EventWithId, Pdu, StoredEvent } from "../events/types.ts";
-import { stateKeyOf } from "../events/types.ts";
+import { stateKeyOf, isTimelineEvent } from "../events/types.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { buildEvent, eventRef } from "../rooms/build.ts";
 import type { EventRef } from "../rooms/build.ts";
@@ -232,7 +232,7 @@ async function redactionTarget(hs: Services, req: SendRequest, state: Map<string
   if (!sameSender && userPowerLevel(req.sender, state, rules) < requiredPowerLevel("redact", state)) {
     throw forbidden("You may only redact your own events without the redact power level");
   }
-  if (!target || target.roomId !== req.roomId || target.outlier || target.rejected) return undefined;
+  if (!target || target.roomId !== req.roomId || !isTimelineEvent(target)) return undefined;
   return targetId;
 }
 

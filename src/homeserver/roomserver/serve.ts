@@ -10,6 +10,7 @@ import { toClientEvent } from "../events/format.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { getEvent, getRoom, membershipInState, rulesOf, stateAfter } from "./state.ts";
 import { canSeeEvent } from "./visibility.ts";
+import { isTimelineEvent } from "../events/types.ts";
 
 /** Who is looking, for `transaction_id` echo, thread participation and visibility of related events. */
 export interface Viewer {
@@ -92,7 +93,7 @@ export class EventServer {
     let latestEdit: StoredEvent | undefined;
     for (const { eventId } of edits) {
       const edit = await getEvent(this.tx, eventId);
-      if (!edit || edit.redactedBy || edit.rejected || edit.roomId !== e.roomId) continue;
+      if (!edit || edit.redactedBy || !isTimelineEvent(edit) || edit.roomId !== e.roomId) continue;
       if (edit.pdu.sender !== e.pdu.sender || edit.pdu.type !== e.pdu.type || e.pdu.state_key !== undefined || edit.pdu.state_key !== undefined) continue;
       if (!(await canSeeEvent(this.tx, this.viewer.userId, edit))) continue;
       if (!latestEdit || newer(edit, latestEdit)) latestEdit = edit;

@@ -5,7 +5,7 @@
 import type { ReadTx } from "../../storage/store.ts";
 import { notFound } from "../errors.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { stateKeyOf } from "../events/types.ts";
+import { stateKeyOf, isTimelineEvent } from "../events/types.ts";
 import { getEvent, joinedInHistory, membershipInState, membershipRecord, stateAfter, stateBefore } from "./state.ts";
 
 const KNOWN = new Set(["world_readable", "shared", "invited", "joined"]);
@@ -35,7 +35,7 @@ async function allowedBy(tx: ReadTx, userId: string, event: StoredEvent, visibil
 
 /** Whether `userId` may see `event` under the room's history visibility rules. */
 export async function canSeeEvent(tx: ReadTx, userId: string, event: StoredEvent): Promise<boolean> {
-  if (event.rejected || event.outlier) return false;
+  if (!isTimelineEvent(event)) return false;
   const after = await stateAfter(tx, event.eventId);
   const pdu = event.pdu;
   const visAfter = await visibilityIn(tx, after);

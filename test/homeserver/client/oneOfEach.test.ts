@@ -7,6 +7,8 @@ import { TestServer, room } from "../roomserver/harness.ts";
 import type { TestUser } from "../roomserver/harness.ts";
 import { typeMatches } from "../../../src/homeserver/roomserver/filter.ts";
 import { readToken } from "../../../src/homeserver/roomserver/tokens.ts";
+import { isRoomAlias, isRoomId, isUserId, serverOf } from "../../../src/homeserver/rooms/ids.ts";
+import type { StoredEvent } from "../../../src/homeserver/events/types.ts";
 
 let t: TestServer;
 let alice: TestUser;
@@ -117,5 +119,43 @@ describe("one token grammar", () => {
       const r = await t.req("GET", path, alice);
       expect([r.status, r.body.errcode], path).toEqual([400, "M_INVALID_PARAM"]);
     }
+  });
+});
+
+describe("one identifier grammar (rooms/ids.ts)", () => {
+  it("user IDs and aliases share the server-name grammar; room IDs stay opaque", () => {
+    expect(isUserId("@alice:example.org:8448")).toBe(true);
+    expect(isUserId("@Alice/historical:[::1]")).toBe(true);
+    expect(isUserId("@:example.org")).toBe(false);
+    expect(isUserId("@alice:exa mple.org")).toBe(false);
+    expect(isUserId("@alice:example.org:port")).toBe(false);
+    expect(isRoomAlias("#room:example.org")).toBe(true);
+    expect(isRoomAlias("#room:exa mple.org")).toBe(false);
+    expect(isRoomAlias("#:example.org")).toBe(false);
+    expect(isRoomAlias("#" + "a".repeat(250) + ":example.org")).toBe(false);
+    expect(isRoomId("!anything")).toBe(true);
+    expect(isRoomId("!")).toBe(false);
+    expect(serverOf("@a:b.c:8448")).toBe("b.c:8448");
+  });
+});
+
+describe("one isTimelineEvent", () => {
+  it("a soft-failed event is served by none of /sync, /messages, /context, /event", async () => {
+    const roomId = await t.createRoom(alice);
+    const before = await t.send(alice, roomId, "before");
+    const bad = await t.send(alice, roomId, "soft-failed");
+    const after = await t.send(alice, roomId, "after");
+    await t.hs.services.store.write(async (tx) => {
+      const e = await tx.get<StoredEvent>("events", bad);
+      tx.put("events", bad, { ...e!, softFailed: true });
+    });
+    const sync = await t.ok("GET", "/sync", alice);
+    const ids = (evs: any[]): string[] => evs.map((e) => e.event_id);
+    expect(ids(sync.rooms.join[roomId].timeline.events)).toEqual(expect.arrayContaining([before, after]));
+    expect(ids(sync.rooms.join[roomId].timeline.events)).not.toContain(bad);
+    expect(ids((await t.ok("GET", room(roomId, "/messages?dir=b&limit=50"), alice)).chunk)).not.toContain(bad);
+    const ctx = await t.ok("GET", room(roomId, `/context/${encodeURIComponent(before)}?limit=10`), alice);
+    expect(ids(ctx.events_after)).toEqual([after]);
+    expect((await t.req("GET", room(roomId, `/event/${encodeURIComponent(bad)}`), alice)).status).toBe(404);
   });
 });
