@@ -5,7 +5,7 @@
  * acknowledged is there.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnServe } from "./spawnServe.ts";
@@ -33,7 +33,10 @@ async function call(url: string, method: string, path: string, token?: string, b
 }
 
 const start = async (): Promise<Spawned> => {
-  const s = await spawnServe(["--port", "0", "--data", dir]);
+  // Bursts of room creations and upgrades from one user: raise the limits as a load test would.
+  const config = join(dir, "hyphae.json");
+  await writeFile(config, JSON.stringify({ rc_message: { per_second: 1000, burst_count: 10_000 }, rc_room_creation: { per_second: 1000, burst_count: 10_000 } }));
+  const s = await spawnServe(["--port", "0", "--data", join(dir, "data"), "--config", config]);
   running.push(s);
   return s;
 };

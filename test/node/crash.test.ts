@@ -7,7 +7,7 @@
  * given out twice would hide the second event behind the client's `since`).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnServe } from "./spawnServe.ts";
@@ -56,7 +56,10 @@ describe("SIGKILL during a burst of sends", () => {
   it("loses no acknowledged event; a /sync client following along sees nothing that is lost and misses nothing", async () => {
     const data = join(dir, "node");
     const start = async (): Promise<Spawned> => {
-      const s = await spawnServe(["--port", "0", "--data", data]);
+      // A burst of sends from one user: raise rc_message as a load test would on Synapse.
+      const config = join(dir, "crash.json");
+      await writeFile(config, JSON.stringify({ rc_message: { per_second: 1000, burst_count: 10_000 } }));
+      const s = await spawnServe(["--port", "0", "--data", data, "--config", config]);
       running.push(s);
       return s;
     };
