@@ -1,6 +1,6 @@
 /**
- * Client-Server API coverage: lists every operation of the spec's OpenAPI files
- * (/work/shared/spec/data/api/client-server/*.yaml, or `--spec DIR`) and says whether the
+ * Client-Server API coverage: lists every operation of the spec's OpenAPI files (the copy in
+ * vendor/matrix-spec/data/api/client-server/*.yaml, or `--spec DIR`) and says whether the
  * homeserver's route table serves it.
  *
  *   npm run coverage             # print the markdown table and "N of M implemented"
@@ -11,8 +11,8 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 
-/** Where the spec's Client-Server OpenAPI files live on this machine. */
-export const DEFAULT_SPEC_DIR = "/work/shared/spec/data/api/client-server";
+/** The spec's Client-Server OpenAPI files, vendored in this repository (vendor/matrix-spec/README.md). */
+export const DEFAULT_SPEC_DIR = fileURLToPath(new URL("../vendor/matrix-spec/data/api/client-server", import.meta.url));
 
 /** The markers around the generated section of docs/STATUS.md. */
 export const START_MARKER = "<!-- coverage:start -->";

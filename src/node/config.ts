@@ -1,5 +1,5 @@
 /**
- * The Node runner's settings: command-line flags and the JSON config file (DESIGN.md
+ * The Node runner's settings: command-line flags and the JSON config file (docs/DESIGN.md
  * "Contracts"). Precedence: built-in defaults < config file < command-line flags.
  */
 import { readFile } from "node:fs/promises";

@@ -1,5 +1,5 @@
 /**
- * The homeserver's identity: one 32-byte ed25519 seed in the data directory (DESIGN.md "Identity
+ * The homeserver's identity: one 32-byte ed25519 seed in the data directory (docs/DESIGN.md "Identity
  * and naming"). Created on first start, readable only by its owner, never rewritten.
  */
 import { link, mkdir, open, readFile, rm } from "node:fs/promises";

@@ -1,6 +1,6 @@
 /**
  * `npm run serve -- --port P --data DIR [--rendezvous MULTIADDR] [--host H]` and
- * `npm run serve -- --config FILE`: the Node homeserver (DESIGN.md "Contracts").
+ * `npm run serve -- --config FILE`: the Node homeserver (docs/DESIGN.md "Contracts").
  */
 import { hideSqliteExperimentalWarning } from "./warnings.ts";
 

@@ -1,5 +1,5 @@
 /**
- * `npm start`. DESIGN.md's full `npm start` builds the browser app and starts a rendezvous node and
+ * `npm start`. docs/DESIGN.md's full `npm start` builds the browser app and starts a rendezvous node and
  * a static server; those arrive with later issues. Until then it starts what exists: the Node
  * homeserver with its data in ./data/homeserver (the same flags as `npm run serve`), and says so.
  */

@@ -1,6 +1,6 @@
 /**
  * The Service Worker's identity: one 32-byte ed25519 seed kept in the IndexedDB `settings` table,
- * the browser's counterpart of the seed file the Node runner keeps (src/node/identity.ts; DESIGN.md
+ * the browser's counterpart of the seed file the Node runner keeps (src/node/identity.ts; docs/DESIGN.md
  * "Identity and naming"). Created on first start, never rewritten.
  */
 import { serverNameFromSeed } from "../homeserver/keys/server.ts";

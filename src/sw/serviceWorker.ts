@@ -1,6 +1,6 @@
 /**
  * Hyphae in a Service Worker: answers the Matrix paths of its own origin from the homeserver core
- * and leaves every other request to the network (DESIGN.md "The Service Worker"). Composable: a
+ * and leaves every other request to the network (docs/DESIGN.md "The Service Worker"). Composable: a
  * client with its own worker calls `installHyphae(self)` next to its own fetch handlers.
  *
  * This is the minimal shell; lifecycle, keep-alive and libp2p come with the Service Worker issue.

@@ -1,5 +1,5 @@
 /**
- * The one storage conformance suite (STYLE.md §10): every backend's spec calls
+ * The one storage conformance suite (docs/STYLE.md §10): every backend's spec calls
  * `storageConformance(name, factory)` and must pass it through the Store interface alone.
  */
 import { afterEach, describe, expect, it } from "vitest";

@@ -1,5 +1,5 @@
 /**
- * Upgrade tests (STYLE.md §11): a database written by an earlier schema is opened by the current
+ * Upgrade tests (docs/STYLE.md §11): a database written by an earlier schema is opened by the current
  * code, every migration applies, and the data comes through unchanged.
  */
 import "fake-indexeddb/auto";

@@ -2,7 +2,7 @@
  * Matrix canonical JSON (appendix "Canonical JSON"): keys sorted by code point, no insignificant
  * whitespace, UTF-8, integers only in ±(2^53−1), lowercase `\u00xx` escapes only for control
  * characters without a short escape. The `canonicaljson` npm package implements another spec
- * (uppercase escapes, floats as `1.5E0`), see shared/notes/CANONICAL-JSON.md, so it is not used here.
+ * (uppercase escapes, floats as `1.5E0`), see docs/notes/CANONICAL-JSON.md, so it is not used here.
  */
 
 /** Thrown for values that have no canonical JSON form (floats, huge integers, undefined, …). */

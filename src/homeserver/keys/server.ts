@@ -6,7 +6,7 @@ import { signJson } from "../crypto/signing.ts";
 import { publicKeyFromSeed } from "../crypto/ed25519.ts";
 
 /**
- * The P2P server name of a signing seed: the lowercase hex of its ed25519 public key (DESIGN.md
+ * The P2P server name of a signing seed: the lowercase hex of its ed25519 public key (docs/DESIGN.md
  * "Identity and naming"); the Node runner and the Service Worker both name themselves with it.
  */
 export function serverNameFromSeed(seed: Uint8Array): string {

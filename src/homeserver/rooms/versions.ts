@@ -1,6 +1,7 @@
 /**
- * Room versions in one table (`../shared/spec/content/rooms/`). Everything that differs between
- * versions is a property here; code asks the table, never `if (version === "11")`.
+ * Room versions in one table (the spec's "Room Versions", https://spec.matrix.org/v1.19/rooms/).
+ * Everything that differs between versions is a property here; code asks the table, never
+ * `if (version === "11")`.
  */
 
 /** What a room version decides. */

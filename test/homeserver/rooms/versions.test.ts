@@ -38,7 +38,7 @@ describe("room versions", () => {
     expect(roomVersion("2")!.maxDepth).toBeGreaterThan(2 ** 53);
     expect(roomVersion("6")!.maxDepth).toBe(2 ** 53 - 1);
   });
-  it("no room code compares version IDs (STYLE.md §7)", () => {
+  it("no room code compares version IDs (docs/STYLE.md §7)", () => {
     const dir = new URL("../../../src/homeserver/rooms/", import.meta.url);
     for (const f of readdirSync(dir)) {
       if (f === "versions.ts") continue;
