@@ -15,7 +15,7 @@ import { SEP, key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { splitStateKey, stateKeyOf, isTimelineEvent } from "../events/types.ts";
-import { currentState, pdusOf, getEvent, membershipIn, membershipOf, membersWith, stateAtPos as roomStateAtPos } from "../roomserver/state.ts";
+import { currentState, pdusOf, getEvent, membershipIn, membershipOf, membersWith, joinedSince, stateAtPos as roomStateAtPos } from "../roomserver/state.ts";
 import { isWorldReadable } from "../roomserver/access.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
@@ -476,22 +476,6 @@ function summaryOf(current: Map<string, StoredEvent>, userId: string): Record<st
   return { "m.heroes": heroes, "m.joined_member_count": joined.length, "m.invited_member_count": invited.length };
 }
 
-/**
- * Where the user's current stretch of membership began: their member events are walked back
- * (`unsigned.replaces_state`) past profile changes to the join.
- */
-async function joinedAt(tx: ReadTx, userId: string, rec: MembershipRecord): Promise<number> {
-  let at = rec.streamPos;
-  let id: unknown = rec.eventId;
-  for (let hops = 0; typeof id === "string" && hops < 100; hops++) {
-    const e = await getEvent(tx, id);
-    if (!e || membershipIn(e) !== "join" || e.pdu.state_key !== userId) break;
-    at = e.streamPos ?? at;
-    id = e.pdu.unsigned?.replaces_state;
-  }
-  return at;
-}
-
 interface UnreadCacheEntry {
   sig: string;
   upTo: number;
@@ -531,7 +515,7 @@ async function unreadCounts(run: SyncRun, roomId: string, rec: MembershipRecord,
   const unthreaded = readAt.get("") ?? 0;
   const minRead = Math.min(unthreaded, ...[...readAt.values()]);
   // Never count further back than the user's join.
-  const from = Math.max(minRead, await joinedAt(tx, me.userId, rec));
+  const from = Math.max(minRead, await joinedSince(tx, me.userId, rec));
 
   // Counts are kept per (user, room) and extended with the events since the last computation, as
   // long as nothing they depend on changed (read positions, push rules, ignore list, threading).

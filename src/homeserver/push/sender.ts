@@ -19,7 +19,7 @@ import { SEP, key, pos as posKey, prefix, unpos } from "../../storage/store.ts";
 import type { Logger } from "../context.ts";
 import { streamPosIn } from "../context.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { currentState, getEvent, getRoom, membershipIn, pdusOf, rulesOf } from "../roomserver/state.ts";
+import { currentState, getEvent, getRoom, joinedSince, membershipIn, pdusOf, rulesOf } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { userPowerLevel } from "../rooms/powerLevels.ts";
 import { evaluatePushRules, loadPushRules, roomPushContext, toPushEvent } from "../client/pushRules.ts";
@@ -349,19 +349,6 @@ async function membershipAt(tx: ReadTx, userId: string, rec: MembershipRecord, a
     id = e.pdu.unsigned?.replaces_state;
   }
   return undefined;
-}
-
-/** Where the user's current run of `join` memberships began (a name change is not a new join). */
-async function joinedSince(tx: ReadTx, userId: string, rec: MembershipRecord): Promise<number> {
-  let at = rec.streamPos;
-  let id: unknown = rec.eventId;
-  for (let hops = 0; typeof id === "string" && hops < 100; hops++) {
-    const e = await getEvent(tx, id);
-    if (!e || membershipIn(e) !== "join" || e.pdu.state_key !== userId) break;
-    at = e.streamPos ?? at;
-    id = e.pdu.unsigned?.replaces_state;
-  }
-  return at;
 }
 
 /** The users on a user's ignore list ("Ignoring Users"): their events do not notify. */

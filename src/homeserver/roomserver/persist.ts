@@ -418,31 +418,29 @@ function sameSet(a: string[], b: string[]): boolean {
 
 /** The commit stage, inside the write transaction: the batch's rows, or ExtremitiesChanged. */
 async function commit(tx: WriteTx, plan: Plan): Promise<PersistOutcome[]> {
-  {
-    await compareAndSwap(tx, plan);
-    const outcomes: PersistOutcome[] = [...plan.duplicates];
-    for (const p of plan.events) {
-      if (p.outcome === "missing-prevs") {
-        outcomes.push({ eventId: p.stored.eventId, outcome: p.outcome, ...(p.reason ? { reason: p.reason } : {}) });
-        continue;
-      }
-      const e = p.stored;
-      if (p.timeline) e.streamPos = await nextStreamPos(tx);
-      for (const g of p.groups) await writeGroup(tx, plan.roomId, g.id, g.parent, g.changes);
-      if (p.eventState) tx.put("event_state", e.eventId, p.eventState); // key = eventId
-      tx.put("events", e.eventId, e); // key = eventId
-      if (p.timeline) writeTimelineRows(tx, e, p.currentChanges, p.memberships);
-      if (p.input.applyRedaction && p.timeline) await applyRedaction(tx, p.input.applyRedaction, e.eventId);
-      const outcome: PersistOutcome = { eventId: e.eventId, outcome: p.outcome, ...(e.streamPos !== undefined ? { streamPos: e.streamPos } : {}), ...(p.reason ? { reason: p.reason } : {}) };
-      if (p.input.tkey) tx.put("txn_ids", p.input.tkey, { eventId: e.eventId, streamPos: e.streamPos }); // key = userId|deviceId|txnId
-      outcomes.push(outcome);
+  await compareAndSwap(tx, plan);
+  const outcomes: PersistOutcome[] = [...plan.duplicates];
+  for (const p of plan.events) {
+    if (p.outcome === "missing-prevs") {
+      outcomes.push({ eventId: p.stored.eventId, outcome: p.outcome, ...(p.reason ? { reason: p.reason } : {}) });
+      continue;
     }
-    // key = roomId|eventId → true (forward extremities)
-    for (const x of plan.extremitiesBefore) tx.delete("extremities", key(plan.roomId, x));
-    for (const x of plan.extremitiesAfter) tx.put("extremities", key(plan.roomId, x), true);
-    tx.put("rooms", plan.roomId, plan.room); // key = roomId
-    return outcomes;
+    const e = p.stored;
+    if (p.timeline) e.streamPos = await nextStreamPos(tx);
+    for (const g of p.groups) await writeGroup(tx, plan.roomId, g.id, g.parent, g.changes);
+    if (p.eventState) tx.put("event_state", e.eventId, p.eventState); // key = eventId
+    tx.put("events", e.eventId, e); // key = eventId
+    if (p.timeline) writeTimelineRows(tx, e, p.currentChanges, p.memberships);
+    if (p.input.applyRedaction && p.timeline) await applyRedaction(tx, p.input.applyRedaction, e.eventId);
+    const outcome: PersistOutcome = { eventId: e.eventId, outcome: p.outcome, ...(e.streamPos !== undefined ? { streamPos: e.streamPos } : {}), ...(p.reason ? { reason: p.reason } : {}) };
+    if (p.input.tkey) tx.put("txn_ids", p.input.tkey, { eventId: e.eventId, streamPos: e.streamPos }); // key = userId|deviceId|txnId
+    outcomes.push(outcome);
   }
+  // key = roomId|eventId → true (forward extremities)
+  for (const x of plan.extremitiesBefore) tx.delete("extremities", key(plan.roomId, x));
+  for (const x of plan.extremitiesAfter) tx.put("extremities", key(plan.roomId, x), true);
+  tx.put("rooms", plan.roomId, plan.room); // key = roomId
+  return outcomes;
 }
 
 /** The compare-and-swap: the extremities (and, for a new room, its absence) are what `load` saw. */

@@ -220,3 +220,19 @@ export async function membersWith(tx: ReadTx, roomId: string, membership: string
   }
   return out;
 }
+
+/**
+ * Where the user's current run of `join` memberships began: their member events are walked back
+ * (`unsigned.replaces_state`) past profile changes to the join.
+ */
+export async function joinedSince(tx: ReadTx, userId: string, rec: MembershipRecord): Promise<number> {
+  let at = rec.streamPos;
+  let id: unknown = rec.eventId;
+  for (let hops = 0; typeof id === "string" && hops < 100; hops++) {
+    const e = await getEvent(tx, id);
+    if (!e || membershipIn(e) !== "join" || e.pdu.state_key !== userId) break;
+    at = e.streamPos ?? at;
+    id = e.pdu.unsigned?.replaces_state;
+  }
+  return at;
+}

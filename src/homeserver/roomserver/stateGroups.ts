@@ -64,16 +64,6 @@ export class StateGroupCache {
   }
 }
 
-/** The caches of each store (one per store object, so tests with many servers do not share). */
-const caches = new WeakMap<object, StateGroupCache>();
-
-/** The group cache of a store. */
-export function groupCacheOf(store: object): StateGroupCache {
-  let c = caches.get(store);
-  if (!c) caches.set(store, (c = new StateGroupCache()));
-  return c;
-}
-
 /**
  * The full state of group `id` (a fresh map the caller may change); empty if unknown. `cache`
  * holds materialized groups; without one every call reads the chain.
