@@ -119,15 +119,6 @@ export async function stateAtPos(tx: ReadTx, roomId: string, at: number): Promis
   return state;
 }
 
-/** The current-state changes of a room in (from, to]: SK → the state event now (undefined: removed). */
-export async function stateChangesBetween(tx: ReadTx, roomId: string, from: number, to: number): Promise<Map<string, string | undefined>> {
-  const pre = prefix(roomId);
-  const rows = await tx.range<StateLogEntry>("room_state_log", { prefix: pre, gt: key(roomId, posKey(from)) + SEP_END, lt: key(roomId, posKey(to)) + SEP_END });
-  const out = new Map<string, string | undefined>();
-  for (const row of rows) out.set(row.key.slice(pre.length + posKey(0).length + 1), row.value.id);
-  return out;
-}
-
 /** Loads the events of a state map (SK → event ID, e.g. from `stateAfter`): SK → stored event; unknown IDs are left out. */
 export async function loadState(tx: ReadTx, state: Map<string, string>): Promise<Map<string, StoredEvent>> {
   const out = new Map<string, StoredEvent>();
