@@ -17,6 +17,9 @@ import type { Thumbnailer } from "./media/thumbnailer.ts";
 import type { PushSender } from "./push/sender.ts";
 import type { AppServices } from "./appservice/client.ts";
 import { appServiceRequester } from "./appservice/client.ts";
+import type { FederationClient } from "./federation/client.ts";
+import type { Keyring } from "./federation/keyring.ts";
+import { verifyXMatrix } from "./federation/xmatrix.ts";
 
 /** Where the homeserver writes its log lines. */
 export interface Logger {
@@ -63,6 +66,10 @@ export interface HomeserverConfig {
   rateLimits: RateLimitSettings;
   /** `rc_federation`, for the federation API. */
   federationRateLimit: FederationRateLimit;
+  /** `trusted_key_servers`: notaries asked for a server's keys when it cannot be asked itself. */
+  trustedKeyServers: string[];
+  /** `federation_domain_whitelist`: when set, the only servers federated with (both directions). */
+  federationDomainWhitelist?: string[];
 }
 
 /** Server contact and support details (`GET /.well-known/matrix/support`, support.yaml). */
@@ -81,6 +88,7 @@ export const DEFAULT_CONFIG: HomeserverConfig = {
   defaultRoomVersion: DEFAULT_ROOM_VERSION,
   rateLimits: DEFAULT_RATE_LIMITS,
   federationRateLimit: DEFAULT_FEDERATION_RATE_LIMIT,
+  trustedKeyServers: [],
 };
 
 /** Everything a homeserver is made of; injected so tests control clock and randomness. */
@@ -107,6 +115,15 @@ export interface Services {
   readonly onEventsCommitted?: (streamPos: number) => void;
   /** This server's rate limit buckets (auth/rateLimit.ts). */
   readonly rateLimiters: RateLimiters;
+  /** Other servers' signing keys (federation/keyring.ts); knows our own and P2P names' keys without a transport. */
+  readonly keyring: Keyring;
+  /** Signed requests to other servers; absent when the homeserver has no federation transport. */
+  readonly federation?: FederationClient;
+  /**
+   * Told whenever another server is heard from: an answer to our request, or an authenticated
+   * request of its own (the outbound queues reset that destination's backoff).
+   */
+  readonly heardFrom: ((server: string) => void)[];
 }
 
 /** The authenticated caller of a request. */
@@ -131,6 +148,7 @@ export interface Requester {
 /** What handlers receive: the services, the request, and helpers to read it. */
 export class RequestContext {
   private requesterCache: (Requester & { locked: boolean }) | undefined;
+  private originCache: string | undefined;
 
   constructor(
     readonly hs: Services,
@@ -213,6 +231,45 @@ export class RequestContext {
     };
   }
 
+  /**
+   * The server that signed this federation request (server-server API "Request Authentication");
+   * `401 M_UNAUTHORIZED` when the `X-Matrix` header is missing, malformed, for another destination,
+   * signed with an unknown key or not covering this method, URI and body; `403 M_FORBIDDEN` for a
+   * server outside `federation_domain_whitelist`.
+   */
+  async requireServer(): Promise<string> {
+    if (this.originCache !== undefined) return this.originCache;
+    let content: unknown;
+    if (this.request.method !== "GET" && this.request.method !== "HEAD") {
+      const text = await readBodyText(this.request.clone(), jsonBodyLimit(this.url.pathname));
+      if (text.length > 0) {
+        try {
+          content = JSON.parse(text);
+        } catch {
+          throw new MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON");
+        }
+      }
+    }
+    const result = await verifyXMatrix(
+      this.request.headers.get("Authorization"),
+      { method: this.request.method, uri: this.url.pathname + this.url.search, content },
+      this.hs.serverName,
+      (server, keyId) => this.hs.keyring.key(server, keyId, this.hs.clock()),
+      this.hs.verifier,
+    );
+    if ("failure" in result) throw new MatrixError(401, "M_UNAUTHORIZED", `Federation request not authenticated (${result.failure})`);
+    const allowed = this.hs.config.federationDomainWhitelist;
+    if (allowed && !allowed.includes(result.origin)) throw new MatrixError(403, "M_FORBIDDEN", "Federation with this server is not allowed");
+    this.originCache = result.origin;
+    for (const listener of this.hs.heardFrom) listener(result.origin);
+    return result.origin;
+  }
+
+  /** The server this request authenticated as, if it did (for the request log line). */
+  authenticatedServer(): string | undefined {
+    return this.originCache;
+  }
+
   /** The user this request authenticated as, if it did (for the request log line). */
   authenticatedUserId(): string | undefined {
     return this.requesterCache?.userId;
@@ -244,6 +301,17 @@ export async function currentStreamPos(store: Store): Promise<number> {
 /** The newest stream position, read inside a transaction. */
 export async function streamPosIn(tx: ReadTx): Promise<number> {
   return (await tx.get<number>("settings", "stream_pos")) ?? 0;
+}
+
+/** The body as text, refused with `413 M_TOO_LARGE` past `maxBytes`. */
+async function readBodyText(request: Request, maxBytes: number): Promise<string> {
+  const bytes = new Uint8Array(await request.arrayBuffer());
+  if (bytes.byteLength > maxBytes) throw new MatrixError(413, "M_TOO_LARGE", "Request body too large");
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new MatrixError(400, "M_NOT_JSON", "Request body is not valid UTF-8");
+  }
 }
 
 /** `401 M_USER_LOCKED` with `soft_logout: true` ("Account locking"). */

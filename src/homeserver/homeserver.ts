@@ -22,6 +22,9 @@ import { ensureSenderAccounts } from "./appservice/client.ts";
 import type { SenderOptions } from "./appservice/transactions.ts";
 import { TransactionSender } from "./appservice/transactions.ts";
 import { RateLimiters } from "./auth/rateLimit.ts";
+import type { FederationTransport } from "./federation/transport.ts";
+import { FederationClient } from "./federation/client.ts";
+import { Keyring } from "./federation/keyring.ts";
 
 /** What a homeserver is built from. */
 export interface HomeserverOptions {
@@ -50,6 +53,11 @@ export interface HomeserverOptions {
   appservices?: readonly AppServiceRegistration[];
   /** How the homeserver reaches application services: legacy auth, retry timing (`fetch` defaults to the option above, else the global one). */
   appserviceOptions?: Partial<SenderOptions>;
+  /**
+   * How the homeserver reaches other servers (federation/transport.ts): HTTPS in classic mode,
+   * libp2p in P2P mode, a `MemoryNetwork` in tests. Without it the server federates with nobody.
+   */
+  federationTransport?: FederationTransport;
 }
 
 /** A running homeserver. */
@@ -91,11 +99,35 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
   const pushSender = options.fetch ? new PushSender({ store: options.store, logger, clock, fetch: options.fetch }) : undefined;
   const registry = options.appservices?.length ? new AppServiceRegistry(options.appservices, options.serverName) : undefined;
   let sender: TransactionSender | undefined;
+  const heardFrom: ((server: string) => void)[] = [];
+  const verifier = await createVerifier();
+  const federation = options.federationTransport
+    ? new FederationClient({
+        serverName: options.serverName,
+        signingKey,
+        transport: options.federationTransport,
+        logger,
+        ...(config.federationDomainWhitelist ? { allowedDestinations: config.federationDomainWhitelist } : {}),
+        onHeardFrom: (server) => {
+          for (const listener of heardFrom) listener(server);
+        },
+      })
+    : undefined;
+  const keyring = new Keyring({
+    store: options.store,
+    serverName: options.serverName,
+    signingKey,
+    verifier,
+    clock,
+    logger,
+    notaries: config.trustedKeyServers,
+    ...(federation ? { client: federation } : {}),
+  });
   const services: Services & { appservices?: AppServices } = {
     store: options.store,
     serverName: options.serverName,
     signingKey,
-    verifier: await createVerifier(),
+    verifier,
     clock,
     random: options.random ?? defaultRandom,
     logger,
@@ -106,6 +138,9 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     pushSender,
     onEventsCommitted: () => sender?.wake(),
     rateLimiters: new RateLimiters(config.rateLimits, clock),
+    keyring,
+    heardFrom,
+    ...(federation ? { federation } : {}),
   };
   services.output.subscribe(services.notifier.consume);
   // The push sender evaluates newly committed room events (it reads them from the stream itself).
@@ -131,7 +166,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
       const response = await router.dispatch(request, (req, url) => (ctx = new RequestContext(services, req, url)), logger, (r) => (route = r));
       const seconds = (performance.now() - started) / 1000;
       options.metrics?.requestFinished(request.method, route, response.status, seconds);
-      logRequest(logger, request, route, response.status, seconds, ctx?.authenticatedUserId());
+      logRequest(logger, request, route, response.status, seconds, ctx?.authenticatedUserId() ?? ctx?.authenticatedServer());
       return response;
     },
     routes: () => router.list(),

@@ -41,6 +41,9 @@ const LARGER_JSON_BODIES: readonly [RegExp, number][] = [
   [/\/room_keys\/keys(\/|$)/, 16 * MiB],
   [/\/createRoom$/, MiB],
   [/\/profile\//, 128 * 1024],
+  // A federation transaction carries up to 50 PDUs of 64 KiB and 100 EDUs.
+  [/^\/_matrix\/federation\//, 8 * MiB],
+  [/^\/_matrix\/key\/v2\/query/, MiB],
 ];
 /** The largest JSON body any endpoint accepts (the Node listener's cap for non-media requests). */
 export const MAX_JSON_BODY_LIMIT = Math.max(JSON_BODY_LIMIT, ...LARGER_JSON_BODIES.map(([, n]) => n));

@@ -17,3 +17,11 @@ export function client(method: Method, path: string, handler: Handler): HsRoute[
 export function at(method: Method, path: string, handler: Handler): HsRoute[] {
   return [{ method, path, handler }];
 }
+
+/**
+ * A federation endpoint (`path` after `/_matrix/federation`, with its version, e.g. `/v1/send/{txnId}`):
+ * the handler runs only for a request whose `X-Matrix` signature verified, and receives the origin.
+ */
+export function federation(method: Method, path: string, handler: (ctx: RequestContext, params: Record<string, string>, origin: string) => Promise<HandlerResult>): HsRoute[] {
+  return [{ method, path: `/_matrix/federation${path}`, handler: async (ctx, params) => handler(ctx, params, await ctx.requireServer()) }];
+}

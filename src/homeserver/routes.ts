@@ -16,7 +16,8 @@ import * as admin from "./client/admin.ts";
 import * as openid from "./client/openid.ts";
 import { getOpenIdUserInfo } from "./federation/openid.ts";
 import { getWellKnownSupport } from "./client/support.ts";
-import { getServerKeys } from "./keys/server.ts";
+import { getKeyQuery, getServerKeys, postKeyQuery } from "./keys/server.ts";
+import { FEDERATION_ROUTES } from "./federation/routes.ts";
 import * as keys from "./client/keys.ts";
 import * as toDevice from "./client/toDevice.ts";
 import * as backup from "./client/backup.ts";
@@ -107,6 +108,12 @@ export const ROUTES: HsRoute[] = [
   // --- server keys (keys/server.ts) ---
   ...at("GET", "/_matrix/key/v2/server", getServerKeys),
   ...at("GET", "/_matrix/key/v2/server/{keyId}", getServerKeys),
+  // The notary API: other servers' keys, countersigned (keys/server.ts).
+  ...at("GET", "/_matrix/key/v2/query/{serverName}", getKeyQuery),
+  ...at("POST", "/_matrix/key/v2/query", postKeyQuery),
+
+  // --- the Server-Server API (federation/routes.ts) ---
+  ...FEDERATION_ROUTES,
 
   // --- rooms, membership, events (client/rooms.ts, client/membership.ts, client/messages.ts) ---
   ...client("POST", "/createRoom", rooms.postCreateRoom),

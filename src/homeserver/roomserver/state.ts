@@ -227,3 +227,13 @@ export async function joinedSince(tx: ReadTx, userId: string, rec: MembershipRec
   }
   return at;
 }
+
+/**
+ * The servers in a room: those of the members joined in its current state (server-server API:
+ * where a room's events are sent, and who may ask for its history), sorted.
+ */
+export async function serversInRoom(tx: ReadTx, roomId: string): Promise<string[]> {
+  const servers = new Set<string>();
+  for (const userId of await membersWith(tx, roomId, "join")) servers.add(userId.slice(userId.indexOf(":") + 1));
+  return [...servers].sort();
+}

@@ -1,0 +1,83 @@
+/**
+ * The seam between the core and other servers (docs/DESIGN.md "Federation"). The core never opens a
+ * socket: it hands a signed `Request` to a `FederationTransport` — HTTPS with server discovery in
+ * classic mode (src/node), HTTP over a libp2p stream in P2P mode, or the in-memory network below in
+ * tests — and inbound requests of every transport end in the same `Homeserver.handle(Request)`.
+ */
+
+/** The scheme of the URLs the core builds for outbound requests: `matrix-federation://{server}{path}`. */
+export const FEDERATION_SCHEME = "matrix-federation:";
+
+/** How the core reaches other servers. */
+export interface FederationTransport {
+  /**
+   * Delivers `request` to `destination` and resolves with its answer. The request URL is
+   * `matrix-federation://{destination}{path}?{query}`; a transport sends the path and query byte
+   * for byte and may carry the rest however it likes. Rejects when the server cannot be reached
+   * (or when `request.signal` aborts); any HTTP status, errors included, resolves.
+   */
+  request(destination: string, request: Request): Promise<Response>;
+}
+
+/** Thrown by a transport for a server it cannot reach. */
+export class UnreachableError extends Error {
+  override readonly name = "UnreachableError";
+}
+
+/** The URL of a request to `destination` (path includes the query, already encoded). */
+export function federationUrl(destination: string, pathAndQuery: string): string {
+  return `${FEDERATION_SCHEME}//${destination}${pathAndQuery}`;
+}
+
+/** A handler of inbound requests: `Homeserver.handle`. */
+export type RequestHandler = (request: Request) => Promise<Response>;
+
+/**
+ * Several homeservers in one process (the multi-server test harness): requests go straight to the
+ * destination's `handle`, through a fresh `Request` so no object is shared between servers. A server
+ * can be taken offline (requests to and from it fail as unreachable) to test queues and catch-up.
+ */
+export class MemoryNetwork {
+  private readonly servers = new Map<string, RequestHandler>();
+  private readonly offline = new Set<string>();
+
+  /** Puts a server on the network under its name. */
+  attach(serverName: string, handle: RequestHandler): void {
+    this.servers.set(serverName, handle);
+  }
+
+  /** Removes a server (it no longer answers). */
+  detach(serverName: string): void {
+    this.servers.delete(serverName);
+  }
+
+  /** Takes a server off the network or brings it back; its outbound requests fail while offline. */
+  setOnline(serverName: string, online: boolean): void {
+    if (online) this.offline.delete(serverName);
+    else this.offline.add(serverName);
+  }
+
+  /** The transport a server with name `origin` uses. */
+  transportFor(origin: string): FederationTransport {
+    return {
+      request: async (destination, request) => {
+        const handle = this.servers.get(destination);
+        if (!handle || this.offline.has(destination) || this.offline.has(origin)) {
+          throw new UnreachableError(`${destination} is not reachable from ${origin}`);
+        }
+        request.signal?.throwIfAborted();
+        const url = new URL(request.url);
+        const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.arrayBuffer();
+        const inbound = new Request(`https://${destination}${url.pathname}${url.search}`, {
+          method: request.method,
+          headers: request.headers,
+          ...(body ? { body } : {}),
+        });
+        const response = await handle(inbound);
+        // A copy, so the caller reads a body the callee can no longer touch.
+        const bytes = await response.arrayBuffer();
+        return new Response(response.status === 204 ? null : bytes, { status: response.status, headers: response.headers });
+      },
+    };
+  }
+}
