@@ -13,6 +13,7 @@ import { guestMayUse } from "./auth/guestAccess.ts";
 import { jsonBodyLimit, readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { OutputStream } from "./output.ts";
+import type { FederationSender } from "./federation/sender.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
 import type { PushSender } from "./push/sender.ts";
 import type { AppServices } from "./appservice/client.ts";
@@ -124,6 +125,8 @@ export interface Services {
    * request of its own (the outbound queues reset that destination's backoff).
    */
   readonly heardFrom: ((server: string) => void)[];
+  /** The outbound federation queues (federation/sender.ts); absent without a federation transport. */
+  readonly federationSender?: FederationSender;
 }
 
 /** The authenticated caller of a request. */

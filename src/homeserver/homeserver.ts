@@ -25,6 +25,8 @@ import { RateLimiters } from "./auth/rateLimit.ts";
 import type { FederationTransport } from "./federation/transport.ts";
 import { FederationClient } from "./federation/client.ts";
 import { Keyring } from "./federation/keyring.ts";
+import { FederationSender } from "./federation/sender.ts";
+import type { FederationSenderOptions } from "./federation/sender.ts";
 
 /** What a homeserver is built from. */
 export interface HomeserverOptions {
@@ -58,6 +60,8 @@ export interface HomeserverOptions {
    * libp2p in P2P mode, a `MemoryNetwork` in tests. Without it the server federates with nobody.
    */
   federationTransport?: FederationTransport;
+  /** Retry timing of the outbound federation queues (tests shorten it). */
+  federationSenderOptions?: FederationSenderOptions;
 }
 
 /** A running homeserver. */
@@ -123,7 +127,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     notaries: config.trustedKeyServers,
     ...(federation ? { client: federation } : {}),
   });
-  const services: Services & { appservices?: AppServices } = {
+  const services: Services & { appservices?: AppServices; federationSender?: FederationSender } = {
     store: options.store,
     serverName: options.serverName,
     signingKey,
@@ -156,6 +160,15 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     sender.wake();
   }
   pushSender?.start();
+  if (federation) {
+    const federationSender = new FederationSender(services, federation, options.federationSenderOptions);
+    services.federationSender = federationSender;
+    // Local room events go to the other servers of their room; device-list changes (which only
+    // notify) to the servers sharing a room with the user. Both are read back from the store.
+    services.output.subscribe((item) => item.kind === "room_event" && item.origin === "local" && federationSender.scan());
+    services.notifier.observe(() => federationSender.scan());
+    federationSender.start();
+  }
   const router = new Router(ROUTES);
   return {
     services,
@@ -175,6 +188,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
       // Deliveries in flight stop; what is still queued is sent after the next start.
       await pushSender?.close();
       await sender?.close();
+      await services.federationSender?.close();
       await services.store.close();
     },
   };

@@ -27,10 +27,18 @@ interface Waiter {
 export class Notifier {
   private latest = 0;
   private waiters = new Set<Waiter>();
+  /** Told of every notification (the federation sender scans device-list changes on it). */
+  private readonly observers = new Set<(pos: number) => void>();
+
+  /** Calls `observer` with the position of every later notification. */
+  observe(observer: (pos: number) => void): void {
+    this.observers.add(observer);
+  }
 
   /** Records that the stream reached `pos` and wakes the waiters behind it that `scope` concerns. */
   notify(pos: number, scope?: NotifyScope): void {
     if (pos > this.latest) this.latest = pos;
+    for (const o of this.observers) o(pos);
     if (this.waiters.size === 0) return;
     const users = scope?.users ? new Set(scope.users) : undefined;
     const rooms = scope?.rooms ? [...scope.rooms] : undefined;

@@ -11,7 +11,6 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { RequestObserver } from "../homeserver/context.ts";
 import type { Homeserver } from "../homeserver/homeserver.ts";
 import type { ReadTx, Store, WriteTx } from "../storage/store.ts";
-import { SEP } from "../storage/store.ts";
 
 /** The runner's metrics. */
 export interface NodeMetrics extends RequestObserver {
@@ -67,20 +66,13 @@ export function createNodeMetrics(): NodeMetrics {
   });
   new Gauge({
     name: "hyphae_federation_queue_depth",
-    help: "Transactions waiting for a destination server, per destination.",
+    help: "PDUs and EDUs waiting for delivery to a destination server (including the transaction in flight), per destination.",
     labelNames: ["destination"] as const,
     registers: [registry],
     async collect() {
       this.reset();
-      if (!hs) return;
-      // key federation_queue = destination|pos
-      const rows = await hs.services.store.read((tx) => tx.range("federation_queue"));
-      const depth = new Map<string, number>();
-      for (const r of rows) {
-        const dest = r.key.slice(0, r.key.indexOf(SEP));
-        depth.set(dest, (depth.get(dest) ?? 0) + 1);
-      }
-      for (const [destination, n] of depth) this.set({ destination }, n);
+      const depths = await hs?.services.federationSender?.queueDepths();
+      for (const [destination, n] of depths ?? []) this.set({ destination }, n);
     },
   });
 

@@ -52,7 +52,7 @@ export const MIGRATIONS: readonly Migration[] = [
       "key_backup_keys", // key = userId|version|roomId|sessionId → key data
       "media", // key = mediaId → metadata
       "media_content", // key = mediaId → Uint8Array
-      "federation_queue", // key = destination|pos → transaction payload
+      "federation_queue", // key = destination|pos(seq) → { pdu: eventId } | { edu } (federation/sender.ts)
       "server_keys", // key = serverName|keyId → verify key
       "presence", // key = userId → presence
       "pushers", // key = userId|appId|pushkey → pusher
@@ -133,6 +133,12 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     createTables: [
       "registration_tokens", // key = token → { usesAllowed, completed, expiryTime }
+    ],
+  },
+  // 9: the transaction each destination is being sent, fixed before its first attempt (federation/sender.ts).
+  {
+    createTables: [
+      "federation_inflight", // key = destination → { txnId, keys, body }
     ],
   },
 ];

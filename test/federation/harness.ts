@@ -4,7 +4,7 @@
  * taken offline and brought back, and a shared movable clock.
  */
 import { createHomeserver } from "../../src/homeserver/homeserver.ts";
-import type { Homeserver } from "../../src/homeserver/homeserver.ts";
+import type { Homeserver, HomeserverOptions } from "../../src/homeserver/homeserver.ts";
 import type { HomeserverConfig } from "../../src/homeserver/context.ts";
 import { LIMITER_NAMES } from "../../src/homeserver/auth/rateLimit.ts";
 import { MemoryNetwork } from "../../src/homeserver/federation/transport.ts";
@@ -42,7 +42,12 @@ export interface Federation {
 }
 
 /** Starts `names.length` servers on one in-memory network. */
-export async function createFederation(names: string[], config: Partial<HomeserverConfig> = {}): Promise<Federation> {
+export async function createFederation(
+  names: string[],
+  config: Partial<HomeserverConfig> = {},
+  /** Further homeserver options (e.g. `federationSenderOptions`), the same for every server. */
+  extra: Pick<HomeserverOptions, "federationSenderOptions"> = {},
+): Promise<Federation> {
   let now = 1_800_000_000_000;
   const clock = (): number => now;
   const network = new MemoryNetwork();
@@ -53,6 +58,7 @@ export async function createFederation(names: string[], config: Partial<Homeserv
       serverName: name,
       clock,
       federationTransport: network.transportFor(name),
+      ...extra,
       // A fresh memory store survives close() only if we keep it open: close the homeserver, not the store.
       config: { passwordIterations: 10, rateLimits: unlimited(), ...config },
     });

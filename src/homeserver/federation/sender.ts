@@ -1,0 +1,541 @@
+/**
+ * Outbound federation delivery (server-server API "Transactions"): per-destination queues kept in
+ * the store, so a crash or restart loses no PDU or EDU.
+ *
+ * What goes in:
+ * - PDUs: a scanner follows the timeline stream from a stored cursor and queues every local event
+ *   (sender on this server, accepted) for the servers in its room at that event (the servers of
+ *   the members joined in the state after it), plus the server of a user whose membership it
+ *   changes. The queue rows and the cursor move in one write, after the events' own commit: a
+ *   crash between the two only means the scan runs again from the old cursor.
+ * - Device list and signing key updates: the same scan over `device_list_stream`.
+ * - Other EDUs (typing, receipts, presence, to-device): `queueEdu` inside the producer's own write
+ *   transaction, so the EDU is queued exactly when the change it reports is stored.
+ *
+ * What goes out: one transaction in flight per destination, ≤ 50 PDUs and ≤ 100 EDUs, oldest
+ * first. A transaction is fixed (ID and body stored) before its first attempt and resent unchanged
+ * until the destination answers, so a retry after a timeout or a restart is deduplicated by the
+ * receiver ("the transaction ID … used to ensure idempotency"); its rows leave the queue only when
+ * the answer came. A failure backs off exponentially per destination; the backoff ends the moment
+ * the destination is heard from (`hs.heardFrom`).
+ *
+ * key federation_queue = destination|pos(seq) → QueueItem
+ * key federation_inflight = destination → InFlight
+ * key settings|fed_queue_seq → the last queue sequence number (orders all rows of a destination)
+ * key settings|fed_stream_pos → the last timeline stream position scanned for local events
+ * key settings|fed_device_pos → the last device_list_stream position scanned
+ * key settings|fed_device_last|userId → the stream_id of the user's last device list update sent
+ */
+import type { ReadTx, WriteTx } from "../../storage/store.ts";
+import { SEP_END, key, pos, prefix, unpos } from "../../storage/store.ts";
+import type { Services } from "../context.ts";
+import { streamPosIn } from "../context.ts";
+import type { Pdu, StoredEvent } from "../events/types.ts";
+import { isTimelineEvent, splitStateKey } from "../events/types.ts";
+import { getEvent, membershipIn, serversInRoom } from "../roomserver/state.ts";
+import type { EventStateRecord } from "../roomserver/state.ts";
+import { stateOfGroup } from "../roomserver/state.ts";
+import { joinedRooms } from "../roomserver/membership.ts";
+import { serverOf } from "../rooms/ids.ts";
+import { logLine } from "../log.ts";
+import type { FederationClient } from "./client.ts";
+import { FederationError } from "./client.ts";
+
+/** An EDU as it travels in a transaction. */
+export interface Edu {
+  edu_type: string;
+  content: Record<string, unknown>;
+}
+
+/** A queued item: a PDU by event ID, or an EDU. */
+export type QueueItem = { pdu: string } | { edu: Edu };
+
+/** The transaction being delivered to a destination, fixed before its first attempt. */
+interface InFlight {
+  txnId: string;
+  /** The queue keys it carries; deleted together with this record once answered. */
+  keys: string[];
+  body: { origin: string; origin_server_ts: number; pdus: Pdu[]; edus: Edu[] };
+}
+
+/** A device_list_stream row (client/keys.ts `recordDeviceListChange`). */
+interface DeviceListChange {
+  userId: string;
+  visibleTo?: string;
+  /** The devices that changed; absent: unknown (every device is announced). */
+  deviceIds?: string[];
+  /** The user's cross-signing keys changed. */
+  signing?: boolean;
+}
+
+/** Transaction limits of `PUT /send/{txnId}`. */
+export const MAX_PDUS_PER_TXN = 50;
+export const MAX_EDUS_PER_TXN = 100;
+/** Stream rows looked at per scan step. */
+const SCAN_BATCH = 100;
+/** Devices announced at most per device-list change whose devices are unknown. */
+const MAX_DEVICES_ANNOUNCED = 100;
+
+const SEQ = "fed_queue_seq";
+const STREAM_CURSOR = "fed_stream_pos";
+const DEVICE_CURSOR = "fed_device_pos";
+const deviceLastKey = (userId: string): string => key("fed_device_last", userId);
+
+/** Tuning; tests shorten the backoff. */
+export interface FederationSenderOptions {
+  /** First retry delay after a failed transaction (doubles each time), ms; default 2 s. */
+  minBackoffMs?: number;
+  /** Longest retry delay, ms; default 10 min. */
+  maxBackoffMs?: number;
+  /** How long one `/send` may take before it counts as failed, ms; default 60 s. */
+  timeoutMs?: number;
+}
+
+/**
+ * Queues `edu` for each destination, inside the caller's write transaction (so it is stored
+ * together with what it reports). Wake the sender (`FederationSender.wake`) after the commit.
+ */
+export async function queueEdu(tx: WriteTx, destinations: Iterable<string>, edu: Edu): Promise<void> {
+  for (const destination of destinations) await queueItem(tx, destination, { edu });
+}
+
+async function queueItem(tx: WriteTx, destination: string, item: QueueItem): Promise<void> {
+  const seq = ((await tx.get<number>("settings", SEQ)) ?? 0) + 1;
+  tx.put("settings", SEQ, seq);
+  tx.put("federation_queue", key(destination, pos(seq)), item);
+}
+
+/** The other servers sharing a room with `userId` (where its presence and device lists go). */
+export async function serversSharingRoomsWith(tx: ReadTx, userId: string, self: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const roomId of await joinedRooms(tx, userId)) for (const s of await serversInRoom(tx, roomId)) if (s !== self) out.add(s);
+  return out;
+}
+
+interface DestState {
+  running?: Promise<void>;
+  /** A wake-up came in while a run was going: run once more. */
+  again: boolean;
+  timer?: ReturnType<typeof setTimeout>;
+  backoffMs: number;
+}
+
+/** Delivers the queues; see the module comment. */
+export class FederationSender {
+  private readonly dests = new Map<string, DestState>();
+  private closed = false;
+  private readonly abort = new AbortController();
+  private scanning: Promise<void> | undefined;
+  private scanAgain = false;
+  /** Joined servers per state group (groups never change once written). */
+  private readonly groupServers = new Map<string, string[]>();
+  private readonly minBackoffMs: number;
+  private readonly maxBackoffMs: number;
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly hs: Services,
+    private readonly client: FederationClient,
+    options: FederationSenderOptions = {},
+  ) {
+    this.minBackoffMs = options.minBackoffMs ?? 2000;
+    this.maxBackoffMs = options.maxBackoffMs ?? 10 * 60_000;
+    this.timeoutMs = options.timeoutMs ?? 60_000;
+  }
+
+  /** Resumes after a (re)start: scans what was committed since the last scan and sends every queue. */
+  start(): void {
+    this.hs.heardFrom.push((server) => this.heardFrom(server));
+    this.scan();
+    this.track(
+      this.hs.store.read((tx) => pendingDestinations(tx)).then((dests) => {
+        for (const d of dests) this.wake(d);
+      }),
+      "resuming queues",
+    );
+  }
+
+  /** Something was committed (a room event, a device list change): scan for what to queue. */
+  scan(): void {
+    if (this.closed) return;
+    if (this.scanning) {
+      this.scanAgain = true;
+      return;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.scanAgain = false;
+        while (!this.closed && (await this.scanEvents())) {
+          // more stream rows may follow
+        }
+        while (!this.closed && (await this.scanDeviceLists())) {
+          // more rows may follow
+        }
+      } while (this.scanAgain && !this.closed);
+    };
+    this.scanning = run()
+      .catch((err: unknown) => this.hs.logger.error(logLine("federation_scan_failed", { error: String(err) })))
+      .finally(() => (this.scanning = undefined));
+  }
+
+  /** Items were queued for `destination`: send them now unless it is backing off. */
+  wake(destination: string): void {
+    if (this.closed || !this.client.mayContact(destination)) return;
+    let st = this.dests.get(destination);
+    if (!st) this.dests.set(destination, (st = { again: false, backoffMs: this.minBackoffMs }));
+    if (st.timer) return;
+    this.kick(destination, st);
+  }
+
+  /** Queued items (PDUs and EDUs, including those in flight) per destination, for metrics. */
+  queueDepths(): Promise<Map<string, number>> {
+    return this.hs.store.read(async (tx) => {
+      const out = new Map<string, number>();
+      for (const d of await queuedDestinations(tx)) out.set(d, await tx.count("federation_queue", { prefix: prefix(d) }));
+      return out;
+    });
+  }
+
+  /** Whether nothing is queued, scanned-but-unsent or waiting to be scanned (tests, bench). */
+  async idle(): Promise<boolean> {
+    if (this.scanning) return false;
+    for (const st of this.dests.values()) if (st.running) return false;
+    return this.hs.store.read(async (tx) => {
+      if ((await tx.count("federation_queue")) > 0) return false;
+      const cursor = (await tx.get<number>("settings", STREAM_CURSOR)) ?? 0;
+      return (await tx.range("stream", { gt: pos(cursor), limit: 1 })).length === 0;
+    });
+  }
+
+  /** Stops timers and waits for requests in flight; everything queued stays queued. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.abort.abort();
+    const running: Promise<void>[] = [];
+    for (const st of this.dests.values()) {
+      clearTimeout(st.timer);
+      st.timer = undefined;
+      if (st.running) running.push(st.running);
+    }
+    await this.scanning;
+    await Promise.all(running);
+  }
+
+  private track(p: Promise<void>, what: string): void {
+    p.catch((err: unknown) => this.hs.logger.error(logLine("federation_sender_failed", { during: what, error: String(err) })));
+  }
+
+  /** The destination answered us or sent us a request: it is up, so stop backing off. */
+  private heardFrom(destination: string): void {
+    const st = this.dests.get(destination);
+    if (!st) return;
+    st.backoffMs = this.minBackoffMs;
+    if (st.timer) {
+      clearTimeout(st.timer);
+      st.timer = undefined;
+      this.kick(destination, st);
+    }
+  }
+
+  private kick(destination: string, st: DestState): void {
+    if (st.running) {
+      st.again = true;
+      return;
+    }
+    st.running = this.run(destination, st).finally(() => {
+      st.running = undefined;
+      // A wake-up after the run's last check still gets its run.
+      if (st.again && !st.timer && !this.closed) this.kick(destination, st);
+    });
+  }
+
+  private async run(destination: string, st: DestState): Promise<void> {
+    do {
+      st.again = false;
+      let delivered: boolean;
+      try {
+        delivered = await this.drain(destination);
+      } catch (err) {
+        if (this.closed) return;
+        this.hs.logger.error(logLine("federation_send_failed", { destination, error: String(err) }));
+        delivered = false;
+      }
+      if (!delivered) {
+        this.retryLater(destination, st);
+        return;
+      }
+      st.backoffMs = this.minBackoffMs;
+    } while (st.again && !this.closed);
+  }
+
+  private retryLater(destination: string, st: DestState): void {
+    if (this.closed) return;
+    const delay = st.backoffMs;
+    st.backoffMs = Math.min(this.maxBackoffMs, st.backoffMs * 2);
+    this.hs.logger.info(logLine("federation_backoff", { destination, retry_in_ms: delay }));
+    st.timer = setTimeout(() => {
+      st.timer = undefined;
+      this.kick(destination, st);
+    }, delay);
+    (st.timer as { unref?: () => void }).unref?.();
+  }
+
+  /** Sends transactions until the queue is empty (true) or one fails (false). */
+  private async drain(destination: string): Promise<boolean> {
+    while (!this.closed) {
+      const txn = await this.hs.store.write((tx) => this.nextTransaction(tx, destination));
+      if (!txn) return true;
+      const outcome = await this.send(destination, txn);
+      if (outcome === "retry") return false;
+      await this.hs.store.write(async (tx) => {
+        for (const k of txn.keys) tx.delete("federation_queue", k);
+        tx.delete("federation_inflight", destination);
+      });
+    }
+    return false;
+  }
+
+  /** The transaction in flight, or a new one from the head of the queue (stored before it is sent). */
+  private async nextTransaction(tx: WriteTx, destination: string): Promise<InFlight | undefined> {
+    const inflight = await tx.get<InFlight>("federation_inflight", destination);
+    if (inflight) return inflight;
+    const rows = await tx.range<QueueItem>("federation_queue", { prefix: prefix(destination), limit: MAX_PDUS_PER_TXN + MAX_EDUS_PER_TXN });
+    if (rows.length === 0) return undefined;
+    const keys: string[] = [];
+    const pdus: Pdu[] = [];
+    const edus: Edu[] = [];
+    for (const row of rows) {
+      const item = row.value;
+      if ("pdu" in item) {
+        if (pdus.length === MAX_PDUS_PER_TXN) break;
+        const e = await getEvent(tx, item.pdu);
+        // Gone (purged) events are dropped from the queue.
+        if (e) pdus.push(federationPdu(e));
+      } else {
+        if (edus.length === MAX_EDUS_PER_TXN) break;
+        edus.push(item.edu);
+      }
+      keys.push(row.key);
+    }
+    const seq = unpos(keys[0]!.slice(prefix(destination).length));
+    const now = this.hs.clock();
+    // Unique per destination for ever: the first row's sequence number never comes back, and the
+    // time keeps it unique even for a server whose store was wiped.
+    const txn: InFlight = { txnId: `${now}.${seq}`, keys, body: { origin: this.hs.serverName, origin_server_ts: now, pdus, edus } };
+    tx.put("federation_inflight", destination, txn);
+    return txn;
+  }
+
+  /** One attempt: `delivered`, `dropped` (refused for good) or `retry`. */
+  private async send(destination: string, txn: InFlight): Promise<"delivered" | "dropped" | "retry"> {
+    let response: Response;
+    try {
+      response = await this.client.fetch(destination, "PUT", `/_matrix/federation/v1/send/${encodeURIComponent(txn.txnId)}`, {
+        body: txn.body,
+        timeoutMs: this.timeoutMs,
+        signal: this.abort.signal,
+      });
+    } catch (err) {
+      if (!(err instanceof FederationError)) throw err;
+      this.hs.logger.info(logLine("federation_txn_unreachable", { destination, txn: txn.txnId, error: err.message }));
+      return "retry";
+    }
+    const text = await response.text().catch(() => "");
+    if (response.ok) {
+      let results: unknown;
+      try {
+        results = (JSON.parse(text) as { pdus?: unknown }).pdus;
+      } catch {
+        results = undefined;
+      }
+      if (results && typeof results === "object") {
+        for (const [eventId, r] of Object.entries(results as Record<string, { error?: unknown }>)) {
+          if (r && typeof r === "object" && r.error !== undefined) this.hs.logger.warn(logLine("federation_pdu_refused", { destination, event_id: eventId, error: String(r.error) }));
+        }
+      }
+      return "delivered";
+    }
+    // Worth retrying: the server is overloaded, broken for now, or cannot check our key yet.
+    if (response.status >= 500 || response.status === 429 || response.status === 408 || response.status === 401) {
+      this.hs.logger.info(logLine("federation_txn_failed", { destination, txn: txn.txnId, status: response.status }));
+      return "retry";
+    }
+    // Any other refusal would be the same on every retry: give the transaction up.
+    this.hs.logger.warn(logLine("federation_txn_refused", { destination, txn: txn.txnId, status: response.status, body: text.slice(0, 200) }));
+    return "dropped";
+  }
+
+  // --- scanning ---
+
+  /** Queues the local events of the next stream rows; false when there was nothing new. */
+  private async scanEvents(): Promise<boolean> {
+    const self = this.hs.serverName;
+    const plan = await this.hs.store.read(async (tx) => {
+      const cursor = await tx.get<number>("settings", STREAM_CURSOR);
+      // First start: begin at the present; history is not replayed.
+      if (cursor === undefined) return { initial: await streamPosIn(tx) };
+      // key stream = pos(streamPos) → { roomId, eventId }
+      const rows = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: pos(cursor), limit: SCAN_BATCH });
+      if (rows.length === 0) return undefined;
+      const items: { destination: string; eventId: string }[] = [];
+      for (const row of rows) {
+        const e = await getEvent(tx, row.value.eventId);
+        if (!e || !isTimelineEvent(e) || serverOf(e.pdu.sender) !== self) continue;
+        for (const d of await this.destinationsOf(tx, e)) items.push({ destination: d, eventId: e.eventId });
+      }
+      return { cursor, upTo: unpos(rows[rows.length - 1]!.key), items, more: rows.length === SCAN_BATCH };
+    });
+    if (!plan) return false;
+    if ("initial" in plan) {
+      await this.hs.store.write(async (tx) => {
+        if ((await tx.get<number>("settings", STREAM_CURSOR)) === undefined) tx.put("settings", STREAM_CURSOR, plan.initial);
+      });
+      return true;
+    }
+    const written = await this.hs.store.write(async (tx) => {
+      // Only this loop moves the cursor; a mismatch means another instance shares the store.
+      if ((await tx.get<number>("settings", STREAM_CURSOR)) !== plan.cursor) return false;
+      for (const it of plan.items) await queueItem(tx, it.destination, { pdu: it.eventId });
+      tx.put("settings", STREAM_CURSOR, plan.upTo);
+      return true;
+    });
+    if (!written) return false;
+    for (const d of new Set(plan.items.map((i) => i.destination))) this.wake(d);
+    return plan.more;
+  }
+
+  /**
+   * Where a local event goes: the servers with a member joined in the state after it, and the
+   * server of the user whose membership it changes (a kicked, banned or invited user's server).
+   */
+  private async destinationsOf(tx: ReadTx, e: StoredEvent): Promise<string[]> {
+    const out = new Set<string>();
+    const rec = await tx.get<EventStateRecord>("event_state", e.eventId);
+    if (rec) for (const s of await this.joinedServersOfGroup(tx, rec.after)) out.add(s);
+    if (e.pdu.type === "m.room.member" && typeof e.pdu.state_key === "string") out.add(serverOf(e.pdu.state_key));
+    out.delete(this.hs.serverName);
+    return [...out].filter((d) => this.client.mayContact(d)).sort();
+  }
+
+  private async joinedServersOfGroup(tx: ReadTx, groupId: string): Promise<string[]> {
+    const cached = this.groupServers.get(groupId);
+    if (cached) return cached;
+    const servers = new Set<string>();
+    for (const [sk, id] of await stateOfGroup(tx, groupId)) {
+      const [type, userId] = splitStateKey(sk);
+      if (type !== "m.room.member") continue;
+      if (servers.has(serverOf(userId))) continue;
+      if (membershipIn(await getEvent(tx, id)) === "join") servers.add(serverOf(userId));
+    }
+    const list = [...servers];
+    if (this.groupServers.size >= 1000) this.groupServers.clear();
+    this.groupServers.set(groupId, list);
+    return list;
+  }
+
+  /** Queues `m.device_list_update` / `m.signing_key_update` for the next device-list rows. */
+  private async scanDeviceLists(): Promise<boolean> {
+    const self = this.hs.serverName;
+    const plan = await this.hs.store.read(async (tx) => {
+      const cursor = await tx.get<number>("settings", DEVICE_CURSOR);
+      if (cursor === undefined) return { initial: await streamPosIn(tx) };
+      // key device_list_stream = pos(streamPos) → DeviceListChange
+      const rows = await tx.range<DeviceListChange>("device_list_stream", { gt: pos(cursor), limit: SCAN_BATCH });
+      if (rows.length === 0) return undefined;
+      const items: { destinations: string[]; userId: string; streamId: number; deviceEdus: Edu[]; signingEdu?: Edu }[] = [];
+      for (const row of rows) {
+        const change = row.value;
+        // Signatures only one observer may see (visibleTo) stay local; so do remote users' rows.
+        if (change.visibleTo !== undefined || serverOf(change.userId) !== self) continue;
+        const destinations = [...(await serversSharingRoomsWith(tx, change.userId, self))].filter((d) => this.client.mayContact(d));
+        if (destinations.length === 0) continue;
+        const streamId = unpos(row.key);
+        const deviceIds = change.deviceIds ?? (change.signing ? [] : await deviceIdsOf(tx, change.userId));
+        const deviceEdus: Edu[] = [];
+        for (const deviceId of deviceIds.slice(0, MAX_DEVICES_ANNOUNCED)) deviceEdus.push(await deviceUpdate(tx, change.userId, deviceId, streamId));
+        const signingEdu = change.signing || change.deviceIds === undefined ? await signingKeyUpdate(tx, change.userId) : undefined;
+        items.push({ destinations, userId: change.userId, streamId, deviceEdus, ...(signingEdu ? { signingEdu } : {}) });
+      }
+      return { cursor, upTo: unpos(rows[rows.length - 1]!.key), items, more: rows.length === SCAN_BATCH };
+    });
+    if (!plan) return false;
+    if ("initial" in plan) {
+      await this.hs.store.write(async (tx) => {
+        if ((await tx.get<number>("settings", DEVICE_CURSOR)) === undefined) tx.put("settings", DEVICE_CURSOR, plan.initial);
+      });
+      return true;
+    }
+    const written = await this.hs.store.write(async (tx) => {
+      if ((await tx.get<number>("settings", DEVICE_CURSOR)) !== plan.cursor) return false;
+      for (const it of plan.items) {
+        // Updates of one user form a chain: each names the one sent before it ("prev_id").
+        for (const edu of it.deviceEdus) {
+          const prev = await tx.get<number>("settings", deviceLastKey(it.userId));
+          edu.content.prev_id = prev !== undefined ? [prev] : [];
+          edu.content.stream_id = prev !== undefined && prev >= it.streamId ? prev + 1 : it.streamId;
+          tx.put("settings", deviceLastKey(it.userId), edu.content.stream_id);
+          await queueEdu(tx, it.destinations, edu);
+        }
+        if (it.signingEdu) await queueEdu(tx, it.destinations, it.signingEdu);
+      }
+      tx.put("settings", DEVICE_CURSOR, plan.upTo);
+      return true;
+    });
+    if (!written) return false;
+    for (const d of new Set(plan.items.flatMap((i) => i.destinations))) this.wake(d);
+    return plan.more;
+  }
+}
+
+/** A stored event as it is sent: the signed PDU without our local `unsigned` data. */
+export function federationPdu(e: StoredEvent): Pdu {
+  const { unsigned: _unsigned, ...pdu } = e.pdu;
+  return pdu as Pdu;
+}
+
+/** Destinations with queued rows (one range step per destination). */
+async function queuedDestinations(tx: ReadTx): Promise<string[]> {
+  const out: string[] = [];
+  let from: string | undefined;
+  for (;;) {
+    const [row] = await tx.range("federation_queue", { ...(from !== undefined ? { gte: from } : {}), limit: 1 });
+    if (!row) return out;
+    const dest = row.key.slice(0, row.key.indexOf("\u001f"));
+    out.push(dest);
+    // Every key of this destination starts with dest + SEP, which sorts below dest + SEP_END.
+    from = dest + SEP_END;
+  }
+}
+
+/** Destinations with a transaction in flight or rows queued. */
+async function pendingDestinations(tx: ReadTx): Promise<Set<string>> {
+  const out = new Set(await queuedDestinations(tx));
+  for (const row of await tx.range("federation_inflight")) out.add(row.key);
+  return out;
+}
+
+async function deviceIdsOf(tx: ReadTx, userId: string): Promise<string[]> {
+  const p = prefix(userId);
+  return (await tx.range("devices", { prefix: p })).map((r) => r.key.slice(p.length));
+}
+
+/** `m.device_list_update` for one device as it is now (deleted when it no longer exists); IDs filled in later. */
+async function deviceUpdate(tx: ReadTx, userId: string, deviceId: string, streamId: number): Promise<Edu> {
+  const device = await tx.get<{ displayName?: string }>("devices", key(userId, deviceId));
+  const content: Record<string, unknown> = { user_id: userId, device_id: deviceId, stream_id: streamId, prev_id: [] };
+  if (!device) content.deleted = true;
+  else {
+    if (device.displayName !== undefined) content.device_display_name = device.displayName;
+    const keys = await tx.get<Record<string, unknown>>("device_keys", key(userId, deviceId));
+    if (keys) content.keys = keys;
+  }
+  return { edu_type: "m.device_list_update", content };
+}
+
+/** `m.signing_key_update` with the user's current master and self-signing keys (none: nothing to say). */
+async function signingKeyUpdate(tx: ReadTx, userId: string): Promise<Edu | undefined> {
+  const master = await tx.get<Record<string, unknown>>("cross_signing_keys", key(userId, "master"));
+  const selfSigning = await tx.get<Record<string, unknown>>("cross_signing_keys", key(userId, "self_signing"));
+  if (!master && !selfSigning) return undefined;
+  return { edu_type: "m.signing_key_update", content: { user_id: userId, ...(master ? { master_key: master } : {}), ...(selfSigning ? { self_signing_key: selfSigning } : {}) } };
+}
