@@ -141,6 +141,15 @@ export const MIGRATIONS: readonly Migration[] = [
       "federation_inflight", // key = destination → { txnId, keys, body }
     ],
   },
+  // 10: federation queries (federation/deviceLists.ts, media/remote.ts).
+  {
+    createTables: [
+      "remote_device_lists", // key = userId (a remote user) → RemoteDeviceList
+      "device_list_latest", // key = userId (a local user) → pos of their latest device_list_stream row (the federation stream_id)
+      "remote_media", // key = serverName|mediaId or serverName|mediaId|thumbnail spec → RemoteMediaRecord
+      "remote_media_content", // key = as remote_media → Uint8Array
+    ],
+  },
 ];
 
 /**

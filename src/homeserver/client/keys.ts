@@ -23,6 +23,7 @@ import { key, pos, prefix, unpos } from "../../storage/store.ts";
 import { requireUserInteractiveAuth, identityFlows } from "./uia.ts";
 import { serverOf } from "../rooms/ids.ts";
 import { readToken } from "../roomserver/tokens.ts";
+import { claimRemoteKeys, queryRemoteKeys } from "../federation/deviceLists.ts";
 
 /** A fallback key as stored. */
 interface FallbackKey {
@@ -71,7 +72,14 @@ interface DeviceListChange {
 export async function recordDeviceListChange(tx: WriteTx, userId: string, visibleTo?: string): Promise<number> {
   const p = await nextStreamPos(tx);
   tx.put("device_list_stream", pos(p), visibleTo === undefined ? { userId } : ({ userId, visibleTo } satisfies DeviceListChange));
+  // The federation `stream_id` of the user's device list (`/user/devices`, `m.device_list_update`).
+  if (visibleTo === undefined) tx.put("device_list_latest", userId, p);
   return p;
+}
+
+/** The `stream_id` of a local user's device list: the position of its latest change (0 if none). */
+export async function deviceListStreamId(tx: ReadTx, userId: string): Promise<number> {
+  return (await tx.get<number>("device_list_latest", userId)) ?? 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,6 +410,56 @@ function visibleSignatures(obj: JsonObject, owner: string, viewer: string): Json
   return { ...obj, signatures: kept };
 }
 
+/** The keys part of a `keys/query` answer (client-server and federation alike). */
+export interface KeysQueryResult {
+  device_keys: Record<string, Record<string, unknown>>;
+  master_keys: Record<string, unknown>;
+  self_signing_keys: Record<string, unknown>;
+  user_signing_keys: Record<string, unknown>;
+}
+
+/**
+ * The device and cross-signing keys of local users. `viewer` also sees their own signatures on
+ * other users' keys and their own user-signing key; without one (a federation query) only the
+ * owners' signatures are shown. An empty or null device list means every device.
+ */
+export async function localDeviceKeys(tx: ReadTx, wanted: [userId: string, devices: readonly string[] | null][], viewer?: string): Promise<KeysQueryResult> {
+  const device_keys: Record<string, Record<string, unknown>> = {};
+  const master_keys: Record<string, unknown> = {};
+  const self_signing_keys: Record<string, unknown> = {};
+  const user_signing_keys: Record<string, unknown> = {};
+  for (const [userId, devices] of wanted) {
+    const filter = devices && devices.length > 0 ? new Set(devices) : undefined;
+    const out: Record<string, unknown> = {};
+    const p = prefix(userId);
+    for (const row of await tx.range<JsonObject>("device_keys", { prefix: p })) {
+      const deviceId = row.key.slice(p.length);
+      if (filter && !filter.has(deviceId)) continue;
+      const device = await tx.get<{ displayName?: string }>("devices", key(userId, deviceId));
+      const keys = visibleSignatures(row.value, userId, viewer ?? userId);
+      out[deviceId] = device?.displayName !== undefined ? { ...keys, unsigned: { device_display_name: device.displayName } } : keys;
+    }
+    device_keys[userId] = out;
+    const master = await tx.get<JsonObject>("cross_signing_keys", key(userId, "master"));
+    if (master) master_keys[userId] = visibleSignatures(master, userId, viewer ?? userId);
+    const selfSigning = await tx.get<JsonObject>("cross_signing_keys", key(userId, "self_signing"));
+    if (selfSigning) self_signing_keys[userId] = selfSigning;
+    // The user-signing key is private to its owner (cross_signing.yaml).
+    if (userId === viewer) {
+      const userSigning = await tx.get<JsonObject>("cross_signing_keys", key(userId, "user_signing"));
+      if (userSigning) user_signing_keys[userId] = userSigning;
+    }
+  }
+  return { device_keys, master_keys, self_signing_keys, user_signing_keys };
+}
+
+/** keys.yaml: "10 seconds is the recommended default" for waiting on remote servers; we cap it at a minute. */
+function remoteTimeout(raw: unknown): number {
+  if (raw === undefined) return 10_000;
+  if (typeof raw !== "number" || !Number.isFinite(raw) || raw < 0) throw badJson("timeout must be a non-negative number");
+  return Math.min(raw, 60_000);
+}
+
 /** `POST /_matrix/client/v3/keys/query` */
 export async function postKeysQuery(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId: viewer } = await ctx.requireAuth();
@@ -411,42 +469,20 @@ export async function postKeysQuery(ctx: RequestContext): Promise<Record<string,
   for (const [, devices] of wanted) {
     if (devices !== null && !(Array.isArray(devices) && devices.every((d) => typeof d === "string"))) throw badJson("device_keys values must be lists of device IDs");
   }
+  const timeoutMs = remoteTimeout(body.timeout);
   const local = ctx.hs.serverName;
-  return ctx.hs.store.read(async (tx) => {
-    const device_keys: Record<string, Record<string, unknown>> = {};
-    const master_keys: Record<string, unknown> = {};
-    const self_signing_keys: Record<string, unknown> = {};
-    const user_signing_keys: Record<string, unknown> = {};
-    const failures: Record<string, unknown> = {};
-    for (const [userId, devices] of wanted) {
-      if (serverOf(userId) !== local) {
-        // No federation yet: say which server could not be reached rather than pretend it has no devices.
-        failures[serverOf(userId)] = { status: 503, message: "Federation is not available on this homeserver yet" };
-        continue;
-      }
-      const filter = Array.isArray(devices) && devices.length > 0 ? new Set(devices as string[]) : undefined;
-      const out: Record<string, unknown> = {};
-      const p = prefix(userId);
-      for (const row of await tx.range<JsonObject>("device_keys", { prefix: p })) {
-        const deviceId = row.key.slice(p.length);
-        if (filter && !filter.has(deviceId)) continue;
-        const device = await tx.get<{ displayName?: string }>("devices", key(userId, deviceId));
-        const keys = visibleSignatures(row.value, userId, viewer);
-        out[deviceId] = device?.displayName !== undefined ? { ...keys, unsigned: { device_display_name: device.displayName } } : keys;
-      }
-      device_keys[userId] = out;
-      const master = await tx.get<JsonObject>("cross_signing_keys", key(userId, "master"));
-      if (master) master_keys[userId] = visibleSignatures(master, userId, viewer);
-      const selfSigning = await tx.get<JsonObject>("cross_signing_keys", key(userId, "self_signing"));
-      if (selfSigning) self_signing_keys[userId] = selfSigning;
-      // The user-signing key is private to its owner (cross_signing.yaml).
-      if (userId === viewer) {
-        const userSigning = await tx.get<JsonObject>("cross_signing_keys", key(userId, "user_signing"));
-        if (userSigning) user_signing_keys[userId] = userSigning;
-      }
-    }
-    return { device_keys, master_keys, self_signing_keys, user_signing_keys, failures };
-  });
+  const localWanted = wanted.filter(([u]) => serverOf(u) === local) as [string, string[] | null][];
+  const remoteWanted = wanted.filter(([u]) => serverOf(u) !== local) as [string, string[] | null][];
+  const result = await ctx.hs.store.read((tx) => localDeviceKeys(tx, localWanted, viewer));
+  // Outside the transaction: other servers are asked (or their users' cached device lists read).
+  const remote = await queryRemoteKeys(ctx.hs, remoteWanted, timeoutMs);
+  return {
+    device_keys: { ...result.device_keys, ...remote.device_keys },
+    master_keys: { ...result.master_keys, ...remote.master_keys },
+    self_signing_keys: { ...result.self_signing_keys, ...remote.self_signing_keys },
+    user_signing_keys: result.user_signing_keys,
+    failures: remote.failures,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,21 +493,21 @@ export async function postKeysClaim(ctx: RequestContext): Promise<Record<string,
   await ctx.requireAuth();
   const body = await ctx.json();
   if (!isObject(body.one_time_keys)) throw badJson("one_time_keys must be an object");
+  const timeoutMs = remoteTimeout(body.timeout);
   const requests: [string, string, string][] = [];
-  const failures: Record<string, unknown> = {};
+  const remoteRequests: [string, Record<string, string>][] = [];
   for (const [userId, devices] of Object.entries(body.one_time_keys)) {
     if (!isObject(devices)) throw badJson("one_time_keys values must be objects");
-    if (serverOf(userId) !== ctx.hs.serverName) {
-      failures[serverOf(userId)] = { status: 503, message: "Federation is not available on this homeserver yet" };
-      continue;
-    }
-    for (const [deviceId, alg] of Object.entries(devices)) {
+    for (const [, alg] of Object.entries(devices)) {
       if (typeof alg !== "string" || alg.includes(":")) throw badJson("one_time_keys must map device IDs to algorithms");
-      requests.push([userId, deviceId, alg]);
     }
+    if (serverOf(userId) !== ctx.hs.serverName) remoteRequests.push([userId, devices as Record<string, string>]);
+    else for (const [deviceId, alg] of Object.entries(devices)) requests.push([userId, deviceId, alg as string]);
   }
-  const one_time_keys = await ctx.hs.store.write((tx) => claimKeys(tx, requests));
-  return { one_time_keys, failures };
+  const one_time_keys = requests.length > 0 ? await ctx.hs.store.write((tx) => claimKeys(tx, requests)) : {};
+  // After the local commit, never inside it: other servers are asked for their users' keys.
+  const remote = await claimRemoteKeys(ctx.hs, remoteRequests, timeoutMs);
+  return { one_time_keys: { ...one_time_keys, ...remote.one_time_keys }, failures: remote.failures };
 }
 
 /**
