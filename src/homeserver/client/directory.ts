@@ -3,13 +3,14 @@
  * directory (`/user_directory/search`).
  * key aliases = alias → { roomId, creator }; key room_directory = roomId → { visibility }
  */
-import type { RequestContext } from "../context.ts";
+import type { RequestContext, Services } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
 import { MAX_LIMIT, limitParam } from "../validate.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
-import { isRoomAlias, isRoomId, serverOf } from "../rooms/ids.ts";
+import { isRoomAlias, isRoomId, isValidServerName, serverOf } from "../rooms/ids.ts";
+import { remotePublicRooms } from "../federation/remoteQueries.ts";
 import { isWorldReadable } from "../roomserver/access.ts";
 import { currentState, currentStateContent, getRoom, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
@@ -181,8 +182,12 @@ export async function publishedRoomChunk(tx: ReadTx, roomId: string): Promise<Re
   return out;
 }
 
-/** The published-room list with `limit`, `since` (an offset token `p<n>`) and the filter. */
-async function listPublicRooms(ctx: RequestContext, limitRaw: unknown, since: unknown, filter: unknown): Promise<Record<string, unknown>> {
+/**
+ * This server's published-room list with `limit`, `since` (an offset token `p<n>`) and the filter;
+ * the federation's `/publicRooms` serves it too. A `third_party_instance_id` selects a bridged
+ * network's rooms, and no room here belongs to one.
+ */
+export async function listPublicRooms(hs: Services, limitRaw: unknown, since: unknown, filter: unknown, thirdPartyInstanceId?: unknown): Promise<Record<string, unknown>> {
   let limit: number | undefined;
   if (limitRaw !== undefined) {
     if (typeof limitRaw !== "number" || !Number.isInteger(limitRaw) || limitRaw < 0) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
@@ -208,8 +213,9 @@ async function listPublicRooms(ctx: RequestContext, limitRaw: unknown, since: un
       roomTypes = f.room_types as (string | null)[];
     }
   }
-  return ctx.hs.store.read(async (tx) => {
-    const published = (await tx.range<{ visibility: string }>("room_directory")).filter((r) => r.value.visibility === "public");
+  if (thirdPartyInstanceId !== undefined && typeof thirdPartyInstanceId !== "string") throw badJson("third_party_instance_id must be a string");
+  return hs.store.read(async (tx) => {
+    const published = thirdPartyInstanceId !== undefined ? [] : (await tx.range<{ visibility: string }>("room_directory")).filter((r) => r.value.visibility === "public");
     const all: Record<string, unknown>[] = [];
     for (const r of published) {
       if (!(await tx.get("rooms", r.key))) continue;
@@ -235,22 +241,42 @@ async function listPublicRooms(ctx: RequestContext, limitRaw: unknown, since: un
   });
 }
 
+/** The `server` query parameter: undefined for this server, a checked name for another. */
+function remoteServerParam(ctx: RequestContext): string | undefined {
+  const server = ctx.query("server");
+  if (server === undefined || server === ctx.hs.serverName) return undefined;
+  if (!isValidServerName(server)) throw new MatrixError(400, "M_INVALID_PARAM", "server is not a valid server name");
+  return server;
+}
+
 /** `GET /_matrix/client/v3/publicRooms` */
 export async function getPublicRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const server = ctx.query("server");
-  // Other servers' directories come over federation, which this endpoint does not reach yet.
-  if (server !== undefined && server !== ctx.hs.serverName) throw notFound(`Cannot reach the directory of ${server}`);
+  const server = remoteServerParam(ctx);
   const limit = ctx.query("limit") === undefined ? undefined : limitParam(ctx, 0, Infinity);
-  return listPublicRooms(ctx, limit, ctx.query("since"), undefined);
+  const since = ctx.query("since");
+  if (server !== undefined) return remotePublicRooms(ctx.hs, server, { ...(limit !== undefined ? { limit } : {}), ...(since !== undefined ? { since } : {}) });
+  return listPublicRooms(ctx.hs, limit, since, undefined);
 }
 
 /** `POST /_matrix/client/v3/publicRooms` */
 export async function postPublicRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
   await ctx.requireAuth();
-  const server = ctx.query("server");
-  if (server !== undefined && server !== ctx.hs.serverName) throw notFound(`Cannot reach the directory of ${server}`);
+  const server = remoteServerParam(ctx);
   const body = await ctx.json({ allowEmpty: true });
-  return listPublicRooms(ctx, body.limit, body.since, body.filter);
+  if (server === undefined) return listPublicRooms(ctx.hs, body.limit, body.since, body.filter, body.include_all_networks === true ? undefined : body.third_party_instance_id);
+  // Checked here so that a malformed request never leaves the server.
+  if (body.limit !== undefined && (typeof body.limit !== "number" || !Number.isInteger(body.limit) || body.limit < 0)) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
+  if (body.since !== undefined && typeof body.since !== "string") throw new MatrixError(400, "M_INVALID_PARAM", "Malformed since token");
+  if (body.filter !== undefined && (body.filter === null || typeof body.filter !== "object" || Array.isArray(body.filter))) throw badJson("filter must be an object");
+  if (body.include_all_networks !== undefined && typeof body.include_all_networks !== "boolean") throw badJson("include_all_networks must be a boolean");
+  if (body.third_party_instance_id !== undefined && typeof body.third_party_instance_id !== "string") throw badJson("third_party_instance_id must be a string");
+  return remotePublicRooms(ctx.hs, server, {
+    ...(body.limit !== undefined ? { limit: body.limit as number } : {}),
+    ...(body.since !== undefined ? { since: body.since as string } : {}),
+    filter: (body.filter as Record<string, unknown> | undefined) ?? {},
+    ...(body.include_all_networks !== undefined ? { includeAllNetworks: body.include_all_networks as boolean } : {}),
+    ...(body.third_party_instance_id !== undefined ? { thirdPartyInstanceId: body.third_party_instance_id as string } : {}),
+  });
 }
 
 /** `POST /_matrix/client/v3/user_directory/search` */

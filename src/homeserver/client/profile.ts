@@ -11,6 +11,8 @@ import { currentStateContent } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { sendEvent } from "../roomserver/send.ts";
 import { queryUserIfUnknown } from "../appservice/queries.ts";
+import { isValidUserId, serverOf } from "../rooms/ids.ts";
+import { remoteProfile } from "../federation/remoteQueries.ts";
 
 /** The profile part of an `accounts` row. */
 interface AccountProfile {
@@ -47,25 +49,36 @@ function checkKey(keyName: string): void {
   if (!KEY_NAME.test(keyName)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid profile key");
 }
 
-async function loadProfile(ctx: RequestContext, userId: string): Promise<AccountProfile> {
-  const read = (): Promise<AccountProfile | undefined> => ctx.hs.store.read((tx) => tx.get<AccountProfile>("accounts", userId));
-  // An unknown user in an application service's namespace: the service may create it on demand.
-  const account = (await read()) ?? ((await queryUserIfUnknown(ctx.hs, userId)) ? await read() : undefined);
-  if (!account) throw notFound("Profile not found");
-  return account;
+/**
+ * The whole profile of a local user, or undefined when there is no such (active) account. An
+ * unknown user in an application service's namespace may be created on demand by the service.
+ * The federation's `/query/profile` serves this too.
+ */
+export async function localProfile(hs: Services, userId: string): Promise<Record<string, unknown> | undefined> {
+  const read = (): Promise<AccountProfile | undefined> => hs.store.read((tx) => tx.get<AccountProfile>("accounts", userId));
+  const account = (await read()) ?? ((await queryUserIfUnknown(hs, userId)) ? await read() : undefined);
+  return account ? profileOf(account) : undefined;
+}
+
+/** A local profile, or a remote user's asked of their server (`field` only, when given). */
+async function loadProfile(ctx: RequestContext, userId: string, field?: string): Promise<Record<string, unknown>> {
+  if (isValidUserId(userId) && serverOf(userId) !== ctx.hs.serverName) return remoteProfile(ctx.hs, userId, field);
+  const profile = await localProfile(ctx.hs, userId);
+  if (!profile) throw notFound("Profile not found");
+  return profile;
 }
 
 /** `GET /_matrix/client/v3/profile/{userId}` */
 export async function getProfile(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
-  return profileOf(await loadProfile(ctx, p.userId!));
+  return loadProfile(ctx, p.userId!);
 }
 
 /** `GET /_matrix/client/v3/profile/{userId}/{keyName}` */
 export async function getProfileField(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const keyName = p.keyName!;
   checkKey(keyName);
-  const profile = profileOf(await loadProfile(ctx, p.userId!));
-  if (!Object.hasOwn(profile, keyName)) throw notFound(`No ${keyName} set`);
+  const profile = await loadProfile(ctx, p.userId!, keyName);
+  if (!Object.hasOwn(profile, keyName) || profile[keyName] === null) throw notFound(`No ${keyName} set`);
   return { [keyName]: profile[keyName] };
 }
 
