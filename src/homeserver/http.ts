@@ -62,13 +62,16 @@ export function isMediaUpload(path: string): boolean {
  * Refuses (`413 M_TOO_LARGE`) a body whose declared length is over `max`, before anything reads
  * it; the reader below catches an undeclared (chunked) one.
  */
-export function checkDeclaredLength(request: Request, max: number): void {
+export function checkDeclaredLength(request: Request | Response, max: number): void {
   const declared = request.headers.get("Content-Length");
   if (declared !== null && Number(declared) > max) throw tooLarge(`Request body is larger than the ${max} byte limit`);
 }
 
-/** Reads the request body, refusing (413 M_TOO_LARGE) past `max` bytes without buffering more. */
-export async function readBodyBytes(request: Request, max: number): Promise<Uint8Array> {
+/**
+ * Reads the request body (or another server's response body), refusing (413 M_TOO_LARGE) past
+ * `max` bytes without buffering more.
+ */
+export async function readBodyBytes(request: Request | Response, max: number): Promise<Uint8Array> {
   checkDeclaredLength(request, max);
   if (!request.body) return new Uint8Array(0);
   const reader = request.body.getReader();

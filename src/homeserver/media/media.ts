@@ -3,8 +3,8 @@
  * (create + PUT), download and thumbnails on the authenticated `/_matrix/client/v1/media/*`
  * endpoints and the deprecated `/_matrix/media/{v3,r0}/*` ones, config and URL previews.
  *
- * Tables: media mediaId → MediaRecord; media_content mediaId → Uint8Array. Only local media
- * exist: without federation a remote `mxc://` URI is `404 M_NOT_FOUND`.
+ * Tables: media mediaId → MediaRecord; media_content mediaId → Uint8Array. Other servers' media
+ * are fetched over federation and cached by media/remote.ts.
  */
 import type { RequestContext, Requester, Services } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
@@ -12,6 +12,7 @@ import { MatrixError, forbidden, invalidParam, limitExceeded, missingParam, notF
 import { key } from "../../storage/store.ts";
 import { CORS_HEADERS, readBodyBytes } from "../http.ts";
 import type { ThumbnailMethod } from "./thumbnailer.ts";
+import { remoteDownload, remoteThumbnail } from "./remote.ts";
 
 /** What the media table holds. key = mediaId. */
 export interface MediaRecord {
@@ -190,13 +191,19 @@ export async function postCreate(ctx: RequestContext): Promise<Record<string, un
   return { content_uri: `mxc://${hs.serverName}/${mediaId}`, unused_expires_at: record.unusedExpiresAt };
 }
 
-/** Checks the server name and media ID of a path; only local media can exist. */
-function localMediaId(ctx: RequestContext, params: Record<string, string>): string {
+/** Checks the server name and media ID of a path. */
+function mediaParams(params: Record<string, string>): { serverName: string; mediaId: string } {
   const serverName = params.serverName!;
   const mediaId = params.mediaId!;
   if (!MEDIA_ID.test(mediaId)) throw invalidParam("Invalid media ID");
   if (!SERVER_NAME.test(serverName)) throw invalidParam("Invalid server name");
-  if (serverName !== ctx.hs.serverName) throw notFound("Remote media is not available: this homeserver does not federate yet");
+  return { serverName, mediaId };
+}
+
+/** Checks a media ID for a request that only makes sense for this server's media (uploads, media IDs of the federation API). */
+export function localMediaId(ctx: RequestContext, params: Record<string, string>): string {
+  const { serverName, mediaId } = mediaParams({ serverName: ctx.hs.serverName, ...params });
+  if (serverName !== ctx.hs.serverName) throw notFound("Media not found");
   return mediaId;
 }
 
@@ -239,8 +246,7 @@ async function loadMedia(ctx: RequestContext, mediaId: string): Promise<{ record
   let found = await read();
   if (found.record && !found.record.uploaded) {
     if ((found.record.unusedExpiresAt ?? Infinity) < hs.clock()) throw notFound("Media not found");
-    const raw = Number(ctx.query("timeout_ms") ?? DEFAULT_WAIT_MS);
-    const wait = Number.isFinite(raw) ? Math.min(Math.max(raw, 0), MAX_WAIT_MS) : DEFAULT_WAIT_MS;
+    const wait = waitParam(ctx);
     if (wait > 0) {
       await waitForUpload(hs, mediaId, wait);
       found = await read();
@@ -253,27 +259,51 @@ async function loadMedia(ctx: RequestContext, mediaId: string): Promise<{ record
   return { record: found.record, bytes: found.bytes };
 }
 
-function mediaResponse(bytes: Uint8Array, contentType: string, disposition: string, extra: Record<string, string> = {}): Response {
-  return new Response(bytes as unknown as BodyInit, {
+/** How long a download may wait for a pending upload (`timeout_ms`, capped). */
+function waitParam(ctx: RequestContext): number {
+  const raw = Number(ctx.query("timeout_ms") ?? DEFAULT_WAIT_MS);
+  return Number.isFinite(raw) ? Math.min(Math.max(raw, 0), MAX_WAIT_MS) : DEFAULT_WAIT_MS;
+}
+
+/** Media ready to serve: the bytes and the headers that describe them. */
+export interface MediaBody {
+  bytes: Uint8Array;
+  contentType: string;
+  disposition: string;
+  extra?: Record<string, string>;
+}
+
+function mediaResponse(body: MediaBody): Response {
+  return new Response(body.bytes as unknown as BodyInit, {
     status: 200,
     headers: {
       ...CORS_HEADERS,
       ...MEDIA_SECURITY_HEADERS,
-      "Content-Type": contentType,
-      "Content-Length": String(bytes.byteLength),
-      "Content-Disposition": disposition,
-      ...extra,
+      "Content-Type": body.contentType,
+      "Content-Length": String(body.bytes.byteLength),
+      "Content-Disposition": body.disposition,
+      ...body.extra,
     },
   });
 }
 
-async function serveDownload(ctx: RequestContext, params: Record<string, string>): Promise<Response> {
-  const mediaId = localMediaId(ctx, params);
+/** The body of a download: never `inline` unless the type is safe to show. */
+function downloadBody(bytes: Uint8Array, contentType: string, filename: string | undefined): MediaBody {
+  return { bytes, contentType, disposition: contentDisposition(isInlineSafe(contentType) ? "inline" : "attachment", filename) };
+}
+
+/** A local file as a download (also what the federation's `/media/download` sends). */
+export async function localDownload(ctx: RequestContext, mediaId: string, fileName?: string): Promise<MediaBody> {
   const { record, bytes } = await loadMedia(ctx, mediaId);
-  const contentType = record.contentType ?? "application/octet-stream";
   // authed-content-repo.yaml: the file name in the path replaces the uploaded one.
-  const filename = params.fileName ? params.fileName : record.filename;
-  return mediaResponse(bytes, contentType, contentDisposition(isInlineSafe(contentType) ? "inline" : "attachment", filename));
+  return downloadBody(bytes, record.contentType ?? "application/octet-stream", fileName ? fileName : record.filename);
+}
+
+async function serveDownload(ctx: RequestContext, params: Record<string, string>): Promise<Response> {
+  const { serverName, mediaId } = mediaParams(params);
+  if (serverName === ctx.hs.serverName) return mediaResponse(await localDownload(ctx, mediaId, params.fileName));
+  const { record, bytes } = await remoteDownload(ctx.hs, serverName, mediaId, waitParam(ctx));
+  return mediaResponse(downloadBody(bytes, record.contentType, params.fileName ? params.fileName : record.filename));
 }
 
 function thumbnailParams(ctx: RequestContext): { width: number; height: number; method: ThumbnailMethod } {
@@ -290,12 +320,13 @@ function thumbnailParams(ctx: RequestContext): { width: number; height: number; 
   return { width, height, method: m };
 }
 
-async function serveThumbnail(ctx: RequestContext, params: Record<string, string>): Promise<Response> {
-  const mediaId = localMediaId(ctx, params);
+const thumbName = (type: string): string => `thumbnail.${type.split("/")[1] ?? "bin"}`;
+
+/** A thumbnail of a local file, as the query asks (also what the federation's `/media/thumbnail` sends). */
+export async function localThumbnail(ctx: RequestContext, mediaId: string): Promise<MediaBody> {
   const { width, height, method } = thumbnailParams(ctx);
   const { record, bytes } = await loadMedia(ctx, mediaId);
   const contentType = baseType(record.contentType ?? "application/octet-stream");
-  const thumbName = (type: string): string => `thumbnail.${type.split("/")[1] ?? "bin"}`;
   if (bytes.byteLength > MAX_THUMBNAIL_SOURCE_BYTES) throw tooLarge("Content is too large to thumbnail");
   const thumbnailer = ctx.hs.thumbnailer;
   if (thumbnailer) {
@@ -306,18 +337,34 @@ async function serveThumbnail(ctx: RequestContext, params: Record<string, string
       ctx.hs.logger.warn("thumbnailer failed", mediaId, err);
     }
     if (made && THUMBNAIL_TYPES.has(baseType(made.contentType))) {
-      return mediaResponse(made.bytes, made.contentType, contentDisposition("inline", thumbName(baseType(made.contentType))));
+      return { bytes: made.bytes, contentType: made.contentType, disposition: contentDisposition("inline", thumbName(baseType(made.contentType))) };
     }
   }
   // No thumbnailer (or it could not decode the image): an image the client can display is served
   // as it is, which the spec allows for content too small to thumbnail; the header says so. With
   // `animated=false` an animated original must not be returned.
   if (THUMBNAIL_TYPES.has(contentType) && !(ctx.query("animated") === "false" && looksAnimated(bytes, contentType))) {
-    return mediaResponse(bytes, contentType, contentDisposition("inline", thumbName(contentType)), {
-      "X-Hyphae-Thumbnail": thumbnailer ? "original (could not be thumbnailed)" : "original (no thumbnailer configured)",
-    });
+    return {
+      bytes,
+      contentType,
+      disposition: contentDisposition("inline", thumbName(contentType)),
+      extra: { "X-Hyphae-Thumbnail": thumbnailer ? "original (could not be thumbnailed)" : "original (no thumbnailer configured)" },
+    };
   }
   throw new MatrixError(400, "M_UNKNOWN", "Cannot generate thumbnails for the requested content");
+}
+
+async function serveThumbnail(ctx: RequestContext, params: Record<string, string>): Promise<Response> {
+  const { serverName, mediaId } = mediaParams(params);
+  if (serverName === ctx.hs.serverName) return mediaResponse(await localThumbnail(ctx, mediaId));
+  const spec = thumbnailParams(ctx);
+  const animatedRaw = ctx.query("animated");
+  if (animatedRaw !== undefined && animatedRaw !== "true" && animatedRaw !== "false") throw invalidParam("animated must be true or false");
+  const { record, bytes } = await remoteThumbnail(ctx.hs, serverName, mediaId, { ...spec, ...(animatedRaw !== undefined ? { animated: animatedRaw === "true" } : {}) }, waitParam(ctx));
+  const contentType = baseType(record.contentType);
+  // Whatever the other server sent, only an image type is served as a thumbnail.
+  if (!THUMBNAIL_TYPES.has(contentType)) throw new MatrixError(502, "M_UNKNOWN", `${serverName} answered with a thumbnail that is not an image`);
+  return mediaResponse({ bytes, contentType, disposition: contentDisposition("inline", thumbName(contentType)) });
 }
 
 const ascii = (bytes: Uint8Array, at: number, text: string): boolean => {
@@ -372,7 +419,10 @@ export async function getDownloadLegacy(ctx: RequestContext, params: Record<stri
 
 /** The deprecated endpoints are frozen: media uploaded since the freeze is `404 M_NOT_FOUND` there (content-repo.yaml allows it). */
 async function refuseFrozen(ctx: RequestContext, params: Record<string, string>): Promise<void> {
-  const mediaId = localMediaId(ctx, params);
+  const { serverName, mediaId } = mediaParams(params);
+  // "For remote media, 'newly-uploaded' is determined by the date the cache was populated": every
+  // remote file here was cached after the freeze, so the deprecated endpoints serve none.
+  if (serverName !== ctx.hs.serverName) throw notFound("Remote media is only served on the authenticated /_matrix/client/v1/media endpoints");
   const record = await ctx.hs.store.read((tx) => tx.get<MediaRecord>("media", mediaId));
   if (record?.authenticatedOnly) throw notFound("Media not found (use the authenticated /_matrix/client/v1/media endpoints)");
 }
