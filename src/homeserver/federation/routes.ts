@@ -4,9 +4,22 @@
  */
 import type { HsRoute } from "../routeHelpers.ts";
 import { at } from "../routeHelpers.ts";
+import { federation } from "../routeHelpers.ts";
 import { getFederationVersion } from "./version.ts";
+import * as queries from "./queries.ts";
+import * as fedMedia from "./media.ts";
 
 export const FEDERATION_ROUTES: HsRoute[] = [
   // --- discovery (version.ts) ---
   ...at("GET", "/_matrix/federation/v1/version", getFederationVersion),
+
+  // --- queries, device lists, keys, directory, media (fedquery: queries.ts, media.ts) ---
+  ...federation("GET", "/v1/query/profile", (ctx) => queries.getQueryProfile(ctx)),
+  ...federation("GET", "/v1/user/devices/{userId}", (ctx, p) => queries.getUserDevices(ctx, p)),
+  ...federation("POST", "/v1/user/keys/query", (ctx) => queries.postUserKeysQuery(ctx)),
+  ...federation("POST", "/v1/user/keys/claim", (ctx) => queries.postUserKeysClaim(ctx)),
+  ...federation("GET", "/v1/publicRooms", (ctx) => queries.getFederationPublicRooms(ctx)),
+  ...federation("POST", "/v1/publicRooms", (ctx) => queries.postFederationPublicRooms(ctx)),
+  ...federation("GET", "/v1/media/download/{mediaId}", (ctx, p) => fedMedia.getFederationMediaDownload(ctx, p)),
+  ...federation("GET", "/v1/media/thumbnail/{mediaId}", (ctx, p) => fedMedia.getFederationMediaThumbnail(ctx, p)),
 ];
