@@ -177,8 +177,22 @@ describe("keys and device lists across servers", () => {
     const carol = await e2eeUser(c, "carol");
     fed!.network.setOnline("c.test", false);
 
+    // Bob has cross-signing keys: the master key and the self-signing key it signed.
+    const master = naclSigner(new Uint8Array(32).fill(77));
+    const masterId = encodeBase64(master.publicKey);
+    const selfSigning = naclSigner(new Uint8Array(32).fill(78));
+    const master_key = { user_id: bob.userId, usage: ["master"], keys: { [`ed25519:${masterId}`]: masterId } };
+    const self_signing_key = await signJson(
+      { user_id: bob.userId, usage: ["self_signing"], keys: { [`ed25519:${encodeBase64(selfSigning.publicKey)}`]: encodeBase64(selfSigning.publicKey) } },
+      { entity: bob.userId, keyId: `ed25519:${masterId}`, signer: master },
+    );
+    expect((await b.call("POST", "/_matrix/client/v3/keys/device_signing/upload", { master_key, self_signing_key }, bob.token)).status).toBe(200);
+
     const q = await a.call("POST", "/_matrix/client/v3/keys/query", { device_keys: { [alice.userId]: [], [bob.userId]: [], [carol.userId]: [] } }, alice.token);
     expect(q.status).toBe(200);
+    expect(q.body.master_keys[bob.userId]).toEqual(master_key);
+    expect(q.body.self_signing_keys[bob.userId]).toEqual(self_signing_key);
+    expect(q.body.user_signing_keys[bob.userId]).toBeUndefined();
     expect(Object.keys(q.body.device_keys).sort()).toEqual([alice.userId, bob.userId]);
     expect(q.body.device_keys[bob.userId][bob.deviceId]).toMatchObject({ user_id: bob.userId, device_id: bob.deviceId });
     expect(Object.keys(q.body.failures)).toEqual(["c.test"]);

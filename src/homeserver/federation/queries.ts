@@ -13,6 +13,7 @@ import { isValidUserId, serverOf } from "../rooms/ids.ts";
 import { claimKeys, deviceListStreamId, localDeviceKeys } from "../client/keys.ts";
 import { localProfile } from "../client/profile.ts";
 import { listPublicRooms } from "../client/directory.ts";
+import { deviceLastKey } from "./sender.ts";
 
 /** A user ID parameter that must name one of our users (`400 M_INVALID_PARAM` otherwise). */
 function localUser(ctx: RequestContext, userId: string | undefined, what: string): string {
@@ -53,7 +54,10 @@ export async function getUserDevices(ctx: RequestContext, p: Record<string, stri
       if (row.value.displayName !== undefined) device.device_display_name = row.value.displayName;
       devices.push(device);
     }
-    const out: Record<string, unknown> = { user_id: userId, stream_id: await deviceListStreamId(tx, userId), devices };
+    // The newest of the list's last change and the last update sent for it (the sender numbers the
+    // updates of one change consecutively), so that updates chained after it name a known prev_id.
+    const streamId = Math.max(await deviceListStreamId(tx, userId), (await tx.get<number>("settings", deviceLastKey(userId))) ?? 0);
+    const out: Record<string, unknown> = { user_id: userId, stream_id: streamId, devices };
     if (master_keys[userId]) out.master_key = master_keys[userId];
     if (self_signing_keys[userId]) out.self_signing_key = self_signing_keys[userId];
     return out;

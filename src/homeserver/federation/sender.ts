@@ -79,7 +79,8 @@ const MAX_DEVICES_ANNOUNCED = 100;
 const SEQ = "fed_queue_seq";
 const STREAM_CURSOR = "fed_stream_pos";
 const DEVICE_CURSOR = "fed_device_pos";
-const deviceLastKey = (userId: string): string => key("fed_device_last", userId);
+/** The settings key of the `stream_id` of the last `m.device_list_update` sent for a user (queries.ts reads it too). */
+export const deviceLastKey = (userId: string): string => key("fed_device_last", userId);
 
 /** Tuning; tests shorten the backoff. */
 export interface FederationSenderOptions {
