@@ -25,7 +25,12 @@ class BenchRoom {
   roomId = "";
   depth = 0;
   ts = 1_700_000_000_000;
-  constructor(readonly version: RoomVersionRules, readonly key: SigningKey) {}
+  readonly version: RoomVersionRules;
+  readonly key: SigningKey;
+  constructor(version: RoomVersionRules, key: SigningKey) {
+    this.version = version;
+    this.key = key;
+  }
 
   branch(): BenchRoom {
     const b = new BenchRoom(this.version, this.key);

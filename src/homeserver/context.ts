@@ -153,11 +153,15 @@ export class RequestContext {
   private requesterCache: (Requester & { locked: boolean }) | undefined;
   private originCache: string | undefined;
 
-  constructor(
-    readonly hs: Services,
-    readonly request: Request,
-    readonly url: URL,
-  ) {}
+  readonly hs: Services;
+  readonly request: Request;
+  readonly url: URL;
+
+  constructor(hs: Services, request: Request, url: URL) {
+    this.hs = hs;
+    this.request = request;
+    this.url = url;
+  }
 
   /** A query parameter, or undefined. */
   query(name: string): string | undefined {

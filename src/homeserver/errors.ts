@@ -4,14 +4,16 @@
  */
 export class MatrixError extends Error {
   override readonly name = "MatrixError";
-  constructor(
-    readonly status: number,
-    readonly errcode: string,
-    message: string,
-    readonly extra: Record<string, unknown> = {},
-    readonly headers: Record<string, string> = {},
-  ) {
+  readonly status: number;
+  readonly errcode: string;
+  readonly extra: Record<string, unknown>;
+  readonly headers: Record<string, string>;
+  constructor(status: number, errcode: string, message: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
     super(message);
+    this.status = status;
+    this.errcode = errcode;
+    this.extra = extra;
+    this.headers = headers;
   }
 
   /** The JSON body of the error response. */

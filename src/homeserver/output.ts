@@ -38,7 +38,10 @@ export type OutputConsumer = (item: OutputItem) => void;
 /** The stream: `publish` after a commit, `subscribe` to consume. */
 export class OutputStream {
   private readonly consumers = new Set<OutputConsumer>();
-  constructor(private readonly logger: Logger) {}
+  private readonly logger: Logger;
+  constructor(logger: Logger) {
+    this.logger = logger;
+  }
 
   /** Adds a consumer; returns its unsubscribe function. */
   subscribe(consumer: OutputConsumer): () => void {

@@ -95,10 +95,12 @@ export class Recorder {
   /** Called per attempt: "ok", "lose-answer" (processed, then unreachable) or a status to answer. */
   behaviour: (t: SeenTransaction) => "ok" | "lose-answer" | number = () => "ok";
 
-  constructor(
-    private readonly fed: Federation,
-    private readonly serverName: string,
-  ) {
+  private readonly fed: Federation;
+  private readonly serverName: string;
+
+  constructor(fed: Federation, serverName: string) {
+    this.fed = fed;
+    this.serverName = serverName;
     this.attach();
   }
 

@@ -111,10 +111,12 @@ export class AppService {
   private readonly aliases: { exclusive: boolean; re: RegExp }[];
   private readonly rooms: { exclusive: boolean; re: RegExp }[];
 
-  constructor(
-    readonly registration: AppServiceRegistration,
-    private readonly serverName: string,
-  ) {
+  readonly registration: AppServiceRegistration;
+  private readonly serverName: string;
+
+  constructor(registration: AppServiceRegistration, serverName: string) {
+    this.registration = registration;
+    this.serverName = serverName;
     this.sender = `@${registration.senderLocalpart}:${serverName}`;
     this.users = registration.namespaces.users.map(compile);
     this.aliases = registration.namespaces.aliases.map(compile);

@@ -69,11 +69,14 @@ export class TransactionSender {
   private readonly batchSize: number;
   private readonly timeoutMs: number;
 
-  constructor(
-    private readonly hs: Services,
-    private readonly registry: AppServiceRegistry,
-    private readonly opts: SenderOptions,
-  ) {
+  private readonly hs: Services;
+  private readonly registry: AppServiceRegistry;
+  private readonly opts: SenderOptions;
+
+  constructor(hs: Services, registry: AppServiceRegistry, opts: SenderOptions) {
+    this.hs = hs;
+    this.registry = registry;
+    this.opts = opts;
     this.minBackoffMs = opts.minBackoffMs ?? 1000;
     this.maxBackoffMs = opts.maxBackoffMs ?? 5 * 60_000;
     this.batchSize = opts.batchSize ?? 100;

@@ -94,10 +94,13 @@ export class TokenBucketLimiter {
   // key = limited entity → bucket level and when it was last computed
   private readonly levels = new Map<string, { level: number; at: number }>();
 
-  constructor(
-    private readonly bucket: TokenBucket,
-    private readonly clock: () => number,
-  ) {}
+  private readonly bucket: TokenBucket;
+  private readonly clock: () => number;
+
+  constructor(bucket: TokenBucket, clock: () => number) {
+    this.bucket = bucket;
+    this.clock = clock;
+  }
 
   /** Throws `429 M_LIMIT_EXCEEDED` if `cost` more actions by `key` do not fit now. */
   check(key: string, cost = 1): void {
@@ -138,10 +141,13 @@ export class TokenBucketLimiter {
 export class RateLimiters {
   private readonly limiters = new Map<string, TokenBucketLimiter>();
 
-  constructor(
-    private readonly settings: RateLimitSettings,
-    private readonly clock: () => number,
-  ) {}
+  private readonly settings: RateLimitSettings;
+  private readonly clock: () => number;
+
+  constructor(settings: RateLimitSettings, clock: () => number) {
+    this.settings = settings;
+    this.clock = clock;
+  }
 
   /** The limiter for a configured name, or for an internal limit with its own fixed bucket. */
   get(name: LimiterName): TokenBucketLimiter;

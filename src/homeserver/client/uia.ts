@@ -81,11 +81,10 @@ export function uiaSessionCount(hs: Services): number {
 
 /** The 401 body of the UIA API: flows, params, session, completed, and an error if a stage failed. */
 export class UiaRequired extends MatrixError {
-  constructor(
-    readonly body: { flows: { stages: string[] }[]; params: Record<string, unknown>; session: string; completed: string[] },
-    failure?: { errcode: string; error: string },
-  ) {
+  readonly body: { flows: { stages: string[] }[]; params: Record<string, unknown>; session: string; completed: string[] };
+  constructor(body: UiaRequired["body"], failure?: { errcode: string; error: string }) {
     super(401, failure?.errcode ?? "M_UNAUTHORIZED", failure?.error ?? "User-interactive authentication required", failure ?? {});
+    this.body = body;
     this.failed = failure !== undefined;
   }
   private readonly failed: boolean;

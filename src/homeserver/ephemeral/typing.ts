@@ -22,7 +22,11 @@ export class TypingState {
   private readonly rooms = new Map<string, RoomTyping>();
   private readonly timers = new Set<ReturnType<typeof setTimeout>>();
 
-  constructor(private readonly onChange: () => void) {}
+  private readonly onChange: () => void;
+
+  constructor(onChange: () => void) {
+    this.onChange = onChange;
+  }
 
   /** The current serial; a `/sync` token records it. */
   get serial(): number {

@@ -133,12 +133,12 @@ export class FederationSender {
   private readonly minBackoffMs: number;
   private readonly maxBackoffMs: number;
   private readonly timeoutMs: number;
+  private readonly hs: Services;
+  private readonly client: FederationClient;
 
-  constructor(
-    private readonly hs: Services,
-    private readonly client: FederationClient,
-    options: FederationSenderOptions = {},
-  ) {
+  constructor(hs: Services, client: FederationClient, options: FederationSenderOptions = {}) {
+    this.hs = hs;
+    this.client = client;
     this.minBackoffMs = options.minBackoffMs ?? 2000;
     this.maxBackoffMs = options.maxBackoffMs ?? 10 * 60_000;
     this.timeoutMs = options.timeoutMs ?? 60_000;

@@ -23,7 +23,10 @@ export type FetchEvent = (eventId: string) => ResolvableEvent | undefined | Prom
 export class EventCache {
   private readonly map = new Map<string, ResolvableEvent | undefined>();
   private readonly authIds = new Map<string, string[]>();
-  constructor(private readonly fetchFn: FetchEvent) {}
+  private readonly fetchFn: FetchEvent;
+  constructor(fetchFn: FetchEvent) {
+    this.fetchFn = fetchFn;
+  }
 
   /** The event, or undefined when `fetch` does not know it. */
   get(id: string): ResolvableEvent | undefined | Promise<ResolvableEvent | undefined> {

@@ -62,7 +62,10 @@ function partitionV2(stateSets: StateMap[]): { unconflicted: StateMap; conflicte
 /** A binary min-heap (Kahn's algorithm picks the smallest candidate at each step). */
 class Heap<T> {
   private readonly a: T[] = [];
-  constructor(private readonly less: (x: T, y: T) => boolean) {}
+  private readonly less: (x: T, y: T) => boolean;
+  constructor(less: (x: T, y: T) => boolean) {
+    this.less = less;
+  }
   get size(): number {
     return this.a.length;
   }

@@ -182,13 +182,14 @@ class DecideContext {
   /** Current-state keys the batch changed (overlay over `room_state` while `current` is not loaded). */
   private readonly currentOverlay = new Map<string, string | undefined>();
 
-  constructor(
-    private readonly hs: Services,
-    private readonly roomId: string,
-    private readonly rules: RoomVersionRules,
-    room: RoomRecord,
-    extremities: string[],
-  ) {
+  private readonly hs: Services;
+  private readonly roomId: string;
+  private readonly rules: RoomVersionRules;
+
+  constructor(hs: Services, roomId: string, rules: RoomVersionRules, room: RoomRecord, extremities: string[]) {
+    this.hs = hs;
+    this.roomId = roomId;
+    this.rules = rules;
     this.extremities = [...extremities];
     this.currentGroup = room.currentGroup;
     this.maxDepth = room.maxDepth ?? 0;

@@ -248,7 +248,15 @@ export class LocalBatch {
   /** The prev events of the first event added (an existing room's forward extremities). */
   private firstPrevs: StoredEvent[] = [];
 
-  constructor(private readonly hs: Services, private readonly rules: RoomVersionRules, readonly roomId: string) {}
+  private readonly hs: Services;
+  private readonly rules: RoomVersionRules;
+  readonly roomId: string;
+
+  constructor(hs: Services, rules: RoomVersionRules, roomId: string) {
+    this.hs = hs;
+    this.rules = rules;
+    this.roomId = roomId;
+  }
 
   /** A batch of events for an existing room, built on its current extremities and state. */
   static async forRoom(hs: Services, roomId: string): Promise<LocalBatch> {

@@ -30,11 +30,15 @@ export interface RelationRow {
 export class EventServer {
   private readonly versions = new Map<string, RoomVersionRules | undefined>();
 
-  constructor(
-    private readonly tx: ReadTx,
-    private readonly viewer: Viewer,
-    private readonly now: number,
-  ) {}
+  private readonly tx: ReadTx;
+  private readonly viewer: Viewer;
+  private readonly now: number;
+
+  constructor(tx: ReadTx, viewer: Viewer, now: number) {
+    this.tx = tx;
+    this.viewer = viewer;
+    this.now = now;
+  }
 
   /** The room version rules of `roomId` (cached). */
   async rules(roomId: string): Promise<RoomVersionRules | undefined> {

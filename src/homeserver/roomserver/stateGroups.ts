@@ -40,7 +40,10 @@ export function getGroup(tx: ReadTx, id: string): Promise<StateGroup | undefined
 export class StateGroupCache {
   private readonly maps = new Map<string, StateMap>();
   private entries = 0;
-  constructor(private readonly maxEntries = 200_000) {}
+  private readonly maxEntries: number;
+  constructor(maxEntries = 200_000) {
+    this.maxEntries = maxEntries;
+  }
 
   get(id: string): StateMap | undefined {
     const m = this.maps.get(id);

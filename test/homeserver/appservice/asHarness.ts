@@ -28,10 +28,13 @@ export class FakeAppService {
   handler: (r: Received) => Answer | Promise<Answer> = () => ({ status: 200, body: {} });
   private waiters: { pred: (r: Received) => boolean; resolve: (r: Received) => void }[] = [];
 
-  private constructor(
-    private readonly server: Server,
-    readonly url: string,
-  ) {}
+  private readonly server: Server;
+  readonly url: string;
+
+  private constructor(server: Server, url: string) {
+    this.server = server;
+    this.url = url;
+  }
 
   static async start(): Promise<FakeAppService> {
     // eslint-disable-next-line prefer-const -- assigned once the server listens, used by its handler

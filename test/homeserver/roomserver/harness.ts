@@ -130,7 +130,10 @@ export interface ScenarioResult {
 export class RoomScenario implements PromiseLike<ScenarioResult> {
   private readonly steps: ((r: ScenarioResult) => Promise<void>)[] = [];
 
-  constructor(private readonly t: TestServer, creator: TestUser, body: Record<string, unknown> = {}) {
+  private readonly t: TestServer;
+
+  constructor(t: TestServer, creator: TestUser, body: Record<string, unknown> = {}) {
+    this.t = t;
     this.steps.push(async (r) => {
       r.roomId = await t.createRoom(creator, body);
     });

@@ -49,7 +49,10 @@ class Dag {
   readonly after = new Map<string, StateMap>();
   roomId = "";
   private ts = 1_700_000_000_000;
-  constructor(private readonly t: TestServer) {}
+  private readonly t: TestServer;
+  constructor(t: TestServer) {
+    this.t = t;
+  }
 
   fetch = (id: string): RefEvent | undefined => this.events.get(id);
 
