@@ -145,7 +145,7 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     createTables: [
       "remote_device_lists", // key = userId (a remote user) → RemoteDeviceList
-      "device_list_latest", // key = userId (a local user) → pos of their latest device_list_stream row (the federation stream_id)
+      "device_list_latest", // key = userId → pos of their latest device_list_stream row (for local users, the federation stream_id)
       "remote_media", // key = serverName|mediaId or serverName|mediaId|thumbnail spec → RemoteMediaRecord
       "remote_media_content", // key = as remote_media → Uint8Array
     ],

@@ -13,6 +13,7 @@ import { encodeBase64 } from "../../src/homeserver/crypto/base64.ts";
 import { nextStreamPos } from "../../src/homeserver/context.ts";
 import { key, pos } from "../../src/storage/store.ts";
 import { markStale, devicesOf } from "../../src/homeserver/federation/deviceLists.ts";
+import { recordDeviceListChange } from "../../src/homeserver/client/keys.ts";
 
 let fed: Federation | undefined;
 afterEach(async () => {
@@ -272,6 +273,11 @@ describe("keys and device lists across servers", () => {
     expect(fresh.streamId).toBeGreaterThan(0);
     fed!.network.setOnline("b.test", false);
     expect((await query()).body.failures).toEqual({});
+
+    // Any device-list change recorded for bob (what the EDU handler may write instead) also makes it stale.
+    const p = await a.store.write((tx) => recordDeviceListChange(tx, bob.userId));
+    a.hs.services.notifier.notify(p);
+    expect(Object.keys((await query()).body.failures)).toEqual(["b.test"]);
   });
 });
 

@@ -6,12 +6,14 @@
  * "When a server wishes to determine a remote user's device list for the first time, it should
  * populate a local cache from the result of a `/user/keys/query` API on the remote server." Updates
  * then arrive as `m.device_list_update` (and `m.signing_key_update`) EDUs, whose handler
- * (federation/edus.ts) calls `markStale`: the next read fetches the list again, which is what the
- * spec asks when an update cannot be applied in place, and it is always correct. A cached list is
- * trusted only while its user shares a room with one of our users (only then do their server's
- * updates reach us) and has not joined a room since the list was fetched.
+ * (federation/edus.ts) calls `markStale` (or records a device-list change for the user, which has
+ * the same effect): the next read fetches the list again, which is what the spec asks when an
+ * update cannot be applied in place, and it is always correct. A cached list is trusted only while
+ * no change was recorded for its user since it was fetched, the user shares a room with one of our
+ * users (only then do their server's updates reach us) and has not joined a room since.
  *
- * Table remote_device_lists: key = userId → RemoteDeviceList.
+ * Tables: remote_device_lists key = userId → RemoteDeviceList; device_list_latest key = userId →
+ * the stream position of the latest device-list change recorded for the user (local or remote).
  */
 import type { Services } from "../context.ts";
 import { nextStreamPos, streamPosIn } from "../context.ts";
@@ -41,10 +43,11 @@ export interface RemoteDeviceList {
   streamId?: number;
   /** Our stream position when it was fetched: a join after this one means updates may have been missed. */
   fetchedPos: number;
-  /** Bumped by every `markStale`, so a fetch that raced an update is not stored as fresh. */
-  generation: number;
-  /** An update arrived since the fetch (or the list was never fetched): fetch before use. */
-  stale: boolean;
+  /**
+   * The user's device_list_latest when the fetch began: a change recorded since (an update that
+   * arrived during or after the fetch) makes the list stale.
+   */
+  basis: number;
 }
 
 /** What `devicesOf` answers: the user's devices as `/user/devices` lists them. */
@@ -68,12 +71,11 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 export async function markStale(hs: Services, userId: string): Promise<void> {
   if (!isUserId(userId) || serverOf(userId) === hs.serverName) return;
   const streamPos = await hs.store.write(async (tx) => {
-    const cached = await tx.get<RemoteDeviceList>("remote_device_lists", userId);
-    const generation = (cached?.generation ?? 0) + 1;
-    tx.put("remote_device_lists", userId, cached ? { ...cached, stale: true, generation } : { userId, devices: {}, fetchedPos: 0, generation, stale: true });
-    // The row client/keys.ts's deviceListChanges reads (device_list_stream: key = pos → { userId }).
+    // What client/keys.ts's recordDeviceListChange writes (device_list_stream: key = pos → { userId },
+    // read by deviceListChanges for /sync), without importing the client module.
     const p = await nextStreamPos(tx);
     tx.put("device_list_stream", pos(p), { userId });
+    tx.put("device_list_latest", userId, p);
     return p;
   });
   hs.notifier.notify(streamPos);
@@ -85,13 +87,12 @@ export async function markStale(hs: Services, userId: string): Promise<void> {
  * `FederationError` when the server cannot be asked.
  */
 export async function devicesOf(hs: Services, userId: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<DeviceListView> {
-  const { cached, trusted } = await hs.store.read(async (tx) => {
+  const { cached, trusted, basis } = await hs.store.read(async (tx) => {
     const cached = await tx.get<RemoteDeviceList>("remote_device_lists", userId);
-    return { cached, trusted: cached !== undefined && (await trustworthy(tx, hs.serverName, cached)) };
+    return { cached, trusted: cached !== undefined && (await trustworthy(tx, hs.serverName, cached)), basis: await latestChange(tx, userId) };
   });
   if (cached && trusted) return view(cached);
   const client = requireFederation(hs, serverOf(userId));
-  const generation = cached?.generation ?? 0;
   const answer = await client.json(serverOf(userId), "GET", `/_matrix/federation/v1/user/devices/${encodeURIComponent(userId)}`, { timeoutMs });
   if (answer.user_id !== userId) throw new FederationError(serverOf(userId), 502, `/user/devices for ${userId} answered for another user`);
   const devices: Record<string, RemoteDevice> = {};
@@ -100,7 +101,7 @@ export async function devicesOf(hs: Services, userId: string, timeoutMs = DEFAUL
     const keys = isObject(d.keys) ? await validDeviceKeys(hs, d.keys, userId, d.device_id) : undefined;
     devices[d.device_id] = { ...(keys ? { keys } : {}), ...(typeof d.device_display_name === "string" ? { displayName: d.device_display_name } : {}) };
   }
-  const list = await store(hs, userId, generation, {
+  const list = await store(hs, userId, basis, {
     devices,
     ...crossSigning(userId, answer.master_key, answer.self_signing_key),
     ...(typeof answer.stream_id === "number" ? { streamId: answer.stream_id } : {}),
@@ -108,7 +109,7 @@ export async function devicesOf(hs: Services, userId: string, timeoutMs = DEFAUL
   return view(list);
 }
 
-function view(list: Omit<RemoteDeviceList, "fetchedPos" | "generation" | "stale">): DeviceListView {
+function view(list: Omit<RemoteDeviceList, "fetchedPos" | "basis">): DeviceListView {
   return {
     userId: list.userId,
     streamId: list.streamId ?? 0,
@@ -128,12 +129,13 @@ function requireFederation(hs: Services, server: string): NonNullable<Services["
 }
 
 /**
- * Whether a cached list may be used: not stale, its user still shares a room with one of ours (so
- * their server still sends us updates), and they joined no room since it was fetched (a server that
- * stopped sharing a room with us for a while sent us nothing meanwhile).
+ * Whether a cached list may be used: no change was recorded for its user since the fetch began,
+ * they still share a room with one of ours (so their server still sends us updates), and they
+ * joined no room since it was fetched (a server that stopped sharing a room with us for a while
+ * sent us nothing meanwhile).
  */
 async function trustworthy(tx: ReadTx, local: string, cached: RemoteDeviceList): Promise<boolean> {
-  if (cached.stale) return false;
+  if ((await latestChange(tx, cached.userId)) !== cached.basis) return false;
   const p = prefix(cached.userId);
   const rooms = await tx.range<{ membership: string; streamPos?: number }>("memberships", { prefix: p });
   let shares = false;
@@ -157,15 +159,20 @@ async function hasLocalMember(tx: ReadTx, local: string, roomId: string): Promis
   return false;
 }
 
+/** The position of the latest device-list change recorded for a user (0 if none). */
+async function latestChange(tx: ReadTx, userId: string): Promise<number> {
+  return (await tx.get<number>("device_list_latest", userId)) ?? 0;
+}
+
 /**
- * Stores a freshly fetched list unless an update arrived while it was being fetched (then it stays
- * stale, and the caller still uses what it fetched). Returns the list.
+ * Stores a freshly fetched list, based on the user's latest change when the fetch began: if an
+ * update arrived meanwhile, the stored list is stale at once (the caller still uses what it
+ * fetched). Returns the list.
  */
-async function store(hs: Services, userId: string, generation: number, fetched: Pick<RemoteDeviceList, "devices" | "masterKey" | "selfSigningKey" | "streamId">): Promise<RemoteDeviceList> {
+async function store(hs: Services, userId: string, basis: number, fetched: Pick<RemoteDeviceList, "devices" | "masterKey" | "selfSigningKey" | "streamId">): Promise<RemoteDeviceList> {
   return hs.store.write(async (tx) => {
     const now = await tx.get<RemoteDeviceList>("remote_device_lists", userId);
-    const currentGeneration = now?.generation ?? 0;
-    const list: RemoteDeviceList = { userId, ...fetched, fetchedPos: await streamPosIn(tx), generation: currentGeneration, stale: currentGeneration !== generation };
+    const list: RemoteDeviceList = { userId, ...fetched, fetchedPos: await streamPosIn(tx), basis };
     // Users who share no room with ours are not cached: nothing would tell us when the list changes.
     if (now || (await sharesRoom(tx, hs.serverName, userId))) tx.put("remote_device_lists", userId, list);
     return list;
@@ -269,10 +276,10 @@ export async function queryRemoteKeys(hs: Services, wanted: [userId: string, dev
     [...byServer(toFetch)].map(async ([server, users]) => {
       try {
         const client = requireFederation(hs, server);
-        const generations = await hs.store.read(async (tx) => {
-          const g = new Map<string, number>();
-          for (const [u] of users) g.set(u, (await tx.get<RemoteDeviceList>("remote_device_lists", u))?.generation ?? 0);
-          return g;
+        const bases = await hs.store.read(async (tx) => {
+          const b = new Map<string, number>();
+          for (const [u] of users) b.set(u, await latestChange(tx, u));
+          return b;
         });
         // Every device is asked for, so that the whole list can be cached; the filter applies after.
         const answer = await client.json(server, "POST", "/_matrix/federation/v1/user/keys/query", {
@@ -296,7 +303,7 @@ export async function queryRemoteKeys(hs: Services, wanted: [userId: string, dev
             list[deviceId] = { keys, ...(displayName !== undefined ? { displayName } : {}) };
           }
           const fetched = { userId, devices: list, ...crossSigning(userId, masters[userId], selfs[userId]) };
-          await store(hs, userId, generations.get(userId) ?? 0, fetched);
+          await store(hs, userId, bases.get(userId) ?? 0, fetched);
           put(fetched, devices);
         }
       } catch (err) {
