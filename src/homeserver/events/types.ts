@@ -46,6 +46,12 @@ export interface StoredEvent extends EventWithId {
   outlier?: boolean;
   /** The ID of the redaction that redacted it, once applied. */
   redactedBy?: string;
+  /**
+   * A remote user's event this server accepted as a resident (send_join, send_leave, send_knock),
+   * which it sends on to the room's other servers like its own ("Joining Rooms": "The resident
+   * server must also send the event to other servers participating in the room").
+   */
+  relay?: true;
   /** The sending device's transaction ID, for echoing `unsigned.transaction_id` to that device. */
   txn?: { deviceId: string; txnId: string };
 }

@@ -46,6 +46,25 @@ export interface PersistInput {
   tkey?: string;
   /** The event a local redaction redacts, when it takes effect (decided by the sender's power). */
   applyRedaction?: string;
+  /**
+   * The state before the event as the caller verified it, used instead of the state after its
+   * `prev_events` (which this server may not have): e.g. the resident server's answer to a
+   * federated join, checked in full by the caller. Its events must be known (stored, or earlier in
+   * the batch, typically as outliers).
+   */
+  stateBefore?: StateMap;
+  /**
+   * With `stateBefore`: this server (re)enters the room here (a federated join). The event becomes
+   * the room's only forward extremity and the state after it the current state; the current state
+   * this server had (if any: it left earlier) is stale, so it is neither merged nor used for soft
+   * failure.
+   */
+  entersRoom?: boolean;
+  /**
+   * Accepted by this server as a resident for another server (send_join, send_leave, send_knock):
+   * besides its sender's server, this server must pass it on to the room's other servers.
+   */
+  relay?: boolean;
 }
 
 /** What became of one input. */
@@ -123,6 +142,13 @@ interface Planned {
   currentChanges: Map<string, [string | undefined, string | undefined]>;
   /** The membership of each member key that `currentChanges` sets. */
   memberships: Map<string, string>;
+  /**
+   * For an event that enters the room (`entersRoom`): the change to the state before it, logged at
+   * a stream position of its own just before the event's, so `/sync` serves that state as the
+   * room's state before its first timeline event.
+   */
+  priorChanges: Map<string, [string | undefined, string | undefined]>;
+  priorMemberships: Map<string, string>;
   /** Whether it joins the timeline (gets a stream position). */
   timeline: boolean;
 }
@@ -198,8 +224,8 @@ class DecideContext {
   async decideOne(input: PersistInput): Promise<Planned> {
     const { event, kind } = input;
     const pdu = event.pdu;
-    const stored: StoredEvent = { eventId: event.eventId, roomId: event.roomId, pdu, ...(input.txn ? { txn: input.txn } : {}) };
-    const planned: Planned = { input, stored, outcome: "accepted", groups: [], currentChanges: new Map(), memberships: new Map(), timeline: false };
+    const stored: StoredEvent = { eventId: event.eventId, roomId: event.roomId, pdu, ...(input.txn ? { txn: input.txn } : {}), ...(input.relay ? { relay: true } : {}) };
+    const planned: Planned = { input, stored, outcome: "accepted", groups: [], currentChanges: new Map(), memberships: new Map(), priorChanges: new Map(), priorMemberships: new Map(), timeline: false };
     if (kind === "outlier") {
       stored.outlier = true;
       planned.outcome = "outlier";
@@ -213,8 +239,15 @@ class DecideContext {
     // --- the state before the event ---
     let beforeGroup: string | undefined;
     let beforeMap: StateMap | undefined;
-    const linear = !isCreate && sameSet(prevIds, this.extremities) && this.currentGroup !== undefined;
-    if (isCreate) {
+    if (input.stateBefore && input.entersRoom) this.extremities = [];
+    const linear = !isCreate && !input.stateBefore && sameSet(prevIds, this.extremities) && this.currentGroup !== undefined;
+    if (input.stateBefore) {
+      // Given by the caller: one root group holding it in full (it shares nothing known with ours).
+      beforeMap = new Map(input.stateBefore);
+      beforeGroup = `${event.eventId}<`;
+      this.addGroup(planned, beforeGroup, undefined, new Map(beforeMap), beforeMap);
+      planned.eventState = { after: "", before: beforeGroup };
+    } else if (isCreate) {
       beforeMap = new Map();
     } else if (linear) {
       beforeGroup = this.currentGroup;
@@ -256,7 +289,7 @@ class DecideContext {
       this.batch.set(event.eventId, { stored, after });
       return planned;
     }
-    if (kind === "new" && !linear) {
+    if (kind === "new" && !linear && !input.entersRoom) {
       // Step 6, soft failure: "the event is checked against the current state of the room".
       const cur = await this.pdusAt(undefined, undefined, true, [...authKeys, CREATE_SK]);
       const now = checkAuth(pdu, event.eventId, cur, this.rules);
@@ -289,6 +322,10 @@ class DecideContext {
       // Every extremity is an ancestor: the current state is the state after this event.
       if (linear || isCreate) {
         if (sk !== undefined) planned.currentChanges.set(sk, [await this.currentValue(sk), event.eventId]);
+      } else if (input.entersRoom && beforeMap) {
+        const from = await this.currentState();
+        for (const [k, v] of diffState(from, beforeMap)) planned.priorChanges.set(k, [from.get(k), v === "" ? undefined : v]);
+        if (sk !== undefined) planned.currentChanges.set(sk, [beforeMap.get(sk), event.eventId]);
       } else {
         const from = await this.currentState();
         for (const [k, v] of diffState(from, await this.groupState(after))) planned.currentChanges.set(k, [from.get(k), v === "" ? undefined : v]);
@@ -305,15 +342,17 @@ class DecideContext {
       this.addGroup(planned, gid, this.currentGroup, changes, resolved);
       this.currentGroup = gid;
     }
-    for (const [k, [, v]] of planned.currentChanges) {
-      if (v !== undefined && k.startsWith(MEMBER_PREFIX)) {
-        const m = (await this.fetchEvent(v))?.pdu.content.membership;
-        planned.memberships.set(k, typeof m === "string" ? m : "leave");
-      }
-      this.currentOverlay.set(k, v);
-      if (this.current) {
-        if (v === undefined) this.current.delete(k);
-        else this.current.set(k, v);
+    for (const [changes, memberships] of [[planned.priorChanges, planned.priorMemberships], [planned.currentChanges, planned.memberships]] as const) {
+      for (const [k, [, v]] of changes) {
+        if (v !== undefined && k.startsWith(MEMBER_PREFIX)) {
+          const m = (await this.fetchEvent(v))?.pdu.content.membership;
+          memberships.set(k, typeof m === "string" ? m : "leave");
+        }
+        this.currentOverlay.set(k, v);
+        if (this.current) {
+          if (v === undefined) this.current.delete(k);
+          else this.current.set(k, v);
+        }
       }
     }
     this.extremities = newExtremities;
@@ -427,6 +466,7 @@ async function commit(tx: WriteTx, plan: Plan): Promise<PersistOutcome[]> {
       continue;
     }
     const e = p.stored;
+    if (p.timeline && p.priorChanges.size > 0) writeStateRows(tx, e.roomId, await nextStreamPos(tx), p.priorChanges, p.priorMemberships);
     if (p.timeline) e.streamPos = await nextStreamPos(tx);
     for (const g of p.groups) await writeGroup(tx, plan.roomId, g.id, g.parent, g.changes);
     if (p.eventState) tx.put("event_state", e.eventId, p.eventState); // key = eventId
@@ -460,27 +500,32 @@ function writeTimelineRows(tx: WriteTx, e: StoredEvent, changes: Map<string, [st
   const streamPos = e.streamPos!;
   tx.put("timeline", key(e.roomId, pos(streamPos)), e.eventId); // key = roomId|pos → eventId
   tx.put("stream", pos(streamPos), { roomId: e.roomId, eventId: e.eventId }); // key = pos → { roomId, eventId }
-  for (const [sk, [prev, id]] of changes) {
-    // key = roomId|type|stateKey → eventId
-    if (id === undefined) tx.delete("room_state", key(e.roomId, sk));
-    else tx.put("room_state", key(e.roomId, sk), id);
-    // key = roomId|pos|type|stateKey → { id?, prev? }
-    tx.put("room_state_log", key(e.roomId, pos(streamPos), sk), { ...(id !== undefined ? { id } : {}), ...(prev !== undefined ? { prev } : {}) } satisfies StateLogEntry);
-  }
-  for (const [sk, [, id]] of changes) {
-    if (!sk.startsWith(MEMBER_PREFIX)) continue;
-    const userId = sk.slice(MEMBER_PREFIX.length);
-    // key = userId|roomId → { membership, eventId, streamPos }
-    const membership = memberships.get(sk);
-    if (id === undefined || membership === undefined) tx.delete("memberships", key(userId, e.roomId));
-    else tx.put("memberships", key(userId, e.roomId), { membership, eventId: id, streamPos } satisfies MembershipRecord);
-  }
+  writeStateRows(tx, e.roomId, streamPos, changes, memberships);
   const rel = relationOf(e.pdu);
   if (rel) {
     // key = relatesToEventId|relType|eventId → { type, sender, streamPos, key? }
     tx.put("relations", key(rel.event_id, rel.rel_type, e.eventId), {
       type: e.pdu.type, sender: e.pdu.sender, streamPos, ...(typeof rel.key === "string" ? { key: rel.key } : {}),
     });
+  }
+}
+
+/** Current-state changes at a stream position: current state, its log, memberships. */
+function writeStateRows(tx: WriteTx, roomId: string, streamPos: number, changes: Map<string, [string | undefined, string | undefined]>, memberships: Map<string, string>): void {
+  for (const [sk, [prev, id]] of changes) {
+    // key = roomId|type|stateKey → eventId
+    if (id === undefined) tx.delete("room_state", key(roomId, sk));
+    else tx.put("room_state", key(roomId, sk), id);
+    // key = roomId|pos|type|stateKey → { id?, prev? }
+    tx.put("room_state_log", key(roomId, pos(streamPos), sk), { ...(id !== undefined ? { id } : {}), ...(prev !== undefined ? { prev } : {}) } satisfies StateLogEntry);
+  }
+  for (const [sk, [, id]] of changes) {
+    if (!sk.startsWith(MEMBER_PREFIX)) continue;
+    const userId = sk.slice(MEMBER_PREFIX.length);
+    // key = userId|roomId → { membership, eventId, streamPos }
+    const membership = memberships.get(sk);
+    if (id === undefined || membership === undefined) tx.delete("memberships", key(userId, roomId));
+    else tx.put("memberships", key(userId, roomId), { membership, eventId: id, streamPos } satisfies MembershipRecord);
   }
 }
 
