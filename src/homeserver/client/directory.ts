@@ -16,6 +16,7 @@ import { currentState, currentStateContent, getRoom, membersWith, membershipReco
 import { joinedRooms } from "../roomserver/membership.ts";
 import { sendEvent } from "../roomserver/send.ts";
 import { queryAliasIfUnknown } from "../appservice/queries.ts";
+import { aliasServers, queryRemoteAlias } from "../federation/remoteMembership.ts";
 
 /** An alias row. */
 interface AliasRow {
@@ -54,10 +55,17 @@ export async function putAlias(ctx: RequestContext, p: Record<string, string>): 
 export async function getAlias(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const alias = p.roomAlias!;
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
+  // Another server's alias is asked of that server (server-server `/query/directory`).
+  if (serverOf(alias) !== ctx.hs.serverName && ctx.hs.federation) {
+    const remote = await queryRemoteAlias(ctx.hs, alias);
+    return { room_id: remote.roomId, servers: remote.servers };
+  }
   await queryAliasIfUnknown(ctx.hs, alias);
-  const row = await ctx.hs.store.read((tx) => tx.get<AliasRow>("aliases", alias));
-  if (!row) throw notFound(`Room alias ${alias} not found.`);
-  return { room_id: row.roomId, servers: [ctx.hs.serverName] };
+  return ctx.hs.store.read(async (tx) => {
+    const row = await tx.get<AliasRow>("aliases", alias);
+    if (!row) throw notFound(`Room alias ${alias} not found.`);
+    return { room_id: row.roomId, servers: await aliasServers(tx, row.roomId, ctx.hs.serverName) };
+  });
 }
 
 /** `DELETE /_matrix/client/v3/directory/room/{roomAlias}` */

@@ -3,9 +3,12 @@ import type { RequestContext, Requester } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, missingParam } from "../errors.ts";
 import { key } from "../../storage/store.ts";
-import { changeMembership, joinRoom, joinedRooms, resolveRoom } from "../roomserver/membership.ts";
+import { changeMembership, joinRoom, joinedRooms, profileOf, resolveRoom } from "../roomserver/membership.ts";
 import { queryAliasIfUnknown } from "../appservice/queries.ts";
-import { isUserId } from "../rooms/ids.ts";
+import { isRoomAlias, isUserId, isValidServerName, serverOf } from "../rooms/ids.ts";
+import {
+  candidateServers, isResident, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, outOfRoomServers, queryRemoteAlias, remoteInviteSigner, roomIdServer,
+} from "../federation/remoteMembership.ts";
 import { readableUpTo, requireJoined } from "../roomserver/access.ts";
 import { currentState, getEvent, latestEventAt, membershipIn, membershipRecord, requireRoom, stateAfter } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
@@ -35,17 +38,54 @@ export function limitInvite(ctx: RequestContext, me: Requester, roomId: string, 
   limitAll(ctx, me, [["rc_invites.per_room", roomId], ["rc_invites.per_user", invitee], ["rc_invites.per_issuer", me.userId]]);
 }
 
+/**
+ * The servers a client names to join or knock through: `via` (v1.12) and its deprecated spelling
+ * `server_name`; 400 M_INVALID_PARAM for one that is not a server name.
+ */
+function viaServers(ctx: RequestContext): string[] {
+  const list = [...ctx.queryAll("via"), ...ctx.queryAll("server_name")];
+  for (const s of list) if (!isValidServerName(s)) throw new MatrixError(400, "M_INVALID_PARAM", `Invalid server name ${s}`);
+  return list;
+}
+
+/** A room ID or alias: the room, and servers that know it (an alias of another server: `/query/directory`). */
+async function resolveTarget(ctx: RequestContext, roomIdOrAlias: string): Promise<{ roomId: string; servers: string[] }> {
+  if (isRoomAlias(roomIdOrAlias) && serverOf(roomIdOrAlias) !== ctx.hs.serverName && ctx.hs.federation) {
+    const known = await ctx.hs.store.read((tx) => tx.get<{ roomId: string }>("aliases", roomIdOrAlias));
+    if (!known) return queryRemoteAlias(ctx.hs, roomIdOrAlias);
+  }
+  await queryAliasIfUnknown(ctx.hs, roomIdOrAlias);
+  return { roomId: await ctx.hs.store.read((tx) => resolveRoom(tx, roomIdOrAlias)), servers: [] };
+}
+
+/**
+ * Joins a local room, or — when this server is not in the room — joins over federation through the
+ * named servers, the inviter's, and (before v12) the room ID's (server-server "Joining Rooms").
+ */
+async function join(ctx: RequestContext, me: Requester, roomId: string, servers: string[], reason: string | undefined): Promise<void> {
+  const { hs } = ctx;
+  if (hs.federation && !(await isResident(hs, roomId))) {
+    const candidates = candidateServers(hs, servers, await outOfRoomServers(hs, roomId, me.userId), [roomIdServer(roomId)]);
+    if (candidates.length > 0) {
+      limitUser(ctx, me, "rc_joins.remote");
+      const content = await profileOf(hs, me.userId);
+      await joinRemoteRoom(hs, me.userId, roomId, candidates, reason !== undefined ? { ...content, reason } : content);
+      return;
+    }
+  }
+  limitUser(ctx, me, "rc_joins.local");
+  await joinRoom(hs, me.userId, roomId, { reason, isGuest: me.isGuest });
+}
+
 /** `POST /_matrix/client/v3/join/{roomIdOrAlias}` */
 export async function postJoin(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   // "Account suspension": joining, knocking and inviting are refused (accepting an invite is a join).
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
-  await queryAliasIfUnknown(ctx.hs, p.roomIdOrAlias!);
-  const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
-  // Every room is local until federation exists, so joins count against rc_joins.local.
-  limitUser(ctx, me, "rc_joins.local");
-  await joinRoom(ctx.hs, me.userId, roomId, { reason: reasonOf(body), isGuest: me.isGuest });
+  const via = viaServers(ctx);
+  const { roomId, servers } = await resolveTarget(ctx, p.roomIdOrAlias!);
+  await join(ctx, me, roomId, [...via, ...servers], reasonOf(body));
   return { room_id: roomId };
 }
 
@@ -54,8 +94,7 @@ export async function postRoomJoin(ctx: RequestContext, p: Record<string, string
   const me = await ctx.requireAuth();
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
-  limitUser(ctx, me, "rc_joins.local");
-  await joinRoom(ctx.hs, me.userId, p.roomId!, { reason: reasonOf(body), isGuest: me.isGuest });
+  await join(ctx, me, p.roomId!, [], reasonOf(body));
   return { room_id: p.roomId };
 }
 
@@ -64,9 +103,18 @@ export async function postKnock(ctx: RequestContext, p: Record<string, string>):
   const me = await ctx.requireAuth();
   refuseIfSuspended(me);
   const body = await ctx.json({ allowEmpty: true });
-  await queryAliasIfUnknown(ctx.hs, p.roomIdOrAlias!);
-  const roomId = await ctx.hs.store.read((tx) => resolveRoom(tx, p.roomIdOrAlias!));
-  await changeMembership(ctx.hs, me.userId, roomId, me.userId, "knock", { reason: reasonOf(body) });
+  const via = viaServers(ctx);
+  const { roomId, servers } = await resolveTarget(ctx, p.roomIdOrAlias!);
+  const reason = reasonOf(body);
+  if (ctx.hs.federation && !(await isResident(ctx.hs, roomId))) {
+    const candidates = candidateServers(ctx.hs, via, servers, [roomIdServer(roomId)]);
+    if (candidates.length > 0) {
+      const content = await profileOf(ctx.hs, me.userId);
+      await knockRemoteRoom(ctx.hs, me.userId, roomId, candidates, reason !== undefined ? { ...content, reason } : content);
+      return { room_id: roomId };
+    }
+  }
+  await changeMembership(ctx.hs, me.userId, roomId, me.userId, "knock", { reason });
   return { room_id: roomId };
 }
 
@@ -81,7 +129,9 @@ export async function postInvite(ctx: RequestContext, p: Record<string, string>)
   const target = targetOf(body);
   const reason = reasonOf(body);
   limitInvite(ctx, me, p.roomId!, target);
-  await changeMembership(ctx.hs, me.userId, p.roomId!, target, "invite", { reason });
+  // A remote invitee's server signs the invite first (server-server "Inviting to a room").
+  const remote = serverOf(target) !== ctx.hs.serverName && ctx.hs.federation !== undefined;
+  await changeMembership(ctx.hs, me.userId, p.roomId!, target, "invite", { reason, ...(remote ? { countersign: remoteInviteSigner(ctx.hs) } : {}) });
   return {};
 }
 
@@ -89,7 +139,20 @@ export async function postInvite(ctx: RequestContext, p: Record<string, string>)
 export async function postLeave(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   const body = await ctx.json({ allowEmpty: true });
-  await changeMembership(ctx.hs, me.userId, p.roomId!, me.userId, "leave", { reason: reasonOf(body) });
+  const reason = reasonOf(body);
+  const { hs } = ctx;
+  // An invite or knock in a room this server is not in is rejected (retracted) through a resident
+  // server ("Leaving Rooms (Rejecting Invites)").
+  const mine = await hs.store.read((tx) => membershipRecord(tx, p.roomId!, me.userId));
+  if ((mine?.membership === "invite" || mine?.membership === "knock") && hs.federation && !(await isResident(hs, p.roomId!))) {
+    const candidates = candidateServers(hs, await outOfRoomServers(hs, p.roomId!, me.userId), [roomIdServer(p.roomId!)]);
+    const known = await hs.store.read((tx) => tx.get("rooms", p.roomId!));
+    if (candidates.length > 0 || !known) {
+      await leaveRemoteRoom(hs, me.userId, p.roomId!, candidates, reason !== undefined ? { reason } : {});
+      return {};
+    }
+  }
+  await changeMembership(hs, me.userId, p.roomId!, me.userId, "leave", { reason });
   return {};
 }
 

@@ -8,6 +8,7 @@ import { federation } from "../routeHelpers.ts";
 import { getFederationVersion } from "./version.ts";
 import * as queries from "./queries.ts";
 import * as fedMedia from "./media.ts";
+import * as joins from "./joins.ts";
 
 export const FEDERATION_ROUTES: HsRoute[] = [
   // --- discovery (version.ts) ---
@@ -22,4 +23,14 @@ export const FEDERATION_ROUTES: HsRoute[] = [
   ...federation("POST", "/v1/publicRooms", (ctx) => queries.postFederationPublicRooms(ctx)),
   ...federation("GET", "/v1/media/download/{mediaId}", (ctx, p) => fedMedia.getFederationMediaDownload(ctx, p)),
   ...federation("GET", "/v1/media/thumbnail/{mediaId}", (ctx, p) => fedMedia.getFederationMediaThumbnail(ctx, p)),
+
+  // --- joining, leaving, knocking, inviting; the directory query (joins.ts; fedjoin) ---
+  ...federation("GET", "/v1/make_join/{roomId}/{userId}", joins.getMakeJoin),
+  ...federation("PUT", "/v2/send_join/{roomId}/{eventId}", joins.putSendJoin),
+  ...federation("GET", "/v1/make_leave/{roomId}/{userId}", joins.getMakeLeave),
+  ...federation("PUT", "/v2/send_leave/{roomId}/{eventId}", joins.putSendLeave),
+  ...federation("GET", "/v1/make_knock/{roomId}/{userId}", joins.getMakeKnock),
+  ...federation("PUT", "/v1/send_knock/{roomId}/{eventId}", joins.putSendKnock),
+  ...federation("PUT", "/v2/invite/{roomId}/{eventId}", joins.putInvite),
+  ...federation("GET", "/v1/query/directory", joins.getQueryDirectory),
 ];

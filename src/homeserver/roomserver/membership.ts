@@ -12,7 +12,7 @@ import type { Pdu } from "../events/types.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { sendEvent } from "./send.ts";
-import type { SendResult } from "./send.ts";
+import type { SendRequest, SendResult } from "./send.ts";
 import { currentState, getRoom, membershipRecord, pdusOf, requireRoom, rulesOf, membershipIn } from "./state.ts";
 import { isRoomAlias, serverOf } from "../rooms/ids.ts";
 
@@ -102,7 +102,7 @@ export async function changeMembership(
   roomId: string,
   target: string,
   action: "invite" | "kick" | "ban" | "unban" | "leave" | "knock",
-  opts: { reason?: string; isDirect?: boolean } = {},
+  opts: { reason?: string; isDirect?: boolean; countersign?: SendRequest["countersign"] } = {},
 ): Promise<SendResult | undefined> {
   const current = await hs.store.read(async (tx) => {
     await requireRoom(tx, roomId);
@@ -137,7 +137,7 @@ export async function changeMembership(
       content = { membership: "knock", ...(await profileOf(hs, target)) };
       break;
   }
-  return sendEvent(hs, { roomId, sender, type: "m.room.member", stateKey: target, content: withReason(content, opts.reason) });
+  return sendEvent(hs, { roomId, sender, type: "m.room.member", stateKey: target, content: withReason(content, opts.reason), ...(opts.countersign ? { countersign: opts.countersign } : {}) });
 }
 
 /** The rooms a user is joined to. */

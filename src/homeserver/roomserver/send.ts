@@ -34,6 +34,12 @@ export interface SendRequest {
    * event. `scope` names the request path (the spec scopes transaction IDs per device and path).
    */
   txn?: { deviceId: string; txnId: string; scope?: string };
+  /**
+   * Another server's signature the event needs before it is stored (an invite of a remote user:
+   * the invitee's server signs it, server-server "Inviting to a room"). Called under the room lock,
+   * outside any transaction; returns the event with the signature added.
+   */
+  countersign?: (event: EventWithId) => Promise<EventWithId>;
 }
 
 /** The outcome of a send. */
@@ -103,7 +109,7 @@ async function sendLocked(hs: Services, req: SendRequest, tkey?: string): Promis
       if (e) authEvents.push(e);
     }
     const depth = prevs.reduce((m, e) => Math.max(m, e.pdu.depth), 0) + 1;
-    const built = await buildEvent(
+    let built = await buildEvent(
       {
         roomId: req.roomId,
         sender: req.sender,
@@ -137,6 +143,7 @@ async function sendLocked(hs: Services, req: SendRequest, tkey?: string): Promis
       applyRedaction = await redactionTarget(hs, req, pdusOf(loaded), rules);
     }
     const replaced = req.stateKey !== undefined ? loaded.get(stateKeyOf(req.type, req.stateKey)) : undefined;
+    if (req.countersign) built = await req.countersign(built);
     markReplaced(built, replaced);
     try {
       const [outcome] = await persist(hs, req.roomId, [{ kind: "local", event: built, ...(req.txn ? { txn: req.txn } : {}), ...(tkey ? { tkey } : {}), ...(applyRedaction ? { applyRedaction } : {}) }]);
