@@ -11,6 +11,7 @@ import { accountsBench } from "./accounts.ts";
 import { pushBench } from "./push.ts";
 import { durableBench } from "./durable.ts";
 import { pipelineBench } from "./pipeline.ts";
+import { fedjoinBench } from "./fedjoin.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -24,6 +25,7 @@ const BENCHES: [string, Bench][] = [
   ["push", pushBench],
   ["durable", durableBench],
   ["pipeline", pipelineBench],
+  ["fedjoin", fedjoinBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));

@@ -86,6 +86,15 @@ describe("joining a remote room", () => {
     const dan = await b.register("dan");
     expect((await b.call("POST", `/_matrix/client/v3/join/${enc(other)}?server_name=a.test`, {}, dan.token)).status).toBe(200);
     expect(await membershipOn(b, other, dan.userId, dan.token)).toBe("join");
+
+    // Before v12 a room ID names its server, which is enough to join through (and v1 uses
+    // [id, hash] references and event IDs of the origin's domain).
+    for (const version of ["10", "1"]) {
+      const old = (await a.call("POST", "/_matrix/client/v3/createRoom", { preset: "public_chat", room_version: version }, alice.token)).body.room_id as string;
+      expect(old.endsWith(":a.test")).toBe(true);
+      expect((await b.call("POST", `/_matrix/client/v3/join/${enc(old)}`, {}, dan.token)).status, version).toBe(200);
+      expect(await membershipOn(a, old, dan.userId, alice.token)).toBe("join");
+    }
   });
 
   it("fails, storing nothing, when the send_join answer holds a forged state event", async () => {
