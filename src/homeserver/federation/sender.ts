@@ -381,7 +381,8 @@ export class FederationSender {
       const items: { destination: string; eventId: string }[] = [];
       for (const row of rows) {
         const e = await getEvent(tx, row.value.eventId);
-        if (!e || !isTimelineEvent(e) || serverOf(e.pdu.sender) !== self) continue;
+        // Local events, and remote users' membership events this server accepted as a resident (`relay`).
+        if (!e || !isTimelineEvent(e) || (serverOf(e.pdu.sender) !== self && !e.relay)) continue;
         for (const d of await this.destinationsOf(tx, e)) items.push({ destination: d, eventId: e.eventId });
       }
       return { cursor, upTo: unpos(rows[rows.length - 1]!.key), items, more: rows.length === SCAN_BATCH };
@@ -415,6 +416,8 @@ export class FederationSender {
     if (rec) for (const s of await this.joinedServersOfGroup(tx, rec.after)) out.add(s);
     if (e.pdu.type === "m.room.member" && typeof e.pdu.state_key === "string") out.add(serverOf(e.pdu.state_key));
     out.delete(this.hs.serverName);
+    // A relayed event's own server already has it (it sent it to us).
+    if (e.relay) out.delete(serverOf(e.pdu.sender));
     return [...out].filter((d) => this.client.mayContact(d)).sort();
   }
 
