@@ -167,6 +167,16 @@ describe("inviting, rejecting, leaving, knocking", () => {
     expect(await membershipOn(a, roomId, cleo.userId, alice.token)).toBe("join");
     const after = await c.call("GET", `/_matrix/client/v3/sync?since=${sync.body.next_batch}`, undefined, cleo.token);
     expect(after.body.rooms.join[roomId]).toBeDefined();
+
+    // createRoom's invite list and the state API invite remote users the same way.
+    const dm = (await a.call("POST", "/_matrix/client/v3/createRoom", { preset: "trusted_private_chat", invite: [cleo.userId], is_direct: true }, alice.token)).body.room_id as string;
+    const viaState = (await a.call("POST", "/_matrix/client/v3/createRoom", { preset: "private_chat" }, alice.token)).body.room_id as string;
+    expect((await a.call("PUT", `/_matrix/client/v3/rooms/${enc(viaState)}/state/m.room.member/${enc(cleo.userId)}`, { membership: "invite" }, alice.token)).status).toBe(200);
+    const later = await c.call("GET", `/_matrix/client/v3/sync?since=${after.body.next_batch}`, undefined, cleo.token);
+    expect(Object.keys(later.body.rooms.invite).sort()).toEqual([dm, viaState].sort());
+    const own = (later.body.rooms.invite[dm].invite_state.events as { type: string; state_key: string; content: Record<string, unknown> }[])
+      .find((e) => e.type === "m.room.member" && e.state_key === cleo.userId);
+    expect(own?.content).toEqual({ membership: "invite", is_direct: true });
   });
 
   it("rejects a remote invite through make_leave/send_leave, and locally while the inviter is offline", async () => {

@@ -13,7 +13,9 @@ import { readableState } from "../roomserver/access.ts";
 import { requireVisibleEvent } from "../roomserver/visibility.ts";
 import { currentStateEvent, getEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
 import { prefix } from "../../storage/store.ts";
-import { isRoomAlias } from "../rooms/ids.ts";
+import { isRoomAlias, isUserId, serverOf } from "../rooms/ids.ts";
+import { changeMembership } from "../roomserver/membership.ts";
+import { remoteInviteSigner } from "../federation/remoteMembership.ts";
 import { reasonOf } from "./membership.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { checkGuestMembership } from "./guests.ts";
@@ -35,7 +37,14 @@ export async function postCreateRoom(ctx: RequestContext): Promise<Record<string
   limitUser(ctx, me, "rc_room_creation");
   // The operator's default_room_version applies when the client names none.
   if (body.room_version === undefined) body.room_version = ctx.hs.config.defaultRoomVersion;
-  const { roomId } = await createRoom(ctx.hs, me.userId, body);
+  const hs = ctx.hs;
+  // Users of other servers are invited through their server once the room exists (invite v2).
+  const inviteRemote = hs.federation
+    ? async (roomId: string, userId: string): Promise<void> => {
+      await changeMembership(hs, me.userId, roomId, userId, "invite", { isDirect: body.is_direct === true, countersign: remoteInviteSigner(hs) });
+    }
+    : undefined;
+  const { roomId } = await createRoom(hs, me.userId, body, inviteRemote ? { inviteRemote } : {});
   return { room_id: roomId };
 }
 
@@ -86,7 +95,9 @@ export async function putState(ctx: RequestContext, p: Record<string, string>): 
   if (existing && existing.pdu.sender === me.userId && isCanonicalValue(content) && canonicalJson(existing.pdu.content) === canonicalJson(content)) {
     return { event_id: existing.eventId };
   }
-  const { eventId } = await sendEvent(ctx.hs, { roomId, sender: me.userId, type, stateKey, content });
+  // An invite of another server's user is signed by that server first (invite v2).
+  const remoteInvite = type === "m.room.member" && content.membership === "invite" && ctx.hs.federation !== undefined && isUserId(stateKey) && serverOf(stateKey) !== ctx.hs.serverName;
+  const { eventId } = await sendEvent(ctx.hs, { roomId, sender: me.userId, type, stateKey, content, ...(remoteInvite ? { countersign: remoteInviteSigner(ctx.hs) } : {}) });
   return { event_id: eventId };
 }
 

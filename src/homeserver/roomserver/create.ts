@@ -37,8 +37,17 @@ interface StateSpec {
   content: Record<string, unknown>;
 }
 
+/** What the caller adds to a room creation. */
+export interface CreateOptions {
+  /**
+   * Invites a user of another server once the room exists (federation: the invitee's server must
+   * sign the invite, server-server "Inviting to a room"). Without it every invite is in the batch.
+   */
+  inviteRemote?: (roomId: string, userId: string) => Promise<void>;
+}
+
 /** Creates a room as `creator` from a `POST /createRoom` body; returns its ID. */
-export async function createRoom(hs: Services, creator: string, body: Record<string, unknown>): Promise<{ roomId: string }> {
+export async function createRoom(hs: Services, creator: string, body: Record<string, unknown>, opts: CreateOptions = {}): Promise<{ roomId: string }> {
   // --- validate the request before anything is written ---
   const versionId = body.room_version === undefined ? DEFAULT_ROOM_VERSION : body.room_version;
   if (typeof versionId !== "string") throw badJson("room_version must be a string");
@@ -148,14 +157,27 @@ export async function createRoom(hs: Services, creator: string, body: Record<str
       await send("m.room.topic", "", { topic: body.topic, "m.topic": [{ body: body.topic, mimetype: "text/plain" }] });
     }
 
-    // 8. invites
+    // 8. invites (a remote invitee's server signs its invite first: after the room exists)
     for (const u of invites) {
+      if (opts.inviteRemote && !u.endsWith(`:${hs.serverName}`)) continue;
       // Local invitees' profiles go into the invite, as POST /invite does, so clients can name them.
       const profile = u.endsWith(`:${hs.serverName}`) ? await profileOf(hs, u) : {};
       await send("m.room.member", u, { membership: "invite", ...profile, ...(body.is_direct === true ? { is_direct: true } : {}) });
     }
   });
 
+  if (opts.inviteRemote) {
+    for (const u of invites) {
+      if (u.endsWith(`:${hs.serverName}`)) continue;
+      try {
+        await opts.inviteRemote(roomId, u);
+      } catch (err) {
+        // The room exists; an invitee whose server cannot be reached is left uninvited, as a
+        // later POST /invite would leave them.
+        hs.logger.warn(`createRoom ${roomId}: could not invite ${u}`, err);
+      }
+    }
+  }
   return { roomId };
 }
 
