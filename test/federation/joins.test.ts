@@ -36,6 +36,15 @@ async function membershipOn(s: FedServer, roomId: string, userId: string, token:
   return r.status === 200 ? r.body.membership : undefined;
 }
 
+/** Polls `check` until it holds (bounded: 10 s). */
+async function eventually(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function setup(names = ["a.test", "b.test"]) {
   fed = await createFederation(names);
   const servers = fed.servers;
@@ -244,6 +253,36 @@ describe("inviting, rejecting, leaving, knocking", () => {
     expect((await b.call("POST", `/_matrix/client/v3/join/${enc(roomId)}?via=a.test`, {}, bob.token)).status).toBe(200);
     expect(await membershipOn(a, roomId, bob.userId, alice.token)).toBe("join");
     expect(await membershipOn(b, roomId, bob.userId, bob.token)).toBe("join");
+  });
+});
+
+describe("what the handshakes send on", () => {
+  it("the resident passes a join it accepted to the room's other servers; a leaving server sends its leave to the resident", async () => {
+    const { fed, servers, alice } = await setup(["a.test", "b.test", "c.test"]);
+    const [a, b, c] = servers as [FedServer, FedServer, FedServer];
+    const roomId = (await a.call("POST", "/_matrix/client/v3/createRoom", { preset: "public_chat" }, alice.token)).body.room_id as string;
+    const bob = await b.register("bob");
+    expect((await b.call("POST", `/_matrix/client/v3/join/${enc(roomId)}?via=a.test`, {}, bob.token)).status).toBe(200);
+    // Record the PDUs each server is sent in transactions, and pass the requests on.
+    const received = new Map<string, { origin: string; type: string; state_key?: string; content: Record<string, unknown> }[]>();
+    for (const s of [a, b]) {
+      received.set(s.name, []);
+      fed.network.attach(s.name, async (request) => {
+        const url = new URL(request.url);
+        if (request.method === "PUT" && url.pathname.startsWith("/_matrix/federation/v1/send/")) {
+          const body = (await request.clone().json()) as { origin: string; pdus: { type: string; state_key?: string; content: Record<string, unknown> }[] };
+          for (const pdu of body.pdus) received.get(s.name)!.push({ origin: body.origin, ...pdu });
+        }
+        return s.hs.handle(request);
+      });
+    }
+    const cleo = await c.register("cleo");
+    expect((await c.call("POST", `/_matrix/client/v3/join/${enc(roomId)}?via=a.test`, {}, cleo.token)).status).toBe(200);
+    await eventually("A to send C's join to B", async () =>
+      received.get("b.test")!.some((p) => p.origin === "a.test" && p.type === "m.room.member" && p.state_key === cleo.userId && p.content.membership === "join"));
+    expect((await b.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/leave`, {}, bob.token)).status).toBe(200);
+    await eventually("B to send its leave to A", async () =>
+      received.get("a.test")!.some((p) => p.origin === "b.test" && p.type === "m.room.member" && p.state_key === bob.userId && p.content.membership === "leave"));
   });
 });
 
