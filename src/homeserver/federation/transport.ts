@@ -29,6 +29,15 @@ export function federationUrl(destination: string, pathAndQuery: string): string
   return `${FEDERATION_SCHEME}//${destination}${pathAndQuery}`;
 }
 
+/** Runs `work`, rejecting with the signal's reason as soon as it aborts (the work itself is left to finish). */
+function untilAborted<T>(signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    void work().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 /** A handler of inbound requests: `Homeserver.handle`. */
 export type RequestHandler = (request: Request) => Promise<Response>;
 
@@ -65,18 +74,22 @@ export class MemoryNetwork {
         if (!handle || this.offline.has(destination) || this.offline.has(origin)) {
           throw new UnreachableError(`${destination} is not reachable from ${origin}`);
         }
-        request.signal?.throwIfAborted();
+        request.signal.throwIfAborted();
         const url = new URL(request.url);
         const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.arrayBuffer();
+        // The callee sees the caller give up, as a server sees its client disconnect.
         const inbound = new Request(`https://${destination}${url.pathname}${url.search}`, {
           method: request.method,
           headers: request.headers,
+          signal: request.signal,
           ...(body ? { body } : {}),
         });
-        const response = await handle(inbound);
-        // A copy, so the caller reads a body the callee can no longer touch.
-        const bytes = await response.arrayBuffer();
-        return new Response(response.status === 204 ? null : bytes, { status: response.status, headers: response.headers });
+        return untilAborted(request.signal, async () => {
+          const response = await handle(inbound);
+          // A copy, so the caller reads a body the callee can no longer touch.
+          const bytes = await response.arrayBuffer();
+          return new Response(response.status === 204 ? null : bytes, { status: response.status, headers: response.headers });
+        });
       },
     };
   }
