@@ -20,6 +20,7 @@ import type { AppServices } from "./appservice/client.ts";
 import { appServiceRequester } from "./appservice/client.ts";
 import type { FederationClient } from "./federation/client.ts";
 import type { Keyring } from "./federation/keyring.ts";
+import type { FederationRateLimiter } from "./federation/rateLimit.ts";
 import { verifyXMatrix } from "./federation/xmatrix.ts";
 
 /** Where the homeserver writes its log lines. */
@@ -118,6 +119,8 @@ export interface Services {
   readonly rateLimiters: RateLimiters;
   /** Other servers' signing keys (federation/keyring.ts); knows our own and P2P names' keys without a transport. */
   readonly keyring: Keyring;
+  /** `rc_federation` per origin server (federation/rateLimit.ts). */
+  readonly federationRateLimiter: FederationRateLimiter;
   /** Signed requests to other servers; absent when the homeserver has no federation transport. */
   readonly federation?: FederationClient;
   /**

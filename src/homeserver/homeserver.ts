@@ -27,6 +27,7 @@ import { FederationClient } from "./federation/client.ts";
 import { Keyring } from "./federation/keyring.ts";
 import { FederationSender } from "./federation/sender.ts";
 import type { FederationSenderOptions } from "./federation/sender.ts";
+import { FederationRateLimiter } from "./federation/rateLimit.ts";
 
 /** What a homeserver is built from. */
 export interface HomeserverOptions {
@@ -143,6 +144,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     onEventsCommitted: () => sender?.wake(),
     rateLimiters: new RateLimiters(config.rateLimits, clock),
     keyring,
+    federationRateLimiter: new FederationRateLimiter(config.federationRateLimit, clock),
     heardFrom,
     ...(federation ? { federation } : {}),
   };

@@ -1,6 +1,7 @@
 /** Builders for route table entries. */
 import type { Method, Route, HandlerResult } from "./router.ts";
 import type { RequestContext } from "./context.ts";
+import { limitFederation } from "./federation/rateLimit.ts";
 
 export type Handler = (ctx: RequestContext, params: Record<string, string>) => Promise<HandlerResult>;
 export type HsRoute = Route<RequestContext>;
@@ -20,8 +21,18 @@ export function at(method: Method, path: string, handler: Handler): HsRoute[] {
 
 /**
  * A federation endpoint (`path` after `/_matrix/federation`, with its version, e.g. `/v1/send/{txnId}`):
- * the handler runs only for a request whose `X-Matrix` signature verified, and receives the origin.
+ * the handler runs only for a request whose `X-Matrix` signature verified, and receives the origin;
+ * `rc_federation` applies per origin (federation/rateLimit.ts).
  */
 export function federation(method: Method, path: string, handler: (ctx: RequestContext, params: Record<string, string>, origin: string) => Promise<HandlerResult>): HsRoute[] {
-  return [{ method, path: `/_matrix/federation${path}`, handler: async (ctx, params) => handler(ctx, params, await ctx.requireServer()) }];
+  return [
+    {
+      method,
+      path: `/_matrix/federation${path}`,
+      handler: async (ctx, params) => {
+        const origin = await ctx.requireServer();
+        return limitFederation(ctx, origin, () => handler(ctx, params, origin));
+      },
+    },
+  ];
 }

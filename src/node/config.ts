@@ -54,6 +54,14 @@ export interface NodeConfig {
   appServiceConfigFiles?: string[];
   /** Also send the `hs_token` as `access_token` query parameter (`use_appservice_legacy_authorization`). */
   appServiceLegacyAuth?: boolean;
+  /** `federation_custom_ca_list`: PEM files of CAs trusted for outbound federation, absolute paths. */
+  federationCustomCaList?: string[];
+  /** `federation_verify_certificates` (default true). */
+  federationVerifyCertificates?: boolean;
+  /** `federation_domain_whitelist`: the only servers federated with, when set. */
+  federationDomainWhitelist?: string[];
+  /** `trusted_key_servers`: notaries asked for keys a server cannot give itself. */
+  trustedKeyServers?: string[];
 }
 
 /** How much the runner logs. */
@@ -186,6 +194,16 @@ const FILE_KEYS: Record<string, KeyReader> = {
     o.appServiceConfigFiles = v.map((f: unknown, i) => resolve(b, str(f, `app_service_config_files[${i}]`)));
   },
   use_appservice_legacy_authorization: (v, _b, o) => (o.appServiceLegacyAuth = bool(v, "use_appservice_legacy_authorization")),
+  federation_custom_ca_list: (v, b, o) => {
+    if (!Array.isArray(v)) throw new ConfigError("federation_custom_ca_list must be a list of PEM file names");
+    o.federationCustomCaList = v.map((f: unknown, i) => resolve(b, str(f, `federation_custom_ca_list[${i}]`)));
+  },
+  federation_verify_certificates: (v, _b, o) => (o.federationVerifyCertificates = bool(v, "federation_verify_certificates")),
+  federation_domain_whitelist: (v, _b, o) => {
+    if (!Array.isArray(v)) throw new ConfigError("federation_domain_whitelist must be a list of server names");
+    o.federationDomainWhitelist = v.map((name: unknown, i) => serverName(name, `federation_domain_whitelist[${i}]`));
+  },
+  trusted_key_servers: (v, _b, o, warn) => (o.trustedKeyServers = trustedKeyServers(v, warn)),
   log_level: (v, _b, o) => {
     const s = str(v, "log_level");
     if (!LOG_LEVELS.includes(s as LogLevel)) throw new ConfigError(`log_level must be one of ${LOG_LEVELS.join(", ")}`);
@@ -264,6 +282,27 @@ function federationRateLimit(v: unknown, warn: (msg: string) => void): Federatio
     out[field] = value;
   }
   return out;
+}
+
+/**
+ * `trusted_key_servers`: server names, or Synapse's objects `{ "server_name": …, "verify_keys": … }`.
+ * A notary's own keys are fetched like any server's; pinned `verify_keys` are not used.
+ */
+function trustedKeyServers(v: unknown, warn: (msg: string) => void): string[] {
+  if (!Array.isArray(v)) throw new ConfigError("trusted_key_servers must be a list");
+  return v.map((entry: unknown, i) => {
+    const name = `trusted_key_servers[${i}]`;
+    if (typeof entry === "string") return serverName(entry, name);
+    const o = object(entry, name);
+    for (const k of Object.keys(o)) if (k !== "server_name") warn(`config: ignoring "${name}.${k}"`);
+    return serverName(o.server_name, `${name}.server_name`);
+  });
+}
+
+function serverName(v: unknown, name: string): string {
+  const s = str(v, name);
+  if (!SERVER_NAME_RE.test(s)) throw new ConfigError(`${name} "${s}" is not a server name`);
+  return s;
 }
 
 function object(v: unknown, name: string): Record<string, unknown> {

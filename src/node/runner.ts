@@ -26,6 +26,8 @@ import { sharpThumbnailer } from "./thumbnailer.ts";
 import { loadRegistrations } from "./appservices.ts";
 import type { AppServiceRegistration } from "../homeserver/appservice/registration.ts";
 import { createNodeMetrics, startMetricsListener } from "./metrics.ts";
+import { HttpsFederationTransport, splitPem } from "./federationHttps.ts";
+import { isKeyServerName } from "../homeserver/federation/keyring.ts";
 import type { NodeMetrics } from "./metrics.ts";
 
 /** A running Node homeserver. */
@@ -97,6 +99,35 @@ async function readTls(certPath: string, keyPath: string): Promise<{ cert: Buffe
   return { cert, key };
 }
 
+/** Reads `federation_custom_ca_list`: every file must hold PEM certificates that parse. */
+async function readCaList(paths: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const path of paths) {
+    let text: string;
+    try {
+      text = await readFile(path, "utf8");
+    } catch (err) {
+      throw new StartupError(`cannot read federation_custom_ca_list file ${path}: ${(err as Error).message}`);
+    }
+    const certs = splitPem(text);
+    if (certs.length === 0) throw new StartupError(`federation_custom_ca_list file ${path} holds no PEM certificate`);
+    for (const cert of certs) {
+      try {
+        new X509Certificate(cert);
+      } catch {
+        throw new StartupError(`federation_custom_ca_list file ${path} holds a certificate that cannot be read`);
+      }
+    }
+    out.push(...certs);
+  }
+  return out;
+}
+
+/** Whether `config` selects classic mode: a server name of DNS or IP form rather than a P2P key name. */
+export function isClassicMode(config: NodeConfig): boolean {
+  return config.serverName !== undefined && !isKeyServerName(config.serverName);
+}
+
 /** Binds `server`, turning "address in use" and friends into one clear line. */
 async function bind(server: Server, port: number, host: string, what: string): Promise<AddressInfo> {
   try {
@@ -119,6 +150,18 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   const appservices = await loadRegistrations(config.appServiceConfigFiles ?? []);
   const tls = config.httpsPort !== undefined ? await readTls(config.tlsCert!, config.tlsKey!) : undefined;
   const metrics = config.metricsPort !== undefined ? createNodeMetrics() : undefined;
+  const customCas = await readCaList(config.federationCustomCaList ?? []);
+  // Classic mode federates over HTTPS; P2P mode (a key name) will carry the same requests over libp2p.
+  const federationTransport = isClassicMode(config)
+    ? new HttpsFederationTransport({
+        extraCa: customCas,
+        verifyCertificates: config.federationVerifyCertificates ?? true,
+        // Remote media comes through the same transport: room for the largest upload.
+        maxResponseBytes: Math.max(100 * 1024 * 1024, (config.maxUploadBytes ?? DEFAULT_CONFIG.maxUploadBytes) + 1024 * 1024),
+        logger,
+      })
+    : undefined;
+  if (federationTransport && config.federationVerifyCertificates === false) logger.warn("federation_verify_certificates is false: other servers' certificates are not checked");
 
   // Bind first (a busy port must fail before the data directory exists); requests that arrive
   // before the homeserver is ready wait for it.
@@ -165,15 +208,17 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   } catch (err) {
     rejectReady(err);
     await closeServers();
+    federationTransport?.close();
     throw err;
   }
 
   let homeserver: Homeserver;
   let serverName: string;
   try {
-    ({ homeserver, serverName } = await openHomeserver(config, options, metrics, appservices));
+    ({ homeserver, serverName } = await openHomeserver(config, options, metrics, appservices, federationTransport));
   } catch (err) {
     rejectReady(err);
+    federationTransport?.close();
     for (const s of servers) s.closeAllConnections();
     await closeServers();
     throw err;
@@ -184,8 +229,8 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   if (config.rendezvous !== undefined) {
     logger.warn(`rendezvous ${config.rendezvous} recorded, but P2P federation is not yet enabled in this build`);
   }
-  if (serverName.includes(":") && config.httpsPort === undefined) {
-    logger.warn(`server name ${serverName} selects classic mode, which federates over HTTPS; no https_port is configured`);
+  if (isClassicMode(config) && config.httpsPort === undefined) {
+    logger.warn(`server name ${serverName} selects classic mode, which federates over HTTPS; no https_port is configured, so other servers cannot reach this one`);
   }
 
   let closing: Promise<void> | undefined;
@@ -205,6 +250,7 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
       await metricsListener?.close();
       // Pending writes finish and the database file is written before this resolves.
       await homeserver.close();
+      federationTransport?.close();
     })());
 
   return { homeserver, serverName, httpUrl, httpsUrl, rendezvous: config.rendezvous, metricsUrl: metricsListener?.url, close };
@@ -214,7 +260,7 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
  * The seed, the database and the homeserver on them. A new seed is written only after the
  * database has opened and agreed with the server name, so a refused start creates no seed.
  */
-async function openHomeserver(config: NodeConfig, options: StartOptions, metrics: NodeMetrics | undefined, appservices: AppServiceRegistration[]): Promise<{ homeserver: Homeserver; serverName: string }> {
+async function openHomeserver(config: NodeConfig, options: StartOptions, metrics: NodeMetrics | undefined, appservices: AppServiceRegistration[], federationTransport: HttpsFederationTransport | undefined): Promise<{ homeserver: Homeserver; serverName: string }> {
   const { logger } = options;
   const existingSeed = await readSeed(config.dataDir);
   const seed = existingSeed ?? crypto.getRandomValues(new Uint8Array(32));
@@ -262,9 +308,12 @@ async function openHomeserver(config: NodeConfig, options: StartOptions, metrics
   if (config.accessTokenLifetimeMs !== undefined) hsConfig.accessTokenLifetimeMs = config.accessTokenLifetimeMs;
   if (config.support !== undefined) hsConfig.support = config.support;
   if (config.allowGuestAccess !== undefined) hsConfig.allowGuestAccess = config.allowGuestAccess;
+  if (config.federationDomainWhitelist !== undefined) hsConfig.federationDomainWhitelist = config.federationDomainWhitelist;
+  if (config.trustedKeyServers !== undefined) hsConfig.trustedKeyServers = config.trustedKeyServers;
   try {
     const homeserver = await createHomeserver({ store, seed: finalSeed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics,
       appservices, appserviceOptions: { legacyAuth: config.appServiceLegacyAuth === true },
+      ...(federationTransport ? { federationTransport } : {}),
     });
     metrics?.watch(homeserver);
     return { homeserver, serverName };

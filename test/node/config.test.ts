@@ -120,8 +120,27 @@ describe("rate limit and registration keys", () => {
     [{ rc_federation: { sleep_delay: -1 } }, /rc_federation\.sleep_delay must be an integer ≥ 0/],
     [{ x_forwarded: "yes" }, /x_forwarded must be true or false/],
     [{ default_room_version: "0" }, /default_room_version "0" is not a room version/],
+    [{ federation_custom_ca_list: "ca.pem" }, /federation_custom_ca_list must be a list of PEM file names/],
+    [{ federation_verify_certificates: "no" }, /federation_verify_certificates must be true or false/],
+    [{ federation_domain_whitelist: ["ok.example", "not ok"] }, /federation_domain_whitelist\[1\] "not ok" is not a server name/],
+    [{ trusted_key_servers: "matrix.org" }, /trusted_key_servers must be a list/],
+    [{ trusted_key_servers: [{ verify_keys: {} }] }, /trusted_key_servers\[0\]\.server_name must be a non-empty string/],
   ])("refuses %j", async (json, message) => {
     await expect(resolveWith(json)).rejects.toThrow(message);
+  });
+
+  it("reads the federation keys (paths relative to the config file; Synapse's trusted_key_servers objects)", async () => {
+    const { config, warnings } = await resolveWith({
+      federation_custom_ca_list: ["ca/one.pem", "/abs/two.pem"],
+      federation_verify_certificates: false,
+      federation_domain_whitelist: ["a.example", "127.0.0.1:8448", "[::1]:8448"],
+      trusted_key_servers: ["notary.example", { server_name: "matrix.org", verify_keys: { "ed25519:auto": "x" } }],
+    });
+    expect(config.federationCustomCaList).toEqual([expect.stringMatching(/hyphae-config-[^/]+\/ca\/one\.pem$/), "/abs/two.pem"]);
+    expect(config.federationVerifyCertificates).toBe(false);
+    expect(config.federationDomainWhitelist).toEqual(["a.example", "127.0.0.1:8448", "[::1]:8448"]);
+    expect(config.trustedKeyServers).toEqual(["notary.example", "matrix.org"]);
+    expect(warnings).toEqual(['config: ignoring "trusted_key_servers[1].verify_keys"']);
   });
 
   it("enable_registration defaults to true only on a loopback bind; open registration elsewhere needs a verification setting", async () => {

@@ -109,6 +109,32 @@ const CASES: Case[] = [
     says: /tls_cert .*cert\.pem is not a PEM certificate/,
   },
   {
+    name: "missing federation CA file",
+    prepare: async (data, base) => {
+      await writeFile(join(base, "c.json"), JSON.stringify({ server_name: "127.0.0.1:8448", http_port: 0, federation_custom_ca_list: ["missing-ca.pem"] }));
+      return ["--config", join(base, "c.json"), "--data", data];
+    },
+    says: /cannot read federation_custom_ca_list file .*missing-ca\.pem/,
+  },
+  {
+    name: "federation CA file without a certificate",
+    prepare: async (data, base) => {
+      await writeFile(join(base, "bad-ca.pem"), "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n");
+      await writeFile(join(base, "c.json"), JSON.stringify({ server_name: "127.0.0.1:8448", http_port: 0, federation_custom_ca_list: ["bad-ca.pem"] }));
+      return ["--config", join(base, "c.json"), "--data", data];
+    },
+    says: /federation_custom_ca_list file .*bad-ca\.pem holds no PEM certificate/,
+  },
+  {
+    name: "federation CA file with a broken certificate",
+    prepare: async (data, base) => {
+      await writeFile(join(base, "broken-ca.pem"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+      await writeFile(join(base, "c.json"), JSON.stringify({ server_name: "127.0.0.1:8448", http_port: 0, federation_custom_ca_list: ["broken-ca.pem"] }));
+      return ["--config", join(base, "c.json"), "--data", data];
+    },
+    says: /federation_custom_ca_list file .*broken-ca\.pem holds a certificate that cannot be read/,
+  },
+  {
     name: "corrupt database",
     prepare: async (data) => {
       await mkdir(data);
