@@ -73,6 +73,26 @@ describe("classic mode over HTTPS between npm run serve processes", () => {
     expect((trusted.body.server_keys as JsonObject[])[0]?.verify_keys, extraCa.output()).toEqual(own.body.verify_keys);
   });
 
+  it("a request B signs reaches A over HTTPS and is accepted: a remote profile", async () => {
+    const alice = await a.register("alice");
+    expect((await a.call("PUT", `/_matrix/client/v3/profile/${encodeURIComponent(alice.userId)}/displayname`, { displayname: "Alice on A" }, alice.token)).status).toBe(200);
+    const bob = await b.register("bob");
+    const profile = await b.call("GET", `/_matrix/client/v3/profile/${encodeURIComponent(alice.userId)}`, undefined, bob.token);
+    expect(profile, b.output()).toEqual({ status: 200, body: { displayname: "Alice on A" } });
+    // A verified B's X-Matrix signature (with B's key, fetched over HTTPS) and says so in its log.
+    expect(a.output()).toMatch(new RegExp(`route=/_matrix/federation/v1/query/profile status=200 .*user=${b.name.replace(/\./g, "\\.")}`));
+  });
+
+  it("A refuses federation requests without or with a forged X-Matrix signature (401)", async () => {
+    const path = `/_matrix/federation/v1/query/profile?user_id=${encodeURIComponent(`@alice:${a.name}`)}`;
+    const unsigned = await a.https(path);
+    expect(unsigned.status).toBe(401);
+    expect(unsigned.body.errcode).toBe("M_UNAUTHORIZED");
+    const forged = await a.https(path, { headers: { Authorization: `X-Matrix origin="${b.name}",destination="${a.name}",key="ed25519:auto",sig="${"A".repeat(86)}"` } });
+    expect(forged.status).toBe(401);
+    expect(forged.body.errcode).toBe("M_UNAUTHORIZED");
+  });
+
   it("answers the Client-Server API on both listeners", async () => {
     const overHttp = await a.call("GET", "/_matrix/client/versions");
     const overHttps = await a.https("/_matrix/client/versions");
