@@ -186,7 +186,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     },
     routes: () => router.list(),
     close: async () => {
-      services.notifier.wakeAll();
+      services.notifier.close();
       // Deliveries in flight stop; what is still queued is sent after the next start.
       await pushSender?.close();
       await sender?.close();

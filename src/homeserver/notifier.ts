@@ -27,12 +27,24 @@ interface Waiter {
 export class Notifier {
   private latest = 0;
   private waiters = new Set<Waiter>();
+  private closedFlag = false;
   /** Told of every notification (the federation sender scans device-list changes on it). */
   private readonly observers = new Set<(pos: number) => void>();
 
   /** Calls `observer` with the position of every later notification. */
   observe(observer: (pos: number) => void): void {
     this.observers.add(observer);
+  }
+
+  /** Set once the server stops: long-polls answer with what they have instead of waiting again. */
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  /** Ends every wait, now and later (shutdown: in-flight `/sync` requests finish at once). */
+  close(): void {
+    this.closedFlag = true;
+    this.wakeAll();
   }
 
   /** Records that the stream reached `pos` and wakes the waiters behind it that `scope` concerns. */
@@ -76,7 +88,7 @@ export class Notifier {
    * an interest), after `timeoutMs`, or when `signal` aborts.
    */
   wait(since: number, timeoutMs: number, signal?: AbortSignal, interest?: Interest): Promise<void> {
-    if (this.latest > since || timeoutMs <= 0) return Promise.resolve();
+    if (this.latest > since || timeoutMs <= 0 || this.closedFlag) return Promise.resolve();
     return new Promise((resolve) => {
       const waiter: Waiter = {
         since,

@@ -238,8 +238,8 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
     (closing ??= (async () => {
       const stopped = servers.map((s) => new Promise<void>((r) => s.close(() => r())));
       for (const s of servers) s.closeIdleConnections();
-      // Long-polling /sync requests return now instead of at their timeout.
-      homeserver.services.notifier.wakeAll();
+      // Long-polling /sync (and /events) requests answer now instead of at their timeout.
+      homeserver.services.notifier.close();
       let timer: NodeJS.Timeout | undefined;
       const grace = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), SHUTDOWN_GRACE_MS)));
       const outcome = await Promise.race([Promise.all(listeners.map((l) => l.idle())), grace]);

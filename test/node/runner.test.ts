@@ -83,4 +83,29 @@ describe("startNode shutdown", () => {
     expect(closedEarly).toBe(false);
     expect(gate.isClosed()).toBe(true);
   });
+
+  it("answers a long-polling /sync and /events at once instead of waiting out their timeout or the shutdown grace", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hyphae-runner-"));
+    dirs.push(dataDir);
+    const node = await startNode({ ...DEFAULTS, httpPort: 0, dataDir, passwordIterations: 10 }, { logger: silentLogger, openStore: async () => createMemoryStore() });
+    const post = (path: string, body: unknown) => fetch(`${node.httpUrl}${path}`, { method: "POST", body: JSON.stringify(body) });
+    const reg = (await (await post("/_matrix/client/v3/register", { username: "poller", password: "pw", auth: { type: "m.login.dummy" } })).json()) as { access_token: string };
+    const headers = { Authorization: `Bearer ${reg.access_token}` };
+    const first = (await (await fetch(`${node.httpUrl}/_matrix/client/v3/sync?timeout=0`, { headers })).json()) as { next_batch: string };
+    const started = performance.now();
+    const poll = fetch(`${node.httpUrl}/_matrix/client/v3/sync?timeout=60000&since=${encodeURIComponent(first.next_batch)}`, { headers });
+    const events = fetch(`${node.httpUrl}/_matrix/client/v3/events?timeout=60000&from=${encodeURIComponent(first.next_batch)}`, { headers });
+    // Both long polls have reached the server and are waiting.
+    for (let i = 0; i < 100 && node.homeserver.services.notifier.waiting() < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(node.homeserver.services.notifier.waiting()).toBe(2);
+    await node.close();
+    const res = await poll;
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { next_batch: string }).next_batch).toBe(first.next_batch);
+    const ev = await events;
+    expect(ev.status).toBe(200);
+    expect(((await ev.json()) as { chunk: unknown[] }).chunk).toEqual([]);
+    // Not cut at the 10 s grace, not held for the 60 s timeout.
+    expect(performance.now() - started).toBeLessThan(8_000);
+  });
 });

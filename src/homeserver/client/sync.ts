@@ -79,7 +79,7 @@ export async function getSync(ctx: RequestContext): Promise<Record<string, unkno
     // A typing change during the build: build again rather than sleep past it.
     if (typing.serial !== typingSerial) continue;
     await hs.notifier.wait(result.upTo, remaining, ctx.request.signal, { userId: me.userId, rooms: result.rooms });
-    if (ctx.request.signal.aborted) return result.body;
+    if (ctx.request.signal.aborted || hs.notifier.closed) return result.body;
   }
 }
 
@@ -755,6 +755,6 @@ export async function getEvents(ctx: RequestContext): Promise<Record<string, unk
       return { start: result.start, end: result.end, chunk: result.chunk };
     }
     await hs.notifier.wait(result.upTo, remaining, ctx.request.signal);
-    if (ctx.request.signal.aborted) return { start: result.start, end: result.end, chunk: [] };
+    if (ctx.request.signal.aborted || hs.notifier.closed) return { start: result.start, end: result.end, chunk: [] };
   }
 }
