@@ -108,7 +108,7 @@ async function prefill(root: string, counts: number[]): Promise<{ token: string;
 
 /** Starts the runner on `dataDir` as one Node process (so that its /proc/<pid>/io is the server's own). */
 async function startRunner(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/node/main.ts", "--port", "0", "--data", dataDir], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["src/node/main.ts", "--port", "0", "--data", dataDir], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   const url = await new Promise<string>((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`runner not ready after 60 s:\n${out}`)), 60_000);

@@ -1,7 +1,7 @@
 /**
  * Writes `test/fixtures/schema0.sqlite`: a SQLite database at schema version 1 (migration 0 only)
  * holding `SCHEMA0_ROWS`, for the upgrade test (docs/STYLE.md §11). Run once when the fixture is made:
- * `npx tsx scripts/make-storage-fixture.ts`. Do not regenerate it with newer code, since the point
+ * `npx node scripts/make-storage-fixture.ts`. Do not regenerate it with newer code, since the point
  * is a file written by the old schema.
  */
 import { writeFileSync } from "node:fs";

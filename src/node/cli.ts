@@ -11,25 +11,28 @@ import type { RunningNode } from "./runner.ts";
  * expected failures (bad config, port in use, unreadable files) get one line, bugs a stack.
  */
 export function runFromCommandLine(argv: string[], announce?: (node: RunningNode, config: NodeConfig) => void): void {
-  const run = async (): Promise<void> => {
+  let logger = consoleLogger("info");
+  const run = async (): Promise<RunningNode | undefined> => {
     const args = parseArgs(argv);
     if (args.help) {
       process.stdout.write(USAGE + "\n");
-      return;
+      return undefined;
     }
     // Everything the server creates (database, media, seed, lock) is its owner's alone: 0600 files, 0700 directories.
     process.umask(0o077);
-    const early = consoleLogger("info");
-    const config = await resolveConfig(args, (msg) => early.warn(msg));
-    const logger = consoleLogger(config.logLevel);
+    const config = await resolveConfig(args, (msg) => logger.warn(msg));
+    logger = consoleLogger(config.logLevel);
     const node = await startNode(config, { logger });
-    exitOnSignals(node, (msg) => logger.info(msg));
     process.stdout.write(`Hyphae listening on ${node.httpUrl} (server name ${node.serverName})\n`);
     if (node.httpsUrl) process.stdout.write(`Hyphae listening on ${node.httpsUrl} (TLS)\n`);
     if (node.metricsUrl) process.stdout.write(`Hyphae metrics on ${node.metricsUrl}\n`);
     announce?.(node, config);
+    return node;
   };
-  run().catch((err: unknown) => {
+  const running = run();
+  // From the start: a SIGTERM while the server opens its database waits for it, then stops it cleanly.
+  exitOnSignals(running, (msg) => logger.info(msg));
+  running.catch((err: unknown) => {
     const expected = err instanceof ConfigError || err instanceof StartupError || (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === "string");
     // An expected failure is one line, whatever the message it wraps contains.
     const line = (m: string): string => m.replace(/\s*\n\s*/g, " ");

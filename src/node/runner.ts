@@ -323,22 +323,41 @@ async function openHomeserver(config: NodeConfig, options: StartOptions, metrics
   }
 }
 
-/** Installs SIGINT/SIGTERM handlers that stop `node` gracefully and exit 0 (a second signal exits at once). */
-export function exitOnSignals(node: RunningNode, log: (msg: string) => void): void {
-  let stopping = false;
+/**
+ * A signal this soon after the first is the same stop request delivered twice, not an operator
+ * insisting: `npm run` relays SIGTERM/SIGINT to the server, which also gets its own copy when the
+ * whole process group (Ctrl-C in a terminal) or cgroup (systemd's default `KillMode`) is signalled.
+ */
+const RELAYED_SIGNAL_MS = 2_000;
+
+/**
+ * Installs SIGINT/SIGTERM handlers that stop the node gracefully and exit 0; a second signal (later
+ * than {@link RELAYED_SIGNAL_MS} after the first) exits at once with 1. Takes the node while it is
+ * still starting, so that a signal during start-up waits for it and then stops it cleanly instead
+ * of killing it half way. `starting` resolving to undefined (nothing to run, e.g. `--help`) exits 0;
+ * rejecting (a start-up failure) is left to the caller, which reports it and exits 1.
+ */
+export function exitOnSignals(starting: Promise<RunningNode | undefined>, log: (msg: string) => void): void {
+  let stoppingSince: number | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
-    if (stopping) {
+    if (stoppingSince !== undefined) {
+      if (Date.now() - stoppingSince < RELAYED_SIGNAL_MS) return;
       log(`${signal} again: exiting without waiting`);
       process.exit(1);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     log(`${signal}: stopping (finishing in-flight requests)`);
-    node.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log(`shutdown failed: ${String(err)}`);
-        process.exit(1);
-      },
+    starting.then(
+      (node) =>
+        (node ? node.close() : Promise.resolve()).then(
+          () => process.exit(0),
+          (err: unknown) => {
+            log(`shutdown failed: ${String(err)}`);
+            process.exit(1);
+          },
+        ),
+      // The start failed: the caller prints its one line and exits 1.
+      () => undefined,
     );
   };
   process.on("SIGINT", onSignal);

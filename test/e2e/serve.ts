@@ -28,7 +28,7 @@ export interface ServeOptions {
   args?: string[];
   /** Extra environment variables. */
   env?: Record<string, string>;
-  /** How long to wait for the ready line (default 60 s: tsx compiles the sources on first start). */
+  /** How long to wait for the ready line (default 60 s: Node strips the types of every source file on start). */
   readyTimeoutMs?: number;
 }
 
@@ -97,15 +97,15 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 }
 
 /**
- * Starts `src/node/main.ts` exactly as `npm run serve` does (tsx), but as one process
- * (`node --import tsx`) so that SIGTERM reaches the homeserver itself and not an npm wrapper.
+ * Starts `src/node/main.ts` with Node 22 directly, as `npm run serve` does but without the npm
+ * wrapper, so that the pid is the homeserver's own.
  */
 export async function startServe(options: ServeOptions = {}): Promise<ServedHomeserver> {
   installExitHook();
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "hyphae-serve-")));
   const port = options.port ?? 0;
-  const args = ["--import", "tsx", "src/node/main.ts", "--port", String(port), "--data", dataDir, ...(options.args ?? [])];
+  const args = ["src/node/main.ts", "--port", String(port), "--data", dataDir, ...(options.args ?? [])];
   const child = spawn(nodeBinary(), args, {
     cwd: REPO_ROOT,
     env: { ...process.env, ...options.env },

@@ -1,6 +1,6 @@
 /**
  * Crash safety of the Node runner's storage, from outside: a burst of sends into `npm run serve`
- * (a real child process, tsx as `npm run serve` runs it), SIGKILLed again and again on the same data
+ * (a real child process, Node 22 on the sources as `npm run serve` runs it), SIGKILLed again and again on the same data
  * directory, while a `/sync` client follows along across the restarts with its `since` token.
  * Afterwards: every acknowledged send is there, every event the `/sync` client was shown is still
  * there, and the `/sync` client was shown every event the room holds, each once (a stream position

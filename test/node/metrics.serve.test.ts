@@ -102,7 +102,7 @@ describe("health, request log and metrics through npm run serve", () => {
   }, 60_000);
 
   it("has no metrics listener unless metrics_port is set", async () => {
-    const s = await spawnServe(["--port", "0", "--data", join(dir, "plain")], "tsx");
+    const s = await spawnServe(["--port", "0", "--data", join(dir, "plain")], "node");
     running.push(s);
     expect(s.output()).not.toContain("Hyphae metrics on");
     expect((await fetch(`${s.url}/metrics`)).status).toBe(404);

@@ -1,6 +1,7 @@
 /**
- * Starts the Node homeserver as a child process the way `npm run serve` does (tsx, or npm itself),
- * in its own process group, and waits for its "Hyphae listening on …" line.
+ * Starts the Node homeserver as a child process in each documented way (Node 22 from node_modules
+ * on `src/node/main.ts` directly, `npm run serve`, `npm start`), in its own process group, and waits
+ * for its "Hyphae listening on …" line.
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -28,15 +29,15 @@ process.once("exit", () => {
   for (const c of children) if (c.pid && c.exitCode === null) try { process.kill(-c.pid, "SIGKILL"); } catch { /* gone */ }
 });
 
-/** Runs `tsx src/node/main.ts ARGS` (via = "tsx"), `npm run serve -- ARGS` (via = "npm") or `npm start -- ARGS` (via = "npm-start"). */
-export function spawnServe(args: string[], via: "tsx" | "npm" | "npm-start" = "tsx", waitFor = /Hyphae listening on (\S+)/): Promise<Spawned> {
+/** Runs `node src/node/main.ts ARGS` (via = "node"), `npm run serve -- ARGS` (via = "npm") or `npm start -- ARGS` (via = "npm-start"). */
+export function spawnServe(args: string[], via: "node" | "npm" | "npm-start" = "node", waitFor = /Hyphae listening on (\S+)/): Promise<Spawned> {
   const [cmd, argv] =
-    via === "tsx" ? [resolve(BIN, "tsx"), ["src/node/main.ts", ...args]]
+    via === "node" ? [resolve(BIN, "node"), ["src/node/main.ts", ...args]]
     : via === "npm" ? ["npm", ["run", "--silent", "serve", "--", ...args]]
     : ["npm", ["start", "--silent", "--", ...args]];
   const child = spawn(cmd, argv, {
     cwd: REPO,
-    // node_modules/.bin first: tsx's `#!/usr/bin/env node` must find Node 22, as under `npm run`.
+    // node_modules/.bin first, as under `npm run`: this machine's own `node` may be older than 22.
     env: { ...process.env, PATH: `${BIN}:${process.env.PATH ?? ""}` },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
@@ -89,13 +90,19 @@ export function spawnServe(args: string[], via: "tsx" | "npm" | "npm-start" = "t
 
 /**
  * Runs the CLI to completion (for start-up errors) and returns its status and output: directly
- * through tsx, or as `npm run --silent serve -- ARGS` (via = "npm"). Killed after 90 s.
+ * with Node 22, or as `npm run --silent serve -- ARGS` (via = "npm"). Killed after 90 s. `where`
+ * runs it in another checkout (a production install) with that checkout's environment.
  */
-export async function runServe(args: string[], via: "tsx" | "npm" = "tsx"): Promise<{ code: number | null; output: string; stderr: string }> {
-  const [cmd, argv] = via === "tsx" ? [resolve(BIN, "tsx"), ["src/node/main.ts", ...args]] : ["npm", ["run", "--silent", "serve", "--", ...args]];
+export async function runServe(
+  args: string[],
+  via: "node" | "npm" = "node",
+  where?: { cwd: string; env: NodeJS.ProcessEnv },
+): Promise<{ code: number | null; output: string; stderr: string }> {
+  const cwd = where?.cwd ?? REPO;
+  const [cmd, argv] = via === "node" ? [resolve(cwd, "node_modules/.bin/node"), ["src/node/main.ts", ...args]] : ["npm", ["run", "--silent", "serve", "--", ...args]];
   const child = spawn(cmd, argv, {
-    cwd: REPO,
-    env: { ...process.env, PATH: `${BIN}:${process.env.PATH ?? ""}` },
+    cwd,
+    env: where?.env ?? { ...process.env, PATH: `${BIN}:${process.env.PATH ?? ""}` },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });

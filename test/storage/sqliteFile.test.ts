@@ -68,7 +68,7 @@ describe("sqlite file store", () => {
 
   it("has every resolved write in the file when the process is killed", async () => {
     const path = freshPath();
-    const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./fileWriter.child.ts", import.meta.url)), path], {
+    const child = spawn(process.execPath, [fileURLToPath(new URL("./fileWriter.child.ts", import.meta.url)), path], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stderr = "";
