@@ -105,7 +105,7 @@ describe("rate limit and registration keys", () => {
     expect(config.rateLimits["rc_login.failed_attempts"]).toEqual({ perSecond: 1, burstCount: 3 });
     expect(config.rateLimits["rc_login.account"]).toEqual(DEFAULT_RATE_LIMITS["rc_login.account"]);
     expect(config.rateLimits["rc_joins.remote"]).toEqual({ perSecond: 0.5, burstCount: 2 });
-    expect(config.rateLimits.rc_registration).toEqual({ perSecond: 0.17, burstCount: 3 });
+    expect(config.rateLimits.rc_registration).toEqual({ perSecond: 0.17, burstCount: 30 });
     expect(config.federationRateLimit).toEqual({ windowSize: 2000, sleepLimit: 10, sleepDelay: 500, rejectLimit: 50, concurrent: 5 });
     expect(config.xForwarded).toBe(true);
     expect(config.defaultRoomVersion).toBe("11");

@@ -43,10 +43,14 @@ export type LimiterName = (typeof LIMITER_NAMES)[number];
 /** Every configurable limiter's bucket. */
 export type RateLimitSettings = Readonly<Record<LimiterName, TokenBucket>>;
 
-/** Synapse's defaults (synapse/config/ratelimiting.py). */
+/**
+ * Synapse's defaults (synapse/config/ratelimiting.py), except `rc_registration`'s burst: 30 rather
+ * than 3, so that a provisioning script or a bridge setting up its users is not locked out after the
+ * third account (30 registrations from one address at once, then Synapse's one per ~5.9 s).
+ */
 export const DEFAULT_RATE_LIMITS: RateLimitSettings = {
   rc_message: { perSecond: 0.2, burstCount: 10 },
-  rc_registration: { perSecond: 0.17, burstCount: 3 },
+  rc_registration: { perSecond: 0.17, burstCount: 30 },
   rc_registration_token_validity: { perSecond: 0.1, burstCount: 5 },
   "rc_login.address": { perSecond: 0.003, burstCount: 5 },
   "rc_login.account": { perSecond: 0.003, burstCount: 5 },
