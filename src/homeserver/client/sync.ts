@@ -15,7 +15,7 @@ import { SEP, key, pos as posKey, prefix } from "../../storage/store.ts";
 import type { ReadTx, Row } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { splitStateKey, stateKeyOf, isTimelineEvent } from "../events/types.ts";
-import { currentState, pdusOf, getEvent, membershipIn, membershipOf, membersWith, joinedSince, stateAtPos as roomStateAtPos } from "../roomserver/state.ts";
+import { currentState, pdusOf, getEvent, membershipIn, membershipOf, membersWith, joinedSince, joinedInHistory, stateChangesIn, stateAtPos as roomStateAtPos } from "../roomserver/state.ts";
 import { isWorldReadable } from "../roomserver/access.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { canSeeEvent } from "../roomserver/visibility.ts";
@@ -71,9 +71,10 @@ export async function getSync(ctx: RequestContext): Promise<Record<string, unkno
   // The long-poll deadline is real time (the wait is a real timer), not the injected clock.
   const deadline = performance.now() + Math.min(timeout, MAX_TIMEOUT_MS);
   const typing = typingState(hs);
+  const lazyKey = key(me.userId, me.deviceId, ctx.query("filter") ?? "");
   for (;;) {
     const typingSerial = typing.serial;
-    const result = await hs.store.read((tx) => buildSync(hs, tx, me, filter, since, fullState, typingSerial, stateAfterKey));
+    const result = await hs.store.read((tx) => buildSync(hs, tx, me, filter, since, fullState, typingSerial, stateAfterKey, lazyKey));
     const remaining = deadline - performance.now();
     if (!since || fullState || !result.empty || remaining <= 0 || ctx.request.signal.aborted) return result.body;
     // A typing change during the build: build again rather than sleep past it.
@@ -111,6 +112,13 @@ interface SyncRun {
   globalData: GlobalDataRow[];
   /** The user's push rules, merged from `globalData` when first needed. */
   rules?: RuleSet;
+  /**
+   * The lazy-loaded member events this device has been sent under this filter, when redundant
+   * ones are to be left out (`lazy_load_members` without `include_redundant_members`).
+   */
+  sentMembers: Map<string, SentMember> | undefined;
+  /** Users who came to share a room with the user since the token: their presence is news. */
+  newlyShared: Set<string>;
 }
 
 /** A global account data row; the `m.push_rules` row also holds the stored rules (pushRules.ts). */
@@ -132,15 +140,20 @@ function pushRulesOf(run: SyncRun): RuleSet {
   return (run.rules ??= mergeRules(run.me.userId, globalDataOf(run.globalData, run.me.userId, "m.push_rules")?.rules));
 }
 
-async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: StreamToken | undefined, fullState: boolean, typingSerial: number, stateAfterKey: string | undefined): Promise<BuildResult> {
+async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter, since: StreamToken | undefined, fullState: boolean, typingSerial: number, stateAfterKey: string | undefined, lazyKey: string): Promise<BuildResult> {
   const upTo = await streamPosIn(tx);
   const now = hs.clock();
   const globalData = await readGlobalData(tx, me.userId);
   const ignoredList = globalDataOf(globalData, me.userId, "m.ignored_user_list")?.content.ignored_users;
   const ignored = new Set(ignoredList !== null && typeof ignoredList === "object" ? Object.keys(ignoredList) : []);
+  const stateFilter = filter.room?.state;
+  const dedupe = stateFilter?.lazy_load_members === true && stateFilter.include_redundant_members !== true;
   const run: SyncRun = {
     hs, tx, me, filter, since, fullState, upTo, typingSerial, now, stateAfterKey, ignored, globalData,
     server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
+    // A sync without a token starts a new sequence: the client may have forgotten everything.
+    sentMembers: dedupe ? sentMembersOf(hs, lazyKey, since === undefined) : undefined,
+    newlyShared: new Set(),
   };
   const sincePos = since?.pos ?? 0;
 
@@ -277,23 +290,38 @@ async function stateAtPos(tx: ReadTx, roomId: string, pos: number): Promise<Map<
 }
 
 /**
- * The `state` section: the state at the start of the timeline, minus what the client already has
- * at `sincePos` (all of it when `sincePos` is undefined). With `use_state_after` it is the state
- * at the *end* of the timeline instead, timeline state events included. Lazy loading keeps only
- * the members the timeline needs ("Lazy-loading room members").
+ * The `state` section: the state at the start of the timeline (at `upper` when the timeline is
+ * empty), minus what the client already has at `sincePos` (all of it when `sincePos` is
+ * undefined), never an event of the timeline itself; a key whose change inside the timeline's
+ * span the timeline filter hid comes with its value at `upper`. With `use_state_after` it is the
+ * state at the *end* of the timeline instead, timeline state events included. Lazy loading keeps only the
+ * members the client needs ("Lazy-loading room members"): the timeline's senders, the `heroes`,
+ * and in an incremental sync every member whose membership changed in the gap; with
+ * `dedupe`, not those this device was already sent.
  */
-async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, upper: number, sincePos: number | undefined, includeOwnMember: boolean): Promise<StoredEvent[]> {
+async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, upper: number, sincePos: number | undefined, includeOwnMember: boolean, heroes: string[], dedupe: boolean): Promise<StoredEvent[]> {
   const after = run.stateAfterKey !== undefined;
-  if (sincePos !== undefined && timeline.events.length === 0 && !after) return [];
   const endPos = after ? (timeline.events.length > 0 ? (timeline.events[timeline.events.length - 1]!.streamPos ?? upper) : upper) : undefined;
   const startPos = timeline.events.length > 0 ? (timeline.events[0]!.streamPos ?? 1) - 1 : upper;
   const target = await stateAtPos(run.tx, roomId, endPos ?? startPos);
+  // A state change inside the timeline's span that the timeline does not show (its filter left
+  // the event out) would reach the client nowhere: its newest value goes into `state` instead.
+  if (!after && timeline.events.length > 0) {
+    const spanChanges = await stateChangesIn(run.tx, roomId, startPos, upper);
+    const shown = new Set(timeline.events.map((e) => e.eventId));
+    const atEnd = spanChanges.size > 0 ? await stateAtPos(run.tx, roomId, upper) : target;
+    for (const sk of spanChanges.keys()) {
+      const endId = atEnd.get(sk);
+      if (endId !== undefined && !shown.has(endId)) target.set(sk, endId);
+    }
+  }
   const atSince = sincePos !== undefined ? await stateAtPos(run.tx, roomId, sincePos) : new Map<string, string>();
   const inTimeline = new Set(after ? [] : timeline.events.map((e) => e.eventId));
   const stateFilter = run.filter.room?.state;
   const lazy = stateFilter?.lazy_load_members === true;
-  const needed = new Set(timeline.events.map((e) => e.pdu.sender));
+  const needed = new Set([...timeline.events.map((e) => e.pdu.sender), ...heroes]);
   if (includeOwnMember) needed.add(run.me.userId);
+  const known = dedupe && run.since !== undefined && !run.fullState ? run.sentMembers : undefined;
   const out: StoredEvent[] = [];
   for (const [sk, id] of target) {
     const [type, stateKey] = splitStateKey(sk);
@@ -301,11 +329,10 @@ async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, up
     const changed = atSince.get(sk) !== id;
     if (inTimeline.has(id)) continue;
     if (lazy && isMember) {
-      // Members of timeline senders, even if sent before (no per-device record is kept, so
-      // `include_redundant_members: false` is honoured only as far as the timeline goes); with
-      // state_after also every member change since the token, as the client then takes state
-      // from nowhere else.
-      if (!needed.has(stateKey) && !(after && sincePos !== undefined && changed)) continue;
+      if (!needed.has(stateKey) && !(sincePos !== undefined && changed)) continue;
+      // Already sent to this device in a response the client had at its token.
+      const sent = known?.get(key(roomId, stateKey));
+      if (sent && sent.eventId === id && sent.pos <= run.since!.pos) continue;
     } else if (!changed) {
       continue;
     }
@@ -315,6 +342,64 @@ async function stateSection(run: SyncRun, roomId: string, timeline: Timeline, up
     out.push(e);
   }
   return stateFilter?.limit !== undefined ? out.slice(0, stateFilter.limit) : out;
+}
+
+/** What the lazy-loading cache remembers of one member event sent to a device. */
+interface SentMember {
+  eventId: string;
+  /** The stream position of the earliest response that carried it (its `next_batch`). */
+  pos: number;
+}
+
+/** Devices (user|device|filter) and member events per device the lazy-loading cache keeps. */
+const SENT_MEMBER_DEVICES = 1000;
+const SENT_MEMBERS_PER_DEVICE = 20_000;
+const sentMemberCaches = new WeakMap<Services, Map<string, Map<string, SentMember>>>();
+
+/**
+ * The member events sent to one device under one filter (key = roomId|userId), kept in memory:
+ * the spec lets a server send redundant members, so losing this only costs bandwidth.
+ */
+function sentMembersOf(hs: Services, deviceKey: string, reset: boolean): Map<string, SentMember> {
+  let devices = sentMemberCaches.get(hs);
+  if (!devices) sentMemberCaches.set(hs, (devices = new Map()));
+  let sent = devices.get(deviceKey);
+  devices.delete(deviceKey);
+  if (!sent || reset) sent = new Map();
+  devices.set(deviceKey, sent);
+  if (devices.size > SENT_MEMBER_DEVICES) devices.delete(devices.keys().next().value!);
+  return sent;
+}
+
+/** Records the member events of a room response as sent to the device (see `stateSection`). */
+function rememberSentMembers(run: SyncRun, roomId: string, events: StoredEvent[]): void {
+  const sent = run.sentMembers;
+  if (!sent) return;
+  for (const e of events) {
+    if (e.pdu.type !== "m.room.member" || e.pdu.state_key === undefined) continue;
+    const k = key(roomId, e.pdu.state_key);
+    const had = sent.get(k);
+    sent.delete(k);
+    sent.set(k, { eventId: e.eventId, pos: had?.eventId === e.eventId ? Math.min(had.pos, run.upTo) : run.upTo });
+  }
+  while (sent.size > SENT_MEMBERS_PER_DEVICE) sent.delete(sent.keys().next().value!);
+}
+
+/** Whether the user was joined to the room at stream position `pos` (so the client has the room as of then). */
+async function joinedAt(tx: ReadTx, roomId: string, userId: string, pos: number): Promise<boolean> {
+  const memberId = (await stateAtPos(tx, roomId, pos)).get(stateKeyOf("m.room.member", userId));
+  return memberId !== undefined && membershipIn(await getEvent(tx, memberId)) === "join";
+}
+
+/** The joined members of a room whose join came after stream position `pos` (new faces, for presence). */
+async function membersJoinedSince(tx: ReadTx, roomId: string, pos: number, current: Map<string, StoredEvent>): Promise<string[]> {
+  const out: string[] = [];
+  for (const [sk, before] of await stateChangesIn(tx, roomId, pos, undefined, "m.room.member")) {
+    if (membershipIn(current.get(sk)) !== "join") continue;
+    if (before !== undefined && membershipIn(await getEvent(tx, before)) === "join") continue;
+    out.push(splitStateKey(sk)[1]);
+  }
+  return out;
 }
 
 /** The state part of a room object: `state`, or `state_after` under the key the client used. */
@@ -336,13 +421,13 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
   // Joined since the token (or no token): the room is new to the client, send it whole. A newer
   // member event of someone who was already joined (a profile change) does not make it new.
   let roomSince = since && rec.streamPos <= since.pos ? since.pos : undefined;
-  if (since && roomSince === undefined) {
-    const before = await stateAtPos(tx, roomId, since.pos);
-    const memberId = before.get(stateKeyOf("m.room.member", run.me.userId));
-    if (memberId && membershipIn(await getEvent(tx, memberId)) === "join") roomSince = since.pos;
-  }
+  if (since && roomSince === undefined && (await joinedAt(tx, roomId, run.me.userId, since.pos))) roomSince = since.pos;
+  const newlyJoined = since !== undefined && roomSince === undefined;
   const timelineFilter = run.filter.room?.timeline;
   const timeline = await timelineOf(run, roomId, roomSince ?? 0, upTo, timelineFilter, rec.streamPos);
+  // A room new to an incremental sync has history before its timeline that the client never saw
+  // (Synapse marks it so too): the client pages back from `prev_batch` for it.
+  if (newlyJoined) timeline.limited = true;
 
   const receipts = await tx.range<ReceiptRow>("receipts", { prefix: prefix(roomId) });
   const newReceipts = roomSince === undefined ? receipts : receipts.filter((r) => r.value.streamPos > roomSince);
@@ -351,13 +436,21 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
   const typingChanged = roomSince === undefined || !since || typing.changedSince(roomId, since.typing);
 
   const ephemeral = ephemeralEvents(run, roomId, newReceipts, typingChanged);
-  // Any new timeline row (even one filtered out) may change unread counts or state.
-  if (roomSince !== undefined && !run.fullState && !timeline.anyRow && ephemeral.length === 0 && accountData.length === 0) {
-    return undefined;
-  }
+  // No new timeline row (even one filtered out): no state or membership changed either.
+  const incremental = roomSince !== undefined && !run.fullState;
+  if (incremental && !timeline.anyRow && ephemeral.length === 0 && accountData.length === 0) return undefined;
 
-  const stateEvents = await stateSection(run, roomId, timeline, upTo, run.fullState ? undefined : roomSince, roomSince === undefined);
   const current = await currentState(tx, roomId);
+  const summary = summaryOf(current, run.me.userId);
+  const heroes = (summary["m.heroes"] as string[] | undefined) ?? [];
+  const stateEvents = await stateSection(run, roomId, timeline, upTo, run.fullState ? undefined : roomSince, roomSince === undefined, heroes, roomSince !== undefined);
+  if (since) {
+    const newcomers = newlyJoined ? [...current].filter(([sk, e]) => splitStateKey(sk)[0] === "m.room.member" && membershipIn(e) === "join").map(([sk]) => splitStateKey(sk)[1]) : await membersJoinedSince(tx, roomId, since.pos, current);
+    for (const u of newcomers) if (u !== run.me.userId) run.newlyShared.add(u);
+  }
+  // "Make the result appear empty if there are no updates": unread counts alone do not count.
+  if (incremental && timeline.events.length === 0 && stateEvents.length === 0 && ephemeral.length === 0 && accountData.length === 0) return undefined;
+  rememberSentMembers(run, roomId, [...stateEvents, ...timeline.events]);
   const room = await tx.get<{ roomVersion: string }>("rooms", roomId);
   const unread = await unreadCounts(run, roomId, rec, receipts, current, rulesFor(room?.roomVersion));
 
@@ -371,17 +464,22 @@ async function joinedRoom(run: SyncRun, roomId: string, rec: MembershipRecord): 
     ephemeral: { events: ephemeral },
     account_data: { events: accountData },
     unread_notifications: unread.main,
-    summary: summaryOf(current, run.me.userId),
+    summary,
   };
   if (timelineFilter?.unread_thread_notifications) out.unread_thread_notifications = unread.threads;
   return out;
 }
 
 async function leftRoom(run: SyncRun, roomId: string, rec: MembershipRecord): Promise<Record<string, unknown>> {
-  const roomSince = run.since && !run.fullState ? run.since.pos : undefined;
+  let roomSince = run.since && !run.fullState ? run.since.pos : undefined;
+  // Joined and left since the token: the client never had this room, so it gets it whole (up to
+  // the leave), as a newly joined room would come.
+  const newToClient = roomSince !== undefined && !(await joinedAt(run.tx, roomId, run.me.userId, roomSince)) && (await joinedInHistory(run.tx, rec.eventId, roomSince));
+  if (newToClient) roomSince = undefined;
   // The timeline stops at the leave: nothing after it is the user's business.
   const timeline = await timelineOf(run, roomId, roomSince ?? 0, rec.streamPos, run.filter.room?.timeline, undefined);
-  const stateEvents = await stateSection(run, roomId, timeline, rec.streamPos, roomSince, false);
+  if (newToClient) timeline.limited = true;
+  const stateEvents = await stateSection(run, roomId, timeline, rec.streamPos, roomSince, false, [], false);
   const accountData = await roomAccountData(run, roomId, roomSince);
   return {
     timeline: {
@@ -458,7 +556,10 @@ function accountDataEvents(rows: Row<AccountDataRow>[], userId: string, roomId: 
   return f?.limit !== undefined ? out.slice(0, f.limit) : out;
 }
 
-/** `summary`: heroes and member counts ("Calculating the display name for a room"). */
+/**
+ * `summary` (`RoomSummary`): member counts, and the heroes only when the room has no name or
+ * canonical alias to be called by ("Calculating the display name for a room").
+ */
 function summaryOf(current: Map<string, StoredEvent>, userId: string): Record<string, unknown> {
   const joined: string[] = [];
   const invited: string[] = [];
@@ -471,9 +572,12 @@ function summaryOf(current: Map<string, StoredEvent>, userId: string): Record<st
     else if (m === "invite") invited.push(stateKey);
     else if (m === "leave" || m === "ban") left.push(stateKey);
   }
+  const counts = { "m.joined_member_count": joined.length, "m.invited_member_count": invited.length };
+  const nonEmpty = (v: unknown): boolean => typeof v === "string" && v !== "";
+  if (nonEmpty(current.get(stateKeyOf("m.room.name", ""))?.pdu.content.name) || nonEmpty(current.get(stateKeyOf("m.room.canonical_alias", ""))?.pdu.content.alias)) return counts;
   const others = [...joined, ...invited].filter((u) => u !== userId).sort();
   const heroes = (others.length > 0 ? others : left.filter((u) => u !== userId).sort()).slice(0, 5);
-  return { "m.heroes": heroes, "m.joined_member_count": joined.length, "m.invited_member_count": invited.length };
+  return { "m.heroes": heroes, ...counts };
 }
 
 interface UnreadCacheEntry {
@@ -592,7 +696,8 @@ async function presenceEvents(run: SyncRun, joinedRooms: string[]): Promise<Reco
   if (f?.limit === 0) return [];
   const sincePos = run.since && !run.fullState ? run.since.pos : 0;
   const rows = await run.tx.range<PresenceRow>("presence");
-  const fresh = rows.filter((r) => r.value.streamPos > sincePos);
+  // Someone who newly shares a room with the user is news however old their presence is.
+  const fresh = rows.filter((r) => r.value.streamPos > sincePos || run.newlyShared.has(r.key));
   if (fresh.length === 0) return [];
   // Presence goes to users who share a room ("Presence", server behaviour).
   const visible = new Set<string>([run.me.userId]);
@@ -617,6 +722,7 @@ function plainRun(hs: Services, tx: ReadTx, me: Requester, upTo: number, globalD
   return {
     hs, tx, me, filter: {}, since: undefined, fullState: true, upTo, typingSerial: typingState(hs).serial, now,
     stateAfterKey: undefined, ignored: new Set(), globalData, server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
+    sentMembers: undefined, newlyShared: new Set(),
   };
 }
 

@@ -119,6 +119,28 @@ export async function stateAtPos(tx: ReadTx, roomId: string, at: number): Promis
   return state;
 }
 
+/**
+ * The state keys whose current-state entry changed after stream position `after` (up to and
+ * including `upTo` when given), each with the event it held at `after` (undefined: unset); with
+ * `type`, only keys of that event type. Reads O(changes in the range).
+ */
+export async function stateChangesIn(tx: ReadTx, roomId: string, after: number, upTo?: number, type?: string): Promise<Map<string, string | undefined>> {
+  const pre = prefix(roomId);
+  const rows = await tx.range<StateLogEntry>("room_state_log", {
+    prefix: pre,
+    gt: key(roomId, posKey(after)) + SEP_END,
+    ...(upTo !== undefined ? { lt: key(roomId, posKey(upTo)) + SEP_END } : {}),
+  });
+  const out = new Map<string, string | undefined>();
+  const typePrefix = type !== undefined ? key(type, "") : "";
+  for (const row of rows) {
+    const sk = row.key.slice(pre.length + posKey(0).length + 1);
+    // The oldest change in the range names what the key held at `after`.
+    if (sk.startsWith(typePrefix) && !out.has(sk)) out.set(sk, row.value.prev);
+  }
+  return out;
+}
+
 /** Loads the events of a state map (SK → event ID, e.g. from `stateAfter`): SK → stored event; unknown IDs are left out. */
 export async function loadState(tx: ReadTx, state: Map<string, string>): Promise<Map<string, StoredEvent>> {
   const out = new Map<string, StoredEvent>();
