@@ -191,8 +191,37 @@ export async function publishedRoomChunk(tx: ReadTx, roomId: string): Promise<Re
 }
 
 /**
- * This server's published-room list with `limit`, `since` (an offset token `p<n>`) and the filter;
- * the federation's `/publicRooms` serves it too. A `third_party_instance_id` selects a bridged
+ * Where a `/publicRooms` page starts: after (`n`, forwards) or before (`b`, backwards) the room
+ * with this member count and ID in the list order. Naming a room rather than an offset keeps
+ * pages from repeating or skipping rooms when the list changes between two requests.
+ */
+interface DirectoryCursor {
+  forward: boolean;
+  members: number;
+  roomId: string;
+}
+
+const CURSOR = /^([nb])(\d{1,9})_(.+)$/;
+
+/** `since`: a cursor; an empty or absent one is the first page (Synapse reads "" so). */
+function readDirectoryCursor(since: unknown): DirectoryCursor | undefined {
+  if (since === undefined || since === "") return undefined;
+  const m = typeof since === "string" ? CURSOR.exec(since) : null;
+  if (!m) throw new MatrixError(400, "M_INVALID_PARAM", "Malformed since token");
+  return { forward: m[1] === "n", members: Number(m[2]), roomId: m[3]! };
+}
+
+const cursorToken = (forward: boolean, room: Record<string, unknown>): string => `${forward ? "n" : "b"}${room.num_joined_members as number}_${room.room_id as string}`;
+
+/** The list order: largest rooms first, then by room ID. */
+function compareRooms(a: { members: number; roomId: string }, b: { members: number; roomId: string }): number {
+  return b.members - a.members || (a.roomId < b.roomId ? -1 : a.roomId > b.roomId ? 1 : 0);
+}
+const orderKey = (room: Record<string, unknown>): { members: number; roomId: string } => ({ members: room.num_joined_members as number, roomId: room.room_id as string });
+
+/**
+ * This server's published-room list with `limit`, `since` (a cursor) and the filter; the
+ * federation's `/publicRooms` serves it too. A `third_party_instance_id` selects a bridged
  * network's rooms, and no room here belongs to one.
  */
 export async function listPublicRooms(hs: Services, limitRaw: unknown, since: unknown, filter: unknown, thirdPartyInstanceId?: unknown): Promise<Record<string, unknown>> {
@@ -201,12 +230,7 @@ export async function listPublicRooms(hs: Services, limitRaw: unknown, since: un
     if (typeof limitRaw !== "number" || !Number.isInteger(limitRaw) || limitRaw < 0) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
     limit = limitRaw;
   }
-  let offset = 0;
-  if (since !== undefined) {
-    const m = typeof since === "string" ? /^p(\d+)$/.exec(since) : null;
-    if (!m) throw new MatrixError(400, "M_INVALID_PARAM", "Malformed since token");
-    offset = Number(m[1]);
-  }
+  const cursor = readDirectoryCursor(since);
   let term: string | undefined;
   let roomTypes: (string | null)[] | undefined;
   if (filter !== undefined) {
@@ -239,12 +263,23 @@ export async function listPublicRooms(hs: Services, limitRaw: unknown, since: un
       if (roomTypes !== undefined && !roomTypes.includes((room.room_type as string | undefined) ?? null)) return false;
       return true;
     });
-    // Largest rooms first, then by ID, so that pages are stable.
-    matching.sort((a, b) => (b.num_joined_members as number) - (a.num_joined_members as number) || String(a.room_id).localeCompare(String(b.room_id)));
-    const end = limit === undefined ? matching.length : offset + limit;
-    const out: Record<string, unknown> = { chunk: matching.slice(offset, end), total_room_count_estimate: total };
-    if (end < matching.length) out.next_batch = `p${end}`;
-    if (offset > 0) out.prev_batch = `p${Math.max(0, offset - (limit ?? offset))}`;
+    matching.sort((a, b) => compareRooms(orderKey(a), orderKey(b)));
+    // The page: the first `limit` rooms after the cursor, or the last `limit` before it.
+    let from = 0;
+    let to = matching.length;
+    if (cursor?.forward) from = matching.findIndex((r) => compareRooms(orderKey(r), cursor) > 0);
+    if (cursor && !cursor.forward) to = matching.findIndex((r) => compareRooms(orderKey(r), cursor) >= 0);
+    if (from < 0) from = matching.length;
+    if (to < 0) to = matching.length;
+    if (limit !== undefined) {
+      if (cursor && !cursor.forward) from = Math.max(0, to - limit);
+      else to = Math.min(matching.length, from + limit);
+    }
+    const chunk = matching.slice(from, to);
+    const out: Record<string, unknown> = { chunk, total_room_count_estimate: total };
+    // A limit of 0 pages nowhere: no token that would hand back the same empty page forever.
+    if (chunk.length > 0 && to < matching.length) out.next_batch = cursorToken(true, chunk[chunk.length - 1]!);
+    if (chunk.length > 0 && from > 0) out.prev_batch = cursorToken(false, chunk[0]!);
     return out;
   });
 }
@@ -261,7 +296,8 @@ function remoteServerParam(ctx: RequestContext): string | undefined {
 export async function getPublicRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
   const server = remoteServerParam(ctx);
   const limit = ctx.query("limit") === undefined ? undefined : limitParam(ctx, 0, Infinity);
-  const since = ctx.query("since");
+  // An empty since is no token (as Synapse reads it).
+  const since = ctx.query("since") || undefined;
   if (server !== undefined) return remotePublicRooms(ctx.hs, server, { ...(limit !== undefined ? { limit } : {}), ...(since !== undefined ? { since } : {}) });
   return listPublicRooms(ctx.hs, limit, since, undefined);
 }

@@ -51,8 +51,9 @@ export async function getMessages(ctx: RequestContext, p: Record<string, string>
   const me = await ctx.requireAuth();
   const dir = ctx.query("dir");
   if (dir !== "b" && dir !== "f") throw new MatrixError(400, "M_INVALID_PARAM", "dir must be b or f");
-  const fromRaw = ctx.query("from");
-  const toRaw = ctx.query("to");
+  // An empty `from`/`to` is no token at all (Synapse reads it so, and clients send it).
+  const fromRaw = ctx.query("from") || undefined;
+  const toRaw = ctx.query("to") || undefined;
   const filter = filterFromQuery(ctx.query("filter"));
   const limit = Math.min(limitParam(ctx, 10), filter.limit ?? MAX_LIMIT);
   // Without `from`, backwards starts at the newest event (the stream head is read only then).
@@ -73,10 +74,12 @@ export async function getMessages(ctx: RequestContext, p: Record<string, string>
       chunk: await server.serveAll(walk.events),
       start: makeToken(from),
     };
-    // "If no further events are available … this property is omitted" (backwards). Forwards always
-    // gives a token so the client can continue from it later.
+    // "If no further events are available … this property is omitted": backwards, only when the
+    // walk reached the start of the room; one that stopped at `to` has older events beyond it.
+    // Forwards always gives a token so the client can continue from it later.
     if (dir === "f") out.end = makeToken(Math.max(walk.last, from));
     else if (!walk.exhausted) out.end = makeToken(walk.last);
+    else if (stop !== undefined && stop > 0) out.end = makeToken(stop);
     if (filter.lazy_load_members) {
       const senders = new Set(walk.events.map((e) => e.pdu.sender));
       out.state = await server.serveAll(await lazyMembers(tx, roomId, me.userId, senders), { bundle: false });
