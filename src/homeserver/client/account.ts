@@ -16,7 +16,7 @@ import { logLine } from "../log.ts";
 import type { SessionRequest, SessionResult } from "./devices.ts";
 import type { AccountRecord } from "./login.ts";
 import { readDeviceFields, userAgentOf, wellKnown } from "./login.ts";
-import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+import { identityFlows, recordRegistration, registeredBySession, requireUserInteractiveAuth, uiaRequestBody } from "./uia.ts";
 import { isObject } from "../validate.ts";
 import { guestDeviceName, guestToUpgrade, requireGuestRegistration, upgradeGuest } from "./guests.ts";
 import { registerAppServiceUser } from "../appservice/client.ts";
@@ -108,7 +108,9 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
   if (!hs.config.enableRegistration) throw registrationDisabled();
   // rc_registration counts registrations per client address: checked now, taken on creation.
   limitAddress(ctx, "rc_registration", "check");
-  const body = await ctx.json();
+  // A request with only `auth` takes the parameters its session remembers (sytest "registration
+  // remembers parameters").
+  const body = uiaRequestBody(ctx, await ctx.json());
 
   // Check the request itself before authentication, so a client learns about a taken username
   // before it walks through the stages.
@@ -116,6 +118,15 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
   const password = readPassword(body, "password");
   const device = readDeviceFields(body);
   if (body.inhibit_login !== undefined && typeof body.inhibit_login !== "boolean") throw badJson("inhibit_login must be a boolean");
+  const inhibitLogin = body.inhibit_login === true;
+  const login = inhibitLogin ? undefined : { ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) };
+  // Registration is idempotent per session: a retry of a session that already created an account
+  // (the client lost the response) answers with that account, logged in anew, not a second one.
+  const registered = registeredBySession(ctx, body);
+  if (registered !== undefined) {
+    await requireUserInteractiveAuth(ctx, body, { flows: registrationFlows(hs) });
+    return registrationResponse(hs, registered, login && (await startSessionAndNotify(hs, { userId: registered, ...login })));
+  }
   let localpart = body.username !== undefined ? (body.username as string).toLowerCase() : undefined;
   // Guest access: a guest upgrading to a full account names its own (taken) user ID.
   const upgrading = body.guest_access_token !== undefined ? await guestToUpgrade(hs, body, localpart) : undefined;
@@ -125,24 +136,31 @@ export async function postRegister(ctx: RequestContext): Promise<Record<string, 
     if (await accountExists(hs, `@${localpart}:${hs.serverName}`)) throw userInUse();
   }
 
-  const { registrationToken } = await requireUserInteractiveAuth(ctx, body, { flows: registrationFlows(hs) });
+  const { registrationToken, session: uiaSession } = await requireUserInteractiveAuth(ctx, body, { flows: registrationFlows(hs) });
 
   localpart ??= generateLocalpart(hs);
-  const inhibitLogin = body.inhibit_login === true;
   if (upgrading !== undefined) {
-    const session = await upgradeGuest(hs, upgrading, password, inhibitLogin ? undefined : { ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) });
-    if (!session) return { user_id: upgrading, home_server: hs.serverName };
-    return { user_id: upgrading, ...sessionTokens(session), home_server: hs.serverName, ...wellKnown(hs) };
+    const session = await upgradeGuest(hs, upgrading, password, login);
+    recordRegistration(hs, uiaSession, upgrading);
+    return registrationResponse(hs, upgrading, session);
   }
   limitAddress(ctx, "rc_registration");
-  const created = await createAccount(hs, {
-    localpart,
-    password,
-    registrationToken,
-    login: inhibitLogin ? undefined : { ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) },
-  });
-  if (inhibitLogin || !created.session) return { user_id: created.userId, home_server: hs.serverName };
-  return { user_id: created.userId, ...sessionTokens(created.session), home_server: hs.serverName, ...wellKnown(hs) };
+  const created = await createAccount(hs, { localpart, password, registrationToken, login });
+  recordRegistration(hs, uiaSession, created.userId);
+  return registrationResponse(hs, created.userId, created.session);
+}
+
+/** The body of a successful registration: tokens only with a session ("inhibit_login" leaves them out, device_id included). */
+function registrationResponse(hs: Services, userId: string, session: SessionResult | undefined): Record<string, unknown> {
+  if (!session) return { user_id: userId, home_server: hs.serverName };
+  return { user_id: userId, ...sessionTokens(session), home_server: hs.serverName, ...wellKnown(hs) };
+}
+
+/** A new login session for an existing account, in its own transaction; wakes `/sync` for a new device. */
+async function startSessionAndNotify(hs: Services, req: SessionRequest): Promise<SessionResult> {
+  const session = await hs.store.write((tx) => startSession(tx, hs, req));
+  if (session.streamPos !== undefined) hs.notifier.notify(session.streamPos);
+  return session;
 }
 
 /**
@@ -199,7 +217,7 @@ export async function postAccountPassword(ctx: RequestContext): Promise<Record<s
   const hs = ctx.hs;
   const { userId, deviceId, isGuest } = await ctx.requireAuth();
   if (isGuest) throw guestAccessForbidden();
-  const body = await ctx.json();
+  const body = uiaRequestBody(ctx, await ctx.json());
   const newPassword = readPassword(body, "new_password");
   if (newPassword === undefined) throw missingParam("Missing new_password");
   if (body.logout_devices !== undefined && typeof body.logout_devices !== "boolean") throw badJson("logout_devices must be a boolean");
@@ -222,7 +240,7 @@ export async function postAccountPassword(ctx: RequestContext): Promise<Record<s
 export async function postAccountDeactivate(ctx: RequestContext): Promise<Record<string, unknown>> {
   const hs = ctx.hs;
   const { userId } = await ctx.requireAuth();
-  const body = await ctx.json({ allowEmpty: true });
+  const body = uiaRequestBody(ctx, await ctx.json({ allowEmpty: true }));
   if (body.erase !== undefined && typeof body.erase !== "boolean") throw badJson("erase must be a boolean");
   await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(hs, userId), userId });
 

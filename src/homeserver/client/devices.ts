@@ -7,7 +7,7 @@ import { badJson, notFound, MatrixError } from "../errors.ts";
 import type { WriteTx } from "../../storage/store.ts";
 import { key, prefix } from "../../storage/store.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
-import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+import { identityFlows, requireUserInteractiveAuth, uiaRequestBody } from "./uia.ts";
 import { recordDeviceListChange } from "./keys.ts";
 import { deleteDevicePushers } from "./pushers.ts";
 import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
@@ -223,7 +223,7 @@ export async function deleteDevice(ctx: RequestContext, params: Record<string, s
 /** `POST /_matrix/client/v3/delete_devices` */
 export async function postDeleteDevices(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId } = await ctx.requireAuth();
-  const body = await ctx.json();
+  const body = uiaRequestBody(ctx, await ctx.json());
   const ids = body.devices;
   if (!Array.isArray(ids)) throw new MatrixError(400, "M_MISSING_PARAM", "Missing devices");
   if (!ids.every((d): d is string => typeof d === "string")) throw badJson("devices must be a list of strings");

@@ -3,7 +3,7 @@
  * Sessions live in memory per homeserver: a UIA exchange takes seconds, and a restart simply
  * makes the client start a new one.
  */
-import { MatrixError, badJson } from "../errors.ts";
+import { MatrixError, badJson, forbidden } from "../errors.ts";
 import type { RequestContext, Services } from "../context.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import { verifyPassword } from "../auth/password.ts";
@@ -31,16 +31,36 @@ interface UiaSession {
   client: string | undefined;
   /** The registration token this session's `m.login.registration_token` stage accepted (a pending use). */
   registrationToken?: string;
+  /** The request's parameters (its body without `auth`), for a later request that sends only `auth`. */
+  params?: Record<string, unknown>;
+  /** When every stage of a flow was done: a retry within RETRY_WINDOW_MS performs the operation again. */
+  completedAt?: number;
+  /** The account a completed registration created: a retry of the session answers with the same user. */
+  registeredUserId?: string;
 }
 
 /** What a completed exchange proved beyond "the flow is done". */
 export interface UiaResult {
   /** The token of a completed `m.login.registration_token` stage; the caller completes its use. */
   registrationToken?: string;
+  /** The session's ID, to record what the operation created (`recordRegistration`). */
+  session: string;
 }
 
 /** A session is forgotten this long after it was started. */
 const SESSION_LIFETIME_MS = 30 * 60_000;
+/**
+ * A completed session answers retries this long after its completion ("Completed stages cannot be
+ * retried by clients, therefore servers must return … the result of the API call if all stages
+ * were completed"): long enough for a client whose response was lost, short enough that a
+ * completed session is not a lasting credential.
+ */
+const RETRY_WINDOW_MS = 5 * 60_000;
+/**
+ * Request parameters are kept with a session up to this size (JSON): a registration's username,
+ * password, device fields; a larger body is not remembered, and a later request must repeat it.
+ */
+const MAX_PARAMS_CHARS = 8 * 1024;
 /** At most this many sessions are kept; past it the oldest goes (a client then starts anew). */
 export const MAX_UIA_SESSIONS = 1000;
 /** At most this many live sessions per client address; its oldest goes first. */
@@ -90,8 +110,8 @@ export class UiaRequired extends MatrixError {
   private readonly failed: boolean;
 
   override toJSON(): Record<string, unknown> {
+    // `completed` is always there, empty at first (as Synapse sends it; clients read it to resume).
     const out: Record<string, unknown> = { ...this.body };
-    if (this.body.completed.length === 0) delete out.completed;
     // The first 401 carries no errcode; a failed stage adds the standard errcode/error fields.
     if (this.failed) Object.assign(out, { errcode: this.errcode, error: this.message });
     return out;
@@ -110,9 +130,51 @@ function actionOf(ctx: RequestContext): string {
 export function pendingRegistrationTokens(hs: Services): Map<string, number> {
   const pending = new Map<string, number>();
   for (const s of sessionsOf(hs).byId.values()) {
-    if (s.registrationToken !== undefined) pending.set(s.registrationToken, (pending.get(s.registrationToken) ?? 0) + 1);
+    // A completed session's token is in its registration's hands (completed with the account).
+    if (s.registrationToken !== undefined && s.completedAt === undefined) pending.set(s.registrationToken, (pending.get(s.registrationToken) ?? 0) + 1);
   }
   return pending;
+}
+
+/**
+ * The live session `body.auth.session` names for this operation, if any (no error otherwise: the
+ * exchange itself reports unknown and mismatched sessions). A completed session past its retry
+ * window is forgotten here.
+ */
+function liveSession(ctx: RequestContext, body: Record<string, unknown>): UiaSession | undefined {
+  const auth = body.auth;
+  if (!isObject(auth) || typeof auth.session !== "string") return undefined;
+  const all = sessionsOf(ctx.hs);
+  const s = all.byId.get(auth.session);
+  if (s?.completedAt !== undefined && ctx.hs.clock() - s.completedAt > RETRY_WINDOW_MS) {
+    forget(all, s);
+    return undefined;
+  }
+  return s;
+}
+
+/**
+ * The body an operation behind UIA works with. A request that carries nothing but `auth` takes the
+ * parameters its session remembers from an earlier request (Synapse's behaviour: a client may
+ * resubmit only the auth dict, e.g. after finishing a stage elsewhere); any other body is its own.
+ */
+export function uiaRequestBody(ctx: RequestContext, body: Record<string, unknown>): Record<string, unknown> {
+  if (Object.keys(body).some((k) => k !== "auth")) return body;
+  const s = liveSession(ctx, body);
+  if (!s?.params || s.action !== actionOf(ctx)) return body;
+  return { ...s.params, auth: body.auth };
+}
+
+/** The user a completed registration session already created, if `body` names such a session. */
+export function registeredBySession(ctx: RequestContext, body: Record<string, unknown>): string | undefined {
+  const s = liveSession(ctx, body);
+  return s?.action === actionOf(ctx) ? s.registeredUserId : undefined;
+}
+
+/** Records the account a registration session created: retries of the session answer with it. */
+export function recordRegistration(hs: Services, sessionId: string, userId: string): void {
+  const s = sessionsOf(hs).byId.get(sessionId);
+  if (s) s.registeredUserId = userId;
 }
 
 /**
@@ -131,6 +193,12 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
       { flows: options.flows.map((stages) => ({ stages })), params: options.params ?? {}, session: session.id, completed: [...session.completed] },
       failure,
     );
+  const remember = (session: UiaSession): void => {
+    const { auth: _auth, ...params } = body;
+    if (Object.keys(params).length === 0) return;
+    // "If the client provides parameters, update what is persisted" (Synapse): the latest request's.
+    if (JSON.stringify(params).length <= MAX_PARAMS_CHARS) session.params = params;
+  };
   const newSession = (): UiaSession => {
     const client = clientAddress(ctx);
     // Starting sessions is limited like registering (an unauthenticated `POST /register {}` starts one each time).
@@ -144,21 +212,27 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
     }
     if (all.byId.size >= MAX_UIA_SESSIONS) forget(all, all.byId.values().next().value!);
     all.byId.set(s.id, s);
+    remember(s);
     return s;
   };
+  const result = (session: UiaSession): UiaResult =>
+    session.registrationToken !== undefined ? { session: session.id, registrationToken: session.registrationToken } : { session: session.id };
 
   if (auth === undefined) throw respond(newSession());
   const a = auth;
   if (a.session !== undefined && typeof a.session !== "string") throw badJson("auth.session must be a string");
   let session: UiaSession;
   if (typeof a.session === "string") {
-    const found = all.byId.get(a.session);
+    const found = liveSession(ctx, body);
     if (!found) throw new MatrixError(400, "M_UNKNOWN", "Unknown or expired UIA session");
     // The session is bound to the operation (and user) it was created for.
     if (found.action !== action || found.userId !== options.userId) {
       throw new MatrixError(403, "M_FORBIDDEN", "Requested operation has changed during the UI authentication session");
     }
     session = found;
+    // A retry of a completed exchange performs the operation (again); no stage is re-checked.
+    if (session.completedAt !== undefined) return result(session);
+    remember(session);
   } else {
     // A client may skip the initial probe and send a stage straight away.
     session = newSession();
@@ -182,8 +256,8 @@ export async function requireUserInteractiveAuth(ctx: RequestContext, body: Reco
 
   const done = options.flows.some((flow) => flow.length === session.completed.length && flow.every((s, i) => session.completed[i] === s));
   if (!done) throw respond(session);
-  forget(all, session);
-  return session.registrationToken !== undefined ? { registrationToken: session.registrationToken } : {};
+  session.completedAt = hs.clock();
+  return result(session);
 }
 
 async function attemptStage(
@@ -203,15 +277,14 @@ async function attemptStage(
       limitKey(ctx, "rc_login.failed_attempts", limitKeyOf, "check");
       if (typeof auth.password !== "string") throw fail("Missing password");
       const userId = userIdFromIdentifier(auth, ctx.hs.serverName);
-      if (userId === undefined || userId !== options.userId) {
-        recordKey(ctx, "rc_login.failed_attempts", limitKeyOf);
-        throw fail("Invalid username or password");
-      }
-      const account = await ctx.hs.store.read((tx) => tx.get<{ passwordHash?: string }>("accounts", userId));
+      const account = userId === undefined ? undefined : await ctx.hs.store.read((tx) => tx.get<{ passwordHash?: string }>("accounts", userId));
       if (!account?.passwordHash || !(await verifyPassword(auth.password, account.passwordHash))) {
         recordKey(ctx, "rc_login.failed_attempts", limitKeyOf);
         throw fail("Invalid username or password");
       }
+      // Valid credentials of someone else prove nothing about the requester: a plain 403, not a
+      // stage to retry (Synapse: "Invalid auth"; sytest "requires UI auth user to match device owner").
+      if (userId !== options.userId) throw forbidden("The authenticated user is not the user making the request");
       return;
     }
     case "m.login.registration_token": {
