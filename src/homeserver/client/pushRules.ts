@@ -471,9 +471,33 @@ export async function getPushRules(ctx: RequestContext): Promise<Record<string, 
 }
 
 /** `GET /_matrix/client/v3/pushrules/global/` */
-export async function getGlobalPushRules(ctx: RequestContext): Promise<Record<string, unknown>> {
+export async function getGlobalPushRules(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
+  checkScope(p.scope);
   return await ctx.hs.store.read((tx) => loadPushRules(tx, me.userId));
+}
+
+/**
+ * `GET /_matrix/client/v3/pushrules/global/{kind}/`
+ * The rules of one kind, a JSON list (Synapse serves this listing too; clients use it).
+ */
+export async function getPushRulesOfKind(ctx: RequestContext, p: Record<string, string>): Promise<unknown[]> {
+  const me = await ctx.requireAuth();
+  checkScope(p.scope);
+  const kind = parseKind(p.kind);
+  return (await ctx.hs.store.read((tx) => loadPushRules(tx, me.userId)))[kind];
+}
+
+/**
+ * `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/{attr}` (and `PUT`) for an attribute
+ * other than `enabled` and `actions`: none exists, so the request is malformed (400, as Synapse
+ * answers it), whether or not the rule exists.
+ */
+export async function unknownPushRuleAttr(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
+  await ctx.requireAuth();
+  checkScope(p.scope);
+  parseKind(p.kind);
+  throw new MatrixError(400, "M_UNRECOGNIZED", `Unknown push rule attribute ${p.attr}`);
 }
 
 /** `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}` */
@@ -492,7 +516,11 @@ export async function putPushRule(ctx: RequestContext, p: Record<string, string>
   const kind = parseKind(p.kind);
   const ruleId = p.ruleId!;
   if (ruleId.startsWith(".")) throw new MatrixError(400, "M_INVALID_PARAM", "Rule IDs starting with '.' are reserved");
-  if (/[/\\]/.test(ruleId) || ruleId === "") throw new MatrixError(400, "M_INVALID_PARAM", "Invalid rule ID");
+  // pushrules.yaml: no slashes or backslashes in a rule ID. Room and sender rules are the
+  // exception: their rule ID must be the room or user ID, and those may hold a "/" (historical
+  // user IDs, opaque room IDs); percent-encoded in the path, it is unambiguous.
+  const namedById = kind === "room" || kind === "sender";
+  if ((!namedById && /[/\\]/.test(ruleId)) || ruleId === "") throw new MatrixError(400, "M_INVALID_PARAM", "Invalid rule ID");
   const body = await ctx.json();
   const actions = validateActions(body.actions);
   const rule: PushRule = { rule_id: ruleId, default: false, enabled: true, actions };
