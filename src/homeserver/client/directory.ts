@@ -348,11 +348,14 @@ export async function postUserDirectorySearch(ctx: RequestContext): Promise<Reco
         });
       }
     };
+    // Rooms that make their members visible to everyone (users.yaml): a `public` join rule or
+    // `world_readable` history, as the room is now; being published in the room directory does not
+    // count (Synapse's rule too), so a member drops out once the room stops being either.
     const open: string[] = [];
     for (const r of await tx.range<unknown>("rooms", {})) {
       const jr = (await currentStateContent(tx, r.key, "m.room.join_rules"))?.join_rule;
-      const published = (await tx.get<{ visibility: string }>("room_directory", r.key))?.visibility === "public";
-      if (jr === "public" || published) open.push(r.key);
+      const hv = jr === "public" ? undefined : (await currentStateContent(tx, r.key, "m.room.history_visibility"))?.history_visibility;
+      if (jr === "public" || hv === "world_readable") open.push(r.key);
     }
     // A joined room that is also public is read once, in the second pass (the later pass, whose
     // profiles win, as when it was read in both).
