@@ -3,6 +3,7 @@
  * management", "Current account information", "Adding Account Administrative Contact Information").
  */
 import type { RequestContext, Services } from "../context.ts";
+import { streamPosIn } from "../context.ts";
 import { MatrixError, badJson, forbidden, guestAccessForbidden, invalidParam, missingParam, userInUse } from "../errors.ts";
 import { hashPassword } from "../auth/password.ts";
 import { validateLocalpart } from "../auth/identifiers.ts";
@@ -263,9 +264,11 @@ export async function postAccountDeactivate(ctx: RequestContext): Promise<Record
     const { passwordHash: _gone, ...rest } = account;
     const updated: AccountRecord = { ...rest, deactivated: true };
     if (body.erase === true) {
-      // "erase": forget what the account published about itself; sent events are not redacted.
+      // "erase": forget what the account published about itself; its messages stay for those who
+      // saw them and are served pruned to anyone who joins later (roomserver/serve.ts).
       delete updated.displayname;
       delete updated.avatar_url;
+      updated.erasedAt = await streamPosIn(tx);
     }
     tx.put("accounts", userId, updated);
     await deletePushersExcept(tx, userId);

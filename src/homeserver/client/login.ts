@@ -24,6 +24,8 @@ export interface AccountRecord {
   createdAt: number;
   isGuest?: boolean;
   deactivated?: boolean;
+  /** Deactivated with `erase: true` at this stream position: its messages are served redacted to users who join later. */
+  erasedAt?: number;
   admin?: boolean;
   /** Locked by a server admin ("Account locking"). */
   locked?: boolean;

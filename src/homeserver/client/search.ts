@@ -77,12 +77,15 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
     const rooms = (await joinedRooms(tx, me.userId)).filter((r) => (!filter.rooms || filter.rooms.includes(r)) && !filter.not_rooms?.includes(r));
     // Every match across the user's rooms, newest first.
     const hits: StoredEvent[] = [];
+    const server = new EventServer(tx, me, ctx.hs.clock());
     for (const roomId of rooms) {
       const rows = await tx.range<string>("timeline", { prefix: prefix(roomId) });
       for (const row of rows) {
         const e = await getEvent(tx, row.value);
         if (!e || !matches(e) || !matchesFilter(filter, e)) continue;
         if (!(await canSeeEvent(tx, me.userId, e))) continue;
+        // A message of an erased account that this viewer is served redacted must not match by its text.
+        if (await server.erasedFor(e)) continue;
         hits.push(e);
       }
     }
@@ -90,7 +93,6 @@ export async function postSearch(ctx: RequestContext): Promise<Record<string, un
     hits.sort((a, b) => (orderBy === "rank" ? rankOf.get(b.eventId)! - rankOf.get(a.eventId)! : 0) || (b.streamPos ?? 0) - (a.streamPos ?? 0));
     const remaining = orderBy === "rank" ? hits.slice(offset) : hits.filter((e) => (e.streamPos ?? 0) < below);
     const page = remaining.slice(0, limit);
-    const server = new EventServer(tx, me, ctx.hs.clock());
     // Current state per room, read once for profile_info and include_state however many hits share a room.
     const states = new Map<string, Map<string, StoredEvent>>();
     const stateOf = async (roomId: string): Promise<Map<string, StoredEvent>> => {

@@ -16,12 +16,14 @@ export interface FormatOptions {
   now?: number;
   /** Drop `room_id` (sync's timeline format). */
   omitRoomId?: boolean;
+  /** Serve the redacted form without a redaction event (a message of an erased user). */
+  pruned?: boolean;
 }
 
 /** The client-facing form of a stored event, redacted if a redaction applies. */
 export function toClientEvent(e: StoredEvent, opts: FormatOptions = {}): ClientEvent {
   const version = opts.version ?? roomVersion(DEFAULT_ROOM_VERSION)!;
-  const pdu = e.redactedBy ? (redact(e.pdu, version) as StoredEvent["pdu"]) : e.pdu;
+  const pdu = e.redactedBy || opts.pruned ? (redact(e.pdu, version) as StoredEvent["pdu"]) : e.pdu;
   const out: ClientEvent = {
     type: pdu.type,
     content: pdu.content ?? {},

@@ -8,7 +8,7 @@ import { prefix, SEP } from "../../storage/store.ts";
 import type { ClientEvent, StoredEvent } from "../events/types.ts";
 import { toClientEvent } from "../events/format.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
-import { getEvent, getRoom, membershipInState, rulesOf, stateAfter } from "./state.ts";
+import { getEvent, getRoom, membershipIn, membershipInState, membershipRecord, rulesOf, stateAfter } from "./state.ts";
 import { canSeeEvent } from "./visibility.ts";
 import { isTimelineEvent } from "../events/types.ts";
 
@@ -53,23 +53,51 @@ export class EventServer {
   async serve(e: StoredEvent, opts: { bundle?: boolean; omitRoomId?: boolean } = {}): Promise<ClientEvent> {
     const version = await this.rules(e.roomId);
     const redactionEvent = e.redactedBy ? await getEvent(this.tx, e.redactedBy) : undefined;
+    // The viewer's membership at the event, including its own change ("leave" if none).
+    const membership = e.streamPos === undefined ? undefined : ((await membershipInState(this.tx, await stateAfter(this.tx, e.eventId), this.viewer.userId)) ?? "leave");
+    const pruned = await this.erasedFor(e);
     const out = toClientEvent(e, {
       ...(version ? { version } : {}),
       now: this.now,
       ...(this.viewer.deviceId ? { forDevice: { userId: this.viewer.userId, deviceId: this.viewer.deviceId } } : {}),
       ...(redactionEvent ? { redactionEvent } : {}),
       ...(opts.omitRoomId ? { omitRoomId: true } : {}),
+      ...(pruned ? { pruned: true } : {}),
     });
-    // unsigned.membership: the viewer's membership at the event, including its own change ("leave" if none).
-    if (e.streamPos !== undefined) {
-      const m = await membershipInState(this.tx, await stateAfter(this.tx, e.eventId), this.viewer.userId);
-      out.unsigned = { ...(out.unsigned ?? {}), membership: m ?? "leave" };
-    }
-    if (opts.bundle !== false && !e.redactedBy) {
+    if (membership !== undefined) out.unsigned = { ...(out.unsigned ?? {}), membership };
+    if (opts.bundle !== false && !e.redactedBy && !pruned) {
       const relations = await this.aggregations(e);
       if (relations) out.unsigned = { ...(out.unsigned ?? {}), "m.relations": relations };
     }
     return out;
+  }
+
+  /** Stream position of each sender's erasure, undefined when not erased (cached per response). */
+  private readonly erasedAt = new Map<string, number | undefined>();
+  /** Whether the viewer joined a room at or before a stream position, by `roomId|pos` (cached). */
+  private readonly joinedBy = new Map<string, boolean>();
+
+  /**
+   * Whether `e` is a message of an erased account that this viewer is served redacted
+   * (account_deactivation.yaml, `erase`: "any users … which join the room after the erasure
+   * request are served redacted copies of the events sent by this account. Users which had
+   * visibility on those events prior to the erasure are still able to see unredacted copies"): the
+   * viewer had not joined the room by the time of the erasure. State events keep their content,
+   * since the room's state must stay whole for everyone. Search skips these, so their text cannot match.
+   */
+  async erasedFor(e: StoredEvent): Promise<boolean> {
+    if (e.redactedBy || e.pdu.state_key !== undefined) return false;
+    const sender = e.pdu.sender;
+    if (!this.erasedAt.has(sender)) this.erasedAt.set(sender, (await this.tx.get<{ erasedAt?: number }>("accounts", sender))?.erasedAt);
+    const erasedAt = this.erasedAt.get(sender);
+    if (erasedAt === undefined) return false;
+    const cacheKey = `${e.roomId}|${erasedAt}`;
+    let joined = this.joinedBy.get(cacheKey);
+    if (joined === undefined) {
+      joined = await joinedAtOrBefore(this.tx, (await membershipRecord(this.tx, e.roomId, this.viewer.userId))?.eventId, erasedAt);
+      this.joinedBy.set(cacheKey, joined);
+    }
+    return !joined;
   }
 
   /** Several events, in order. */
@@ -131,6 +159,22 @@ export class EventServer {
 
     return Object.keys(out).length > 0 ? out : undefined;
   }
+}
+
+/**
+ * Whether the membership history ending at `eventId` (walked back through
+ * `unsigned.replaces_state`) holds a join at or before stream position `pos`.
+ */
+async function joinedAtOrBefore(tx: ReadTx, eventId: string | undefined, pos: number): Promise<boolean> {
+  let id = eventId;
+  for (let hops = 0; id && hops < 1000; hops++) {
+    const m = await getEvent(tx, id);
+    if (!m) return false;
+    if (m.streamPos !== undefined && m.streamPos <= pos && membershipIn(m) === "join") return true;
+    const prev: unknown = m.pdu.unsigned?.replaces_state;
+    id = typeof prev === "string" ? prev : undefined;
+  }
+  return false;
 }
 
 /** Edit order: later `origin_server_ts`, ties broken by the lexicographically larger event ID. */
