@@ -3,7 +3,7 @@
  * management", "Current account information", "Adding Account Administrative Contact Information").
  */
 import type { RequestContext, Services } from "../context.ts";
-import { streamPosIn } from "../context.ts";
+import { streamPosIn, userLocked } from "../context.ts";
 import { MatrixError, badJson, forbidden, guestAccessForbidden, invalidParam, missingParam, userInUse } from "../errors.ts";
 import { hashPassword } from "../auth/password.ts";
 import { validateLocalpart } from "../auth/identifiers.ts";
@@ -157,9 +157,18 @@ function registrationResponse(hs: Services, userId: string, session: SessionResu
   return { user_id: userId, ...sessionTokens(session), home_server: hs.serverName, ...wellKnown(hs) };
 }
 
-/** A new login session for an existing account, in its own transaction; wakes `/sync` for a new device. */
+/**
+ * A new login session for the account a retried registration created, in its own transaction;
+ * wakes `/sync` for a new device. The account may have been deactivated or locked since: then, as
+ * for any login, no token.
+ */
 async function startSessionAndNotify(hs: Services, req: SessionRequest): Promise<SessionResult> {
-  const session = await hs.store.write((tx) => startSession(tx, hs, req));
+  const session = await hs.store.write(async (tx) => {
+    const account = await tx.get<AccountRecord>("accounts", req.userId);
+    if (!account || account.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
+    if (account.locked) throw userLocked();
+    return startSession(tx, hs, req);
+  });
   if (session.streamPos !== undefined) hs.notifier.notify(session.streamPos);
   return session;
 }

@@ -58,6 +58,17 @@ describe("registration across UIA stages", () => {
     expect(login.status).toBe(200);
   });
 
+  it("a retry after the account was deactivated logs nobody in", async () => {
+    const { call } = await testServer();
+    const probe = await call("POST", REGISTER, { username: "ivy", password: "pw" });
+    const body = { username: "ivy", password: "pw", auth: { type: "m.login.dummy", session: probe.body.session } };
+    const first = await call("POST", REGISTER, body);
+    const auth = { type: "m.login.password", identifier: { type: "m.id.user", user: "ivy" }, password: "pw" };
+    expect((await call("POST", "/_matrix/client/v3/account/deactivate", { auth }, { token: first.body.access_token })).status).toBe(200);
+    const again = await call("POST", REGISTER, body);
+    expect([again.status, again.body.errcode]).toEqual([403, "M_USER_DEACTIVATED"]);
+  });
+
   it("a completed session is not a lasting credential: retries stop after the retry window", async () => {
     const { call, advance } = await testServer();
     const probe = await call("POST", REGISTER, { username: "carol", password: "pw" });
