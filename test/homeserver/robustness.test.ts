@@ -634,9 +634,51 @@ describe("the limits hold on every route", () => {
       const r = await call("POST", path, body, ids.alice.token);
       if (r.status >= 500 || loggedErrors.length > 0) failures.push(`${path} → ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`);
     }
+    // And the filter-borne ones: inline filters of /sync, /messages and /context, and a stored
+    // filter used by /sync, each with limits far past any cap (every `limit` a filter has).
+    const hugeFilter = { limit: 1e9, account_data: { limit: 1e9 }, presence: { limit: 1e9 }, room: { timeline: { limit: 1e9 }, state: { limit: 1e9 }, ephemeral: { limit: 1e9 }, account_data: { limit: 1e9 } } };
+    const stored = await call("POST", `/_matrix/client/v3/user/${encodeURIComponent(ids.alice.userId)}/filter`, hugeFilter, ids.alice.token);
+    const room = encodeURIComponent(ids.roomId);
+    const inline = encodeURIComponent(JSON.stringify(hugeFilter));
+    const eventFilter = encodeURIComponent(JSON.stringify({ limit: 1e9, lazy_load_members: true }));
+    for (const path of [
+      `/_matrix/client/v3/sync?timeout=0&filter=${inline}`,
+      `/_matrix/client/v3/sync?timeout=0&full_state=true&filter=${encodeURIComponent(String(stored.json.filter_id))}`,
+      `/_matrix/client/v3/rooms/${room}/messages?dir=b&limit=1000000000&filter=${eventFilter}`,
+      `/_matrix/client/v3/rooms/${room}/context/${encodeURIComponent(ids.eventId)}?limit=1000000000&filter=${eventFilter}`,
+      `/_matrix/client/v3/rooms/${room}/relations/${encodeURIComponent(ids.eventId)}?limit=1000000000&recurse=true`,
+      `/_matrix/client/v3/initialSync?limit=1000000000`,
+    ]) {
+      loggedErrors.length = 0;
+      const r = await Promise.race([call("GET", path, undefined, ids.alice.token), new Promise<undefined>((res) => setTimeout(res, HANG_MS))]);
+      if (!r) failures.push(`${path}: hang`);
+      else if (r.status >= 500 || loggedErrors.length > 0) failures.push(`${path} → ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`);
+    }
     expect(failures).toEqual([]);
     await checkHealthy();
   }, 120_000);
+});
+
+describe("UIA sessions stay bounded with hostile parameters", () => {
+  it("an oversized parameter set is not remembered; an auth-only request then works on its own body, and the server stays healthy", async () => {
+    loggedErrors.length = 0;
+    // Just under the JSON body limit of /register: far past what a session remembers.
+    const big = { username: "bigparams", password: "pw", device_id: "BIG", initial_device_display_name: "d".repeat(jsonBodyLimit("/_matrix/client/v3/register") - 200) };
+    const probe = await call("POST", "/_matrix/client/v3/register", big);
+    expect(probe.status).toBe(401);
+    // Only auth: nothing remembered, so a server-chosen user ID, not "bigparams".
+    const done = await call("POST", "/_matrix/client/v3/register", { auth: { type: "m.login.dummy", session: probe.json.session } });
+    expect(done.status).toBe(200);
+    expect(done.json.user_id).not.toBe(`@bigparams:${SERVER}`);
+    // A retried completed session with a hostile body answers with the same account, no 5xx.
+    for (const body of [{ auth: { type: "m.login.dummy", session: probe.json.session }, username: 7 }, { auth: { session: probe.json.session, type: ["x"] } }, { auth: { session: probe.json.session }, inhibit_login: true }]) {
+      const r = await call("POST", "/_matrix/client/v3/register", body);
+      expect(r.status, JSON.stringify(r.json)).toBeLessThan(500);
+      if (r.status === 200) expect(r.json.user_id).toBe(done.json.user_id);
+    }
+    expect(loggedErrors).toEqual([]);
+    await checkHealthy();
+  });
 });
 
 /** An assertion failure with fast-check's counterexample and the underlying cause. */
