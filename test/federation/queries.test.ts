@@ -234,6 +234,37 @@ describe("keys and device lists across servers", () => {
     expect(q.body.device_keys).toEqual({ [bob.userId]: {} });
   });
 
+  it("takes from a server only what it may say: its own users, the devices and algorithms asked for", async () => {
+    const [a, b] = await start();
+    const alice = await a.register("alice");
+    const bob = await e2eeUser(b, "bob");
+    const bobKeys = (await fedCall(a, b, "POST", "/_matrix/federation/v1/user/keys/query", { device_keys: { [bob.userId]: [] } })).body.device_keys[bob.userId][bob.deviceId];
+    // evil.test answers for B's user too, files bob's keys under its own user, and hands out keys nobody asked for.
+    fed!.network.attach("evil.test", async (req) => {
+      const path = new URL(req.url).pathname;
+      if (path.endsWith("/user/keys/query")) {
+        return Response.json({
+          device_keys: { [bob.userId]: { [bob.deviceId]: bobKeys }, "@eve:evil.test": { [bob.deviceId]: bobKeys, EVE: { ...bobKeys, device_id: "EVE" } } },
+          master_keys: { "@eve:evil.test": { user_id: bob.userId, usage: ["master"], keys: { "ed25519:x": "x" } } },
+        });
+      }
+      if (path.endsWith("/user/keys/claim")) {
+        return Response.json({ one_time_keys: { [bob.userId]: { [bob.deviceId]: { "signed_curve25519:X": "k" } }, "@eve:evil.test": { EVE: { "other_alg:Y": "k" }, OTHER: { "signed_curve25519:Z": "k" } } } });
+      }
+      if (path.startsWith("/_matrix/federation/v1/user/devices/")) return Response.json({ user_id: bob.userId, stream_id: 1, devices: [] });
+      return Response.json({ errcode: "M_UNRECOGNIZED" }, { status: 404 });
+    });
+    const q = await a.call("POST", "/_matrix/client/v3/keys/query", { device_keys: { "@eve:evil.test": [] } }, alice.token);
+    expect(q.body).toMatchObject({ device_keys: { "@eve:evil.test": {} }, master_keys: {}, failures: {} });
+    expect(q.body.device_keys[bob.userId]).toBeUndefined();
+    const c = await a.call("POST", "/_matrix/client/v3/keys/claim", { one_time_keys: { "@eve:evil.test": { EVE: "signed_curve25519" } } }, alice.token);
+    expect(c.body).toEqual({ one_time_keys: {}, failures: {} });
+    await expect(devicesOf(a.hs.services, "@eve:evil.test")).rejects.toMatchObject({ name: "FederationError", status: 502 });
+    // An unreachable server: devicesOf says so.
+    fed!.network.setOnline("evil.test", false);
+    await expect(devicesOf(a.hs.services, "@eve:evil.test")).rejects.toMatchObject({ name: "FederationError", status: 0 });
+  });
+
   it("caches the device lists of users sharing a room, refetches after markStale, and tells local clients", async () => {
     const [a, b] = await start();
     const alice = await e2eeUser(a, "alice");
