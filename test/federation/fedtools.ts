@@ -13,6 +13,7 @@ import { persist } from "../../src/homeserver/roomserver/persist.ts";
 import { serverOf } from "../../src/homeserver/rooms/ids.ts";
 import type { StoredEvent } from "../../src/homeserver/events/types.ts";
 import { prefix } from "../../src/storage/store.ts";
+import { receiveEdus } from "../../src/homeserver/federation/edus.ts";
 import type { Federation, FedServer } from "./harness.ts";
 
 /** Polls `check` until it returns a value other than undefined/false, or fails after `ms`. */
@@ -31,7 +32,7 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
  * room's extremities and signed by `signer` (the user's own server), as if it had arrived over
  * federation. Returns its event ID.
  */
-export async function remoteMembership(host: FedServer, signer: FedServer, roomId: string, userId: string, membership: string): Promise<string> {
+export async function remoteMembership(host: FedServer, signer: FedServer, roomId: string, userId: string, membership: string, alsoOn: FedServer[] = []): Promise<string> {
   const hs = host.hs.services;
   const content = { membership };
   const { rules, prevs, auths } = await hs.store.read(async (tx) => {
@@ -66,9 +67,28 @@ export async function remoteMembership(host: FedServer, signer: FedServer, roomI
     rules,
     signer.hs.services.signingKey,
   );
-  const [outcome] = await persist(hs, roomId, [{ kind: "new", event }]);
-  expect(outcome?.outcome, JSON.stringify(outcome)).toBe("accepted");
+  for (const server of [host, ...alsoOn]) {
+    const [outcome] = await persist(server.hs.services, roomId, [{ kind: "new", event }]);
+    expect(outcome?.outcome, JSON.stringify(outcome)).toBe("accepted");
+  }
   return event.eventId;
+}
+
+/**
+ * Gives `to` a copy of `from`'s room as it is now (every timeline event, in order, stored as
+ * received PDUs), so both servers hold the same room: what a join over federation would do.
+ */
+export async function mirrorRoom(from: FedServer, to: FedServer, roomId: string): Promise<void> {
+  const { events, version } = await from.store.read(async (tx) => {
+    const rows = await tx.range<string>("timeline", { prefix: prefix(roomId) });
+    const events: StoredEvent[] = [];
+    for (const r of rows) events.push((await getEvent(tx, r.value))!);
+    return { events, version: (await getRoom(tx, roomId))!.roomVersion };
+  });
+  for (const [i, e] of events.entries()) {
+    const [outcome] = await persist(to.hs.services, roomId, [{ kind: "new", event: { eventId: e.eventId, roomId, pdu: e.pdu } }], i === 0 ? { roomId, roomVersion: version } : undefined);
+    expect(outcome?.outcome, JSON.stringify(outcome)).toBe("accepted");
+  }
 }
 
 /** One `PUT /send` as the recorder saw it. */
@@ -92,6 +112,8 @@ export class Recorder {
   readonly transactions: SeenTransaction[] = [];
   inFlight = 0;
   maxInFlight = 0;
+  /** Hand the EDUs of each new transaction to the server's `receiveEdus` (standing in for its `/send`). */
+  deliverEdus = false;
   /** Called per attempt: "ok", "lose-answer" (processed, then unreachable) or a status to answer. */
   behaviour: (t: SeenTransaction) => "ok" | "lose-answer" | number = () => "ok";
 
@@ -123,7 +145,10 @@ export class Recorder {
         this.attempts.push(t);
         const what = this.behaviour(t);
         if (typeof what === "number") return Response.json({ errcode: "M_UNKNOWN", error: "test" }, { status: what });
-        if (!this.transactions.some((x) => x.origin === t.origin && x.txnId === t.txnId)) this.transactions.push(t);
+        if (!this.transactions.some((x) => x.origin === t.origin && x.txnId === t.txnId)) {
+          this.transactions.push(t);
+          if (this.deliverEdus) await receiveEdus(server().hs.services, origin, t.edus);
+        }
         if (what === "lose-answer") throw new Error("answer lost");
         return Response.json({ pdus: {} });
       } finally {

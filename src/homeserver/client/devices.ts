@@ -97,7 +97,7 @@ export async function startSession(tx: WriteTx, hs: Services, req: SessionReques
     const device: DeviceRecord = { userId: req.userId, deviceId, createdAt: now, lastSeenTs: now, ...seen };
     if (req.initialDisplayName !== undefined) device.displayName = [...req.initialDisplayName].slice(0, MAX_DEVICE_DISPLAY_NAME_LENGTH).join("");
     tx.put("devices", key(req.userId, deviceId), device);
-    streamPos = await recordDeviceListChange(tx, req.userId);
+    streamPos = await recordDeviceListChange(tx, req.userId, undefined, { deviceIds: [deviceId] });
   }
   // Stored by hash only (auth/tokens.ts); the device_tokens index holds the hashes too.
   const accessHash = tokenHash(accessToken);
@@ -133,9 +133,9 @@ async function revokeDeviceTokens(tx: WriteTx, userId: string, deviceId: string)
  * position (undefined if none of the devices existed).
  */
 export async function deleteDevices(tx: WriteTx, userId: string, deviceIds: readonly string[]): Promise<number | undefined> {
-  let any = false;
+  const deleted: string[] = [];
   for (const deviceId of deviceIds) {
-    if (await tx.get("devices", key(userId, deviceId))) any = true;
+    if (await tx.get("devices", key(userId, deviceId))) deleted.push(deviceId);
     await revokeDeviceTokens(tx, userId, deviceId);
     tx.delete("devices", key(userId, deviceId));
     tx.delete("device_keys", key(userId, deviceId));
@@ -144,8 +144,8 @@ export async function deleteDevices(tx: WriteTx, userId: string, deviceIds: read
     tx.deleteRange("to_device", { prefix: prefix(userId, deviceId) });
     await deleteDevicePushers(tx, userId, deviceId);
   }
-  if (!any) return undefined;
-  return recordDeviceListChange(tx, userId);
+  if (deleted.length === 0) return undefined;
+  return recordDeviceListChange(tx, userId, undefined, { deviceIds: deleted });
 }
 
 /** The IDs of all of a user's devices. */
@@ -204,7 +204,7 @@ export async function putDevice(ctx: RequestContext, params: Record<string, stri
     if (displayName === undefined || displayName === device.displayName) return undefined;
     tx.put("devices", k, { ...device, displayName });
     // Other users see display names in /keys/query, so a rename is a device-list change.
-    return recordDeviceListChange(tx, userId);
+    return recordDeviceListChange(tx, userId, undefined, { deviceIds: [params.deviceId!] });
   });
   if (streamPos !== undefined) ctx.hs.notifier.notify(streamPos);
   return {};

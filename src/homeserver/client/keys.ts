@@ -62,16 +62,22 @@ export const TO_DEVICE_LIMIT = 100;
 /** key settings|"to_device_ack"|userId|deviceId → the last `since` acknowledged by that device. */
 const ackKey = (userId: string, deviceId: string): string => key("to_device_ack", userId, deviceId);
 
-/** A device_list_stream row; `visibleTo` limits it to one observer (user-signing signatures). */
+/**
+ * A device_list_stream row; `visibleTo` limits it to one observer (user-signing signatures).
+ * `deviceIds` / `signing` say what changed, for the device-list EDUs other servers get
+ * (federation/sender.ts); without them every device is announced.
+ */
 interface DeviceListChange {
   userId: string;
   visibleTo?: string;
+  deviceIds?: string[];
+  signing?: boolean;
 }
 
 /** Records that `userId`'s devices or keys changed; returns the stream position (notify after commit). */
-export async function recordDeviceListChange(tx: WriteTx, userId: string, visibleTo?: string): Promise<number> {
+export async function recordDeviceListChange(tx: WriteTx, userId: string, visibleTo?: string, what?: { deviceIds?: string[]; signing?: boolean }): Promise<number> {
   const p = await nextStreamPos(tx);
-  tx.put("device_list_stream", pos(p), visibleTo === undefined ? { userId } : ({ userId, visibleTo } satisfies DeviceListChange));
+  tx.put("device_list_stream", pos(p), { userId, ...(visibleTo !== undefined ? { visibleTo } : {}), ...what } satisfies DeviceListChange);
   // The federation `stream_id` of the user's device list (`/user/devices`, `m.device_list_update`).
   if (visibleTo === undefined) tx.put("device_list_latest", userId, p);
   return p;
@@ -356,7 +362,7 @@ export async function postKeysUpload(ctx: RequestContext): Promise<Record<string
       const stored = await tx.get<JsonObject>("device_keys", dkKey);
       if (!stored) {
         tx.put("device_keys", dkKey, deviceKeys);
-        streamPos = await recordDeviceListChange(tx, userId);
+        streamPos = await recordDeviceListChange(tx, userId, undefined, { deviceIds: [deviceId] });
       } else if (deviceKeyIdentity(stored) !== deviceKeyIdentity(deviceKeys)) {
         // keys.yaml: the device keys of a device never change; a new identity needs a new device.
         throw invalidParam("Device keys for this device already exist and differ from the uploaded ones");
@@ -364,7 +370,7 @@ export async function postKeysUpload(ctx: RequestContext): Promise<Record<string
         const merged = { ...stored, signatures: mergeSignatures(stored, deviceKeys.signatures) };
         if (canonicalJson(merged) !== canonicalJson(stored)) {
           tx.put("device_keys", dkKey, merged);
-          streamPos = await recordDeviceListChange(tx, userId);
+          streamPos = await recordDeviceListChange(tx, userId, undefined, { deviceIds: [deviceId] });
         }
       }
     }
@@ -622,7 +628,7 @@ export async function postDeviceSigningUpload(ctx: RequestContext): Promise<Reco
         if (!uploaded[usage]) tx.delete("cross_signing_keys", key(userId, usage));
       }
     }
-    return recordDeviceListChange(tx, userId);
+    return recordDeviceListChange(tx, userId, undefined, { signing: true });
   });
   ctx.hs.notifier.notify(streamPos);
   return {};

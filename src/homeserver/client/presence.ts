@@ -9,6 +9,8 @@ import type { ReadTx } from "../../storage/store.ts";
 import { membershipOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { limitUser } from "../auth/rateLimit.ts";
+import type { WriteTx } from "../../storage/store.ts";
+import { queueEdu, serversSharingRoomsWith } from "../federation/sender.ts";
 
 /** A row of the `presence` table. */
 export interface PresenceRow {
@@ -51,6 +53,7 @@ export async function touchPresence(hs: Services, userId: string, setPresence: s
   // Most syncs change nothing: check in a read before taking a write transaction.
   const current = await hs.store.read((tx) => tx.get<PresenceRow>("presence", userId));
   if (current && current.presence === wanted && now - current.lastActiveTs <= TOUCH_INTERVAL_MS) return;
+  let destinations: string[] = [];
   const pos = await hs.store.write(async (tx) => {
     const row = await tx.get<PresenceRow>("presence", userId);
     // Back from idle (shown as unavailable) also counts as a change clients should hear about.
@@ -59,10 +62,25 @@ export async function touchPresence(hs: Services, userId: string, setPresence: s
       return 0;
     }
     const streamPos = await nextStreamPos(tx);
-    tx.put("presence", userId, { ...row, presence: wanted, lastActiveTs: now, streamPos } satisfies PresenceRow);
+    const next = { ...row, presence: wanted, lastActiveTs: now, streamPos } satisfies PresenceRow;
+    tx.put("presence", userId, next);
+    destinations = await queuePresence(hs, tx, userId, next);
     return streamPos;
   });
   if (pos > 0) hs.notifier.notify(pos);
+  for (const d of destinations) hs.federationSender?.wake(d);
+}
+
+/**
+ * Queues a local user's new presence for the servers sharing a room with them ("Presence",
+ * server-server API), in the transaction that stores it; returns them (wake the sender after the commit).
+ */
+async function queuePresence(hs: Services, tx: WriteTx, userId: string, row: PresenceRow): Promise<string[]> {
+  const sender = hs.federationSender;
+  if (!sender) return [];
+  const destinations = sender.targets(await serversSharingRoomsWith(tx, userId, hs.serverName));
+  await queueEdu(tx, destinations, { edu_type: "m.presence", content: { push: [{ user_id: userId, ...presenceContent(row, hs.clock()) }] } });
+  return destinations;
 }
 
 /** Whether two users share a joined room. */
@@ -97,13 +115,16 @@ export async function putPresence(ctx: RequestContext, p: Record<string, string>
   if (body.status_msg !== undefined && body.status_msg !== null && typeof body.status_msg !== "string") throw new MatrixError(400, "M_INVALID_PARAM", "status_msg must be a string");
   limitUser(ctx, me, "rc_presence.per_user");
   const now = ctx.hs.clock();
+  let destinations: string[] = [];
   const pos = await ctx.hs.store.write(async (tx) => {
     const streamPos = await nextStreamPos(tx);
     const row: PresenceRow = { presence: body.presence as string, lastActiveTs: now, streamPos };
     if (typeof body.status_msg === "string") row.status_msg = body.status_msg;
     tx.put("presence", me.userId, row);
+    destinations = await queuePresence(ctx.hs, tx, me.userId, row);
     return streamPos;
   });
   ctx.hs.notifier.notify(pos);
+  for (const d of destinations) ctx.hs.federationSender?.wake(d);
   return {};
 }

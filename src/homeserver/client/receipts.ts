@@ -9,7 +9,8 @@ import { MatrixError, badJson, forbidden, notFound } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import type { WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
-import { membershipOf } from "../roomserver/state.ts";
+import { membershipOf, serversInRoom } from "../roomserver/state.ts";
+import { queueEdu } from "../federation/sender.ts";
 import { putAccountDataTx } from "./accountData.ts";
 import { isTimelineEvent } from "../events/types.ts";
 
@@ -31,6 +32,8 @@ interface Marker {
 /** Checks and writes markers for one user in one room in one transaction; returns the last position. */
 async function writeMarkers(ctx: RequestContext, roomId: string, userId: string, markers: Marker[]): Promise<void> {
   const now = ctx.hs.clock();
+  const sender = ctx.hs.federationSender;
+  let destinations: string[] = [];
   const pos = await ctx.hs.store.write(async (tx: WriteTx) => {
     const membership = await membershipOf(tx, roomId, userId);
     if (membership !== "join") throw forbidden("You are not joined to this room");
@@ -52,10 +55,18 @@ async function writeMarkers(ctx: RequestContext, roomId: string, userId: string,
       last = await nextStreamPos(tx);
       const row: ReceiptRow = { eventId: m.eventId, ts: now, streamPos: last };
       tx.put("receipts", key(roomId, m.type, userId, m.threadId ?? ""), row);
+      // Read receipts go to the room's other servers, queued with the receipt itself ("Receipts",
+      // server-server API); private ones stay here.
+      if (m.type === "m.read" && sender) {
+        destinations = sender.targets(await serversInRoom(tx, roomId));
+        const data = { ts: now, ...(m.threadId !== undefined ? { thread_id: m.threadId } : {}) };
+        await queueEdu(tx, destinations, { edu_type: "m.receipt", content: { [roomId]: { "m.read": { [userId]: { event_ids: [m.eventId], data } } } } });
+      }
     }
     return last;
   });
   if (pos > 0) ctx.hs.notifier.notify(pos);
+  for (const d of destinations) sender?.wake(d);
 }
 
 /** `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}` */

@@ -9,6 +9,8 @@ import { badJson } from "../errors.ts";
 import { isObject } from "../validate.ts";
 import { key, pos, prefix } from "../../storage/store.ts";
 import { serverOf } from "../rooms/ids.ts";
+import { queueEdu } from "../federation/sender.ts";
+import { encodeBase64Url } from "../crypto/base64.ts";
 
 /**
  * key txn_ids|userId|deviceId|"sendToDevice"|eventType|txnId → {} — transaction IDs are scoped to
@@ -33,14 +35,30 @@ export async function putSendToDevice(ctx: RequestContext, params: Record<string
     }
   }
   const local = ctx.hs.serverName;
-  const remote = new Set(messages.filter(([u]) => serverOf(u) !== local).map(([u]) => serverOf(u)));
-  if (remote.size > 0) ctx.hs.logger.warn("sendToDevice: no federation yet, dropping messages for", [...remote]);
+  // Messages for remote users: one m.direct_to_device EDU per server ("Send-to-device messaging",
+  // server-server API), queued in the transaction that records the client's transaction ID.
+  const outbox = ctx.hs.federationSender;
+  const remote = new Map<string, Record<string, Record<string, Record<string, unknown>>>>();
+  for (const [userId, deviceId, content] of messages) {
+    const server = serverOf(userId);
+    if (server === local) continue;
+    let byUser = remote.get(server);
+    if (!byUser) remote.set(server, (byUser = {}));
+    (byUser[userId] ??= {})[deviceId] = content;
+  }
+  const destinations = outbox ? outbox.targets(remote.keys()) : [];
+  if (remote.size > destinations.length) ctx.hs.logger.warn("sendToDevice: no federation with", [...remote.keys()].filter((s) => !destinations.includes(s)));
 
   const last = await ctx.hs.store.write(async (tx) => {
     const tk = txnKey(sender, senderDevice, eventType, txnId);
     // A repeated transaction is a no-op ("the server should … return the same response").
     if ((await tx.get("txn_ids", tk)) !== undefined) return 0;
     tx.put("txn_ids", tk, {});
+    for (const server of destinations) {
+      // "Unique ID for the message, used for idempotence … of maximum length 32 codepoints."
+      const messageId = encodeBase64Url(ctx.hs.random(16));
+      await queueEdu(tx, [server], { edu_type: "m.direct_to_device", content: { sender, type: eventType, message_id: messageId, messages: remote.get(server)! } });
+    }
     let last = 0;
     for (const [userId, deviceId, content] of messages) {
       if (serverOf(userId) !== local) continue;
@@ -61,5 +79,6 @@ export async function putSendToDevice(ctx: RequestContext, params: Record<string
     return last;
   });
   if (last > 0) ctx.hs.notifier.notify(last);
+  for (const d of destinations) outbox?.wake(d);
   return {};
 }

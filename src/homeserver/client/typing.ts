@@ -1,7 +1,7 @@
 /** Typing notifications ("Typing Notifications" module, `typing.yaml`). */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, forbidden } from "../errors.ts";
-import { membershipOf } from "../roomserver/state.ts";
+import { membershipOf, serversInRoom } from "../roomserver/state.ts";
 import { typingState } from "../ephemeral/typing.ts";
 
 /** Longest typing timeout honoured; clients refresh well before it. */
@@ -20,5 +20,8 @@ export async function putTyping(ctx: RequestContext, p: Record<string, string>):
   if (membership !== "join") throw forbidden("You are not joined to this room");
   const timeout = Math.min(typeof body.timeout === "number" ? body.timeout : 30_000, MAX_TYPING_MS);
   typingState(ctx.hs).set(p.roomId!, me.userId, body.typing, timeout);
+  // Every notification (renewals too: remote servers time typing out on their own) goes to the
+  // other servers in the room ("Typing Notifications", server-server API).
+  await ctx.hs.federationSender?.sendEdu((tx) => serversInRoom(tx, p.roomId!), { edu_type: "m.typing", content: { room_id: p.roomId!, user_id: me.userId, typing: body.typing } });
   return {};
 }

@@ -188,6 +188,24 @@ export class FederationSender {
     this.kick(destination, st);
   }
 
+  /**
+   * Queues `edu` for the servers `destinations(tx)` names (without this one), in its own write
+   * transaction, and sends it: for news that is not stored otherwise (typing).
+   */
+  async sendEdu(destinations: (tx: ReadTx) => Promise<Iterable<string>>, edu: Edu): Promise<void> {
+    const dests = await this.hs.store.write(async (tx) => {
+      const list = [...(await destinations(tx))].filter((d) => d !== this.hs.serverName && this.client.mayContact(d));
+      await queueEdu(tx, list, edu);
+      return list;
+    });
+    for (const d of dests) this.wake(d);
+  }
+
+  /** The servers to queue an EDU for among `servers`: not this one, and allowed. */
+  targets(servers: Iterable<string>): string[] {
+    return [...servers].filter((d) => d !== this.hs.serverName && this.client.mayContact(d));
+  }
+
   /** Queued items (PDUs and EDUs, including those in flight) per destination, for metrics. */
   queueDepths(): Promise<Map<string, number>> {
     return this.hs.store.read(async (tx) => {
