@@ -12,6 +12,7 @@ import { pushBench } from "./push.ts";
 import { durableBench } from "./durable.ts";
 import { pipelineBench } from "./pipeline.ts";
 import { fedjoinBench } from "./fedjoin.ts";
+import { fedsendBench } from "./fedsend.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -26,6 +27,7 @@ const BENCHES: [string, Bench][] = [
   ["durable", durableBench],
   ["pipeline", pipelineBench],
   ["fedjoin", fedjoinBench],
+  ["fedsend", fedsendBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
