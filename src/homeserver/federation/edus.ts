@@ -23,7 +23,7 @@ import { joinedRooms } from "../roomserver/membership.ts";
 import { typingState } from "../ephemeral/typing.ts";
 import type { ReceiptRow } from "../client/receipts.ts";
 import type { PresenceRow } from "../client/presence.ts";
-import { recordDeviceListChange } from "../client/keys.ts";
+import { markStale } from "./deviceLists.ts";
 import { logLine } from "../log.ts";
 
 /** How long a remote typing notification lasts unless renewed (the EDU carries no timeout). */
@@ -177,22 +177,24 @@ async function receiveToDevice(hs: Services, origin: string, c: Record<string, u
 
 /**
  * `m.device_list_update` / `m.signing_key_update`: a remote user's devices or cross-signing keys
- * changed. Local users sharing a room see the user in `device_lists.changed` and query the keys
- * afresh; an update whose `stream_id` was already applied changes nothing.
+ * changed. The cached list goes stale and local users sharing a room see the user in
+ * `device_lists.changed` (deviceLists.ts `markStale`); an update whose `stream_id` was already
+ * applied changes nothing.
  */
 async function receiveDeviceChange(hs: Services, origin: string, type: string, c: Record<string, unknown>): Promise<void> {
   if (!ownUser(origin, c.user_id)) return;
   const userId = c.user_id;
   if (type === "m.device_list_update" && (typeof c.device_id !== "string" || typeof c.stream_id !== "number")) return;
-  const streamPos = await hs.store.write(async (tx) => {
-    if (!(await sharesRoom(tx, userId))) return 0;
+  const fresh = await hs.store.write(async (tx) => {
+    if (!(await sharesRoom(tx, userId))) return false;
     if (type === "m.device_list_update") {
       const seenKey = key("fed_device_in", userId);
       const seen = await tx.get<number>("settings", seenKey);
-      if (seen !== undefined && (c.stream_id as number) <= seen) return 0;
+      if (seen !== undefined && (c.stream_id as number) <= seen) return false;
       tx.put("settings", seenKey, c.stream_id);
     }
-    return recordDeviceListChange(tx, userId);
+    return true;
   });
-  if (streamPos > 0) hs.notifier.notify(streamPos);
+  // The cached list is fetched again before its next use, and local clients are told (deviceLists.ts).
+  if (fresh) await markStale(hs, userId);
 }
