@@ -150,6 +150,13 @@ export const MIGRATIONS: readonly Migration[] = [
       "remote_media_content", // key = as remote_media → Uint8Array
     ],
   },
+  // 11: inbound federation transactions already answered (federation/transactions.ts), so a retry
+  // of the same transaction ID gets the first answer.
+  {
+    createTables: [
+      "federation_txns", // key = origin|txnId → { response, receivedAt }
+    ],
+  },
 ];
 
 /**

@@ -3,8 +3,9 @@
  * with `federation()` verify the `X-Matrix` signature before the handler runs and pass the origin.
  */
 import type { HsRoute } from "../routeHelpers.ts";
-import { at } from "../routeHelpers.ts";
-import { federation } from "../routeHelpers.ts";
+import { at, federation } from "../routeHelpers.ts";
+import * as events from "./events.ts";
+import { putTransaction } from "./transactions.ts";
 import { getFederationVersion } from "./version.ts";
 import * as queries from "./queries.ts";
 import * as fedMedia from "./media.ts";
@@ -33,4 +34,14 @@ export const FEDERATION_ROUTES: HsRoute[] = [
   ...federation("PUT", "/v1/send_knock/{roomId}/{eventId}", joins.putSendKnock),
   ...federation("PUT", "/v2/invite/{roomId}/{eventId}", joins.putInvite),
   ...federation("GET", "/v1/query/directory", joins.getQueryDirectory),
+
+  // --- PDUs: receiving (transactions.ts, receive.ts) and serving (events.ts) ---
+  ...federation("PUT", "/v1/send/{txnId}", putTransaction),
+  ...federation("GET", "/v1/event/{eventId}", events.getEventPdu),
+  ...federation("GET", "/v1/state/{roomId}", events.getRoomState),
+  ...federation("GET", "/v1/state_ids/{roomId}", events.getRoomStateIds),
+  ...federation("GET", "/v1/event_auth/{roomId}/{eventId}", events.getEventAuth),
+  ...federation("GET", "/v1/backfill/{roomId}", events.getBackfill),
+  ...federation("POST", "/v1/get_missing_events/{roomId}", events.postGetMissingEvents),
+  ...federation("GET", "/v1/timestamp_to_event/{roomId}", events.getTimestampToEvent),
 ];

@@ -65,6 +65,11 @@ export interface PersistInput {
    * besides its sender's server, this server must pass it on to the room's other servers.
    */
   relay?: boolean;
+  /**
+   * A remote event the checks on receipt already rejected (step 4, its own auth events): stored as
+   * rejected whatever the state before it says.
+   */
+  rejected?: string;
 }
 
 /** What became of one input. */
@@ -228,6 +233,7 @@ class DecideContext {
     const planned: Planned = { input, stored, outcome: "accepted", groups: [], currentChanges: new Map(), memberships: new Map(), priorChanges: new Map(), priorMemberships: new Map(), timeline: false };
     if (kind === "outlier") {
       stored.outlier = true;
+      if (input.rejected) stored.rejected = input.rejected;
       planned.outcome = "outlier";
       this.batch.set(event.eventId, { stored });
       return planned;
@@ -249,6 +255,12 @@ class DecideContext {
       planned.eventState = { after: "", before: beforeGroup };
     } else if (isCreate) {
       beforeMap = new Map();
+    } else if (input.stateBefore) {
+      // The prevs are unknown here: the state before is the one another server gave, as a root group.
+      beforeMap = new Map(input.stateBefore);
+      beforeGroup = `${event.eventId}<`;
+      this.addGroup(planned, beforeGroup, undefined, new Map(beforeMap), beforeMap);
+      planned.eventState = { after: "", before: beforeGroup };
     } else if (linear) {
       beforeGroup = this.currentGroup;
     } else {
@@ -274,7 +286,7 @@ class DecideContext {
 
     // --- the auth rules ---
     const authKeys = authStateKeysFor(pdu.type, pdu.state_key, pdu.sender, asObject(pdu.content) ?? {}, this.rules);
-    let verdict = kind === "new" ? await this.checkAuthEvents(pdu) : undefined;
+    let verdict = input.rejected !== undefined ? { allowed: false as const, reason: input.rejected } : kind === "new" ? await this.checkAuthEvents(pdu) : undefined;
     if (!verdict || verdict.allowed) {
       const authState = await this.pdusAt(beforeGroup, beforeMap, linear, [...authKeys, CREATE_SK]);
       verdict = checkAuth(pdu, event.eventId, authState, this.rules);
