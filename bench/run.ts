@@ -13,6 +13,7 @@ import { durableBench } from "./durable.ts";
 import { pipelineBench } from "./pipeline.ts";
 import { fedjoinBench } from "./fedjoin.ts";
 import { fedsendBench } from "./fedsend.ts";
+import { fedpduBench } from "./fedpdu.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -28,6 +29,7 @@ const BENCHES: [string, Bench][] = [
   ["pipeline", pipelineBench],
   ["fedjoin", fedjoinBench],
   ["fedsend", fedsendBench],
+  ["fedpdu", fedpduBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
