@@ -13,7 +13,7 @@ import { buildEvent, eventRef } from "../../src/homeserver/rooms/build.ts";
 import { receivePdu } from "../../src/homeserver/rooms/receive.ts";
 import { persist } from "../../src/homeserver/roomserver/persist.ts";
 import { getEvent, rulesOf } from "../../src/homeserver/roomserver/state.ts";
-import type { FedServer } from "./harness.ts";
+import type { Federation, FedServer } from "./harness.ts";
 
 export const svc = (s: FedServer): Services => s.hs.services;
 
@@ -55,8 +55,25 @@ export function wire(e: StoredEvent | EventWithId): Pdu {
 
 let txnCounter = 0;
 
+/** Transaction IDs of the transactions the tests send themselves (`sendTxn`). */
+const TEST_TXN = "test-";
+
+/**
+ * Makes `to` refuse (503) every `/send` but the tests' own, so the outbound queues of the other
+ * servers cannot deliver what a test wants `to` to get only in pieces (or forged). Returns the
+ * function that puts `to` back on the network as it was.
+ */
+export function holdQueues(fed: Federation, to: FedServer): () => void {
+  fed.network.attach(to.name, async (request) => {
+    const m = /\/_matrix\/federation\/v1\/send\/([^/?]+)/.exec(new URL(request.url).pathname);
+    if (m && !decodeURIComponent(m[1]!).startsWith(TEST_TXN)) return new Response(JSON.stringify({ errcode: "M_UNKNOWN", error: "held by the test" }), { status: 503 });
+    return to.hs.handle(request);
+  });
+  return () => fed.network.attach(to.name, (r) => to.hs.handle(r));
+}
+
 /** `from` sends `pdus` (and `edus`) to `to` in one signed transaction; returns status and body. */
-export async function sendTxn(from: FedServer, to: FedServer, pdus: unknown[], edus: unknown[] = [], txnId = `t${++txnCounter}`): Promise<{ status: number; body: any }> {
+export async function sendTxn(from: FedServer, to: FedServer, pdus: unknown[], edus: unknown[] = [], txnId = `${TEST_TXN}${++txnCounter}`): Promise<{ status: number; body: any }> {
   const res = await svc(from).federation!.fetch(to.name, "PUT", `/_matrix/federation/v1/send/${txnId}`, {
     body: { origin: from.name, origin_server_ts: svc(from).clock(), pdus, ...(edus.length ? { edus } : {}) },
   });
