@@ -129,6 +129,32 @@ describe("forged input is refused and nothing of it is stored", () => {
     expect((await fedCall(a, b, "GET", `/_matrix/federation/v1/event/${encodeURIComponent(forged.eventId)}`)).status).toBe(404);
   });
 
+  it("an event allowed by its own auth events but not by the state before it is rejected (a banned user citing their old join)", async () => {
+    const [a, b] = await two();
+    const { roomId, alice, bob } = await sharedRoom(a, b);
+    const r = encodeURIComponent(roomId);
+    const mallory = await a.register("mallory");
+    let from = await lastPos(a, roomId);
+    expect((await a.call("POST", `/_matrix/client/v3/rooms/${r}/join`, {}, mallory.token)).status).toBe(200);
+    const joinId = (await currentStateIds(a, roomId)).get(stateKeyOf("m.room.member", mallory.userId))!;
+    expect((await a.call("POST", `/_matrix/client/v3/rooms/${r}/ban`, { user_id: mallory.userId }, alice.token)).status).toBe(200);
+    for (const v of Object.values((await deliver(a, b, roomId, from)).body.pdus)) expect(v).toEqual({});
+    from = await lastPos(b, roomId);
+    const createId = (await currentStateIds(a, roomId)).get(stateKeyOf("m.room.create", ""))!;
+    const plId = (await currentStateIds(a, roomId)).get(stateKeyOf("m.room.power_levels", ""))!;
+    const forged = await buildRemote(a, roomId, { sender: mallory.userId, type: "m.room.message", content: { msgtype: "m.text", body: "still here" } }, {
+      // v12 rooms (IDs without a server name) leave the create event out of auth_events.
+      authEvents: roomId.includes(":") ? [createId, plId, joinId] : [plId, joinId],
+    });
+    expect((await sendTxn(a, b, [wire(forged)])).status).toBe(200);
+    const stored = await storedOn(b, forged.eventId);
+    expect(stored?.rejected).toMatch(/ban|join|member/i);
+    expect(stored?.streamPos).toBeUndefined();
+    expect(await timelineAfter(b, roomId, from)).toEqual([]);
+    const msgs = await b.call("GET", `/_matrix/client/v3/rooms/${r}/messages?dir=b&limit=5`, undefined, bob.token);
+    expect(msgs.body.chunk.some((e: { event_id: string }) => e.event_id === forged.eventId)).toBe(false);
+  });
+
   it("an event for a room this server is not in is refused", async () => {
     const [a, b] = await two();
     const alice = await a.register("alice");
@@ -174,9 +200,14 @@ describe("forged input is refused and nothing of it is stored", () => {
     const [x, y] = await Promise.all([sendTxn(a, b, [wire(e2!)], [], "test-race"), sendTxn(a, b, [wire(e2!)], [], "test-race")]);
     expect(x).toEqual(y);
     expect((await storedOn(b, e2!.eventId))?.streamPos).toBeDefined();
+    // A day later the first answer is gone: the ID names a new transaction.
+    fed!.advance(25 * 3600 * 1000);
+    await sendTxn(a, b, [], [], "test-sweeper");
+    const late = await sendTxn(a, b, [], [], "test-same");
+    expect(late.body).toEqual({ pdus: {} });
   });
 
-  it("PDUs from a server the room's ACL denies are refused (and ACL-denied room EDUs dropped)", async () => {
+  it("PDUs from a server the room's ACL denies are refused, and the room is not served to it", async () => {
     const [a, b] = await two();
     const { roomId, alice } = await sharedRoom(a, b);
     let from = await lastPos(a, roomId);
@@ -237,6 +268,12 @@ describe("missing events", () => {
     expect(await currentStateIds(b, roomId)).toEqual(await currentStateIds(a, roomId));
     // The gap's older half is not on B (only what get_missing_events returned).
     expect((await timelineAfter(b, roomId)).length).toBeLessThan((await timelineAfter(a, roomId)).length);
+    // When the outlier itself arrives in a transaction, it joins B's timeline.
+    expect((await sendTxn(a, b, [wire((await storedOn(a, carolJoin))!)])).body.pdus[carolJoin]).toEqual({});
+    const promoted = await storedOn(b, carolJoin);
+    expect(promoted?.outlier).toBeUndefined();
+    expect(promoted?.streamPos).toBeDefined();
+    expect(await currentStateIds(b, roomId)).toEqual(await currentStateIds(a, roomId));
   });
 });
 

@@ -161,7 +161,8 @@ export class RoomReceiver {
   private async receive(raw: JsonObject, eventId: string, fetchMissing: boolean): Promise<PduResult | "pending"> {
     if (this.overlay.has(eventId)) return {};
     const known = await this.hs.store.read((tx) => getEvent(tx, eventId));
-    if (known) return {};
+    // An outlier goes on: arriving as a new event, it joins the timeline now.
+    if (known && !known.outlier) return {};
     let verdict = await this.check(raw);
     if (verdict.outcome === "drop" && verdict.missingAuthEvents) {
       await this.fetchAuthChain(eventId);

@@ -4,7 +4,7 @@
  * server ACL denies the origin are dropped first); the answer is stored so a retry of the same
  * transaction ID from the same origin gets the first answer without anything being done twice.
  */
-import type { RequestContext } from "../context.ts";
+import type { RequestContext, Services } from "../context.ts";
 import { MatrixError, badJson } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import { serverAllowedInRoom } from "./acl.ts";
@@ -21,6 +21,15 @@ interface StoredTxn {
   response: { pdus: Record<string, PduResult> };
   receivedAt: number;
 }
+
+/**
+ * How long an answer is kept for retries. A sender retries a transaction until it is answered and
+ * only then sends the next, so a day covers any retry after a lost answer.
+ */
+const KEEP_ANSWERS_MS = 24 * 60 * 60 * 1000;
+/** Old answers are swept at most this often. */
+const SWEEP_EVERY_MS = 60 * 60 * 1000;
+const lastSweep = new WeakMap<object, number>();
 
 /** Transactions being processed, so a retry racing its first attempt waits for the same answer. */
 const inFlight = new WeakMap<object, Map<string, Promise<{ pdus: Record<string, PduResult> }>>>();
@@ -44,8 +53,16 @@ export async function putTransaction(ctx: RequestContext, params: Record<string,
     const seen = await hs.store.read((tx) => tx.get<StoredTxn>("federation_txns", txnKey));
     if (seen) return seen.response;
     const response = { pdus: await receivePdus(hs, origin, pdus) };
-    await receiveEdus(hs, origin, await roomEdusAllowed(ctx, origin, edus ?? []));
-    await hs.store.write(async (tx) => tx.put("federation_txns", txnKey, { response, receivedAt: hs.clock() } satisfies StoredTxn));
+    await receiveEdus(hs, origin, await roomEdusAllowed(hs, origin, edus ?? []));
+    const now = hs.clock();
+    const sweep = now - (lastSweep.get(hs.store) ?? 0) >= SWEEP_EVERY_MS;
+    if (sweep) lastSweep.set(hs.store, now);
+    await hs.store.write(async (tx) => {
+      tx.put("federation_txns", txnKey, { response, receivedAt: now } satisfies StoredTxn);
+      if (sweep) {
+        for (const row of await tx.range<StoredTxn>("federation_txns")) if (row.value.receivedAt < now - KEEP_ANSWERS_MS) tx.delete("federation_txns", row.key);
+      }
+    });
     return response;
   })();
   running.set(txnKey, work);
@@ -60,11 +77,11 @@ export async function putTransaction(ctx: RequestContext, params: Record<string,
  * The EDUs left once the room ACLs had their say ("Server Access Control Lists"): an `m.typing`
  * for a room that denies the origin is ignored, and so are all the receipts for such a room.
  */
-async function roomEdusAllowed(ctx: RequestContext, origin: string, edus: readonly unknown[]): Promise<unknown[]> {
+export async function roomEdusAllowed(hs: Services, origin: string, edus: readonly unknown[]): Promise<unknown[]> {
   const cache = new Map<string, boolean>();
   const allowed = async (roomId: string): Promise<boolean> => {
     let ok = cache.get(roomId);
-    if (ok === undefined) cache.set(roomId, (ok = await ctx.hs.store.read((tx) => serverAllowedInRoom(tx, roomId, origin))));
+    if (ok === undefined) cache.set(roomId, (ok = await hs.store.read((tx) => serverAllowedInRoom(tx, roomId, origin))));
     return ok;
   };
   const out: unknown[] = [];

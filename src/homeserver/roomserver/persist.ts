@@ -176,7 +176,12 @@ async function decide(hs: Services, roomId: string, inputs: PersistInput[], newR
     const pre = prefix(roomId);
     const extremities = newRoom ? [] : (await tx.range<true>("extremities", { prefix: pre })).map((r) => r.key.slice(pre.length));
     const known = new Map<string, boolean>();
-    for (const i of inputs) known.set(i.event.eventId, (await getEvent(tx, i.event.eventId)) !== undefined);
+    for (const i of inputs) {
+      const e = await getEvent(tx, i.event.eventId);
+      // An outlier (known only as an auth or state event) that now arrives as a new event joins the
+      // DAG: it is decided like any new event and its row replaced.
+      known.set(i.event.eventId, e !== undefined && !(e.outlier && i.kind !== "outlier"));
+    }
     return { room, extremities, known };
   });
   if (!loaded.room) throw new Error(`unknown room ${roomId}`);
