@@ -120,12 +120,17 @@ export class RoomReceiver {
   /** What became of batched events, once their batch was persisted. */
   private readonly flushed = new Map<string, PersistOutcome>();
 
-  constructor(
-    private readonly hs: Services,
-    private readonly origin: string,
-    private readonly roomId: string,
-    private readonly rules: RoomVersionRules,
-  ) {}
+  private readonly hs: Services;
+  private readonly origin: string;
+  private readonly roomId: string;
+  private readonly rules: RoomVersionRules;
+
+  constructor(hs: Services, origin: string, roomId: string, rules: RoomVersionRules) {
+    this.hs = hs;
+    this.origin = origin;
+    this.roomId = roomId;
+    this.rules = rules;
+  }
 
   /** Handles `items` in order; returns their results. */
   async receiveAll(items: { raw: JsonObject; eventId: string }[]): Promise<Record<string, PduResult>> {
