@@ -260,12 +260,6 @@ class DecideContext {
       planned.eventState = { after: "", before: beforeGroup };
     } else if (isCreate) {
       beforeMap = new Map();
-    } else if (input.stateBefore) {
-      // The prevs are unknown here: the state before is the one another server gave, as a root group.
-      beforeMap = new Map(input.stateBefore);
-      beforeGroup = `${event.eventId}<`;
-      this.addGroup(planned, beforeGroup, undefined, new Map(beforeMap), beforeMap);
-      planned.eventState = { after: "", before: beforeGroup };
     } else if (linear) {
       beforeGroup = this.currentGroup;
     } else {
