@@ -10,7 +10,7 @@ import { CLIENT_ADDRESS_HEADER, DEFAULT_FEDERATION_RATE_LIMIT, DEFAULT_RATE_LIMI
 import type { FederationRateLimit, RateLimitSettings, RateLimiters } from "./auth/rateLimit.ts";
 import { DEFAULT_ROOM_VERSION } from "./rooms/versions.ts";
 import { guestMayUse } from "./auth/guestAccess.ts";
-import { jsonBodyLimit, readJsonObject } from "./http.ts";
+import { jsonBodyLimit, readBodyBytes, readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { OutputStream } from "./output.ts";
 import type { FederationSender } from "./federation/sender.ts";
@@ -313,10 +313,9 @@ export async function streamPosIn(tx: ReadTx): Promise<number> {
   return (await tx.get<number>("settings", "stream_pos")) ?? 0;
 }
 
-/** The body as text, refused with `413 M_TOO_LARGE` past `maxBytes`. */
+/** The body as text, refused with `413 M_TOO_LARGE` past `maxBytes` (read no further than that). */
 async function readBodyText(request: Request, maxBytes: number): Promise<string> {
-  const bytes = new Uint8Array(await request.arrayBuffer());
-  if (bytes.byteLength > maxBytes) throw new MatrixError(413, "M_TOO_LARGE", "Request body too large");
+  const bytes = await readBodyBytes(request, maxBytes);
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {

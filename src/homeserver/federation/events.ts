@@ -156,16 +156,22 @@ export async function getBackfill(ctx: RequestContext, params: Record<string, st
   const limit = parseLimit(limitRaw, 0);
   const pdus = await ctx.hs.store.read(async (tx) => {
     const room = await requireServerAccess(tx, roomId, origin);
-    const start: StoredEvent[] = [];
-    for (const id of from) {
-      const e = await servable(tx, id, roomId);
-      if (e && !e.outlier) start.push(e);
-    }
+    const start = await timelineEventsOf(tx, from, roomId);
     start.sort((a, b) => b.pdu.depth - a.pdu.depth);
     const events = await walkBack(tx, roomId, start, limit, new Set(), () => true);
     return Promise.all(events.map((e) => pduFor(tx, room, origin, e)));
   });
   return pduTransaction(ctx, pdus);
+}
+
+/** The events of `ids` that this room may serve and that are in its DAG (not outliers): where a walk back starts. */
+async function timelineEventsOf(tx: ReadTx, ids: readonly string[], roomId: string): Promise<StoredEvent[]> {
+  const out: StoredEvent[] = [];
+  for (const id of ids) {
+    const e = await servable(tx, id, roomId);
+    if (e && !e.outlier) out.push(e);
+  }
+  return out;
 }
 
 /** `POST /_matrix/federation/v1/get_missing_events/{roomId}` */
@@ -183,11 +189,7 @@ export async function postGetMissingEvents(ctx: RequestContext, params: Record<s
   if (typeof minDepth !== "number" || !Number.isInteger(minDepth)) throw badJson("min_depth must be an integer");
   const events = await ctx.hs.store.read(async (tx) => {
     const room = await requireServerAccess(tx, roomId, origin);
-    const start: StoredEvent[] = [];
-    for (const id of latest) {
-      const e = await servable(tx, id, roomId);
-      if (e && !e.outlier) start.push(e);
-    }
+    const start = await timelineEventsOf(tx, latest, roomId);
     const latestIds = new Set(latest);
     // The latest events themselves are what the requester has; their ancestors are what it lacks.
     const found = await walkBack(tx, roomId, start, limit + start.length, earliest, (e) => !latestIds.has(e.eventId) && e.pdu.depth >= minDepth);
