@@ -118,6 +118,10 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
         },
       })
     : undefined;
+  // A server that becomes reachable is as good as heard from: its queue drains now, not at the next retry.
+  options.federationTransport?.onReachable?.((server) => {
+    for (const listener of heardFrom) listener(server);
+  });
   const keyring = new Keyring({
     store: options.store,
     serverName: options.serverName,

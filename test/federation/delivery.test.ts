@@ -69,6 +69,23 @@ describe("outbound PDU delivery", () => {
     expect(bodies(rec)).toHaveLength(20);
   });
 
+  it("a destination that becomes reachable drains at once, without waiting for a long backoff", async () => {
+    // Backoff of an hour: only the transport's reachability signal can explain a prompt delivery.
+    fed = await createFederation(["a.test", "b.test"], {}, { federationSenderOptions: { minBackoffMs: 3_600_000, maxBackoffMs: 3_600_000 } });
+    const [a, b] = fed.servers as [FedServer, FedServer];
+    const rec = new Recorder(fed, "b.test");
+    const { roomId, token } = await roomWithRemote(a, b);
+    fed.network.setOnline("b.test", false);
+    for (const m of range(3, "m")) await send(a, roomId, token, m);
+    // A first attempt failed and the queue is now waiting out its backoff.
+    await eventually(async () => (await a.store.read((tx) => tx.get("federation_inflight", "b.test"))) !== undefined, "a transaction in flight");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    rec.attach();
+    fed.network.setOnline("b.test", true);
+    await eventually(() => bodies(rec).length >= 3, "3 messages at b");
+    expect(bodies(rec)).toEqual(range(3, "m"));
+  });
+
   it("A restarted while its queue holds undelivered transactions: all 20 arrive in order with no duplicate", async () => {
     fed = await createFederation(["a.test", "b.test"], {}, FAST);
     const [a0, b] = fed.servers as [FedServer, FedServer];

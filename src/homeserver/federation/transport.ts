@@ -17,6 +17,18 @@ export interface FederationTransport {
    * (or when `request.signal` aborts); any HTTP status, errors included, resolves.
    */
   request(destination: string, request: Request): Promise<Response>;
+  /**
+   * The other servers this transport can reach right now, when it can know them (P2P: the online
+   * peers of the rendezvous network; tests: the servers on the `MemoryNetwork`). Classic HTTPS cannot
+   * list the world and leaves this out.
+   */
+  onlineServers?(): Promise<string[]>;
+  /**
+   * Calls `listener` with a server's name each time it becomes reachable (a new connection to it, or
+   * this server coming back online); returns the unsubscribe. Outbound queues and catch-up start here
+   * instead of waiting for a retry timer.
+   */
+  onReachable?(listener: (server: string) => void): () => void;
 }
 
 /** Thrown by a transport for a server it cannot reach. */
@@ -49,6 +61,7 @@ export type RequestHandler = (request: Request) => Promise<Response>;
 export class MemoryNetwork {
   private readonly servers = new Map<string, RequestHandler>();
   private readonly offline = new Set<string>();
+  private readonly reachable = new Map<string, Set<(server: string) => void>>();
 
   /** Puts a server on the network under its name. */
   attach(serverName: string, handle: RequestHandler): void {
@@ -62,8 +75,23 @@ export class MemoryNetwork {
 
   /** Takes a server off the network or brings it back; its outbound requests fail while offline. */
   setOnline(serverName: string, online: boolean): void {
+    const wasOffline = this.offline.has(serverName);
     if (online) this.offline.delete(serverName);
     else this.offline.add(serverName);
+    if (!online || !wasOffline) return;
+    // Coming back: everyone online sees it arrive, and it sees everyone online.
+    for (const other of this.onlineNames(serverName)) {
+      this.announce(other, serverName);
+      this.announce(serverName, other);
+    }
+  }
+
+  private onlineNames(except: string): string[] {
+    return [...this.servers.keys()].filter((name) => name !== except && !this.offline.has(name));
+  }
+
+  private announce(to: string, server: string): void {
+    for (const listener of this.reachable.get(to) ?? []) listener(server);
   }
 
   /** The transport a server with name `origin` uses. */
@@ -90,6 +118,13 @@ export class MemoryNetwork {
           const bytes = await response.arrayBuffer();
           return new Response(response.status === 204 ? null : bytes, { status: response.status, headers: response.headers });
         });
+      },
+      onlineServers: () => Promise.resolve(this.offline.has(origin) ? [] : this.onlineNames(origin)),
+      onReachable: (listener) => {
+        let listeners = this.reachable.get(origin);
+        if (!listeners) this.reachable.set(origin, (listeners = new Set()));
+        listeners.add(listener);
+        return () => listeners.delete(listener);
       },
     };
   }
