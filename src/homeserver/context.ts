@@ -14,6 +14,7 @@ import { jsonBodyLimit, readBodyBytes, readJsonObject } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { OutputStream } from "./output.ts";
 import type { FederationSender } from "./federation/sender.ts";
+import type { CatchUp } from "./federation/catchup.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
 import type { PushSender } from "./push/sender.ts";
 import type { AppServices } from "./appservice/client.ts";
@@ -130,6 +131,8 @@ export interface Services {
   readonly heardFrom: ((server: string) => void)[];
   /** The outbound federation queues (federation/sender.ts); absent without a federation transport. */
   readonly federationSender?: FederationSender;
+  /** Catch-up from any peer (federation/catchup.ts); absent without a federation transport. */
+  readonly catchUp?: CatchUp;
 }
 
 /** The authenticated caller of a request. */

@@ -27,6 +27,8 @@ import { FederationClient } from "./federation/client.ts";
 import { Keyring } from "./federation/keyring.ts";
 import { FederationSender } from "./federation/sender.ts";
 import type { FederationSenderOptions } from "./federation/sender.ts";
+import { CatchUp } from "./federation/catchup.ts";
+import type { CatchUpOptions } from "./federation/catchup.ts";
 import { FederationRateLimiter } from "./federation/rateLimit.ts";
 
 /** What a homeserver is built from. */
@@ -63,6 +65,8 @@ export interface HomeserverOptions {
   federationTransport?: FederationTransport;
   /** Retry timing of the outbound federation queues (tests shorten it). */
   federationSenderOptions?: FederationSenderOptions;
+  /** Limits of catch-up from other servers (federation/catchup.ts). */
+  catchUpOptions?: CatchUpOptions;
 }
 
 /** A running homeserver. */
@@ -132,7 +136,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     notaries: config.trustedKeyServers,
     ...(federation ? { client: federation } : {}),
   });
-  const services: Services & { appservices?: AppServices; federationSender?: FederationSender } = {
+  const services: Services & { appservices?: AppServices; federationSender?: FederationSender; catchUp?: CatchUp } = {
     store: options.store,
     serverName: options.serverName,
     signingKey,
@@ -174,6 +178,10 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     services.output.subscribe((item) => item.kind === "room_event" && item.origin === "local" && federationSender.scan());
     services.notifier.observe(() => federationSender.scan());
     federationSender.start();
+    // Catch-up from any peer: what this server missed while offline, from whichever server is online.
+    const catchUp = new CatchUp(services, federation, options.catchUpOptions);
+    services.catchUp = catchUp;
+    catchUp.start(options.federationTransport!);
   }
   const router = new Router(ROUTES);
   return {
@@ -194,6 +202,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
       // Deliveries in flight stop; what is still queued is sent after the next start.
       await pushSender?.close();
       await sender?.close();
+      await services.catchUp?.close();
       await services.federationSender?.close();
       await services.store.close();
     },

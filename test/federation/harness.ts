@@ -46,7 +46,7 @@ export async function createFederation(
   names: string[],
   config: Partial<HomeserverConfig> = {},
   /** Further homeserver options (e.g. `federationSenderOptions`), the same for every server. */
-  extra: Pick<HomeserverOptions, "federationSenderOptions"> = {},
+  extra: Pick<HomeserverOptions, "federationSenderOptions" | "catchUpOptions"> = {},
 ): Promise<Federation> {
   let now = 1_800_000_000_000;
   const clock = (): number => now;
