@@ -14,6 +14,7 @@ import { pipelineBench } from "./pipeline.ts";
 import { fedjoinBench } from "./fedjoin.ts";
 import { fedsendBench } from "./fedsend.ts";
 import { fedpduBench } from "./fedpdu.ts";
+import { fairnessBench } from "./fairness.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -30,6 +31,7 @@ const BENCHES: [string, Bench][] = [
   ["fedjoin", fedjoinBench],
   ["fedsend", fedsendBench],
   ["fedpdu", fedpduBench],
+  ["fairness", fairnessBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));

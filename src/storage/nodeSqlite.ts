@@ -54,6 +54,9 @@ interface Conn {
 
 const connOf = (db: DatabaseSync): Conn => ({ db, statements: new Map() });
 
+/** How long a read transaction works before it lets other requests have a turn. */
+const READ_SLICE_MS = 10;
+
 function stmt(c: Conn, sql: string): StatementSync {
   let s = c.statements.get(sql);
   if (!s) c.statements.set(sql, (s = c.db.prepare(sql)));
@@ -110,8 +113,20 @@ export async function createNodeSqliteStore(path: string, options: NodeSqliteOpt
       check();
       if (!state.writable) throw new StorageError("write in a read transaction");
     };
+    // node:sqlite answers synchronously, so a long read (a search over a big room) would be one
+    // unbroken chain of microtasks that starves every other request, and even lets idle keep-alive
+    // sockets time out under their next request. A read transaction gives the event loop a turn
+    // after every few milliseconds of work; its snapshot stays the same across the pause.
+    let lastTurn = performance.now();
+    const turn = async (): Promise<void> => {
+      if (state.writable || performance.now() - lastTurn < READ_SLICE_MS) return;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      lastTurn = performance.now();
+    };
     return {
       async get<T>(name: string, k: string) {
+        check();
+        await turn();
         check();
         return guard("get", () => {
           const row = stmt(c(), `SELECT v FROM ${tableSql(name)} WHERE k = ?`).get(k);
@@ -119,6 +134,8 @@ export async function createNodeSqliteStore(path: string, options: NodeSqliteOpt
         });
       },
       async range<T>(name: string, r?: KeyRange) {
+        check();
+        await turn();
         check();
         return guard("range", () => {
           const [sql, params] = rangeSql(tableSql(name), r);
@@ -128,6 +145,8 @@ export async function createNodeSqliteStore(path: string, options: NodeSqliteOpt
         });
       },
       async count(name: string, r?: KeyRange) {
+        check();
+        await turn();
         check();
         return guard("count", () => {
           const [where, params] = whereOf(r);

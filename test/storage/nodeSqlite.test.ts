@@ -70,6 +70,27 @@ describe("node:sqlite store", () => {
     await s.close();
   });
 
+  it("a long read transaction lets other work run while it goes on (it does not starve the event loop)", async () => {
+    const s = await createNodeSqliteStore(freshPath());
+    await s.write(async (tx) => {
+      for (let i = 0; i < 200; i++) tx.put("settings", `k${i}`, { i, pad: "x".repeat(200) });
+    });
+    // A timer set as the read starts must fire before a read of ~300 ms of queries ends.
+    let timerFiredAt: number | undefined;
+    let queries = 0;
+    setTimeout(() => (timerFiredAt = queries), 0);
+    const start = performance.now();
+    await s.read(async (tx) => {
+      while (performance.now() - start < 300) {
+        await tx.get("settings", `k${queries % 200}`);
+        queries++;
+      }
+    });
+    expect(timerFiredAt).toBeDefined();
+    expect(timerFiredAt!).toBeLessThan(queries);
+    await s.close();
+  });
+
   it("reads run while a write's callback is pending", async () => {
     const s = await createNodeSqliteStore(freshPath());
     await s.write(async (tx) => tx.put("settings", "x", "old"));

@@ -1,0 +1,186 @@
+/**
+ * Fairness (issue 12): one user's heavy `/search` must not stall everyone else. The Node runner
+ * (`src/node/main.ts` as `npm run serve` runs it, a child process on a temporary data directory)
+ * holds a room of 2,000 messages that all match the search term. User A runs the heaviest search a
+ * client can ask for (`event_context` with `before_limit`/`after_limit` of 100,000 and the largest
+ * page), two at a time, back to back; meanwhile user B, in a room of its own, syncs and sends. B's
+ * median `/sync` and `/send` latencies under that load are set next to the same latencies measured
+ * on the idle server in the same run (a ratio near 1 means the search is not in B's way; the
+ * machine's two cores are shared by both, so some slow-down is the CPU, not queueing).
+ *
+ * The stored history is made quickly rather than over HTTP: events are sent through `handle()` of
+ * a homeserver on a memory store with the runner's identity, and its tables are copied into
+ * `DATA_DIR/homeserver.sqlite` through the file store (as bench/durable.ts does).
+ */
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createHomeserver } from "../src/homeserver/homeserver.ts";
+import { createMemoryStore } from "../src/storage/memory.ts";
+import { currentTables } from "../src/storage/schema.ts";
+import { openSqliteFileStore } from "../src/node/sqliteFile.ts";
+import { DATABASE_FILE } from "../src/node/storage.ts";
+import { loadOrCreateSeed, serverNameFromSeed } from "../src/node/identity.ts";
+import type { Bench, Figure } from "./harness.ts";
+import { call, seedDevice, versus } from "./harness.ts";
+
+const REPO = resolve(fileURLToPath(new URL("..", import.meta.url)));
+const MESSAGES = 2000;
+const SAMPLES = 40;
+
+interface Prepared {
+  dataDir: string;
+  heavy: { token: string };
+  light: { token: string; roomId: string };
+}
+
+/** A data directory with A's 2,000-message room and B's own room, and both users' tokens. */
+async function prepare(root: string): Promise<Prepared> {
+  const dataDir = join(root, "data");
+  mkdirSync(dataDir, { recursive: true });
+  const { seed } = await loadOrCreateSeed(dataDir);
+  const serverName = serverNameFromSeed(seed);
+  const mem = createMemoryStore();
+  const hs = await createHomeserver({ store: mem, seed, serverName });
+  await mem.write(async (tx) => tx.put("settings", "server_name", serverName));
+  const heavy = await seedDevice(hs, `@heavy:${serverName}`, "H");
+  const light = await seedDevice(hs, `@light:${serverName}`, "L");
+  const big = (await call(hs, "POST", "/createRoom", heavy, { preset: "private_chat" })).room_id as string;
+  for (let i = 0; i < MESSAGES; i++) {
+    await call(hs, "PUT", `/rooms/${encodeURIComponent(big)}/send/m.room.message/p${i}`, heavy, { msgtype: "m.text", body: `apple pie number ${i} ${"words ".repeat(20)}` });
+  }
+  const own = (await call(hs, "POST", "/createRoom", light, { preset: "private_chat" })).room_id as string;
+  const file = await openSqliteFileStore(join(dataDir, DATABASE_FILE));
+  for (const table of currentTables()) {
+    const rows = await mem.read((tx) => tx.range(table));
+    for (let i = 0; i < rows.length; i += 5000) {
+      await file.write(async (tx) => {
+        for (const r of rows.slice(i, i + 5000)) tx.put(table, r.key, r.value);
+      });
+    }
+  }
+  await file.close();
+  await hs.close();
+  return { dataDir, heavy: { token: heavy }, light: { token: light, roomId: own } };
+}
+
+async function startRunner(dataDir: string): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  // B's sends are measured, not throttled: the message rate limit is lifted for the run.
+  const config = join(dataDir, "..", "bench.json");
+  writeFileSync(config, JSON.stringify({ rc_message: { per_second: 10_000, burst_count: 10_000 } }));
+  const child = spawn(process.execPath, ["src/node/main.ts", "--port", "0", "--data", dataDir, "--config", config], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  const url = await new Promise<string>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`runner not ready after 60 s:\n${out}`)), 60_000);
+    const onData = (c: Buffer): void => {
+      out += c.toString();
+      const m = /Hyphae listening on (\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        res(m[1]!);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", () => rej(new Error(`runner exited:\n${out}`)));
+  });
+  return { child, url, output: () => out };
+}
+
+async function stopRunner(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** One request as `token`; resolves with its duration in ms (throws unless 200). */
+async function timed(url: string, method: string, path: string, token: string, body?: unknown): Promise<number> {
+  const start = performance.now();
+  let res: Response;
+  try {
+    res = await fetch(`${url}/_matrix/client/v3${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      signal: AbortSignal.timeout(120_000),
+    });
+    await res.arrayBuffer();
+  } catch (err) {
+    throw new Error(`${method} ${path} failed after ${Math.round(performance.now() - start)} ms at ${new Date().toISOString()}`, { cause: err });
+  }
+  if (res.status !== 200) throw new Error(`${method} ${path} → ${res.status}`);
+  return performance.now() - start;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+let txn = 0;
+/** B's latencies: `SAMPLES` incremental `/sync` calls and `SAMPLES` sends, interleaved. */
+async function lightUser(url: string, light: Prepared["light"]): Promise<{ sync: number; send: number }> {
+  const first = await fetch(`${url}/_matrix/client/v3/sync?timeout=0`, { headers: { authorization: `Bearer ${light.token}` } });
+  let since = ((await first.json()) as { next_batch: string }).next_batch;
+  const sync: number[] = [];
+  const send: number[] = [];
+  for (let i = 0; i < SAMPLES; i++) {
+    send.push(await timed(url, "PUT", `/rooms/${encodeURIComponent(light.roomId)}/send/m.room.message/f${txn++}`, light.token, { msgtype: "m.text", body: "still here" }));
+    const start = performance.now();
+    const res = await fetch(`${url}/_matrix/client/v3/sync?timeout=0&since=${encodeURIComponent(since)}`, { headers: { authorization: `Bearer ${light.token}` } });
+    since = ((await res.json()) as { next_batch: string }).next_batch;
+    sync.push(performance.now() - start);
+  }
+  return { sync: median(sync), send: median(send) };
+}
+
+const HEAVY_SEARCH = {
+  search_categories: {
+    room_events: {
+      search_term: "apple",
+      order_by: "recent",
+      event_context: { before_limit: 100_000, after_limit: 100_000, include_profile: true },
+      filter: { limit: 100_000 },
+    },
+  },
+};
+
+export const fairnessBench: Bench = async () => {
+  const figures: Figure[] = [];
+  const root = mkdtempSync(join(tmpdir(), "hyphae-bench-fairness-"));
+  let runner: { child: ChildProcess; url: string; output: () => string } | undefined;
+  try {
+    const prepared = await prepare(root);
+    runner = await startRunner(prepared.dataDir);
+    const { url } = runner;
+    await lightUser(url, prepared.light); // warm-up
+    const idle = await lightUser(url, prepared.light);
+    const searchTimes: number[] = [];
+    let stop = false;
+    const searchers = Array.from({ length: 2 }, async () => {
+      while (!stop) searchTimes.push(await timed(url, "POST", "/search", prepared.heavy.token, HEAVY_SEARCH));
+    });
+    // A failed search ends the run (after B's measurement), not the process.
+    const searching = Promise.all(searchers);
+    searching.catch(() => (stop = true));
+    // The searches are under way before B starts measuring.
+    while (searchTimes.length === 0 && !stop) await new Promise((r) => setTimeout(r, 20));
+    const loaded = await lightUser(url, prepared.light);
+    stop = true;
+    await searching;
+    figures.push(versus("B's /sync while A runs heavy /search ×2 (2,000 matches, context 100,000)", loaded.sync, "ms", "B's /sync, idle server", idle.sync));
+    figures.push(versus("B's /send while A runs heavy /search ×2", loaded.send, "ms", "B's /send, idle server", idle.send));
+    figures.push({ name: "one heavy /search (limits capped by the server)", value: median(searchTimes), unit: "ms", note: `${searchTimes.length} searches` });
+  } catch (err) {
+    if (runner) process.stderr.write(`runner output (last 4,000 characters):\n${runner.output().slice(-4000)}\n`);
+    throw err;
+  } finally {
+    if (runner) await stopRunner(runner.child);
+    rmSync(root, { recursive: true, force: true });
+  }
+  return figures;
+};
+
