@@ -292,6 +292,27 @@ describe("what the handshakes send on", () => {
 });
 
 describe("the resident's endpoints refuse what they must", () => {
+  it("a server the room's ACL denies cannot make_join, send_join, make_leave, make_knock or invite", async () => {
+    const { servers, alice } = await setup();
+    const [a, b] = servers as [FedServer, FedServer];
+    const roomId = (await a.call("POST", "/_matrix/client/v3/createRoom", { preset: "public_chat" }, alice.token)).body.room_id as string;
+    const acl = await a.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.server_acl/`, { allow: ["*"], deny: ["b.test"] }, alice.token);
+    expect(acl.status).toBe(200);
+    const denied = async (method: string, path: string, body?: unknown, query?: [string, string][]): Promise<void> => {
+      const r = await fedCall(b, "a.test", method, path, body, query);
+      expect({ path, status: r.status, errcode: r.body.errcode }).toEqual({ path, status: 403, errcode: "M_FORBIDDEN" });
+    };
+    await denied("GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc("@bob:b.test")}`, undefined, [["ver", "12"]]);
+    await denied("GET", `/_matrix/federation/v1/make_leave/${enc(roomId)}/${enc("@bob:b.test")}`);
+    await denied("GET", `/_matrix/federation/v1/make_knock/${enc(roomId)}/${enc("@bob:b.test")}`, undefined, [["ver", "12"]]);
+    await denied("PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc("$x")}`, { type: "m.room.member" });
+    await denied("PUT", `/_matrix/federation/v2/invite/${enc(roomId)}/${enc("$x")}`, { room_version: "12", event: { type: "m.room.member" } });
+    // The client side sees the refusal too, and B's user is not in the room.
+    const bob = await b.register("bob");
+    const join = await b.call("POST", `/_matrix/client/v3/join/${enc(roomId)}?server_name=a.test`, {}, bob.token);
+    expect(join.status).toBe(403);
+  });
+
   it("make_join, send_join, invite and query/directory error paths", async () => {
     const { servers, alice } = await setup();
     const [a, b] = servers as [FedServer, FedServer];
@@ -336,6 +357,15 @@ describe("the resident's endpoints refuse what they must", () => {
     expect(answer.body.servers_in_room).toEqual(["a.test"]);
     // Idempotent.
     expect((await sj(built.pdu)).status).toBe(200);
+    // The deprecated v1 form answers [200, body] with the v1 fields only.
+    const v1 = await fedCall(b, "a.test", "PUT", `/_matrix/federation/v1/send_join/${enc(roomId)}/${enc(built.eventId)}`, built.pdu);
+    expect(v1.status).toBe(200);
+    const [code, v1body] = v1.body as unknown as [number, Record<string, any>];
+    expect(code).toBe(200);
+    expect(v1body.origin).toBe("a.test");
+    expect(v1body.state.length).toBe(answer.body.state.length);
+    expect(v1body.auth_chain.length).toBe(answer.body.auth_chain.length);
+    expect(v1body).not.toHaveProperty("servers_in_room");
 
     // invite v2: an unknown room version, an event that is not an invite.
     const inv = (body: unknown) => fedCall(b, "a.test", "PUT", `/_matrix/federation/v2/invite/${enc(roomId)}/${enc("$x")}`, body);

@@ -26,6 +26,7 @@ import { serverInRoom, storeOutOfRoomMembership } from "../roomserver/outOfRoom.
 import { getEvent, getRoom, loadState, membershipIn, membershipRecord, rulesOf, stateBefore } from "../roomserver/state.ts";
 import { queryAliasIfUnknown } from "../appservice/queries.ts";
 import { STRIPPED_STATE_TYPES, aliasServers, pduForFederation } from "./remoteMembership.ts";
+import { serverAllowedInRoom } from "./acl.ts";
 import { asObject } from "../validate.ts";
 
 /** Membership handshakes this server answers as a resident. */
@@ -89,6 +90,7 @@ async function makeMembership(ctx: RequestContext, p: Record<string, string>, or
   const basis = await hs.store.read(async (tx): Promise<TemplateBasis> => {
     const room = await getRoom(tx, roomId);
     if (!room || !(await serverInRoom(tx, roomId, hs.serverName))) throw notFound(`This server is not in room ${roomId}`);
+    if (!(await serverAllowedInRoom(tx, roomId, origin))) throw forbidden("Server is denied by the room's server ACL");
     if (vers && !vers.includes(room.roomVersion)) {
       throw new MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", `The room has version ${room.roomVersion}, which the requesting server does not support`, { room_version: room.roomVersion });
     }
@@ -228,10 +230,25 @@ export async function putSendJoin(ctx: RequestContext, p: Record<string, string>
   });
 }
 
+/**
+ * `PUT /_matrix/federation/v1/send_join/{roomId}/{eventId}` (deprecated, joins-v1): the v2 answer
+ * without the v2 fields, wrapped as `[200, body]` as that version requires.
+ */
+export async function putSendJoinV1(ctx: RequestContext, p: Record<string, string>, origin: string): Promise<unknown[]> {
+  const { state, auth_chain, origin: ours, event } = await putSendJoin(ctx, p, origin);
+  return [200, { origin: ours, state, auth_chain, ...(event ? { event } : {}) }];
+}
+
 /** `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}` */
 export async function putSendLeave(ctx: RequestContext, p: Record<string, string>, origin: string): Promise<Record<string, unknown>> {
   await acceptMembership(ctx, p, origin, "leave");
   return {};
+}
+
+/** `PUT /_matrix/federation/v1/send_leave/{roomId}/{eventId}` (deprecated, leaving-v1): `[200, {}]`. */
+export async function putSendLeaveV1(ctx: RequestContext, p: Record<string, string>, origin: string): Promise<unknown[]> {
+  await acceptMembership(ctx, p, origin, "leave");
+  return [200, {}];
 }
 
 /** `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}` */
@@ -253,7 +270,9 @@ async function acceptMembership(ctx: RequestContext, p: Record<string, string>, 
   const body = await ctx.json();
   const room = await hs.store.read(async (tx) => {
     const r = await getRoom(tx, roomId);
-    return r && (await serverInRoom(tx, roomId, hs.serverName)) ? r : undefined;
+    if (!r || !(await serverInRoom(tx, roomId, hs.serverName))) return undefined;
+    if (!(await serverAllowedInRoom(tx, roomId, origin))) throw forbidden("Server is denied by the room's server ACL");
+    return r;
   });
   if (!room) throw notFound(`This server is not in room ${roomId}`);
   const rules = rulesOf(room);
@@ -296,6 +315,9 @@ async function acceptMembership(ctx: RequestContext, p: Record<string, string>, 
 /** `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}` */
 export async function putInvite(ctx: RequestContext, p: Record<string, string>, origin: string): Promise<Record<string, unknown>> {
   const { hs } = ctx;
+  // A room this server is in has an ACL to apply; of another room it knows nothing yet.
+  const denied = await hs.store.read(async (tx) => (await getRoom(tx, p.roomId!)) !== undefined && !(await serverAllowedInRoom(tx, p.roomId!, origin)));
+  if (denied) throw forbidden("Server is denied by the room's server ACL");
   const body = await ctx.json();
   const version = body.room_version;
   if (typeof version !== "string") throw missingParam("room_version is required");

@@ -30,6 +30,8 @@ export const FEDERATION_ROUTES: HsRoute[] = [
   ...federation("PUT", "/v2/send_join/{roomId}/{eventId}", joins.putSendJoin),
   ...federation("GET", "/v1/make_leave/{roomId}/{userId}", joins.getMakeLeave),
   ...federation("PUT", "/v2/send_leave/{roomId}/{eventId}", joins.putSendLeave),
+  ...federation("PUT", "/v1/send_join/{roomId}/{eventId}", joins.putSendJoinV1),
+  ...federation("PUT", "/v1/send_leave/{roomId}/{eventId}", joins.putSendLeaveV1),
   ...federation("GET", "/v1/make_knock/{roomId}/{userId}", joins.getMakeKnock),
   ...federation("PUT", "/v1/send_knock/{roomId}/{eventId}", joins.putSendKnock),
   ...federation("PUT", "/v2/invite/{roomId}/{eventId}", joins.putInvite),
