@@ -162,11 +162,14 @@ export class RequestContext {
   readonly hs: Services;
   readonly request: Request;
   readonly url: URL;
+  /** The server the transport proved the request comes from (P2P: the libp2p peer's key), if it knows. */
+  readonly transportOrigin: string | undefined;
 
-  constructor(hs: Services, request: Request, url: URL) {
+  constructor(hs: Services, request: Request, url: URL, transportOrigin?: string) {
     this.hs = hs;
     this.request = request;
     this.url = url;
+    this.transportOrigin = transportOrigin;
   }
 
   /** A query parameter, or undefined. */
@@ -271,6 +274,10 @@ export class RequestContext {
       this.hs.verifier,
     );
     if ("failure" in result) throw new MatrixError(401, "M_UNAUTHORIZED", `Federation request not authenticated (${result.failure})`);
+    // Over libp2p the stream's peer key names the sender: a peer may not sign as another server.
+    if (this.transportOrigin !== undefined && result.origin !== this.transportOrigin) {
+      throw new MatrixError(401, "M_UNAUTHORIZED", "Federation request not authenticated (the origin is not the server that sent it)");
+    }
     const allowed = this.hs.config.federationDomainWhitelist;
     if (allowed && !allowed.includes(result.origin)) throw new MatrixError(403, "M_FORBIDDEN", "Federation with this server is not allowed");
     this.originCache = result.origin;

@@ -69,11 +69,20 @@ export interface HomeserverOptions {
   catchUpOptions?: CatchUpOptions;
 }
 
+/** What a transport knows about a request beyond its bytes. */
+export interface HandleOptions {
+  /**
+   * The server the transport itself proved the request comes from (P2P: the server name of the
+   * libp2p peer's key). A federation request signed by any other origin is refused with 401.
+   */
+  transportOrigin?: string;
+}
+
 /** A running homeserver. */
 export interface Homeserver {
   readonly services: Services;
   /** Answers one Client-Server, federation, media or key request. */
-  handle(request: Request): Promise<Response>;
+  handle(request: Request, options?: HandleOptions): Promise<Response>;
   /** Every route, for documentation and the coverage script. */
   routes(): { method: string; path: string }[];
   /** Stops timers and closes the store. */
@@ -186,11 +195,11 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
   const router = new Router(ROUTES);
   return {
     services,
-    handle: async (request) => {
+    handle: async (request, handleOptions) => {
       const started = performance.now();
       let ctx: RequestContext | undefined;
       let route = "unmatched";
-      const response = await router.dispatch(request, (req, url) => (ctx = new RequestContext(services, req, url)), logger, (r) => (route = r));
+      const response = await router.dispatch(request, (req, url) => (ctx = new RequestContext(services, req, url, handleOptions?.transportOrigin)), logger, (r) => (route = r));
       const seconds = (performance.now() - started) / 1000;
       options.metrics?.requestFinished(request.method, route, response.status, seconds);
       logRequest(logger, request, route, response.status, seconds, ctx?.authenticatedUserId() ?? ctx?.authenticatedServer());
