@@ -27,6 +27,7 @@ import { MAX_JSON_BODY_LIMIT } from "../homeserver/http.ts";
 import type { Logger } from "../homeserver/context.ts";
 import { silentLogger } from "../homeserver/context.ts";
 import { peerIdFromServerName, serverNameFromPeerId } from "./identity.ts";
+import { STREAM_WINDOW_BYTES } from "./node.ts";
 import type { P2PNode } from "./node.ts";
 
 /** The HTTP-over-libp2p protocol. */
@@ -45,6 +46,8 @@ const HOP_HEADERS = new Set(["host", "connection", "content-length", "transfer-e
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
 const EMPTY = new Uint8Array(0);
+/** Frames are small; the read buffer holds what a paused stream may still receive (node.ts). */
+const LP_OPTIONS = { maxDataLength: MAX_FRAME_BYTES, maxBufferSize: 2 * STREAM_WINDOW_BYTES };
 
 /** A body larger than its cap. */
 export class BodyTooLargeError extends Error {
@@ -235,7 +238,7 @@ export class Libp2pFederationTransport implements FederationTransport {
       signal.throwIfAborted();
       throw new UnreachableError(`${destination} is not reachable: ${(err as Error).message}`, { cause: err });
     }
-    const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES });
+    const lp = lpStream(stream, LP_OPTIONS);
     try {
       const head = { method: request.method, path: pathAndQuery(request.url, destination), headers: headersOf(request.headers) };
       await lp.write(new TextEncoder().encode(JSON.stringify(head)), { signal });
@@ -427,7 +430,7 @@ function errorAnswer(err: MatrixError): Response {
 }
 
 async function answerStream(stream: Stream, connection: Connection, handle: PeerRequestHandler, options: HttpListenerOptions): Promise<void> {
-  const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES });
+  const lp = lpStream(stream, LP_OPTIONS);
   const idleMs = options.idleTimeoutMs ?? 60_000;
   const peerServer = serverNameFromPeerId(connection.remotePeer);
   let head: Record<string, unknown>;

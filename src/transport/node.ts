@@ -28,6 +28,9 @@ import { silentLogger } from "../homeserver/context.ts";
 /** The kad-dht protocol of the rendezvous network (the rendezvous nodes run it in server mode). */
 export const KAD_PROTOCOL = "/ipfs/kad/1.0.0";
 
+/** Largest yamux receive window of a stream (libp2p's default is 16 MiB; smaller ones cut throughput here). */
+export const STREAM_WINDOW_BYTES = 8 * 1024 * 1024;
+
 /** A relayed connection or stream carries this in its address. */
 const CIRCUIT = "/p2p-circuit";
 
@@ -118,9 +121,9 @@ export async function createP2PNode(options: P2PNodeOptions): Promise<P2PNode> {
     },
     transports: [webSockets(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
     connectionEncrypters: [noise()],
-    // A bounded receive window: a paused stream (a slow reader, src/transport/http.ts) holds at most
-    // this much, well under the stream's 4 MiB read buffer.
-    streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
+    // A paused stream (a slow reader, src/transport/http.ts) receives at most its window more: the
+    // read buffers (here and in http.ts) hold twice that, so pausing never overflows them.
+    streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: STREAM_WINDOW_BYTES, maxReadBufferLength: 2 * STREAM_WINDOW_BYTES } })],
     ...(options.connectionGater ? { connectionGater: options.connectionGater } : {}),
     services: {
       identify: identify(),
