@@ -177,7 +177,7 @@ function readBody(stream: Stream, lp: LengthPrefixedStream<Stream>, limits: Body
           if (total > limits.maxBytes) throw new BodyTooLargeError(`body larger than ${limits.maxBytes} bytes`);
           // A copy: the frame is a view into the stream's read buffer.
           controller.enqueue(frame.slice());
-          if ((controller.desiredSize ?? 1) <= 0) stream.pause();
+          if ((controller.desiredSize ?? 1) <= 0 && stream.readStatus === "readable") stream.pause();
         } catch (err) {
           finish();
           if (limits.signal?.aborted) return;
