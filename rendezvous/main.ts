@@ -90,10 +90,21 @@ async function main(argv: string[]): Promise<void> {
   try {
     await running;
   } catch (e) {
-    const expected = e instanceof KeyFileError || typeof (e as NodeJS.ErrnoException).code === "string";
-    err(`rendezvous: cannot start: ${expected ? (e as Error).message.replace(/\s*\n\s*/g, " ") : ((e as Error).stack ?? String(e))}`);
+    err(`rendezvous: cannot start: ${startError(e)}`);
     process.exit(1);
   }
+}
+
+/** One line for the failures an operator causes (a busy port, a bad key file), a stack for bugs. */
+function startError(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  if (e.name === "UnsupportedListenAddressesError") {
+    // libp2p lists each address that failed as "  <multiaddr>: Error: <why>".
+    const failures = [...e.message.matchAll(/^\s*(\/\S+): (?:\w*Error: )?(.*)$/gm)].map((m) => `cannot listen on ${m[1]}: ${m[2]}`);
+    if (failures.length) return failures.join("; ");
+  }
+  const expected = e instanceof KeyFileError || typeof (e as NodeJS.ErrnoException).code === "string";
+  return expected ? e.message.replace(/\s*\n\s*/g, " ") : (e.stack ?? e.message);
 }
 
 await main(process.argv.slice(2));

@@ -136,9 +136,10 @@ export async function runRendezvous(args: string[]): Promise<{ code: number | nu
 /** A bare peer as a Hyphae peer is built. */
 export type Peer = Libp2p<{ identify: Identify; ping: Ping; dht: KadDHT }>;
 
-/** Starts a peer; with `reserveOn`, it listens through that rendezvous (a reservation there). */
-export async function startPeer(reserveOn?: string): Promise<Peer> {
+/** Starts a peer (or only creates it, with start = false); with `reserveOn`, it listens through that rendezvous (a reservation there). */
+export async function startPeer(reserveOn?: string, start = true): Promise<Peer> {
   return createLibp2p({
+    start,
     addresses: { listen: reserveOn ? [`${reserveOn}/p2p-circuit`] : [] },
     transports: [webSockets(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
