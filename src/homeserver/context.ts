@@ -15,6 +15,7 @@ import type { Notifier } from "./notifier.ts";
 import type { OutputStream } from "./output.ts";
 import type { FederationSender } from "./federation/sender.ts";
 import type { CatchUp } from "./federation/catchup.ts";
+import type { DirectoryService } from "./federation/directory.ts";
 import type { Thumbnailer } from "./media/thumbnailer.ts";
 import type { PushSender } from "./push/sender.ts";
 import type { AppServices } from "./appservice/client.ts";
@@ -73,6 +74,10 @@ export interface HomeserverConfig {
   trustedKeyServers: string[];
   /** `federation_domain_whitelist`: when set, the only servers federated with (both directions). */
   federationDomainWhitelist?: string[];
+  /** `directory_peer_ttl_ms`: how long a server may be unreachable before its rooms leave the global directory (federation/directory.ts). */
+  directoryPeerTtlMs: number;
+  /** `directory_refresh_interval_ms`: how often the online servers' directories are fetched again. */
+  directoryRefreshIntervalMs: number;
 }
 
 /** Server contact and support details (`GET /.well-known/matrix/support`, support.yaml). */
@@ -92,6 +97,8 @@ export const DEFAULT_CONFIG: HomeserverConfig = {
   rateLimits: DEFAULT_RATE_LIMITS,
   federationRateLimit: DEFAULT_FEDERATION_RATE_LIMIT,
   trustedKeyServers: [],
+  directoryPeerTtlMs: 60 * 60_000,
+  directoryRefreshIntervalMs: 5 * 60_000,
 };
 
 /** Everything a homeserver is made of; injected so tests control clock and randomness. */
@@ -133,6 +140,8 @@ export interface Services {
   readonly federationSender?: FederationSender;
   /** Catch-up from any peer (federation/catchup.ts); absent without a federation transport. */
   readonly catchUp?: CatchUp;
+  /** Keeps the global room directory's cache fresh (federation/directory.ts); absent without a federation transport. */
+  readonly directory?: DirectoryService;
 }
 
 /** The authenticated caller of a request. */

@@ -30,6 +30,7 @@ import type { FederationSenderOptions } from "./federation/sender.ts";
 import { CatchUp } from "./federation/catchup.ts";
 import type { CatchUpOptions } from "./federation/catchup.ts";
 import { FederationRateLimiter } from "./federation/rateLimit.ts";
+import { DirectoryService } from "./federation/directory.ts";
 
 /** What a homeserver is built from. */
 export interface HomeserverOptions {
@@ -145,7 +146,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     notaries: config.trustedKeyServers,
     ...(federation ? { client: federation } : {}),
   });
-  const services: Services & { appservices?: AppServices; federationSender?: FederationSender; catchUp?: CatchUp } = {
+  const services: Services & { appservices?: AppServices; federationSender?: FederationSender; catchUp?: CatchUp; directory?: DirectoryService } = {
     store: options.store,
     serverName: options.serverName,
     signingKey,
@@ -192,6 +193,12 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     services.catchUp = catchUp;
     catchUp.start(options.federationTransport!);
   }
+  if (federation && options.federationTransport) {
+    // The global room directory's cache, refreshed from the reachable servers in the background.
+    const directory = new DirectoryService(services, federation, options.federationTransport);
+    services.directory = directory;
+    directory.start();
+  }
   const router = new Router(ROUTES);
   return {
     services,
@@ -212,6 +219,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
       await pushSender?.close();
       await sender?.close();
       await services.catchUp?.close();
+      await services.directory?.close();
       await services.federationSender?.close();
       await services.store.close();
     },

@@ -62,6 +62,10 @@ export interface NodeConfig {
   federationDomainWhitelist?: string[];
   /** `trusted_key_servers`: notaries asked for keys a server cannot give itself. */
   trustedKeyServers?: string[];
+  /** `directory_peer_ttl_ms` (federation/directory.ts). */
+  directoryPeerTtlMs?: number;
+  /** `directory_refresh_interval_ms`. */
+  directoryRefreshIntervalMs?: number;
 }
 
 /** How much the runner logs. */
@@ -204,6 +208,8 @@ const FILE_KEYS: Record<string, KeyReader> = {
     o.federationDomainWhitelist = v.map((name: unknown, i) => serverName(name, `federation_domain_whitelist[${i}]`));
   },
   trusted_key_servers: (v, _b, o, warn) => (o.trustedKeyServers = trustedKeyServers(v, warn)),
+  directory_peer_ttl_ms: (v, _b, o) => (o.directoryPeerTtlMs = posInt(v, "directory_peer_ttl_ms")),
+  directory_refresh_interval_ms: (v, _b, o) => (o.directoryRefreshIntervalMs = posInt(v, "directory_refresh_interval_ms")),
   log_level: (v, _b, o) => {
     const s = str(v, "log_level");
     if (!LOG_LEVELS.includes(s as LogLevel)) throw new ConfigError(`log_level must be one of ${LOG_LEVELS.join(", ")}`);

@@ -310,6 +310,8 @@ async function openHomeserver(config: NodeConfig, options: StartOptions, metrics
   if (config.allowGuestAccess !== undefined) hsConfig.allowGuestAccess = config.allowGuestAccess;
   if (config.federationDomainWhitelist !== undefined) hsConfig.federationDomainWhitelist = config.federationDomainWhitelist;
   if (config.trustedKeyServers !== undefined) hsConfig.trustedKeyServers = config.trustedKeyServers;
+  if (config.directoryPeerTtlMs !== undefined) hsConfig.directoryPeerTtlMs = config.directoryPeerTtlMs;
+  if (config.directoryRefreshIntervalMs !== undefined) hsConfig.directoryRefreshIntervalMs = config.directoryRefreshIntervalMs;
   try {
     const homeserver = await createHomeserver({ store, seed: finalSeed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics,
       appservices, appserviceOptions: { legacyAuth: config.appServiceLegacyAuth === true },

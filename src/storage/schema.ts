@@ -157,6 +157,15 @@ export const MIGRATIONS: readonly Migration[] = [
       "federation_txns", // key = origin|txnId → { response, receivedAt }
     ],
   },
+  // 12: the global room directory (federation/directory.ts): other servers' published rooms, cached.
+  {
+    createTables: [
+      "directory_peers", // key = serverName → { lastSeen, fetchedAt? }
+      "directory_rooms", // key = serverName|roomId → { chunk, fetchedAt }
+      "directory_index", // key = roomId|serverName → fetchedAt (which servers list a room)
+      "directory_relays", // key = roomId → { since } (a remote room this server lists because a local user joined it)
+    ],
+  },
 ];
 
 /**

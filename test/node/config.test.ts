@@ -125,6 +125,8 @@ describe("rate limit and registration keys", () => {
     [{ federation_domain_whitelist: ["ok.example", "not ok"] }, /federation_domain_whitelist\[1\] "not ok" is not a server name/],
     [{ trusted_key_servers: "matrix.org" }, /trusted_key_servers must be a list/],
     [{ trusted_key_servers: [{ verify_keys: {} }] }, /trusted_key_servers\[0\]\.server_name must be a non-empty string/],
+    [{ directory_peer_ttl_ms: 0 }, /directory_peer_ttl_ms must be a positive integer/],
+    [{ directory_refresh_interval_ms: "5m" }, /directory_refresh_interval_ms must be a positive integer/],
   ])("refuses %j", async (json, message) => {
     await expect(resolveWith(json)).rejects.toThrow(message);
   });
@@ -141,6 +143,12 @@ describe("rate limit and registration keys", () => {
     expect(config.federationDomainWhitelist).toEqual(["a.example", "127.0.0.1:8448", "[::1]:8448"]);
     expect(config.trustedKeyServers).toEqual(["notary.example", "matrix.org"]);
     expect(warnings).toEqual(['config: ignoring "trusted_key_servers[1].verify_keys"']);
+  });
+
+  it("reads the global room directory's keys", async () => {
+    const { config } = await resolveWith({ directory_peer_ttl_ms: 600_000, directory_refresh_interval_ms: 30_000 });
+    expect(config.directoryPeerTtlMs).toBe(600_000);
+    expect(config.directoryRefreshIntervalMs).toBe(30_000);
   });
 
   it("enable_registration defaults to true only on a loopback bind; open registration elsewhere needs a verification setting", async () => {

@@ -11,6 +11,8 @@ import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { isRoomAlias, isRoomId, isValidServerName, serverOf } from "../rooms/ids.ts";
 import { remotePublicRooms } from "../federation/remoteQueries.ts";
+import { cachedRooms, relayedRooms } from "../federation/directory.ts";
+import { serverInRoom } from "../roomserver/outOfRoom.ts";
 import { isWorldReadable } from "../roomserver/access.ts";
 import { currentState, currentStateContent, getRoom, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
@@ -220,11 +222,36 @@ function compareRooms(a: { members: number; roomId: string }, b: { members: numb
 const orderKey = (room: Record<string, unknown>): { members: number; roomId: string } => ({ members: room.num_joined_members as number, roomId: room.room_id as string });
 
 /**
- * This server's published-room list with `limit`, `since` (a cursor) and the filter; the
- * federation's `/publicRooms` serves it too. A `third_party_instance_id` selects a bridged
- * network's rooms, and no room here belongs to one.
+ * Which list: `server` is this server's own directory (its published rooms and the remote rooms it
+ * relays, federation/directory.ts), what other servers are answered; `global` adds the cached
+ * directories of the other reachable servers, what this server's users see.
  */
-export async function listPublicRooms(hs: Services, limitRaw: unknown, since: unknown, filter: unknown, thirdPartyInstanceId?: unknown): Promise<Record<string, unknown>> {
+export type DirectoryScope = "server" | "global";
+
+/** The rooms of a list, one entry per room ID. */
+async function directoryChunks(hs: Services, tx: ReadTx, scope: DirectoryScope): Promise<Record<string, unknown>[]> {
+  const out = new Map<string, Record<string, unknown>>();
+  for (const r of await tx.range<{ visibility: string }>("room_directory")) {
+    if (r.value.visibility === "public" && (await tx.get("rooms", r.key))) out.set(r.key, await publishedRoomChunk(tx, r.key));
+  }
+  for (const roomId of await relayedRooms(tx, hs.serverName)) if (!out.has(roomId)) out.set(roomId, await publishedRoomChunk(tx, roomId));
+  if (scope === "global") {
+    for (const [roomId, chunk] of await cachedRooms(tx, hs.clock(), hs.config.directoryPeerTtlMs)) {
+      if (out.has(roomId)) continue;
+      // A room this server is in is described from its own current state, fresher than any cache.
+      const resident = (await tx.get("rooms", roomId)) !== undefined && (await serverInRoom(tx, roomId, hs.serverName));
+      out.set(roomId, resident ? await publishedRoomChunk(tx, roomId) : chunk);
+    }
+  }
+  return [...out.values()];
+}
+
+/**
+ * A published-room list (`scope`) with `limit`, `since` (a cursor) and the filter; the
+ * federation's `/publicRooms` serves this server's own. A `third_party_instance_id` selects a
+ * bridged network's rooms, and no room here belongs to one.
+ */
+export async function listPublicRooms(hs: Services, limitRaw: unknown, since: unknown, filter: unknown, thirdPartyInstanceId?: unknown, scope: DirectoryScope = "server"): Promise<Record<string, unknown>> {
   let limit: number | undefined;
   if (limitRaw !== undefined) {
     if (typeof limitRaw !== "number" || !Number.isInteger(limitRaw) || limitRaw < 0) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
@@ -247,12 +274,7 @@ export async function listPublicRooms(hs: Services, limitRaw: unknown, since: un
   }
   if (thirdPartyInstanceId !== undefined && typeof thirdPartyInstanceId !== "string") throw badJson("third_party_instance_id must be a string");
   return hs.store.read(async (tx) => {
-    const published = thirdPartyInstanceId !== undefined ? [] : (await tx.range<{ visibility: string }>("room_directory")).filter((r) => r.value.visibility === "public");
-    const all: Record<string, unknown>[] = [];
-    for (const r of published) {
-      if (!(await tx.get("rooms", r.key))) continue;
-      all.push(await publishedRoomChunk(tx, r.key));
-    }
+    const all = thirdPartyInstanceId !== undefined ? [] : await directoryChunks(hs, tx, scope);
     const total = all.length;
     const matching = all.filter((room) => {
       if (term !== undefined) {
@@ -284,37 +306,43 @@ export async function listPublicRooms(hs: Services, limitRaw: unknown, since: un
   });
 }
 
-/** The `server` query parameter: undefined for this server, a checked name for another. */
-function remoteServerParam(ctx: RequestContext): string | undefined {
+/**
+ * The `server` query parameter: another server's checked name (its directory is asked directly),
+ * or which list of this server's: without it the global one (every reachable server's rooms, from
+ * the cache), with this server's own name only the rooms this server publishes (what other servers
+ * see when they ask it).
+ */
+function serverParam(ctx: RequestContext): { remote: string } | { scope: DirectoryScope } {
   const server = ctx.query("server");
-  if (server === undefined || server === ctx.hs.serverName) return undefined;
+  if (server === undefined) return { scope: "global" };
+  if (server === ctx.hs.serverName) return { scope: "server" };
   if (!isValidServerName(server)) throw new MatrixError(400, "M_INVALID_PARAM", "server is not a valid server name");
-  return server;
+  return { remote: server };
 }
 
 /** `GET /_matrix/client/v3/publicRooms` */
 export async function getPublicRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
-  const server = remoteServerParam(ctx);
+  const server = serverParam(ctx);
   const limit = ctx.query("limit") === undefined ? undefined : limitParam(ctx, 0, Infinity);
   // An empty since is no token (as Synapse reads it).
   const since = ctx.query("since") || undefined;
-  if (server !== undefined) return remotePublicRooms(ctx.hs, server, { ...(limit !== undefined ? { limit } : {}), ...(since !== undefined ? { since } : {}) });
-  return listPublicRooms(ctx.hs, limit, since, undefined);
+  if ("remote" in server) return remotePublicRooms(ctx.hs, server.remote, { ...(limit !== undefined ? { limit } : {}), ...(since !== undefined ? { since } : {}) });
+  return listPublicRooms(ctx.hs, limit, since, undefined, undefined, server.scope);
 }
 
 /** `POST /_matrix/client/v3/publicRooms` */
 export async function postPublicRooms(ctx: RequestContext): Promise<Record<string, unknown>> {
   await ctx.requireAuth();
-  const server = remoteServerParam(ctx);
+  const server = serverParam(ctx);
   const body = await ctx.json({ allowEmpty: true });
-  if (server === undefined) return listPublicRooms(ctx.hs, body.limit, body.since, body.filter, body.include_all_networks === true ? undefined : body.third_party_instance_id);
+  if (!("remote" in server)) return listPublicRooms(ctx.hs, body.limit, body.since, body.filter, body.include_all_networks === true ? undefined : body.third_party_instance_id, server.scope);
   // Checked here so that a malformed request never leaves the server.
   if (body.limit !== undefined && (typeof body.limit !== "number" || !Number.isInteger(body.limit) || body.limit < 0)) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
   if (body.since !== undefined && typeof body.since !== "string") throw new MatrixError(400, "M_INVALID_PARAM", "Malformed since token");
   if (body.filter !== undefined && (body.filter === null || typeof body.filter !== "object" || Array.isArray(body.filter))) throw badJson("filter must be an object");
   if (body.include_all_networks !== undefined && typeof body.include_all_networks !== "boolean") throw badJson("include_all_networks must be a boolean");
   if (body.third_party_instance_id !== undefined && typeof body.third_party_instance_id !== "string") throw badJson("third_party_instance_id must be a string");
-  return remotePublicRooms(ctx.hs, server, {
+  return remotePublicRooms(ctx.hs, server.remote, {
     ...(body.limit !== undefined ? { limit: body.limit as number } : {}),
     ...(body.since !== undefined ? { since: body.since as string } : {}),
     filter: (body.filter as Record<string, unknown> | undefined) ?? {},

@@ -9,6 +9,7 @@ import { isRoomAlias, isUserId, isValidServerName, serverOf } from "../rooms/ids
 import {
   candidateServers, isResident, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, outOfRoomServers, queryRemoteAlias, remoteInviteSigner, roomIdServer,
 } from "../federation/remoteMembership.ts";
+import { directoryServers } from "../federation/directory.ts";
 import { readableUpTo, requireJoined } from "../roomserver/access.ts";
 import { currentState, getEvent, latestEventAt, membershipIn, membershipRecord, requireRoom, stateAfter } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
@@ -60,12 +61,15 @@ async function resolveTarget(ctx: RequestContext, roomIdOrAlias: string): Promis
 
 /**
  * Joins a local room, or — when this server is not in the room — joins over federation through the
- * named servers, the inviter's, and (before v12) the room ID's (server-server "Joining Rooms").
+ * named servers, the inviter's, (before v12) the room ID's (server-server "Joining Rooms"), and
+ * those whose directory lists the room.
  */
 async function join(ctx: RequestContext, me: Requester, roomId: string, servers: string[], reason: string | undefined): Promise<void> {
   const { hs } = ctx;
   if (hs.federation && !(await isResident(hs, roomId))) {
-    const candidates = candidateServers(hs, servers, await outOfRoomServers(hs, roomId, me.userId), [roomIdServer(roomId)]);
+    // Last, the servers whose directory listed the room: a room picked from the global directory
+    // comes without `via` (the client does not know where the entry came from).
+    const candidates = candidateServers(hs, servers, await outOfRoomServers(hs, roomId, me.userId), [roomIdServer(roomId)], await directoryServers(hs, roomId));
     if (candidates.length > 0) {
       limitUser(ctx, me, "rc_joins.remote");
       const content = await profileOf(hs, me.userId);
@@ -107,7 +111,7 @@ export async function postKnock(ctx: RequestContext, p: Record<string, string>):
   const { roomId, servers } = await resolveTarget(ctx, p.roomIdOrAlias!);
   const reason = reasonOf(body);
   if (ctx.hs.federation && !(await isResident(ctx.hs, roomId))) {
-    const candidates = candidateServers(ctx.hs, via, servers, [roomIdServer(roomId)]);
+    const candidates = candidateServers(ctx.hs, via, servers, [roomIdServer(roomId)], await directoryServers(ctx.hs, roomId));
     if (candidates.length > 0) {
       const content = await profileOf(ctx.hs, me.userId);
       await knockRemoteRoom(ctx.hs, me.userId, roomId, candidates, reason !== undefined ? { ...content, reason } : content);
