@@ -3,6 +3,7 @@ import { ConfigError, StartupError, USAGE, parseArgs, resolveConfig } from "./co
 import type { NodeConfig } from "./config.ts";
 import { consoleLogger } from "./logger.ts";
 import { exitOnSignals, startNode } from "./runner.ts";
+import { exportDataDir, importIntoDataDir, readPassphrase } from "./exportImport.ts";
 import type { RunningNode } from "./runner.ts";
 
 /**
@@ -22,6 +23,17 @@ export function runFromCommandLine(argv: string[], announce?: (node: RunningNode
     process.umask(0o077);
     const config = await resolveConfig(args, (msg) => logger.warn(msg));
     logger = consoleLogger(config.logLevel);
+    if (args.exportFile !== undefined) {
+      const passphrase = await readPassphrase("export", args.passphraseFile);
+      const { serverName } = await exportDataDir(config, args.exportFile, passphrase, logger);
+      process.stdout.write(`Hyphae exported ${serverName} to ${args.exportFile}\n`);
+      return undefined;
+    }
+    if (args.importFile !== undefined) {
+      const passphrase = await readPassphrase("import", args.passphraseFile);
+      const { serverName } = await importIntoDataDir(config, args.importFile, passphrase, logger);
+      process.stdout.write(`Hyphae imported ${serverName} from ${args.importFile} into ${config.dataDir}\n`);
+    }
     const node = await startNode(config, { logger });
     process.stdout.write(`Hyphae listening on ${node.httpUrl} (server name ${node.serverName})\n`);
     if (node.httpsUrl) process.stdout.write(`Hyphae listening on ${node.httpsUrl} (TLS)\n`);

@@ -105,6 +105,12 @@ export interface CliArgs {
   configFile?: string;
   overrides: Partial<NodeConfig>;
   help: boolean;
+  /** `--import FILE`: import this export into the (new) data directory, then start. */
+  importFile?: string;
+  /** `--export FILE`: write the data directory's homeserver to this file and exit. */
+  exportFile?: string;
+  /** `--passphrase-file FILE`: the export passphrase (else from an environment variable). */
+  passphraseFile?: string;
 }
 
 /** The usage text for `npm run serve -- --help`. */
@@ -113,7 +119,10 @@ export const USAGE = `Usage: npm run serve -- [--port P] [--data DIR] [--host H]
   --data DIR           data directory: signing key seed and database (default ./data/homeserver)
   --host H             address to listen on (default 127.0.0.1)
   --rendezvous ADDR    multiaddr of a rendezvous node (P2P federation is not enabled yet)
-  --config FILE        JSON config file (see README "Running a homeserver in Node")`;
+  --config FILE        JSON config file (see README "Running a homeserver in Node")
+  --import FILE        import an export file into the (new, empty) data directory, then start
+  --export FILE        write the data directory's homeserver to an encrypted export file and exit
+  --passphrase-file F  the export's passphrase (default: $HYPHAE_IMPORT_PASSPHRASE / $HYPHAE_EXPORT_PASSPHRASE)`;
 
 /** Parses `process.argv.slice(2)`. */
 export function parseArgs(argv: readonly string[]): CliArgs {
@@ -143,6 +152,15 @@ export function parseArgs(argv: readonly string[]): CliArgs {
       case "--config":
         out.configFile = value();
         break;
+      case "--import":
+        out.importFile = value();
+        break;
+      case "--export":
+        out.exportFile = value();
+        break;
+      case "--passphrase-file":
+        out.passphraseFile = value();
+        break;
       case "--help":
       case "-h":
         out.help = true;
@@ -151,6 +169,8 @@ export function parseArgs(argv: readonly string[]): CliArgs {
         throw new ConfigError(`unknown argument ${arg} (see --help)`);
     }
   }
+  if (out.importFile !== undefined && out.exportFile !== undefined) throw new ConfigError("--import and --export cannot be used together");
+  if (out.passphraseFile !== undefined && out.importFile === undefined && out.exportFile === undefined) throw new ConfigError("--passphrase-file needs --import or --export");
   return out;
 }
 

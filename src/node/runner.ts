@@ -29,6 +29,7 @@ import { createNodeMetrics, startMetricsListener } from "./metrics.ts";
 import { HttpsFederationTransport, splitPem } from "./federationHttps.ts";
 import { isKeyServerName } from "../homeserver/federation/keyring.ts";
 import type { NodeMetrics } from "./metrics.ts";
+import { unfinishedImport } from "../export/homeserver.ts";
 
 /** A running Node homeserver. */
 export interface RunningNode {
@@ -278,6 +279,10 @@ async function openHomeserver(config: NodeConfig, options: StartOptions, metrics
   let finalSeed = seed;
   try {
     // A database belongs to one server name: every stored ID contains it.
+    // An import that stopped half way (src/export/homeserver.ts) left rows that must not be served.
+    if (await unfinishedImport(store)) {
+      throw new StartupError(`the data directory ${config.dataDir} holds an unfinished import; delete it and run --import again`);
+    }
     const known = await store.read((tx) => tx.get<string>("settings", "server_name"));
     if (known !== undefined && known !== serverName) {
       throw new StartupError(`the data directory ${config.dataDir} belongs to server "${known}", not "${serverName}"; refusing to start`);

@@ -11,9 +11,13 @@ import { currentTables, SCHEMA_VERSION } from "./schema.ts";
 const DELETED = Symbol("deleted");
 type Overlay = Map<string, Map<string, StoredValue | typeof DELETED>>;
 
-/** Creates an empty in-memory store at the current schema. */
-export function createMemoryStore(): Store {
-  const tables = new Map<string, Map<string, StoredValue>>(currentTables().map((t) => [t, new Map()]));
+/**
+ * Creates an empty in-memory store at the current schema. `tables` replaces the current schema's
+ * tables (the export module migrates an older export's rows in a store holding every table any
+ * migration step touches).
+ */
+export function createMemoryStore(options: { tables?: readonly string[] } = {}): Store {
+  const tables = new Map<string, Map<string, StoredValue>>((options.tables ?? currentTables()).map((t) => [t, new Map()]));
   let queue: Promise<unknown> = Promise.resolve();
   let closed = false;
 
