@@ -10,6 +10,7 @@ import { getFederationVersion } from "./version.ts";
 import * as queries from "./queries.ts";
 import * as fedMedia from "./media.ts";
 import * as joins from "./joins.ts";
+import { getFederationHierarchy } from "./hierarchy.ts";
 
 export const FEDERATION_ROUTES: HsRoute[] = [
   // --- discovery (version.ts) ---
@@ -36,6 +37,9 @@ export const FEDERATION_ROUTES: HsRoute[] = [
   ...federation("PUT", "/v1/send_knock/{roomId}/{eventId}", joins.putSendKnock),
   ...federation("PUT", "/v2/invite/{roomId}/{eventId}", joins.putInvite),
   ...federation("GET", "/v1/query/directory", joins.getQueryDirectory),
+
+  // --- spaces (hierarchy.ts) ---
+  ...federation("GET", "/v1/hierarchy/{roomId}", getFederationHierarchy),
 
   // --- PDUs: receiving (transactions.ts, receive.ts) and serving (events.ts) ---
   ...federation("PUT", "/v1/send/{txnId}", putTransaction),
