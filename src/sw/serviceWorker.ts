@@ -1,14 +1,26 @@
 /**
  * Hyphae in a Service Worker: answers the Matrix paths of its own origin from the homeserver core
  * and leaves every other request to the network (docs/DESIGN.md "The Service Worker"). Composable: a
- * client with its own worker calls `installHyphae(self)` next to its own fetch handlers.
+ * client with its own worker calls `installHyphae(self)` before its own fetch handlers
+ * (docs/EMBEDDING.md); Hyphae answers Matrix paths and stops the event there, everything else
+ * reaches the client's handlers untouched.
  *
- * This is the minimal shell; lifecycle, keep-alive and libp2p come with the Service Worker issue.
+ * Lifecycle. The browser stops an idle worker (Chromium after 30–45 s) and starts a new instance on
+ * the next fetch or message: everything needed to answer is in IndexedDB, so the homeserver is
+ * rebuilt lazily by the first request and answers it. A `/sync` long-poll cut by a stop is retried
+ * by the client with the same `since` token and gets everything (the stream is in storage). Pages of
+ * the app keep the worker alive by messaging it every ~10 s (`{ hyphae: "keepalive" }`, see
+ * src/app/worker.ts). A newer version of the worker that upgrades the schema closes this one's
+ * database (IndexedDB `versionchange`); this instance then refuses with 503 instead of touching a
+ * schema it does not know, and the page (claimed by the new worker) retries there.
  */
 import { createHomeserver } from "../homeserver/homeserver.ts";
 import type { Homeserver, HomeserverOptions } from "../homeserver/homeserver.ts";
 import type { Logger } from "../homeserver/context.ts";
+import { MatrixError } from "../homeserver/errors.ts";
 import { createIndexedDbStore } from "../storage/indexeddb.ts";
+import { StorageError } from "../storage/store.ts";
+import type { Store } from "../storage/store.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
 import { browserThumbnailer } from "./thumbnailer.ts";
 
@@ -16,8 +28,21 @@ import { browserThumbnailer } from "./thumbnailer.ts";
 export interface HyphaeWorkerOptions {
   /** The IndexedDB database name (default `hyphae`). */
   databaseName?: string;
+  /** The IndexedDB factory (default the global one; Node tests pass fake-indexeddb's). */
+  indexedDB?: IDBFactory;
   /** Passed on to `createHomeserver` (config, clock, logger …). */
   homeserver?: Partial<Omit<HomeserverOptions, "store" | "seed" | "serverName">>;
+  /**
+   * Where a user who hit the storage quota is sent (the `admin_contact` of `M_RESOURCE_LIMIT_EXCEEDED`);
+   * default: this origin's root, the app's status view, since the user is their own administrator.
+   */
+  adminContact?: string;
+  /**
+   * An access token for a request that carries none, or undefined. The app uses it for Hydrogen's
+   * `<img>` loads of authenticated media, which cannot send an `Authorization` header (Hydrogen's
+   * own worker asks the page for the token the same way).
+   */
+  authorize?: (event: FetchEvent) => Promise<string | undefined>;
 }
 
 /** Whether a path is one the homeserver answers: the Client-Server/federation/media APIs and client discovery. */
@@ -33,9 +58,48 @@ const workerLogger: Logger = {
   error: (...args) => console.error("[hyphae]", ...args),
 };
 
+/** Whether an error (or one of its causes) is the browser refusing a write for lack of quota. */
+export function isQuotaError(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 8; depth++) {
+    const { name, message } = e as { name?: unknown; message?: unknown };
+    if (name === "QuotaExceededError" || (typeof message === "string" && /QuotaExceeded|quota/i.test(message))) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/**
+ * The store as the homeserver sees it in a worker: a write refused for lack of quota becomes
+ * `M_RESOURCE_LIMIT_EXCEEDED` (the transaction was aborted as a whole, so the database is as before
+ * the request), and a database closed under us by a newer worker's upgrade becomes a 503 the
+ * client retries (against the new worker, which has claimed the page by then).
+ */
+export function guardStore(store: Store, adminContact: string): Store {
+  const translate = (err: unknown): unknown => {
+    if (err instanceof MatrixError) return err;
+    if (isQuotaError(err)) {
+      return new MatrixError(403, "M_RESOURCE_LIMIT_EXCEEDED", "This site's browser storage is full: free some space or grant more storage, then retry", {
+        admin_contact: adminContact,
+      });
+    }
+    if (err instanceof StorageError && /store is closed/.test(err.message)) {
+      return new MatrixError(503, "M_UNKNOWN", "The homeserver is being upgraded by a newer version of the app; retry", { retry_after_ms: 1000 }, { "Retry-After": "1" });
+    }
+    return err;
+  };
+  return {
+    kind: store.kind,
+    read: (fn) => store.read(fn).catch((err: unknown) => Promise.reject(translate(err))),
+    write: (fn) => store.write(fn).catch((err: unknown) => Promise.reject(translate(err))),
+    schemaVersion: () => store.schemaVersion(),
+    close: () => store.close(),
+  };
+}
+
 /** Opens the store and the identity and builds the homeserver (once per worker instance). */
-export async function startHomeserver(options: HyphaeWorkerOptions = {}): Promise<Homeserver> {
-  const store = await createIndexedDbStore({ name: options.databaseName ?? "hyphae" });
+export async function startHomeserver(options: HyphaeWorkerOptions = {}, adminContact = "/"): Promise<Homeserver> {
+  const raw = await createIndexedDbStore({ name: options.databaseName ?? "hyphae", ...(options.indexedDB ? { indexedDB: options.indexedDB } : {}) });
+  const store = guardStore(raw, options.adminContact ?? adminContact);
   try {
     const { seed, serverName } = await loadOrCreateIdentity(store);
     return await createHomeserver({ logger: workerLogger, thumbnailer: browserThumbnailer, ...options.homeserver, store, seed, serverName });
@@ -45,17 +109,56 @@ export async function startHomeserver(options: HyphaeWorkerOptions = {}): Promis
   }
 }
 
-const errorResponse = (err: unknown): Response =>
-  new Response(JSON.stringify({ errcode: "M_UNKNOWN", error: `homeserver unavailable: ${err instanceof Error ? err.message : String(err)}` }), {
-    status: 503,
+const errorResponse = (err: unknown): Response => {
+  const body = err instanceof MatrixError ? err.toJSON() : { errcode: "M_UNKNOWN", error: `homeserver unavailable: ${err instanceof Error ? err.message : String(err)}` };
+  return new Response(JSON.stringify(body), {
+    status: err instanceof MatrixError ? err.status : 503,
     headers: { "Content-Type": "application/json", "Access-Control-Allow-Origin": "*" },
   });
+};
 
-/** Registers the install/activate/fetch handlers on a Service Worker global scope. */
-export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWorkerOptions = {}): { homeserver(): Promise<Homeserver> } {
+/** What `{ hyphae: "status" }` answers (the app's status view). */
+export interface WorkerStatus {
+  /** Random per worker instance: a new value after the browser stopped and restarted the worker. */
+  instance: string;
+  /** When this instance started (ms since the epoch). */
+  startedAt: number;
+  serverName: string;
+  schemaVersion: number;
+  /** Rows waiting in the outbound federation queue, per destination server. */
+  outboundQueues: Record<string, number>;
+  /** The libp2p node: not run inside the worker yet (issue 13, with the P2P transport). */
+  p2p: { running: boolean; peers: number; rendezvous: string };
+  /** `navigator.storage.estimate()` / `persisted()` as the worker sees them. */
+  storage: { usage?: number; quota?: number; persisted?: boolean };
+}
+
+/** Outbound queue depth per destination (federation/sender.ts: key federation_queue = destination|pos(seq)). */
+async function queueDepths(hs: Homeserver): Promise<Record<string, number>> {
+  const rows = await hs.services.store.read((tx) => tx.range<unknown>("federation_queue"));
+  const out: Record<string, number> = {};
+  for (const { key } of rows) {
+    const destination = key.split("\u001f")[0]!;
+    out[destination] = (out[destination] ?? 0) + 1;
+  }
+  return out;
+}
+
+/** The handle {@link installHyphae} returns. */
+export interface InstalledHyphae {
+  /** The running homeserver, started on first use. */
+  homeserver(): Promise<Homeserver>;
+  /** The status the app's status view shows. */
+  status(): Promise<WorkerStatus>;
+}
+
+/** Registers the install/activate/fetch/message handlers on a Service Worker global scope. */
+export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWorkerOptions = {}): InstalledHyphae {
+  const instance = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
+  const startedAt = Date.now();
   let started: Promise<Homeserver> | undefined;
   const homeserver = (): Promise<Homeserver> => {
-    started ??= startHomeserver(options).catch((err: unknown) => {
+    started ??= startHomeserver(options, new URL("/", scope.location.href).href).catch((err: unknown) => {
       // Let the next request try again (e.g. IndexedDB blocked by an old tab's open connection).
       started = undefined;
       throw err;
@@ -63,22 +166,93 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
     return started;
   };
 
-  // A new version takes over at once, and controls already-open pages without a reload.
+  const status = async (): Promise<WorkerStatus> => {
+    const hs = await homeserver();
+    let storage: WorkerStatus["storage"] = {};
+    try {
+      const estimate = await scope.navigator.storage.estimate();
+      storage = { usage: estimate.usage, quota: estimate.quota, persisted: await scope.navigator.storage.persisted() };
+    } catch {
+      // StorageManager is missing in some embedders' test environments; the view shows unknown.
+    }
+    return {
+      instance,
+      startedAt,
+      serverName: hs.services.serverName,
+      schemaVersion: await hs.services.store.schemaVersion(),
+      outboundQueues: await queueDepths(hs),
+      p2p: { running: false, peers: 0, rendezvous: "not started: the libp2p node does not run inside the worker yet" },
+      storage,
+    };
+  };
+
+  // A new version takes over at once, and controls already-open pages without a reload. The
+  // homeserver starts right away, so the first fetch after an update does not pay for it.
   scope.addEventListener("install", (event) => event.waitUntil(scope.skipWaiting()));
-  scope.addEventListener("activate", (event) => event.waitUntil(scope.clients.claim()));
+  scope.addEventListener("activate", (event) =>
+    event.waitUntil(
+      scope.clients.claim().then(() =>
+        homeserver().then(
+          () => undefined,
+          (err: unknown) => workerLogger.warn("could not start the homeserver on activation", err),
+        ),
+      ),
+    ),
+  );
   scope.addEventListener("fetch", (event) => {
     const url = new URL(event.request.url);
     // Only this origin's Matrix paths: a client talking to a remote homeserver goes to the network.
     if (url.origin !== scope.location.origin || !isHomeserverPath(url.pathname)) return;
-    event.respondWith(
-      homeserver().then(
-        (hs) => hs.handle(event.request),
-        (err: unknown) => {
-          workerLogger.error("could not start the homeserver", err);
-          return errorResponse(err);
-        },
-      ),
-    );
+    event.respondWith(answer(event));
+    // Answered: an embedding client's own fetch handlers (registered after ours) must not try too.
+    event.stopImmediatePropagation();
   });
-  return { homeserver };
+
+  const answer = async (event: FetchEvent): Promise<Response> => {
+    let hs: Homeserver;
+    try {
+      hs = await homeserver();
+    } catch (err) {
+      workerLogger.error("could not start the homeserver", err);
+      return errorResponse(err);
+    }
+    let request = event.request;
+    if (options.authorize && !request.headers.has("Authorization") && !new URL(request.url).searchParams.has("access_token")) {
+      const token = await options.authorize(event).catch(() => undefined);
+      if (token) {
+        const headers = new Headers(request.headers);
+        headers.set("Authorization", `Bearer ${token}`);
+        request = new Request(request, { headers });
+      }
+    }
+    return hs.handle(request);
+  };
+
+  // Messages from pages: keep-alive (the message itself extends the worker's life; answering after
+  // the homeserver is up also restarts a stopped one) and the status view.
+  scope.addEventListener("message", (event) => {
+    const data = event.data as { hyphae?: unknown } | null;
+    if (!data || typeof data !== "object" || typeof data.hyphae !== "string") return;
+    const reply = (message: unknown): void => {
+      const port = event.ports[0];
+      if (port) port.postMessage(message);
+      else (event.source as Client | MessagePort | ServiceWorker | null)?.postMessage(message);
+    };
+    if (data.hyphae === "keepalive") {
+      event.waitUntil(
+        homeserver().then(
+          () => reply({ hyphae: "alive", instance }),
+          (err: unknown) => reply({ hyphae: "error", error: String(err) }),
+        ),
+      );
+    } else if (data.hyphae === "status") {
+      event.waitUntil(
+        status().then(
+          (s) => reply({ hyphae: "status", status: s }),
+          (err: unknown) => reply({ hyphae: "error", error: String(err) }),
+        ),
+      );
+    }
+  });
+  return { homeserver, status };
 }

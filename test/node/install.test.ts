@@ -1,7 +1,7 @@
 /**
  * A production install as docs/OPERATING.md describes it: a fresh `git clone` of this repository's
  * HEAD (the committed state), `npm ci --omit=dev` (no typescript, no vitest, no dev loader), then each
- * documented way of starting the server as a child process: `npm run serve`, `npm start` and the
+ * documented way of starting the server as a child process: `npm run serve` and the
  * direct `node_modules/.bin/node src/node/main.ts`. Each serves `/versions`; SIGTERM to the started
  * process (what Docker and systemd send) lets an in-flight request finish, exits 0, leaves no process
  * of its group behind and frees the port. Every start-up failure of issue 11 item 8 is one line and
@@ -159,12 +159,6 @@ describe("a production install (npm ci --omit=dev in a fresh clone)", () => {
     await serveAndStop("npm", ["run", "serve", "--", "--port", String(port), "--data", join(dir, "group")], port, "SIGTERM", true);
     await serveAndStop("npm", ["run", "serve", "--", "--port", String(port), "--data", join(dir, "ctrl-c")], port, "SIGINT", true);
   }, 180_000);
-
-  it("`npm start -- --port P --data DIR`: SIGTERM to npm exits 0", async () => {
-    const port = await freePort();
-    const s = await serveAndStop("npm", ["start", "--", "--port", String(port), "--data", join(dir, "start")], port, "SIGTERM", false);
-    expect(s.output()).toMatch(/Data directory: .*start/);
-  }, 120_000);
 
   it("`node_modules/.bin/node src/node/main.ts --port P --data DIR`: SIGTERM exits 0", async () => {
     const port = await freePort();

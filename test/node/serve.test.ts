@@ -161,16 +161,6 @@ describe("npm run serve", () => {
     expect(s.output()).toMatch(/SIGTERM: stopping/);
   });
 
-  it("`npm start` starts the same homeserver and says what it does not start yet", async () => {
-    const s = await start(["--port", "0", "--data", join(dir, "node5")], "npm-start");
-    expect((await fetch(`${s.url}/_matrix/client/versions`)).status).toBe(200);
-    // Ctrl-C in a terminal: the whole group gets SIGINT, and npm relays its copy too (ignored as a duplicate).
-    expect(await s.stop("SIGINT", true)).toEqual({ code: 0, signal: null });
-    expect(s.output()).not.toMatch(/again: exiting without waiting/);
-    expect(s.output()).toMatch(/Data directory: .*node5/);
-    expect(s.output()).toMatch(/not built yet/);
-  });
-
   it("serves the same API over HTTPS with tls_cert and tls_key", async (ctx) => {
     let openssl = true;
     try {

@@ -1,0 +1,64 @@
+/**
+ * `npm run build`: the static bundle in `dist/` that any static web server can host.
+ * - `/` the landing page (sign in, status) and `/client/` the bundled Hydrogen client (src/app);
+ * - `/sw.js` the app's Service Worker: Hyphae (src/app/sw.ts) followed by Hydrogen's own worker
+ *   script from hydrogen-view-sdk, unmodified (one controlling worker per page does both jobs);
+ * - `/hyphae-sw.js` Hyphae's worker alone (src/sw/worker.ts) for clients that embed it in their own
+ *   worker with `importScripts` (docs/EMBEDDING.md);
+ * - `/config.json` (public/) with the rendezvous addresses.
+ * The workers are classic scripts without dynamic import(), so every browser can run them.
+ */
+import { appendFile, readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { build, defineConfig } from "vite";
+import type { Plugin } from "vite";
+
+const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
+export const DIST = here("./dist");
+
+/** Builds one Service Worker script (IIFE, minified) into dist/. */
+export async function buildWorker(entry: string, fileName: string, outDir = DIST): Promise<void> {
+  await build({
+    configFile: false,
+    logLevel: "warn",
+    build: {
+      outDir,
+      emptyOutDir: false,
+      minify: true,
+      target: "es2023",
+      reportCompressedSize: false,
+      copyPublicDir: false,
+      lib: { entry, formats: ["iife"], name: "hyphaeWorker", fileName: () => fileName },
+    },
+  });
+}
+
+/** Builds both workers after the pages (the pages' build empties dist/ first). */
+function workers(): Plugin {
+  return {
+    name: "hyphae-workers",
+    apply: "build",
+    async closeBundle() {
+      await buildWorker(here("./src/app/sw.ts"), "sw.js");
+      await appendFile(here("./dist/sw.js"), "\n// Hydrogen's Service Worker (hydrogen-view-sdk/lib-build/sw.js), unmodified:\n" + (await readFile(here("./node_modules/hydrogen-view-sdk/lib-build/sw.js"), "utf8")));
+      await buildWorker(here("./src/sw/worker.ts"), "hyphae-sw.js");
+    },
+  };
+}
+
+export default defineConfig({
+  root: here("./src/app"),
+  publicDir: here("./public"),
+  base: "/",
+  // olm.js mentions Node's fs/path/crypto for its Node flavour; vite stubs them.
+  logLevel: "warn",
+  build: {
+    outDir: DIST,
+    emptyOutDir: true,
+    target: "es2022",
+    reportCompressedSize: false,
+    chunkSizeWarningLimit: 4096,
+    rollupOptions: { input: { main: here("./src/app/index.html"), client: here("./src/app/client/index.html") } },
+  },
+  plugins: [workers()],
+});
