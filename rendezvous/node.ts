@@ -19,7 +19,7 @@ import { isPrivate } from "@libp2p/utils";
 import { webSockets } from "@libp2p/websockets";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p } from "libp2p";
-import { DHT_PROTOCOL } from "../src/transport/protocols.ts";
+import { DHT_PROTOCOL, RENDEZVOUS_AGENT_PREFIX } from "../src/transport/protocols.ts";
 import type { PeerEntry } from "../src/transport/protocols.ts";
 import type { RendezvousConfig } from "./config.ts";
 import { RelayLimiter } from "./limits.ts";
@@ -73,7 +73,7 @@ export async function startRendezvous(config: RendezvousConfig, options: Rendezv
   const ipProto = config.host.includes(":") ? "ip6" : "ip4";
   const libp2p = await createLibp2p({
     privateKey: options.privateKey,
-    nodeInfo: { name: "hyphae-rendezvous", version: "1" },
+    nodeInfo: { name: "hyphae-rendezvous", version: "1", userAgent: `${RENDEZVOUS_AGENT_PREFIX}1` },
     addresses: {
       listen: [`/${ipProto}/${config.host}/tcp/${config.port}/ws`],
       ...(config.announce.length ? { announce: config.announce } : {}),
@@ -111,7 +111,7 @@ export async function startRendezvous(config: RendezvousConfig, options: Rendezv
     },
   });
   addrs.decide(libp2p.getMultiaddrs());
-  const directory = new PeerDirectory(libp2p, libp2p.services.relay, keepAddr);
+  const directory = new PeerDirectory(libp2p, libp2p.services.relay, keepAddr, config.peers);
   await directory.start();
   const stopJoining = joinRendezvous(libp2p, config.peers, log);
   const started = performance.now();

@@ -9,8 +9,9 @@
 import type { CircuitRelayService } from "@libp2p/circuit-relay-v2";
 import type { Connection, Libp2p, PeerId, PeerInfo, Stream } from "@libp2p/interface";
 import { lpStream } from "@libp2p/utils";
+import { multiaddr } from "@multiformats/multiaddr";
 import type { Multiaddr } from "@multiformats/multiaddr";
-import { MAX_PEERS_FRAME_BYTES, PEERS_PROTOCOL } from "../src/transport/protocols.ts";
+import { MAX_PEERS_FRAME_BYTES, PEERS_PROTOCOL, RENDEZVOUS_AGENT_PREFIX } from "../src/transport/protocols.ts";
 import type { PeerEntry, PeersFrame } from "../src/transport/protocols.ts";
 import { relayAddrsOf } from "./limits.ts";
 
@@ -18,21 +19,22 @@ import { relayAddrsOf } from "./limits.ts";
 export const REMOTE_CACHE_MS = 10_000;
 /** How long one question to another rendezvous node may take. */
 const REMOTE_TIMEOUT_MS = 5_000;
-/** The relay's hop protocol: with PEERS_PROTOCOL, what identify shows of a rendezvous node. */
-const HOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/hop";
 
 /** The online-peer directory of one rendezvous node. */
 export class PeerDirectory {
   private readonly node: Libp2p;
   private readonly relay: CircuitRelayService;
   private readonly keepAddr: (peer: PeerInfo) => PeerInfo;
+  /** Peer ID strings of the rendezvous nodes this one joined with --peer. */
+  private readonly joined: Set<string>;
   /** key = rendezvous peer ID string → its last answer (or the question in flight). */
   private readonly remote = new Map<string, { at: number; peers: Promise<PeerEntry[]> }>();
 
-  constructor(node: Libp2p, relay: CircuitRelayService, keepAddr: (peer: PeerInfo) => PeerInfo) {
+  constructor(node: Libp2p, relay: CircuitRelayService, keepAddr: (peer: PeerInfo) => PeerInfo, joined: readonly string[] = []) {
     this.node = node;
     this.relay = relay;
     this.keepAddr = keepAddr;
+    this.joined = new Set(joined.map((a) => multiaddr(a).getComponents().at(-1)?.value ?? ""));
   }
 
   /** Registers the protocol handler. */
@@ -118,11 +120,16 @@ export class PeerDirectory {
     for (const key of this.remote.keys()) if (!keep.has(key)) this.remote.delete(key);
   }
 
-  /** A rendezvous node is a peer whose identify lists both the relay hop and the peers protocol. */
+  /**
+   * A rendezvous node is one joined with --peer or one whose identify agent version says so (not
+   * its protocol list: libp2p adds to it every protocol a remote opened a stream for, so a peer
+   * that asked `/hyphae/peers/1` would look like a rendezvous).
+   */
   private async isRendezvous(peer: PeerId): Promise<boolean> {
+    if (this.joined.has(peer.toString())) return true;
     try {
-      const { protocols } = await this.node.peerStore.get(peer);
-      return protocols.includes(PEERS_PROTOCOL) && protocols.includes(HOP_PROTOCOL);
+      const agent = (await this.node.peerStore.get(peer)).metadata.get("AgentVersion");
+      return agent !== undefined && new TextDecoder().decode(agent).startsWith(RENDEZVOUS_AGENT_PREFIX);
     } catch {
       return false;
     }

@@ -24,9 +24,10 @@ import type { Connection, ConnectionGater, PeerId, PrivateKey, Stream } from "@l
 import { peerIdFromString } from "@libp2p/peer-id";
 import type { Logger } from "../homeserver/context.ts";
 import { silentLogger } from "../homeserver/context.ts";
+import { DHT_PROTOCOL } from "./protocols.ts";
 
 /** The kad-dht protocol of the rendezvous network (the rendezvous nodes run it in server mode). */
-export const KAD_PROTOCOL = "/ipfs/kad/1.0.0";
+export const KAD_PROTOCOL = DHT_PROTOCOL;
 
 /** Largest yamux receive window of a stream (libp2p's default is 16 MiB; smaller ones cut throughput here). */
 export const STREAM_WINDOW_BYTES = 8 * 1024 * 1024;

@@ -16,6 +16,14 @@ export const PEERS_PROTOCOL = "/hyphae/peers/1";
  */
 export const DHT_PROTOCOL = "/hyphae/kad/1.0.0";
 
+/**
+ * The identify agent version of a rendezvous node starts with this (libp2p `nodeInfo.userAgent`).
+ * It is how a rendezvous recognizes another, and how a peer can tell a rendezvous it reached
+ * through the DHT from another peer: a peer store's protocol list is no test, since libp2p adds
+ * to it every protocol a remote opened a stream for.
+ */
+export const RENDEZVOUS_AGENT_PREFIX = "hyphae-rendezvous/";
+
 /** Largest peers frame a reader should accept (about 20,000 peers of ~200 bytes each). */
 export const MAX_PEERS_FRAME_BYTES = 4 * 1024 * 1024;
 
