@@ -41,6 +41,8 @@ export const IMPORT_MARKER_SETTING = "import_in_progress";
 const BLOB_TABLES: ReadonlySet<string> = new Set(["media_content", "remote_media_content"]);
 /** Rows per read of a blob table. */
 const BLOB_PAGE_ROWS = 8;
+/** Rows per read of other tables when the export is not one snapshot. */
+const PAGE_ROWS = 1000;
 /** The shortest passphrase an export accepts. */
 export const MIN_PASSPHRASE_LENGTH = 8;
 
@@ -77,6 +79,15 @@ export class ImportError extends Error {
 /** Options of {@link exportHomeserver}. */
 export interface ExportOptions extends SealOptions {
   clock?: () => number;
+  /**
+   * Read every table but the media bytes in one read transaction (default true): a consistent
+   * export of a server that keeps running, at the cost of holding those rows in memory once. With
+   * false, tables are read a page at a time (memory stays small); only for a store nothing else
+   * writes to meanwhile (the Node runner's `--export` holds the database lock).
+   */
+  snapshot?: boolean;
+  /** Rows per read without a snapshot (default 1000). */
+  pageRows?: number;
 }
 
 /** Anything the file can be read from more than once: bytes, a `Blob` / `File` (`openAsBlob` in Node). */
@@ -170,7 +181,8 @@ async function* records(plaintext: AsyncGenerator<Uint8Array>): AsyncGenerator<R
  * consistent snapshot even while the server keeps running; those rows are held in memory once and
  * released as they are encrypted (never a second copy of the database). Media bytes are read a few
  * rows at a time afterwards (media is written once and never changed in place). The output is
- * produced chunk by chunk as the consumer pulls.
+ * produced chunk by chunk as the consumer pulls. `snapshot: false` reads everything a page at a
+ * time instead, for a store no one else writes to.
  */
 export function exportHomeserver(store: Store, identity: HomeserverIdentity, passphrase: string, options: ExportOptions = {}): ReadableStream<Uint8Array> {
   const chunks = exportChunks(store, identity, passphrase, options);
@@ -193,21 +205,23 @@ export async function* exportChunks(store: Store, identity: HomeserverIdentity, 
   if (isKeyServerName(identity.serverName) && identity.serverName !== serverNameFromSeed(identity.seed)) {
     throw new TypeError(`server name ${identity.serverName} does not belong to this seed`);
   }
-  yield* seal(payload(store, identity, options.clock ?? Date.now), passphrase, options);
+  yield* seal(payload(store, identity, options.clock ?? Date.now, options.snapshot ?? true, options.pageRows ?? PAGE_ROWS), passphrase, options);
 }
 
-async function* payload(store: Store, identity: HomeserverIdentity, clock: () => number): AsyncGenerator<Uint8Array> {
+async function* payload(store: Store, identity: HomeserverIdentity, clock: () => number, snapshot: boolean, tablePageRows: number): AsyncGenerator<Uint8Array> {
   const schemaVersion = await store.schemaVersion();
   const tables = tablesAt(MIGRATIONS, schemaVersion);
-  const snapshot = await store.read(async (tx) => {
+  // Settings hold counters (the stream position) that must agree with the tables: always in the
+  // same read as the snapshot.
+  const held = await store.read(async (tx) => {
     const settings = new Map((await tx.range<unknown>("settings")).map((r) => [r.key, r.value]));
     const rows = new Map<string, Row<StoredValue>[]>();
-    for (const t of tables) if (!BLOB_TABLES.has(t)) rows.set(t, t === "settings" ? [] : await tx.range(t));
+    if (snapshot) for (const t of tables) if (!BLOB_TABLES.has(t) && t !== "settings") rows.set(t, await tx.range(t));
     rows.set("settings", [...settings].filter(([k]) => k !== SEED_SETTING).map(([key, value]) => ({ key, value })));
     return { settings, rows };
   });
-  if (snapshot.settings.has(IMPORT_MARKER_SETTING)) throw new ImportError("unfinished", "this store holds an unfinished import; it cannot be exported");
-  const known = snapshot.settings.get(SERVER_NAME_SETTING);
+  if (held.settings.has(IMPORT_MARKER_SETTING)) throw new ImportError("unfinished", "this store holds an unfinished import; it cannot be exported");
+  const known = held.settings.get(SERVER_NAME_SETTING);
   if (known !== undefined && known !== identity.serverName) throw new TypeError(`the store belongs to server "${String(known)}", not "${identity.serverName}"`);
 
   const manifest: ExportManifest = { kind: "hyphae-homeserver", schemaVersion, serverName: identity.serverName, seed: toBase64(identity.seed), exportedAt: clock() };
@@ -222,18 +236,20 @@ async function* payload(store: Store, identity: HomeserverIdentity, clock: () =>
     return typeof v === "string" ? record(T_JSON, tk, enc.encode(v)) : record(T_BYTES, tk, v);
   };
   for (const t of tables) {
-    if (BLOB_TABLES.has(t)) {
+    const rows = held.rows.get(t);
+    if (!rows) {
+      // Media bytes (and, without a snapshot, every table): a page at a time.
+      const pageRows = BLOB_TABLES.has(t) ? BLOB_PAGE_ROWS : tablePageRows;
       let after: string | undefined;
       for (;;) {
-        const page = await store.read((tx) => tx.range(t, { ...(after === undefined ? {} : { gt: after }), limit: BLOB_PAGE_ROWS }));
+        const page = await store.read((tx) => tx.range(t, { ...(after === undefined ? {} : { gt: after }), limit: pageRows }));
         for (const r of page) yield row(t, r);
-        if (page.length < BLOB_PAGE_ROWS) break;
+        if (page.length < pageRows) break;
         after = page[page.length - 1]!.key;
       }
       continue;
     }
-    const rows = snapshot.rows.get(t)!;
-    snapshot.rows.delete(t);
+    held.rows.delete(t);
     // Released as they go, so the snapshot shrinks while the file grows.
     for (let i = 0; i < rows.length; i++) {
       const r = rows[i]!;
