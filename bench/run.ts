@@ -15,6 +15,7 @@ import { fedjoinBench } from "./fedjoin.ts";
 import { fedsendBench } from "./fedsend.ts";
 import { fedpduBench } from "./fedpdu.ts";
 import { fairnessBench } from "./fairness.ts";
+import { browserBench } from "./browser.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -32,6 +33,7 @@ const BENCHES: [string, Bench][] = [
   ["fedsend", fedsendBench],
   ["fedpdu", fedpduBench],
   ["fairness", fairnessBench],
+  ["browser", browserBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
