@@ -60,11 +60,11 @@ async function federationList(from: FedServer, to: FedServer): Promise<string[]>
   return ((await res.json()) as { chunk: { room_id: string }[] }).chunk.map((x) => x.room_id).sort();
 }
 
-/** Counts the requests that reach `server` from the network from now on. */
-function countInbound(server: FedServer): { count: () => number } {
+/** Counts the requests (those whose path contains `path`, if given) that reach `server` from the network from now on. */
+function countInbound(server: FedServer, path = ""): { count: () => number } {
   let n = 0;
   fed!.network.attach(server.name, (r) => {
-    n++;
+    if (new URL(r.url).pathname.includes(path)) n++;
     return server.hs.handle(r);
   });
   return { count: () => n };
@@ -115,6 +115,38 @@ describe("the global room directory", () => {
     await settle();
     expect(ids(await b.call("GET", PUBLIC_ROOMS, undefined, bob.token))).toEqual([own, rust].sort());
     expect(inbound.count()).toBeGreaterThan(0);
+  });
+
+  it("a user's look at a stale cache starts a refresh in the background; a server fetched a moment ago is not fetched again when reported reachable", async () => {
+    const [a, b] = await start(2);
+    const alice = await a.register("alice");
+    const bob = await b.register("bob");
+    const fetches = countInbound(a, "/publicRooms");
+    const rust = await publish(a, alice.token, "Rust lovers");
+    // The cache is as fresh as the start-up refresh: a look does not refresh.
+    expect(ids(await b.call("GET", PUBLIC_ROOMS, undefined, bob.token))).toEqual([]);
+    await settle();
+    expect(fetches.count()).toBe(0);
+    expect(ids(await b.call("GET", PUBLIC_ROOMS, undefined, bob.token))).toEqual([]);
+
+    // 30 s later a look starts a refresh (it does not wait for it); the next look has the room.
+    fed!.advance(30_000);
+    await b.call("POST", PUBLIC_ROOMS, {}, bob.token);
+    await settle();
+    expect(fetches.count()).toBe(1);
+    expect(ids(await b.call("GET", PUBLIC_ROOMS, undefined, bob.token))).toEqual([rust]);
+
+    // A drops off and comes back right away: B fetched it a moment ago and does not ask again.
+    fed!.network.setOnline(a.name, false);
+    fed!.network.setOnline(a.name, true);
+    await settle();
+    expect(fetches.count()).toBe(1);
+    // Later on, coming back is worth a fetch.
+    fed!.network.setOnline(a.name, false);
+    fed!.advance(60_000);
+    fed!.network.setOnline(a.name, true);
+    await settle();
+    expect(fetches.count()).toBe(2);
   });
 
   it("keeps the cache over a restart, and deletes an expired server's rows at the next refresh", async () => {

@@ -327,6 +327,7 @@ export async function getPublicRooms(ctx: RequestContext): Promise<Record<string
   // An empty since is no token (as Synapse reads it).
   const since = ctx.query("since") || undefined;
   if ("remote" in server) return remotePublicRooms(ctx.hs, server.remote, { ...(limit !== undefined ? { limit } : {}), ...(since !== undefined ? { since } : {}) });
+  if ("scope" in server && server.scope === "global") ctx.hs.directory?.looked();
   return listPublicRooms(ctx.hs, limit, since, undefined, undefined, server.scope);
 }
 
@@ -335,6 +336,7 @@ export async function postPublicRooms(ctx: RequestContext): Promise<Record<strin
   await ctx.requireAuth();
   const server = serverParam(ctx);
   const body = await ctx.json({ allowEmpty: true });
+  if ("scope" in server && server.scope === "global") ctx.hs.directory?.looked();
   if (!("remote" in server)) return listPublicRooms(ctx.hs, body.limit, body.since, body.filter, body.include_all_networks === true ? undefined : body.third_party_instance_id, server.scope);
   // Checked here so that a malformed request never leaves the server.
   if (body.limit !== undefined && (typeof body.limit !== "number" || !Number.isInteger(body.limit) || body.limit < 0)) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");

@@ -53,6 +53,13 @@ const MAX_PAGES = 10;
 const FETCH_TIMEOUT_MS = 15_000;
 /** Servers asked at the same time during a refresh. */
 const CONCURRENCY = 4;
+/**
+ * A server fetched this recently is not fetched again when it is reported reachable (dialling it
+ * for the fetch itself opens the connection that reports it), ms.
+ */
+const REACHABLE_QUIET_MS = 10_000;
+/** A user's look at the directory starts a refresh in the background when the last one is older, ms. */
+const STALE_AFTER_MS = 30_000;
 /** Longer string fields are dropped from a cached entry. */
 const MAX_FIELD_CHARS = 4096;
 /** The largest member count the `since` cursor can name (client/directory.ts CURSOR). */
@@ -176,6 +183,10 @@ export class DirectoryService {
   private readonly abort = new AbortController();
   private readonly running = new Map<string, { promise: Promise<void>; again: boolean }>();
   private all: Promise<void> | undefined;
+  /** When the last full refresh started (the clock's time). */
+  private lastAll = -Infinity;
+  /** When each server's directory was last fetched successfully, by this process. */
+  private readonly fetched = new Map<string, number>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private unsubscribe: (() => void) | undefined;
   private closed = false;
@@ -189,7 +200,9 @@ export class DirectoryService {
   /** Refreshes now, then every `directoryRefreshIntervalMs`, and each server as it becomes reachable. */
   start(): void {
     this.unsubscribe = this.transport.onReachable?.((server) => {
-      if (this.wanted(server)) this.track(this.refresh(server), server);
+      if (!this.wanted(server) || this.running.has(server)) return;
+      if (this.hs.clock() - (this.fetched.get(server) ?? -Infinity) < REACHABLE_QUIET_MS) return;
+      this.track(this.refresh(server), server);
     });
     // Timers take at most 2^31 - 1 ms (a longer delay would fire at once).
     this.timer = setInterval(() => this.track(this.refreshAll(), "all"), Math.min(this.hs.config.directoryRefreshIntervalMs, 2 ** 31 - 1));
@@ -204,8 +217,20 @@ export class DirectoryService {
    */
   refreshAll(): Promise<void> {
     if (this.closed) return Promise.resolve();
+    if (!this.all) this.lastAll = this.hs.clock();
     this.all ??= this.runAll().finally(() => (this.all = undefined));
     return this.all;
+  }
+
+  /**
+   * A user is looking at the directory (answered from the cache, without waiting): when the last
+   * refresh is older than `STALE_AFTER_MS`, one starts in the background, so rooms published since
+   * show up at the next look instead of after the refresh interval.
+   */
+  looked(): void {
+    if (!this.closed && !this.all && this.hs.clock() - this.lastAll >= Math.min(STALE_AFTER_MS, this.hs.config.directoryRefreshIntervalMs)) {
+      this.track(this.refreshAll(), "all");
+    }
   }
 
   /** Asks one server for its directory; a call while it is being asked asks once more after. */
@@ -301,6 +326,7 @@ export class DirectoryService {
       tx.put("directory_peers", server, { lastSeen: now, fetchedAt: now } satisfies PeerRow);
       for (const chunk of rooms) await markRelayed(tx, chunk.room_id, self, now);
     });
+    this.fetched.set(server, now);
   }
 
   /** Every page of a server's directory, up to `MAX_ROOMS_PER_SERVER` rooms. */
