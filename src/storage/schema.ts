@@ -166,6 +166,14 @@ export const MIGRATIONS: readonly Migration[] = [
       "directory_relays", // key = roomId → { since } (a remote room this server lists because a local user joined it)
     ],
   },
+  // 13: history fetched from other servers with /backfill (federation/backfill.ts), ordered from
+  // the newest backfilled event (ordinal 1) back to the room's creation; /messages walks it after
+  // the timeline.
+  {
+    createTables: [
+      "backfill", // key = roomId|pos(ordinal) → eventId
+    ],
+  },
 ];
 
 /**

@@ -23,8 +23,9 @@ import { EventServer } from "../roomserver/serve.ts";
 import { filterFromQuery, matchesFilter } from "../roomserver/filter.ts";
 import type { RoomEventFilter } from "../roomserver/filter.ts";
 import { getEvent, loadState, requireRoom, stateAfter } from "../roomserver/state.ts";
-import { makeToken, parseToken } from "../roomserver/tokens.ts";
+import { makeBackfillToken, makeToken, parseToken, readBackfillToken } from "../roomserver/tokens.ts";
 import { walkTimeline } from "../roomserver/timeline.ts";
+import { backfillFromServers, backwardExtremities, walkBackfill } from "../federation/backfill.ts";
 
 /** The member events lazy loading asks for: those of the given senders in the state the user may read. */
 async function lazyMembers(tx: ReadTx, roomId: string, userId: string, senders: Set<string>, at?: string): Promise<StoredEvent[]> {
@@ -46,6 +47,9 @@ async function lazyMembers(tx: ReadTx, roomId: string, userId: string, senders: 
   return out;
 }
 
+/** Rounds of `/backfill` one `/messages` request may start when it runs out of history. */
+const BACKFILL_ROUNDS = 3;
+
 /** `GET /_matrix/client/v3/rooms/{roomId}/messages` */
 export async function getMessages(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
@@ -56,36 +60,83 @@ export async function getMessages(ctx: RequestContext, p: Record<string, string>
   const toRaw = ctx.query("to") || undefined;
   const filter = filterFromQuery(ctx.query("filter"));
   const limit = Math.min(limitParam(ctx, 10), filter.limit ?? MAX_LIMIT);
+  // Tokens into the history backfilled from other servers (`b<K>`), before the whole timeline.
+  const fromBackfill = fromRaw !== undefined ? readBackfillToken(fromRaw) : undefined;
+  const toBackfill = toRaw !== undefined ? readBackfillToken(toRaw) : undefined;
   // Without `from`, backwards starts at the newest event (the stream head is read only then).
-  const from = fromRaw !== undefined ? parseToken(fromRaw, "from") : dir === "b" ? await currentStreamPos(ctx.hs.store) : 0;
-  const to = toRaw !== undefined ? parseToken(toRaw, "to") : undefined;
+  const from = fromBackfill !== undefined ? 0 : fromRaw !== undefined ? parseToken(fromRaw, "from") : dir === "b" ? await currentStreamPos(ctx.hs.store) : 0;
+  const to = toBackfill !== undefined ? (dir === "b" ? undefined : Infinity) : toRaw !== undefined ? parseToken(toRaw, "to") : undefined;
   const roomId = p.roomId!;
-  return ctx.hs.store.read(async (tx) => {
+  const page = () => ctx.hs.store.read(async (tx) => {
     const { upTo } = await readableUpTo(tx, roomId, me.userId);
-    // A user who left reads up to their leave and no further.
-    const start = dir === "b" ? Math.min(from, upTo) : from;
-    const stop = dir === "f" && upTo !== Infinity ? Math.min(to ?? Infinity, upTo) : to;
-    const walk = await walkTimeline(tx, {
-      roomId, dir, from: start, ...(stop !== undefined && stop !== Infinity ? { to: stop } : {}), limit,
-      keep: async (e) => matchesFilter(filter, e) && isTimelineEvent(e) && (await canSeeEvent(tx, me.userId, e)),
-    });
+    const keep = async (e: StoredEvent): Promise<boolean> => matchesFilter(filter, e) && isTimelineEvent(e) && (await canSeeEvent(tx, me.userId, e));
+    let events: StoredEvent[] = [];
+    let end: string | undefined;
+    /** Backwards, the history ran out before `limit` and older history may exist on other servers. */
+    let wantOlder = false;
+    if (dir === "b") {
+      // A user who left reads up to their leave and no further.
+      const start = Math.min(from, upTo);
+      // Into the backfilled history when the timeline runs out (unless `to` stops the walk first).
+      let intoBackfill = fromBackfill;
+      if (fromBackfill === undefined) {
+        const walk = await walkTimeline(tx, { roomId, dir, from: start, ...(to !== undefined ? { to } : {}), limit, keep });
+        events = walk.events;
+        // "If no further events are available … this property is omitted": backwards, only when the
+        // walk reached the start of the room; one that stopped at `to` has older events beyond it.
+        if (!walk.exhausted) end = makeToken(walk.last);
+        else if (to !== undefined && to > 0) end = makeToken(to);
+        else intoBackfill = 1;
+      }
+      if (intoBackfill !== undefined) {
+        const walk = await walkBackfill(tx, { roomId, dir, from: intoBackfill, ...(toBackfill !== undefined ? { to: toBackfill } : {}), limit: limit - events.length, keep });
+        events = [...events, ...walk.events];
+        if (!walk.exhausted) end = makeBackfillToken(walk.last);
+        else if (toBackfill !== undefined) end = makeBackfillToken(toBackfill);
+        else if (events.length < limit && (await backwardExtremities(tx, roomId)).length > 0) {
+          wantOlder = true;
+          end = makeBackfillToken(walk.last);
+        }
+      }
+    } else {
+      const stop = upTo !== Infinity ? Math.min(to ?? Infinity, upTo) : to;
+      let timelineFrom: number | undefined = from;
+      if (fromBackfill !== undefined) {
+        // Forwards through the backfilled history towards the timeline's start.
+        const walk = await walkBackfill(tx, { roomId, dir, from: fromBackfill, ...(toBackfill !== undefined ? { to: toBackfill } : {}), limit, keep });
+        events = walk.events;
+        end = makeBackfillToken(walk.last);
+        timelineFrom = walk.exhausted ? 0 : undefined;
+      }
+      if (timelineFrom !== undefined) {
+        const walk = await walkTimeline(tx, {
+          roomId, dir, from: timelineFrom, ...(stop !== undefined && stop !== Infinity ? { to: stop } : {}), limit: limit - events.length, keep,
+        });
+        events = [...events, ...walk.events];
+        // Forwards always gives a token so the client can continue from it later.
+        end = makeToken(Math.max(walk.last, timelineFrom));
+      }
+    }
     const server = new EventServer(tx, me, ctx.hs.clock());
-    const out: Record<string, unknown> = {
-      chunk: await server.serveAll(walk.events),
-      start: makeToken(from),
-    };
-    // "If no further events are available … this property is omitted": backwards, only when the
-    // walk reached the start of the room; one that stopped at `to` has older events beyond it.
-    // Forwards always gives a token so the client can continue from it later.
-    if (dir === "f") out.end = makeToken(Math.max(walk.last, from));
-    else if (!walk.exhausted) out.end = makeToken(walk.last);
-    else if (stop !== undefined && stop > 0) out.end = makeToken(stop);
+    const out: Record<string, unknown> = { chunk: await server.serveAll(events), start: fromBackfill !== undefined ? fromRaw! : makeToken(from) };
+    if (end !== undefined) out.end = end;
     if (filter.lazy_load_members) {
-      const senders = new Set(walk.events.map((e) => e.pdu.sender));
+      const senders = new Set(events.map((e) => e.pdu.sender));
       out.state = await server.serveAll(await lazyMembers(tx, roomId, me.userId, senders), { bundle: false });
     }
-    return out;
+    return { out, wantOlder };
   });
+  let { out, wantOlder } = await page();
+  // Past the oldest event here: ask the room's other servers (outside any transaction), bounded.
+  let added = 0;
+  for (let round = 0; wantOlder && round < BACKFILL_ROUNDS; round++) {
+    added = await backfillFromServers(ctx.hs, roomId, Math.max(limit, 20));
+    if (added === 0) break;
+    ({ out, wantOlder } = await page());
+  }
+  // Nothing more came from any server: the history available ends here.
+  if (wantOlder && added === 0) delete out.end;
+  return out;
 }
 
 /** `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}` */

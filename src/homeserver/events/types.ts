@@ -47,6 +47,11 @@ export interface StoredEvent extends EventWithId {
   /** The ID of the redaction that redacted it, once applied. */
   redactedBy?: string;
   /**
+   * History older than this server's timeline, fetched from another server with `/backfill`:
+   * it has state but no stream position; `/messages` finds it in the `backfill` table.
+   */
+  backfilled?: true;
+  /**
    * A remote user's event this server accepted as a resident (send_join, send_leave, send_knock),
    * which it sends on to the room's other servers like its own ("Joining Rooms": "The resident
    * server must also send the event to other servers participating in the room").

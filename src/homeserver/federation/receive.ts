@@ -112,6 +112,19 @@ export async function receivePdus(hs: Services, origin: string, pdus: readonly u
   return results;
 }
 
+/**
+ * Stores history `origin` sent in a `/backfill` answer (federation/backfill.ts): every PDU through
+ * the checks on receipt (its auth chain fetched when missing), then the pipeline as backfilled;
+ * the oldest ones, none of whose prevs this server has, get the state before them from
+ * `/state_ids`. Under the room's receive lock. Returns what became of each stored event.
+ */
+export async function receiveBackfill(hs: Services, origin: string, roomId: string, pdus: readonly unknown[]): Promise<PersistOutcome[]> {
+  const room = await hs.store.read((tx) => getRoom(tx, roomId));
+  if (!room) return [];
+  const rules = rulesOf(room);
+  return withRoomLock(lockOwner(hs), roomId, () => new RoomReceiver(hs, origin, roomId, rules).receiveBackfill(pdus));
+}
+
 /** Inbound processing for one room. */
 export class RoomReceiver {
   /** Events checked in this run but maybe not yet stored (auth events of later ones, the pending batch). */
@@ -156,6 +169,47 @@ export class RoomReceiver {
       results[id] = o ? resultOf(o) : { error: "Could not store the event" };
     }
     return results;
+  }
+
+  /** Backfilled history (see `receiveBackfill`), persisted in one batch, oldest first. */
+  async receiveBackfill(raws: readonly unknown[]): Promise<PersistOutcome[]> {
+    const items: { raw: JsonObject; eventId: string }[] = [];
+    for (const raw of raws) {
+      if (!isObject(raw)) continue;
+      try {
+        items.push({ raw, eventId: this.rules.referencePairs ? String(raw.event_id) : await eventIdOf(raw, this.rules) });
+      } catch {
+        // not canonical JSON: dropped
+      }
+    }
+    items.sort((a, b) => (Number(a.raw.depth) || 0) - (Number(b.raw.depth) || 0));
+    for (const { raw, eventId } of items) {
+      if (this.overlay.has(eventId)) continue;
+      const known = await this.hs.store.read((tx) => getEvent(tx, eventId));
+      if (known && !known.outlier) continue;
+      try {
+        let verdict = await this.check(raw, eventId);
+        if (verdict.outcome === "drop" && verdict.missingAuthEvents) {
+          await this.fetchAuthChain(eventId);
+          verdict = await this.check(raw, eventId);
+        }
+        if (verdict.outcome === "drop" || !verdict.event || verdict.event.roomId !== this.roomId) {
+          this.hs.logger.debug(`backfilled ${eventId} from ${this.origin} dropped: ${verdict.reason ?? "not in this room"}`);
+          continue;
+        }
+        const event = verdict.event;
+        const prevIds = refIds(event.pdu.prev_events ?? []);
+        const missing = await this.missingPrevs(event.pdu);
+        // None of its prevs is here: the state before it comes from the server that sent it.
+        const stateBefore = prevIds.length > 0 && missing.length === prevIds.length ? await this.fetchStateBefore(eventId) : undefined;
+        const rejected = verdict.outcome === "reject" ? (verdict.reason ?? "rejected") : undefined;
+        this.pending.push({ kind: "backfill", event, ...(stateBefore ? { stateBefore } : {}), ...(rejected ? { rejected } : {}) });
+        this.overlay.set(eventId, { eventId, pdu: event.pdu, ...(rejected ? { rejected } : {}) });
+      } catch (err) {
+        this.hs.logger.debug(`backfilled ${eventId} from ${this.origin}:`, err instanceof Error ? err.message : err);
+      }
+    }
+    return this.flush();
   }
 
   /**

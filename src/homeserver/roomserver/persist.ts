@@ -20,7 +20,7 @@
  * forward extremity.
  */
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
-import { key, prefix, pos } from "../../storage/store.ts";
+import { key, prefix, pos, unpos } from "../../storage/store.ts";
 import type { Services } from "../context.ts";
 import { nextStreamPos } from "../context.ts";
 import type { EventWithId, Pdu, RoomRecord, StateMap, StoredEvent } from "../events/types.ts";
@@ -34,8 +34,13 @@ import type { EventStateRecord, MembershipRecord, StateLogEntry } from "./state.
 import { getEvent, rulesOf, stateOfGroup } from "./state.ts";
 import { diffState, writeGroup } from "./stateGroups.ts";
 
-/** How an event arrives: built here, a new remote event, or only known as someone's auth event. */
-export type InputKind = "local" | "new" | "outlier";
+/**
+ * How an event arrives: built here, a new remote event, only known as someone's auth event, or
+ * history older than the timeline fetched with `/backfill` (state and auth like a new event, but
+ * no stream position, never a forward extremity, the current state untouched: the `backfill`
+ * table orders it, newest first).
+ */
+export type InputKind = "local" | "new" | "outlier" | "backfill";
 
 /** One event for the pipeline. */
 export interface PersistInput {
@@ -75,7 +80,7 @@ export interface PersistInput {
 /** What became of one input. */
 export interface PersistOutcome {
   eventId: string;
-  outcome: "accepted" | "soft-failed" | "rejected" | "outlier" | "duplicate" | "missing-prevs";
+  outcome: "accepted" | "soft-failed" | "rejected" | "outlier" | "duplicate" | "missing-prevs" | "backfilled";
   streamPos?: number;
   reason?: string;
 }
@@ -251,7 +256,8 @@ class DecideContext {
     let beforeGroup: string | undefined;
     let beforeMap: StateMap | undefined;
     if (input.stateBefore && input.entersRoom) this.extremities = [];
-    const linear = !isCreate && !input.stateBefore && sameSet(prevIds, this.extremities) && this.currentGroup !== undefined;
+    const backfill = kind === "backfill";
+    const linear = !backfill && !isCreate && !input.stateBefore && sameSet(prevIds, this.extremities) && this.currentGroup !== undefined;
     if (input.stateBefore) {
       // Given by the caller: one root group holding it in full (it shares nothing known with ours).
       beforeMap = new Map(input.stateBefore);
@@ -285,11 +291,12 @@ class DecideContext {
 
     // --- the auth rules ---
     const authKeys = authStateKeysFor(pdu.type, pdu.state_key, pdu.sender, asObject(pdu.content) ?? {}, this.rules);
-    let verdict = input.rejected !== undefined ? { allowed: false as const, reason: input.rejected } : kind === "new" ? await this.checkAuthEvents(pdu) : undefined;
+    let verdict = input.rejected !== undefined ? { allowed: false as const, reason: input.rejected } : kind === "new" || backfill ? await this.checkAuthEvents(pdu) : undefined;
     if (!verdict || verdict.allowed) {
       const authState = await this.pdusAt(beforeGroup, beforeMap, linear, [...authKeys, CREATE_SK]);
       verdict = checkAuth(pdu, event.eventId, authState, this.rules);
     }
+    if (backfill) stored.backfilled = true;
     if (!verdict.allowed) {
       // Rejected: stored as such; its state after is the state before it.
       stored.rejected = verdict.reason;
@@ -321,6 +328,11 @@ class DecideContext {
     }
     planned.eventState = { after, ...(planned.eventState?.before ? { before: planned.eventState.before } : {}) };
     this.batch.set(event.eventId, { stored, after });
+    if (backfill) {
+      // Older than everything here: no stream position, the extremities and current state stay.
+      planned.outcome = "backfilled";
+      return planned;
+    }
     this.maxDepth = Math.max(this.maxDepth, pdu.depth);
     if (planned.outcome === "soft-failed") return planned;
 
@@ -470,6 +482,7 @@ function sameSet(a: string[], b: string[]): boolean {
 /** The commit stage, inside the write transaction: the batch's rows, or ExtremitiesChanged. */
 async function commit(tx: WriteTx, plan: Plan): Promise<PersistOutcome[]> {
   await compareAndSwap(tx, plan);
+  await writeBackfillRows(tx, plan);
   const outcomes: PersistOutcome[] = [...plan.duplicates];
   for (const p of plan.events) {
     if (p.outcome === "missing-prevs") {
@@ -493,6 +506,22 @@ async function commit(tx: WriteTx, plan: Plan): Promise<PersistOutcome[]> {
   for (const x of plan.extremitiesAfter) tx.put("extremities", key(plan.roomId, x), true);
   tx.put("rooms", plan.roomId, plan.room); // key = roomId
   return outcomes;
+}
+
+/**
+ * The `backfill` rows of the batch's backfilled events (rejected ones too are left out: never
+ * served): ordinals after the room's oldest so far, the deepest event first, so a walk by
+ * ordinal goes back in time.
+ */
+async function writeBackfillRows(tx: WriteTx, plan: Plan): Promise<void> {
+  const events = plan.events.filter((p) => p.outcome === "backfilled").map((p) => p.stored);
+  if (events.length === 0) return;
+  const pre = prefix(plan.roomId);
+  const [last] = await tx.range<string>("backfill", { prefix: pre, reverse: true, limit: 1 });
+  let ordinal = last ? unpos(last.key.slice(pre.length)) : 0;
+  // Stable: equal depths keep the batch's order (its caller's topological order), newest first.
+  const newestFirst = events.map((e, i) => ({ e, i })).sort((a, b) => b.e.pdu.depth - a.e.pdu.depth || b.i - a.i);
+  for (const { e } of newestFirst) tx.put("backfill", key(plan.roomId, pos(++ordinal)), e.eventId); // key = roomId|pos(ordinal) → eventId
 }
 
 /** The compare-and-swap: the extremities (and, for a new room, its absence) are what `load` saw. */

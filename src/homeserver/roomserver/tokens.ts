@@ -43,3 +43,20 @@ export function makeToken(pos: number): string {
 export function syncToken(pos: number, typing: number): string {
   return `s${pos}_${typing}`;
 }
+
+/**
+ * A point in the history fetched from other servers with `/backfill` (the `backfill` table,
+ * federation/backfill.ts), which lies before the whole timeline: `b<K>` is the point between
+ * backfill ordinal K (older) and K−1 (newer; ordinal 1 is the newest backfilled event). Backwards
+ * from `b<K>` yields ordinals ≥ K; forwards yields K−1 … 1 and then the timeline from its start.
+ * Backwards pagination reaches it from `s<N>` when the timeline runs out (as `b1`).
+ */
+export function makeBackfillToken(ordinal: number): string {
+  return `b${ordinal}`;
+}
+
+/** The ordinal a backfill token names, or undefined when `token` is not one. */
+export function readBackfillToken(token: string): number | undefined {
+  const m = /^b(\d{1,15})$/.exec(token);
+  return m ? Math.max(1, Number(m[1])) : undefined;
+}

@@ -19,10 +19,13 @@ async function visibilityIn(tx: ReadTx, state: Map<string, string>): Promise<str
 
 /** Whether `userId` joined the room at any point after `event` (rule 3, `shared`). */
 async function joinedAfter(tx: ReadTx, userId: string, event: StoredEvent): Promise<boolean> {
-  if (event.streamPos === undefined) return false;
+  // Backfilled history is older than every event with a stream position: any join in the
+  // user's membership history here comes after it.
+  const at = event.streamPos ?? (event.backfilled ? -1 : undefined);
+  if (at === undefined) return false;
   const rec = await membershipRecord(tx, event.roomId, userId);
   // The user's membership history, newest first, while it is newer than the event.
-  return joinedInHistory(tx, rec?.eventId, event.streamPos);
+  return joinedInHistory(tx, rec?.eventId, at);
 }
 
 async function allowedBy(tx: ReadTx, userId: string, event: StoredEvent, visibility: string, membership: string | undefined): Promise<boolean> {
