@@ -16,6 +16,7 @@ import { fedsendBench } from "./fedsend.ts";
 import { fedpduBench } from "./fedpdu.ts";
 import { fairnessBench } from "./fairness.ts";
 import { browserBench } from "./browser.ts";
+import { catchupBench } from "./catchup.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -34,6 +35,7 @@ const BENCHES: [string, Bench][] = [
   ["fedpdu", fedpduBench],
   ["fairness", fairnessBench],
   ["browser", browserBench],
+  ["catchup", catchupBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));

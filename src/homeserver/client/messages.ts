@@ -85,8 +85,9 @@ export async function getMessages(ctx: RequestContext, p: Record<string, string>
         // "If no further events are available … this property is omitted": backwards, only when the
         // walk reached the start of the room; one that stopped at `to` has older events beyond it.
         if (!walk.exhausted) end = makeToken(walk.last);
-        else if (to !== undefined && to > 0) end = makeToken(to);
-        else intoBackfill = 1;
+        else if (to !== undefined) {
+          if (to > 0) end = makeToken(to);
+        } else intoBackfill = 1;
       }
       if (intoBackfill !== undefined) {
         const walk = await walkBackfill(tx, { roomId, dir, from: intoBackfill, ...(toBackfill !== undefined ? { to: toBackfill } : {}), limit: limit - events.length, keep });
