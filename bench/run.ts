@@ -17,6 +17,7 @@ import { fedpduBench } from "./fedpdu.ts";
 import { fairnessBench } from "./fairness.ts";
 import { browserBench } from "./browser.ts";
 import { catchupBench } from "./catchup.ts";
+import { exportBench } from "./export.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -36,6 +37,7 @@ const BENCHES: [string, Bench][] = [
   ["fairness", fairnessBench],
   ["browser", browserBench],
   ["catchup", catchupBench],
+  ["export", exportBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
