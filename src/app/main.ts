@@ -2,7 +2,7 @@
  * The landing page: *Sign in* (src/app/signIn.ts) and the status view (the worker's status, the
  * rendezvous addresses from config.json, storage). It keeps the worker alive while it is open.
  */
-import { openClient, signIn, storedAccount } from "./signIn.ts";
+import { exportFile, importAndSignIn, openClient, signIn, storedAccount } from "./signIn.ts";
 import { keepWorkerAlive, registerWorker, workerStatus } from "./worker.ts";
 import { loadConfig } from "./config.ts";
 
@@ -31,7 +31,41 @@ async function refreshStatus(): Promise<void> {
 
 function showSignedIn(userId: string): void {
   $("signed-in").hidden = false;
+  $("import").hidden = true;
   $("user-id").textContent = userId;
+}
+
+const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+function wireExportImport(): void {
+  const exportButton = $("export-button") as HTMLButtonElement;
+  exportButton.addEventListener("click", () => {
+    exportButton.disabled = true;
+    $("export-message").textContent = "Exporting…";
+    exportFile(($("export-passphrase") as HTMLInputElement).value)
+      .then((file) => {
+        const link = $("export-link") as HTMLAnchorElement;
+        link.href = URL.createObjectURL(file);
+        link.hidden = false;
+        $("export-message").textContent = `Export ready (${Math.ceil(file.size / 1024)} KB).`;
+        link.click();
+      })
+      .catch((err: unknown) => void ($("export-message").textContent = `Export failed: ${message(err)}`))
+      .finally(() => (exportButton.disabled = false));
+  });
+  const importButton = $("import-button") as HTMLButtonElement;
+  importButton.addEventListener("click", () => {
+    const file = ($("import-file") as HTMLInputElement).files?.[0];
+    if (!file) return void ($("import-message").textContent = "Choose an export file first.");
+    importButton.disabled = true;
+    $("import-message").textContent = "Importing…";
+    importAndSignIn(file, ($("import-passphrase") as HTMLInputElement).value)
+      .then(({ loginToken }) => openClient(loginToken))
+      .catch((err: unknown) => {
+        importButton.disabled = false;
+        $("import-message").textContent = `Import failed: ${message(err)}`;
+      });
+  });
 }
 
 async function main(): Promise<void> {
@@ -39,6 +73,7 @@ async function main(): Promise<void> {
   keepWorkerAlive();
   const account = storedAccount();
   if (account) showSignedIn(account.userId);
+  wireExportImport();
   const button = $("signin-button") as HTMLButtonElement;
   button.addEventListener("click", () => {
     button.disabled = true;

@@ -9,7 +9,7 @@
  * homeserver itself: it guards nothing the origin's storage does not already hold, and lets the
  * page mint a new login token on the next *Sign in*.
  */
-import { registerWorker } from "./worker.ts";
+import { ask, registerWorker } from "./worker.ts";
 
 /** localStorage key of the account the landing page created. */
 export const ACCOUNT_KEY = "hyphae_account";
@@ -97,19 +97,6 @@ async function register(displayName: string): Promise<{ account: StoredAccount; 
   throw new Error("registration failed: no free user name");
 }
 
-/** A password login of a stored account; undefined if this homeserver does not know it (storage cleared). */
-async function login(account: StoredAccount): Promise<string | undefined> {
-  const a = await api("POST", "/_matrix/client/v3/login", {
-    type: "m.login.password",
-    identifier: { type: "m.id.user", user: account.userId },
-    password: account.password,
-    initial_device_display_name: "Hyphae sign-in",
-  });
-  if (a.status === 200) return a.json.access_token as string;
-  if (a.status === 403) return undefined;
-  throw failure("login", a);
-}
-
 /** A login token for the session's user (one UIA round with the password). */
 async function loginToken(userId: string, password: string, accessToken: string): Promise<string> {
   let a = await api("POST", "/_matrix/client/v1/login/get_token", {}, accessToken);
@@ -131,18 +118,38 @@ export async function signIn(displayName = ""): Promise<{ userId: string; loginT
   await registerWorker();
   // Only a page can ask (StorageManager.persist is not exposed to workers); best effort.
   const persisted = await navigator.storage?.persist?.().catch(() => false) ?? false;
-  let account = storedAccount();
-  let accessToken = account ? await login(account) : undefined;
-  if (!account || !accessToken) {
-    const created = await register(displayName);
-    account = created.account;
-    accessToken = created.accessToken;
-    localStorage.setItem(ACCOUNT_KEY, JSON.stringify(account));
+  const known = storedAccount();
+  if (known) {
+    // A returning (or imported) user: the worker mints the token for its own account.
+    const minted = await ask<{ userId: string; loginToken: string }>({ hyphae: "login-token", userId: known.userId } as { hyphae: string }).catch(() => undefined);
+    if (minted) return { userId: minted.userId, loginToken: minted.loginToken, persisted };
+    // The homeserver does not know it (site data cleared): a new account.
   }
+  const { account, accessToken } = await register(displayName);
+  localStorage.setItem(ACCOUNT_KEY, JSON.stringify(account));
   const token = await loginToken(account.userId, account.password, accessToken);
   // The sign-in device served its purpose; the client logs in as its own device.
   await api("POST", "/_matrix/client/v3/logout", {}, accessToken);
   return { userId: account.userId, loginToken: token, persisted };
+}
+
+/**
+ * *Import*: the export file of another browser's (or a Node runner's) homeserver replaces this
+ * fresh one; then the same *Sign in* as a returning user. Refused by the worker unless this
+ * homeserver holds nothing but its generated identity.
+ */
+export async function importAndSignIn(file: Blob, passphrase: string): Promise<{ userId: string; loginToken: string }> {
+  await registerWorker();
+  await ask({ hyphae: "import", file, passphrase } as { hyphae: string }, 300_000);
+  const minted = await ask<{ userId: string; loginToken: string }>({ hyphae: "login-token" });
+  // The imported account's password stays unknown here; sign-ins go through the worker's tokens.
+  localStorage.setItem(ACCOUNT_KEY, JSON.stringify({ userId: minted.userId, password: "" } satisfies StoredAccount));
+  return minted;
+}
+
+/** *Export*: the whole homeserver as one file encrypted with `passphrase`. */
+export async function exportFile(passphrase: string): Promise<Blob> {
+  return (await ask<{ file: Blob }>({ hyphae: "export", passphrase } as { hyphae: string }, 300_000)).file;
 }
 
 /** Opens the bundled client with the token (Hydrogen's SSO completion path). */

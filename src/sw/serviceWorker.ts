@@ -22,6 +22,8 @@ import { createIndexedDbStore } from "../storage/indexeddb.ts";
 import { StorageError } from "../storage/store.ts";
 import type { Store } from "../storage/store.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
+import { exportHomeserver, importHomeserver } from "../export/homeserver.ts";
+import type { HomeserverIdentity } from "../export/homeserver.ts";
 import { browserThumbnailer } from "./thumbnailer.ts";
 
 /** Options of {@link installHyphae}. */
@@ -96,17 +98,43 @@ export function guardStore(store: Store, adminContact: string): Store {
   };
 }
 
+const openStore = (options: HyphaeWorkerOptions): Promise<Store> =>
+  createIndexedDbStore({ name: options.databaseName ?? "hyphae", ...(options.indexedDB ? { indexedDB: options.indexedDB } : {}) });
+
+/** The identity each started homeserver was built with (export needs the seed). */
+const identities = new WeakMap<Homeserver, HomeserverIdentity>();
+
 /** Opens the store and the identity and builds the homeserver (once per worker instance). */
 export async function startHomeserver(options: HyphaeWorkerOptions = {}, adminContact = "/"): Promise<Homeserver> {
-  const raw = await createIndexedDbStore({ name: options.databaseName ?? "hyphae", ...(options.indexedDB ? { indexedDB: options.indexedDB } : {}) });
-  const store = guardStore(raw, options.adminContact ?? adminContact);
+  const store = guardStore(await openStore(options), options.adminContact ?? adminContact);
   try {
     const { seed, serverName } = await loadOrCreateIdentity(store);
-    return await createHomeserver({ logger: workerLogger, thumbnailer: browserThumbnailer, ...options.homeserver, store, seed, serverName });
+    const hs = await createHomeserver({ logger: workerLogger, thumbnailer: browserThumbnailer, ...options.homeserver, store, seed, serverName });
+    identities.set(hs, { seed, serverName });
+    return hs;
   } catch (err) {
     await store.close();
     throw err;
   }
+}
+
+/** `hyl_` + 32 random bytes, base64url: the core's login token format (client/login.ts). */
+const newLoginToken = (): string =>
+  "hyl_" + btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+
+/**
+ * A login token (as `POST /login/get_token` makes, valid 2 minutes) for a local account, minted by
+ * the worker for a page of its own origin: the app's *Sign in* for a returning or imported user.
+ * Same-origin pages can read the whole database anyway, so this opens nothing new.
+ */
+async function mintLoginToken(hs: Homeserver, wanted: string | undefined): Promise<{ userId: string; loginToken: string }> {
+  const accounts = await hs.services.store.read((tx) => tx.range<{ userId: string; isGuest?: boolean; deactivated?: boolean }>("accounts"));
+  const usable = accounts.map((r) => r.value).filter((a) => !a.isGuest && !a.deactivated && a.userId.endsWith(`:${hs.services.serverName}`));
+  const account = wanted === undefined ? usable[0] : usable.find((a) => a.userId === wanted);
+  if (!account) throw new Error(wanted ? `no account ${wanted} on this homeserver` : "no account on this homeserver");
+  const loginToken = newLoginToken();
+  await hs.services.store.write(async (tx) => tx.put("login_tokens", loginToken, { userId: account.userId, expiresAt: hs.services.clock() + 120_000 }));
+  return { userId: account.userId, loginToken };
 }
 
 const errorResponse = (err: unknown): Response => {
@@ -150,6 +178,10 @@ export interface InstalledHyphae {
   homeserver(): Promise<Homeserver>;
   /** The status the app's status view shows. */
   status(): Promise<WorkerStatus>;
+  /** The encrypted export file of the whole homeserver (src/export). */
+  exportFile(passphrase: string): Promise<Blob>;
+  /** Replaces a fresh homeserver (nothing but its generated identity) by an export file's. */
+  importFile(file: Blob, passphrase: string): Promise<{ serverName: string }>;
 }
 
 /** Registers the install/activate/fetch/message handlers on a Service Worker global scope. */
@@ -184,6 +216,39 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
       p2p: { running: false, peers: 0, rendezvous: "not started: the libp2p node does not run inside the worker yet" },
       storage,
     };
+  };
+
+  const exportFile = async (passphrase: string): Promise<Blob> => {
+    const hs = await homeserver();
+    const identity = identities.get(hs);
+    if (!identity) throw new Error("the homeserver's identity is unknown");
+    return new Response(exportHomeserver(hs.services.store, identity, passphrase)).blob();
+  };
+
+  const importFile = async (file: Blob, passphrase: string): Promise<{ serverName: string }> => {
+    // No request may use the store while it is replaced: they wait for the imported homeserver.
+    const previous = started;
+    const run = (async () => {
+      const old = await previous?.catch(() => undefined);
+      await old?.close();
+      const store = await openStore(options);
+      let result: { serverName: string };
+      try {
+        result = await importHomeserver(store, file, passphrase);
+      } finally {
+        await store.close();
+      }
+      return { result, hs: await startHomeserver(options, new URL("/", scope.location.href).href) };
+    })();
+    started = run.then(
+      (r) => r.hs,
+      (err: unknown) => {
+        started = undefined;
+        throw err;
+      },
+    );
+    started.catch(() => undefined);
+    return (await run).result;
   };
 
   // A new version takes over at once, and controls already-open pages without a reload. The
@@ -245,6 +310,32 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
           (err: unknown) => reply({ hyphae: "error", error: String(err) }),
         ),
       );
+    } else if (data.hyphae === "export") {
+      const { passphrase } = data as { passphrase?: unknown };
+      event.waitUntil(
+        exportFile(String(passphrase ?? "")).then(
+          (file) => reply({ hyphae: "export", file }),
+          (err: unknown) => reply({ hyphae: "error", error: err instanceof Error ? err.message : String(err) }),
+        ),
+      );
+    } else if (data.hyphae === "import") {
+      const { file, passphrase } = data as { file?: unknown; passphrase?: unknown };
+      event.waitUntil(
+        (file instanceof Blob ? importFile(file, String(passphrase ?? "")) : Promise.reject(new Error("no file given"))).then(
+          (r) => reply({ hyphae: "import", serverName: r.serverName }),
+          (err: unknown) => reply({ hyphae: "error", error: err instanceof Error ? err.message : String(err) }),
+        ),
+      );
+    } else if (data.hyphae === "login-token") {
+      const { userId } = data as { userId?: unknown };
+      event.waitUntil(
+        homeserver()
+          .then((hs) => mintLoginToken(hs, typeof userId === "string" ? userId : undefined))
+          .then(
+            (r) => reply({ hyphae: "login-token", ...r }),
+            (err: unknown) => reply({ hyphae: "error", error: err instanceof Error ? err.message : String(err) }),
+          ),
+      );
     } else if (data.hyphae === "status") {
       event.waitUntil(
         status().then(
@@ -254,5 +345,5 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
       );
     }
   });
-  return { homeserver, status };
+  return { homeserver, status, exportFile, importFile };
 }

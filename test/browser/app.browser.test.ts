@@ -9,12 +9,13 @@
  * Chromium 156 ignored CDP's Storage.overrideQuotaForOrigin here).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { CDPSession, Page } from "playwright-core";
 import { launchChromium } from "../e2e/browser.ts";
 import type { LaunchedBrowser } from "../e2e/browser.ts";
-import { REPO_ROOT } from "../e2e/serve.ts";
+import { REPO_ROOT, startServe } from "../e2e/serve.ts";
 import { within } from "../e2e/http.ts";
 import { npmStart } from "./npmStart.ts";
 import type { StartedApp } from "./npmStart.ts";
@@ -109,6 +110,7 @@ describe("the hosted app (npm start, Chromium)", () => {
 
   let token = "";
   let userId = "";
+  let password = "";
   let roomId = "";
 
   it("Sign in: identity and account made in the browser, Hydrogen opens logged in, messages both ways", async () => {
@@ -128,6 +130,7 @@ describe("the hosted app (npm start, Chromium)", () => {
 
       const account = await page.evaluate(() => JSON.parse(localStorage.getItem("hyphae_account")!) as { userId: string; password: string });
       userId = account.userId;
+      password = account.password;
       expect(userId).toMatch(/^@alice:[0-9a-f]{64}$/);
       const login = await api(page, "POST", "/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password: account.password });
       expect(login.status, JSON.stringify(login.json)).toBe(200);
@@ -250,4 +253,70 @@ describe("the hosted app (npm start, Chromium)", () => {
       await second.close();
     }
   }, 120_000);
+
+  it("Export from A, Import into a fresh browser C: C is A's Matrix ID with A's rooms and history, in Hydrogen", async () => {
+    expect(roomId, "the earlier tests ran").not.toBe("");
+    const landing = await browser!.context.newPage();
+    let c: LaunchedBrowser | undefined;
+    const dir = await mkdtemp(join(tmpdir(), "hyphae-export-"));
+    try {
+      await landing.goto(`${app!.url}/`);
+      await landing.waitForSelector("body[data-app=ready]", { timeout: 60_000 });
+      await landing.fill("#export-passphrase", "correct horse battery");
+      await landing.click("#export-button");
+      await landing.waitForSelector("#export-link:not([hidden])", { timeout: 120_000 });
+      const b64 = await landing.evaluate(async () => {
+        const blob = await (await fetch((document.getElementById("export-link") as HTMLAnchorElement).href)).blob();
+        const bytes = new Uint8Array(await blob.arrayBuffer());
+        let s = "";
+        for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+        return btoa(s);
+      });
+      const file = join(dir, "a.hyphae");
+      await writeFile(file, Buffer.from(b64, "base64"));
+
+      c = await launchChromium({ viewport: { width: 1100, height: 760 } });
+      const page = c.page;
+      await page.goto(`${app!.url}/`);
+      await page.waitForSelector("body[data-app=ready]", { timeout: 60_000 });
+      // A wrong passphrase is refused and leaves the fresh homeserver usable for the right one.
+      await page.setInputFiles("#import-file", file);
+      await page.fill("#import-passphrase", "wrong passphrase");
+      await page.click("#import-button");
+      await expect.poll(() => page.locator("#import-message").textContent(), { timeout: 120_000 }).toMatch(/Import failed/);
+      await page.fill("#import-passphrase", "correct horse battery");
+      await page.click("#import-button");
+      await page.waitForURL(/\/client\//, { timeout: 120_000 });
+      await page.locator(".SessionView").waitFor({ timeout: 90_000 });
+      expect(await page.evaluate(() => (JSON.parse(localStorage.getItem("hyphae_account")!) as { userId: string }).userId)).toBe(userId);
+      const tile = page.locator(".RoomList li", { hasText: "Worker room" });
+      await tile.waitFor({ timeout: 60_000 });
+      await tile.locator("a").click();
+      await page.locator(".Timeline_message", { hasText: "seen by Hydrogen after a stop" }).first().waitFor({ timeout: 60_000 });
+      await page.screenshot({ path: join(ARTIFACTS, "app-imported.png"), fullPage: true });
+
+      // The same file imported by the Node runner (`npm run serve -- --import FILE`).
+      const node = await startServe({ args: ["--import", file], env: { HYPHAE_IMPORT_PASSPHRASE: "correct horse battery" }, readyTimeoutMs: 120_000 });
+      try {
+        const res = await fetch(`${node.url}/_matrix/client/v3/login`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password }),
+        });
+        const login = (await res.json()) as { access_token: string; user_id: string };
+        expect(login.user_id).toBe(userId);
+        const messages = await fetch(`${node.url}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`, { headers: { Authorization: `Bearer ${login.access_token}` } });
+        expect(JSON.stringify(await messages.json())).toContain("seen by Hydrogen after a stop");
+      } finally {
+        await node.stop();
+      }
+    } catch (err) {
+      await c?.page.screenshot({ path: join(ARTIFACTS, "app-import-failure.png"), fullPage: true }).catch(() => undefined);
+      throw new Error(`${(err as Error).message}\n--- C ---\n${c?.logs().slice(-40).join("\n") ?? ""}`, { cause: err });
+    } finally {
+      await landing.close();
+      await c?.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });
