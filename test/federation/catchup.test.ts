@@ -106,6 +106,25 @@ describe("catch-up from any peer", () => {
     expect(fromB.some((r) => r.includes("/get_missing_events/"))).toBe(true);
   });
 
+  it("pages through get_missing_events when the gap is larger than one request", async () => {
+    fed = await createFederation(["a.test", "b.test", "c.test"], {}, { ...FAST, catchUpOptions: { eventsPerRequest: 2, eventsPerBatch: 2 } });
+    const [a, b, c] = fed.servers as [FedServer, FedServer, FedServer];
+    const room = await threeServerRoom(a, b, c);
+    const { since } = await missedWhileOffline(fed, room);
+    const fromB = recordInbound(fed, b);
+    fed.network.setOnline(c.name, true);
+    const bodies = await eventually(async () => {
+      const got = await syncedBodies(c, room.carol.token, room.roomId, since);
+      return got.length >= 5 && got;
+    }, "the 5 messages in C's /sync");
+    expect(bodies).toEqual(range(5, "m"));
+    // The newest through /event, the other 4 in two pages of 2, all collected by the catch-up pass
+    // itself (the receiver had nothing left to fetch).
+    expect(c.hs.services.catchUp!.results.find((r) => r.server === "b.test" && r.fetched > 0)).toMatchObject({ fetched: 5, requests: 4 });
+    expect(fromB.filter((r) => r.includes("/get_missing_events/")).length).toBe(2);
+    expect(fromB.filter((r) => /state_ids|\/state\//.test(r))).toEqual([]);
+  });
+
   it("the same when C restarts while offline", async () => {
     fed = await createFederation(["a.test", "b.test", "c.test"], {}, FAST);
     const [a, b, c0] = fed.servers as [FedServer, FedServer, FedServer];
