@@ -14,6 +14,7 @@ import { pipelineBench } from "./pipeline.ts";
 import { fedjoinBench } from "./fedjoin.ts";
 import { fedsendBench } from "./fedsend.ts";
 import { fedpduBench } from "./fedpdu.ts";
+import { rendezvousBench } from "./rendezvous.ts";
 import { fairnessBench } from "./fairness.ts";
 import { browserBench } from "./browser.ts";
 import { catchupBench } from "./catchup.ts";
@@ -34,6 +35,7 @@ const BENCHES: [string, Bench][] = [
   ["fedjoin", fedjoinBench],
   ["fedsend", fedsendBench],
   ["fedpdu", fedpduBench],
+  ["rendezvous", rendezvousBench],
   ["fairness", fairnessBench],
   ["browser", browserBench],
   ["catchup", catchupBench],

@@ -24,6 +24,10 @@ export async function startHealthServer(host: string, port: number, health: () =
     };
     if (path !== "/health") return send(404, { error: "not found: the only endpoint is GET /health" });
     if (req.method !== "GET" && req.method !== "HEAD") return send(405, { error: "method not allowed" }, { Allow: "GET, HEAD" });
+    // `?gc=1` collects garbage first when Node runs with --expose-gc (bench/rendezvous.ts measures
+    // memory per peer that way); without the flag there is no `gc` and it is ignored.
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (gc && /[?&]gc=1(&|$)/.test(req.url ?? "")) gc();
     health().then(
       (h) => send(200, h),
       (err: unknown) => send(500, { error: (err as Error).message }),
