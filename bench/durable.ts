@@ -10,23 +10,18 @@
  * of a homeserver on a memory store with the runner's identity, and its tables are copied into
  * `DATA_DIR/homeserver.sqlite` through the file store at 0, 10,000 and 100,000 events.
  */
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { createHomeserver } from "../src/homeserver/homeserver.ts";
 import { createMemoryStore } from "../src/storage/memory.ts";
-import { currentTables } from "../src/storage/schema.ts";
-import { openSqliteFileStore } from "../src/node/sqliteFile.ts";
-import { DATABASE_FILE } from "../src/node/storage.ts";
 import { loadOrCreateSeed, SEED_FILE, serverNameFromSeed } from "../src/node/identity.ts";
 import type { Bench, Figure } from "./harness.ts";
+import { copyIntoDataDir, startRunner, stopRunner } from "./runner.ts";
+import type { Runner } from "./runner.ts";
 import { call, seedDevice, versus } from "./harness.ts";
 
-const REPO = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const BODY = { msgtype: "m.text", body: "Hello, world! ".repeat(8) };
 const MEASURE_MS = 1500;
 const ROUNDS = 5;
@@ -90,50 +85,11 @@ async function prefill(root: string, counts: number[]): Promise<{ token: string;
     const dataDir = join(root, `d${n}`);
     mkdirSync(dataDir, { recursive: true });
     copyFileSync(join(first, SEED_FILE), join(dataDir, SEED_FILE));
-    const file = await openSqliteFileStore(join(dataDir, DATABASE_FILE));
-    for (const table of currentTables()) {
-      const rows = await mem.read((tx) => tx.range(table));
-      for (let i = 0; i < rows.length; i += 5000) {
-        await file.write(async (tx) => {
-          for (const r of rows.slice(i, i + 5000)) tx.put(table, r.key, r.value);
-        });
-      }
-    }
-    await file.close();
+    await copyIntoDataDir(mem, dataDir);
     dirs.set(n, dataDir);
   }
   await hs.close();
   return { token, roomId, dirs };
-}
-
-/** Starts the runner on `dataDir` as one Node process (so that its /proc/<pid>/io is the server's own). */
-async function startRunner(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ["src/node/main.ts", "--port", "0", "--data", dataDir], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  const url = await new Promise<string>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`runner not ready after 60 s:\n${out}`)), 60_000);
-    const onData = (c: Buffer): void => {
-      out += c.toString();
-      const m = /Hyphae listening on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        res(m[1]!);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    child.once("exit", () => rej(new Error(`runner exited:\n${out}`)));
-  });
-  return { child, url };
-}
-
-async function stopRunner(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 let txn = 0;
@@ -149,7 +105,7 @@ async function send(url: string, token: string, roomId: string): Promise<void> {
 }
 
 /** Sends from `clients` concurrent clients for `ms`; returns sends per second and bytes the runner wrote per send. */
-async function measure(run: { child: ChildProcess; url: string }, token: string, roomId: string, clients: number, ms: number): Promise<{ rate: number; bytes: number | undefined }> {
+async function measure(run: Runner, token: string, roomId: string, clients: number, ms: number): Promise<{ rate: number; bytes: number | undefined }> {
   const pid = run.child.pid!;
   const before = writtenBytes(pid);
   const start = performance.now();
@@ -173,7 +129,7 @@ const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 export const durableBench: Bench = async () => {
   const figures: Figure[] = [];
   const root = mkdtempSync(join(tmpdir(), "hyphae-bench-durable-"));
-  const runs = new Map<number, { child: ChildProcess; url: string }>();
+  const runs = new Map<number, Runner>();
   try {
     const { token, roomId, dirs } = await prefill(root, [0, 10_000, 100_000]);
     for (const [stored, dataDir] of dirs) {

@@ -12,22 +12,17 @@
  * a homeserver on a memory store with the runner's identity, and its tables are copied into
  * `DATA_DIR/homeserver.sqlite` through the file store (as bench/durable.ts does).
  */
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { createHomeserver } from "../src/homeserver/homeserver.ts";
 import { createMemoryStore } from "../src/storage/memory.ts";
-import { currentTables } from "../src/storage/schema.ts";
-import { openSqliteFileStore } from "../src/node/sqliteFile.ts";
-import { DATABASE_FILE } from "../src/node/storage.ts";
 import { loadOrCreateSeed, serverNameFromSeed } from "../src/node/identity.ts";
 import type { Bench, Figure } from "./harness.ts";
+import { copyIntoDataDir, startRunner, stopRunner } from "./runner.ts";
+import type { Runner } from "./runner.ts";
 import { call, seedDevice, versus } from "./harness.ts";
 
-const REPO = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const MESSAGES = 2000;
 const SAMPLES = 40;
 
@@ -53,50 +48,16 @@ async function prepare(root: string): Promise<Prepared> {
     await call(hs, "PUT", `/rooms/${encodeURIComponent(big)}/send/m.room.message/p${i}`, heavy, { msgtype: "m.text", body: `apple pie number ${i} ${"words ".repeat(20)}` });
   }
   const own = (await call(hs, "POST", "/createRoom", light, { preset: "private_chat" })).room_id as string;
-  const file = await openSqliteFileStore(join(dataDir, DATABASE_FILE));
-  for (const table of currentTables()) {
-    const rows = await mem.read((tx) => tx.range(table));
-    for (let i = 0; i < rows.length; i += 5000) {
-      await file.write(async (tx) => {
-        for (const r of rows.slice(i, i + 5000)) tx.put(table, r.key, r.value);
-      });
-    }
-  }
-  await file.close();
+  await copyIntoDataDir(mem, dataDir);
   await hs.close();
   return { dataDir, heavy: { token: heavy }, light: { token: light, roomId: own } };
 }
 
-async function startRunner(dataDir: string): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  // B's sends are measured, not throttled: the message rate limit is lifted for the run.
+/** The runner on `dataDir`, with the message rate limit lifted: B's sends are measured, not throttled. */
+function startLifted(dataDir: string): Promise<Runner> {
   const config = join(dataDir, "..", "bench.json");
   writeFileSync(config, JSON.stringify({ rc_message: { per_second: 10_000, burst_count: 10_000 } }));
-  const child = spawn(process.execPath, ["src/node/main.ts", "--port", "0", "--data", dataDir, "--config", config], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  const url = await new Promise<string>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`runner not ready after 60 s:\n${out}`)), 60_000);
-    const onData = (c: Buffer): void => {
-      out += c.toString();
-      const m = /Hyphae listening on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        res(m[1]!);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    child.once("exit", () => rej(new Error(`runner exited:\n${out}`)));
-  });
-  return { child, url, output: () => out };
-}
-
-async function stopRunner(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  await exited;
-  clearTimeout(timer);
+  return startRunner(dataDir, ["--config", config]);
 }
 
 /** One request as `token`; resolves with its duration in ms (throws unless 200). */
@@ -151,10 +112,10 @@ const HEAVY_SEARCH = {
 export const fairnessBench: Bench = async () => {
   const figures: Figure[] = [];
   const root = mkdtempSync(join(tmpdir(), "hyphae-bench-fairness-"));
-  let runner: { child: ChildProcess; url: string; output: () => string } | undefined;
+  let runner: Runner | undefined;
   try {
     const prepared = await prepare(root);
-    runner = await startRunner(prepared.dataDir);
+    runner = await startLifted(prepared.dataDir);
     const { url } = runner;
     await lightUser(url, prepared.light); // warm-up
     const idle = await lightUser(url, prepared.light);
