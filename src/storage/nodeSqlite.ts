@@ -55,7 +55,7 @@ interface Conn {
 const connOf = (db: DatabaseSync): Conn => ({ db, statements: new Map() });
 
 /** How long a read transaction works before it lets other requests have a turn. */
-const READ_SLICE_MS = 10;
+const READ_SLICE_MS = 2;
 
 function stmt(c: Conn, sql: string): StatementSync {
   let s = c.statements.get(sql);
