@@ -25,6 +25,8 @@ import { loadOrCreateIdentity } from "./identity.ts";
 import { exportHomeserver, importHomeserver } from "../export/homeserver.ts";
 import type { HomeserverIdentity } from "../export/homeserver.ts";
 import { browserThumbnailer } from "./thumbnailer.ts";
+import { loadRendezvous, startWorkerP2P } from "./p2p.ts";
+import type { WorkerP2P } from "./p2p.ts";
 
 /** Options of {@link installHyphae}. */
 export interface HyphaeWorkerOptions {
@@ -45,6 +47,11 @@ export interface HyphaeWorkerOptions {
    * own worker asks the page for the token the same way).
    */
   authorize?: (event: FetchEvent) => Promise<string | undefined>;
+  /**
+   * The rendezvous multiaddrs the libp2p node reserves on (P2P federation); none: no libp2p node.
+   * Default in {@link installHyphae}: the `rendezvous` list of this origin's `/config.json`.
+   */
+  rendezvous?: () => Promise<string[]>;
 }
 
 /** Whether a path is one the homeserver answers: the Client-Server/federation/media APIs and client discovery. */
@@ -104,18 +111,68 @@ const openStore = (options: HyphaeWorkerOptions): Promise<Store> =>
 /** The identity each started homeserver was built with (export needs the seed). */
 const identities = new WeakMap<Homeserver, HomeserverIdentity>();
 
-/** Opens the store and the identity and builds the homeserver (once per worker instance). */
+/** The libp2p side of each started homeserver, or why there is none. */
+const p2pSides = new WeakMap<Homeserver, WorkerP2P | string>();
+
+/**
+ * Opens the store and the identity and builds the homeserver (once per worker instance), with the
+ * libp2p node on the same seed when `options.rendezvous` lists rendezvous nodes. A node that cannot
+ * start leaves a homeserver that serves its own users without federation (the status says why).
+ */
 export async function startHomeserver(options: HyphaeWorkerOptions = {}, adminContact = "/"): Promise<Homeserver> {
   const store = guardStore(await openStore(options), options.adminContact ?? adminContact);
+  let p2p: WorkerP2P | string = "no rendezvous configured";
   try {
     const { seed, serverName } = await loadOrCreateIdentity(store);
-    const hs = await createHomeserver({ logger: workerLogger, thumbnailer: browserThumbnailer, ...options.homeserver, store, seed, serverName });
+    const rendezvous = (await options.rendezvous?.().catch(() => [])) ?? [];
+    if (rendezvous.length > 0) {
+      try {
+        p2p = await startWorkerP2P(seed, rendezvous, options.homeserver?.logger ?? workerLogger);
+      } catch (err) {
+        workerLogger.warn("could not start the libp2p node; running without federation", err);
+        p2p = `failed to start: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    }
+    const side = typeof p2p === "string" ? undefined : p2p;
+    const hs = await createHomeserver({
+      logger: workerLogger,
+      thumbnailer: browserThumbnailer,
+      ...options.homeserver,
+      ...(side ? { federationTransport: side.transport } : {}),
+      store,
+      seed,
+      serverName,
+    });
     identities.set(hs, { seed, serverName });
+    if (side) {
+      await side.serve(hs, serverName);
+      const close = hs.close.bind(hs);
+      hs.close = async () => {
+        await side.close().catch(() => undefined);
+        await close();
+      };
+    }
+    p2pSides.set(hs, p2p);
     return hs;
   } catch (err) {
+    if (typeof p2p !== "string") await p2p.close().catch(() => undefined);
     await store.close();
     throw err;
   }
+}
+
+/** The status view's P2P section for `hs`. */
+function p2pStatus(hs: Homeserver): WorkerStatus["p2p"] {
+  const side = p2pSides.get(hs) ?? "not started";
+  if (typeof side === "string") return { running: false, peers: 0, rendezvous: side, rendezvousConnected: 0 };
+  const { peers, rendezvousConnected } = side.state();
+  return {
+    running: true,
+    peers,
+    rendezvousConnected,
+    rendezvous: `${rendezvousConnected} of ${side.rendezvous.length} connected`,
+    peerId: side.node.peerId.toString(),
+  };
 }
 
 /** `hyl_` + 32 random bytes, base64url: the core's login token format (client/login.ts). */
@@ -155,8 +212,11 @@ export interface WorkerStatus {
   schemaVersion: number;
   /** Rows waiting in the outbound federation queue, per destination server. */
   outboundQueues: Record<string, number>;
-  /** The libp2p node: not run inside the worker yet (issue 13, with the P2P transport). */
-  p2p: { running: boolean; peers: number; rendezvous: string };
+  /**
+   * The libp2p node: whether it runs, the other peers connected now, the rendezvous nodes we hold a
+   * connection to, and a line on the rendezvous state (or why no node runs).
+   */
+  p2p: { running: boolean; peers: number; rendezvousConnected: number; rendezvous: string; peerId?: string };
   /** `navigator.storage.estimate()` / `persisted()` as the worker sees them. */
   storage: { usage?: number; quota?: number; persisted?: boolean };
 }
@@ -188,6 +248,10 @@ export interface InstalledHyphae {
 export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWorkerOptions = {}): InstalledHyphae {
   const instance = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
   const startedAt = Date.now();
+  if (!options.rendezvous) {
+    const configUrl = new URL("/config.json", scope.location.href).href;
+    options = { ...options, rendezvous: () => loadRendezvous(configUrl, workerLogger) };
+  }
   let started: Promise<Homeserver> | undefined;
   const homeserver = (): Promise<Homeserver> => {
     started ??= startHomeserver(options, new URL("/", scope.location.href).href).catch((err: unknown) => {
@@ -213,7 +277,7 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
       serverName: hs.services.serverName,
       schemaVersion: await hs.services.store.schemaVersion(),
       outboundQueues: await queueDepths(hs),
-      p2p: { running: false, peers: 0, rendezvous: "not started: the libp2p node does not run inside the worker yet" },
+      p2p: p2pStatus(hs),
       storage,
     };
   };
