@@ -3,6 +3,7 @@
  * "Contracts"). Precedence: built-in defaults < config file < command-line flags.
  */
 import { readFile } from "node:fs/promises";
+import { multiaddr } from "@multiformats/multiaddr";
 import { dirname, resolve } from "node:path";
 import type { SupportInfo } from "../homeserver/context.ts";
 import { DEFAULT_FEDERATION_RATE_LIMIT, DEFAULT_RATE_LIMITS, LIMITER_NAMES } from "../homeserver/auth/rateLimit.ts";
@@ -21,7 +22,10 @@ export interface NodeConfig {
   tlsKey?: string;
   registrationSharedSecret?: string;
   dataDir: string;
-  rendezvous?: string;
+  /** Multiaddrs of rendezvous nodes (P2P mode holds a reservation on each). */
+  rendezvous?: string[];
+  /** Websocket port of the P2P node (P2P mode; default 0: a free one, printed on start). */
+  p2pPort?: number;
   /** Default: true only when bound to a loopback address (the P2P peer's case). */
   enableRegistration: boolean;
   /** Allows open registration on a non-loopback address without any verification step. */
@@ -114,11 +118,12 @@ export interface CliArgs {
 }
 
 /** The usage text for `npm run serve -- --help`. */
-export const USAGE = `Usage: npm run serve -- [--port P] [--data DIR] [--host H] [--rendezvous MULTIADDR] [--config FILE]
+export const USAGE = `Usage: npm run serve -- [--port P] [--data DIR] [--host H] [--rendezvous MULTIADDR]... [--p2p-port P] [--config FILE]
   --port P             HTTP port of the Client-Server API (default 8008; 0 = any free port)
   --data DIR           data directory: signing key seed and database (default ./data/homeserver)
   --host H             address to listen on (default 127.0.0.1)
-  --rendezvous ADDR    multiaddr of a rendezvous node (P2P federation is not enabled yet)
+  --rendezvous ADDR    multiaddr of a rendezvous node, repeatable (P2P mode: federation over libp2p)
+  --p2p-port P         websocket port of the P2P node (default 0 = any free port)
   --config FILE        JSON config file (see README "Running a homeserver in Node")
   --import FILE        import an export file into the (new, empty) data directory, then start
   --export FILE        write the data directory's homeserver to an encrypted export file and exit
@@ -147,7 +152,10 @@ export function parseArgs(argv: readonly string[]): CliArgs {
         out.overrides.bindHost = value();
         break;
       case "--rendezvous":
-        out.overrides.rendezvous = value();
+        out.overrides.rendezvous = [...(out.overrides.rendezvous ?? []), multiaddrText(value(), "--rendezvous")];
+        break;
+      case "--p2p-port":
+        out.overrides.p2pPort = parsePort(value(), "--p2p-port");
         break;
       case "--config":
         out.configFile = value();
@@ -174,6 +182,16 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   return out;
 }
 
+/** A rendezvous address: it must parse as a multiaddr. */
+function multiaddrText(v: string, name: string): string {
+  try {
+    multiaddr(v);
+  } catch {
+    throw new ConfigError(`${name} must be a multiaddr such as /ip4/203.0.113.5/tcp/4001/ws/p2p/12D3KooW… (got "${v}")`);
+  }
+  return v;
+}
+
 function parsePort(v: unknown, name: string): number {
   const n = typeof v === "string" && /^\d+$/.test(v) ? Number(v) : v;
   if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`${name} must be a port number (0-65535)`);
@@ -193,7 +211,12 @@ const FILE_KEYS: Record<string, KeyReader> = {
   tls_key: (v, b, o) => (o.tlsKey = resolve(b, str(v, "tls_key"))),
   registration_shared_secret: (v, _b, o) => (o.registrationSharedSecret = str(v, "registration_shared_secret")),
   data_dir: (v, b, o) => (o.dataDir = resolve(b, str(v, "data_dir"))),
-  rendezvous: (v, _b, o) => (o.rendezvous = str(v, "rendezvous")),
+  rendezvous: (v, _b, o) => {
+    const list = typeof v === "string" ? [v] : v;
+    if (!Array.isArray(list)) throw new ConfigError("rendezvous must be a multiaddr or a list of them");
+    o.rendezvous = list.map((a: unknown, i) => multiaddrText(str(a, `rendezvous[${i}]`), "rendezvous"));
+  },
+  p2p_port: (v, _b, o) => (o.p2pPort = parsePort(v, "p2p_port")),
   enable_registration: (v, _b, o) => (o.enableRegistration = bool(v, "enable_registration")),
   enable_registration_without_verification: (v, _b, o) => (o.enableRegistrationWithoutVerification = bool(v, "enable_registration_without_verification")),
   registration_requires_token: (v, _b, o) => (o.registrationRequiresToken = bool(v, "registration_requires_token")),

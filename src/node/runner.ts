@@ -30,6 +30,9 @@ import { HttpsFederationTransport, splitPem } from "./federationHttps.ts";
 import { isKeyServerName } from "../homeserver/federation/keyring.ts";
 import type { NodeMetrics } from "./metrics.ts";
 import { unfinishedImport } from "../export/homeserver.ts";
+import type { FederationTransport } from "../homeserver/federation/transport.ts";
+import { startP2P } from "./p2p.ts";
+import type { RunningP2P } from "./p2p.ts";
 
 /** A running Node homeserver. */
 export interface RunningNode {
@@ -39,8 +42,10 @@ export interface RunningNode {
   readonly httpUrl: string;
   /** Base URL of the HTTPS listener, when one is configured. */
   readonly httpsUrl?: string;
-  /** The rendezvous multiaddr given on the command line or in the config (not used yet). */
-  readonly rendezvous?: string;
+  /** The rendezvous multiaddrs given on the command line or in the config. */
+  readonly rendezvous?: string[];
+  /** P2P mode: the multiaddrs other peers dial (the websocket listener and relay addresses). */
+  p2pAddresses?(): string[];
   /** URL of the Prometheus metrics (`metrics_port`), when enabled. */
   readonly metricsUrl?: string;
   /** Stops accepting, finishes in-flight requests and writes, closes the store. */
@@ -152,13 +157,20 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   const tls = config.httpsPort !== undefined ? await readTls(config.tlsCert!, config.tlsKey!) : undefined;
   const metrics = config.metricsPort !== undefined ? createNodeMetrics() : undefined;
   const customCas = await readCaList(config.federationCustomCaList ?? []);
-  // Classic mode federates over HTTPS; P2P mode (a key name) will carry the same requests over libp2p.
+  // Classic mode federates over HTTPS; P2P mode (a key name) carries the same requests over libp2p,
+  // on a node started once the seed is known (openHomeserver).
+  const maxRemoteMedia = Math.max(100 * 1024 * 1024, (config.maxUploadBytes ?? DEFAULT_CONFIG.maxUploadBytes) + 1024 * 1024);
+  let p2p: RunningP2P | undefined;
+  const startP2PTransport = async (seed: Uint8Array): Promise<FederationTransport> => {
+    p2p = await startP2P({ seed, rendezvous: config.rendezvous ?? [], host: config.bindHost, port: config.p2pPort ?? 0, maxResponseBytes: maxRemoteMedia, logger });
+    return p2p.transport;
+  };
   const federationTransport = isClassicMode(config)
     ? new HttpsFederationTransport({
         extraCa: customCas,
         verifyCertificates: config.federationVerifyCertificates ?? true,
         // Remote media comes through the same transport: room for the largest upload.
-        maxResponseBytes: Math.max(100 * 1024 * 1024, (config.maxUploadBytes ?? DEFAULT_CONFIG.maxUploadBytes) + 1024 * 1024),
+        maxResponseBytes: maxRemoteMedia,
         logger,
       })
     : undefined;
@@ -216,10 +228,12 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   let homeserver: Homeserver;
   let serverName: string;
   try {
-    ({ homeserver, serverName } = await openHomeserver(config, options, metrics, appservices, federationTransport));
+    ({ homeserver, serverName } = await openHomeserver(config, options, metrics, appservices, federationTransport ?? startP2PTransport));
+    await p2p?.serve(homeserver, serverName);
   } catch (err) {
     rejectReady(err);
     federationTransport?.close();
+    await p2p?.close().catch(() => undefined);
     for (const s of servers) s.closeAllConnections();
     await closeServers();
     throw err;
@@ -227,8 +241,8 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   resolveReady(homeserver);
   if (appservices.length > 0) logger.info(`application services: ${appservices.map((a) => a.id).join(", ")}`);
 
-  if (config.rendezvous !== undefined) {
-    logger.warn(`rendezvous ${config.rendezvous} recorded, but P2P federation is not yet enabled in this build`);
+  if (isClassicMode(config) && config.rendezvous !== undefined) {
+    logger.warn(`server name ${serverName} selects classic mode: the rendezvous ${config.rendezvous.join(", ")} is not used`);
   }
   if (isClassicMode(config) && config.httpsPort === undefined) {
     logger.warn(`server name ${serverName} selects classic mode, which federates over HTTPS; no https_port is configured, so other servers cannot reach this one`);
@@ -249,19 +263,38 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
       for (const s of servers) s.closeAllConnections();
       await Promise.all(stopped);
       await metricsListener?.close();
+      // No new P2P requests; the libp2p node stops after the homeserver's queues have.
+      await p2p?.close();
       // Pending writes finish and the database file is written before this resolves.
       await homeserver.close();
       federationTransport?.close();
     })());
 
-  return { homeserver, serverName, httpUrl, httpsUrl, rendezvous: config.rendezvous, metricsUrl: metricsListener?.url, close };
+  const running = p2p;
+  return {
+    homeserver,
+    serverName,
+    httpUrl,
+    httpsUrl,
+    rendezvous: config.rendezvous,
+    metricsUrl: metricsListener?.url,
+    ...(running ? { p2pAddresses: () => running.addresses() } : {}),
+    close,
+  };
 }
 
 /**
  * The seed, the database and the homeserver on them. A new seed is written only after the
  * database has opened and agreed with the server name, so a refused start creates no seed.
  */
-async function openHomeserver(config: NodeConfig, options: StartOptions, metrics: NodeMetrics | undefined, appservices: AppServiceRegistration[], federationTransport: HttpsFederationTransport | undefined): Promise<{ homeserver: Homeserver; serverName: string }> {
+async function openHomeserver(
+  config: NodeConfig,
+  options: StartOptions,
+  metrics: NodeMetrics | undefined,
+  appservices: AppServiceRegistration[],
+  /** A transport, or (P2P mode) how to make one from the final seed. */
+  transport: FederationTransport | ((seed: Uint8Array) => Promise<FederationTransport>),
+): Promise<{ homeserver: Homeserver; serverName: string }> {
   const { logger } = options;
   const existingSeed = await readSeed(config.dataDir);
   const seed = existingSeed ?? crypto.getRandomValues(new Uint8Array(32));
@@ -318,9 +351,10 @@ async function openHomeserver(config: NodeConfig, options: StartOptions, metrics
   if (config.directoryPeerTtlMs !== undefined) hsConfig.directoryPeerTtlMs = config.directoryPeerTtlMs;
   if (config.directoryRefreshIntervalMs !== undefined) hsConfig.directoryRefreshIntervalMs = config.directoryRefreshIntervalMs;
   try {
+    const federationTransport = typeof transport === "function" ? await transport(finalSeed) : transport;
     const homeserver = await createHomeserver({ store, seed: finalSeed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics,
       appservices, appserviceOptions: { legacyAuth: config.appServiceLegacyAuth === true },
-      ...(federationTransport ? { federationTransport } : {}),
+      federationTransport,
     });
     metrics?.watch(homeserver);
     return { homeserver, serverName };

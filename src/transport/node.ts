@@ -26,7 +26,7 @@ import type { Logger } from "../homeserver/context.ts";
 import { silentLogger } from "../homeserver/context.ts";
 import { DHT_PROTOCOL } from "./protocols.ts";
 
-/** The kad-dht protocol of the rendezvous network (the rendezvous nodes run it in server mode). */
+/** The kad-dht protocol of the rendezvous network (src/transport/protocols.ts): our own, never the public IPFS DHT. */
 export const KAD_PROTOCOL = DHT_PROTOCOL;
 
 /** Largest yamux receive window of a stream (libp2p's default is 16 MiB; smaller ones cut throughput here). */
@@ -158,11 +158,9 @@ export async function createP2PNode(options: P2PNodeOptions): Promise<P2PNode> {
       const conn = await libp2p.dial(r.addr, { signal: AbortSignal.timeout(10_000) });
       // A rendezvous restarted without --key comes back under a new peer ID at the same address.
       r.peerId = conn.remotePeer;
-      r.delayMs = minMs;
       // Kept when the connection manager prunes: everything else reaches us through these.
       await libp2p.peerStore.merge(conn.remotePeer, { tags: { "hyphae-rendezvous": { value: 100 } } });
-      logger.info(`p2p: connected to rendezvous ${conn.remoteAddr.toString()}`);
-      for (const listener of connectListeners) listener(conn.remotePeer);
+      announce(r);
     } catch (err) {
       if (!stopped) logger.debug(`p2p: rendezvous ${r.addr.toString()} not reachable (${(err as Error).message}); retrying in ${r.delayMs} ms`);
       r.dialing = false;
@@ -172,9 +170,26 @@ export async function createP2PNode(options: P2PNodeOptions): Promise<P2PNode> {
     r.dialing = false;
   };
 
+  // Connected rendezvous nodes, announced once per connection (ours or one libp2p made itself, e.g.
+  // the relay transport reconnecting for its reservation).
+  const announced = new Set<Rendezvous>();
+  const announce = (r: Rendezvous): void => {
+    if (announced.has(r) || !r.peerId || libp2p.getConnections(r.peerId).length === 0) return;
+    announced.add(r);
+    r.delayMs = minMs;
+    clearTimeout(r.timer);
+    r.timer = undefined;
+    logger.info(`p2p: connected to rendezvous ${r.addr.toString()}`);
+    for (const listener of connectListeners) listener(r.peerId);
+  };
+  libp2p.addEventListener("peer:connect", (evt) => {
+    const r = rendezvous.find((x) => x.peerId?.equals(evt.detail) === true);
+    if (r && !stopped) announce(r);
+  });
   libp2p.addEventListener("peer:disconnect", (evt) => {
     const r = rendezvous.find((x) => x.peerId?.equals(evt.detail) === true);
     if (!r || stopped) return;
+    announced.delete(r);
     logger.warn(`p2p: lost the rendezvous ${r.addr.toString()}; redialling`);
     r.delayMs = minMs;
     scheduleRedial(r);

@@ -71,9 +71,9 @@ process.once("exit", () => {
   for (const c of running) if (c.pid && c.exitCode === null) try { process.kill(-c.pid, "SIGKILL"); } catch { /* gone */ }
 });
 
-/** `npm run serve -- ARGS` in its own process group; resolves once its output matches `ready`. */
-export function npmServe(args: string[], ready: RegExp, env: Record<string, string> = {}, timeoutMs = 90_000): Promise<ServeProcess> {
-  const child = spawn("npm", ["run", "--silent", "serve", "--", ...args], {
+/** `npm run serve -- ARGS` (or another script) in its own process group; resolves once its output matches `ready`. */
+export function npmServe(args: string[], ready: RegExp, env: Record<string, string> = {}, timeoutMs = 90_000, script = "serve"): Promise<ServeProcess> {
+  const child = spawn("npm", ["run", "--silent", script, "--", ...args], {
     cwd: REPO,
     env: { ...process.env, PATH: `${resolve(REPO, "node_modules/.bin")}:${process.env.PATH ?? ""}`, ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -104,7 +104,7 @@ export function npmServe(args: string[], ready: RegExp, env: Record<string, stri
   return new Promise((resolveReady, reject) => {
     const timer = setTimeout(() => {
       kill("SIGKILL");
-      reject(new Error(`npm run serve not ready after ${timeoutMs} ms:\n${out}`));
+      reject(new Error(`npm run ${script} not ready after ${timeoutMs} ms:\n${out}`));
     }, timeoutMs);
     const onData = (chunk: Buffer): void => {
       out += chunk.toString("utf8");
@@ -117,7 +117,7 @@ export function npmServe(args: string[], ready: RegExp, env: Record<string, stri
     child.stderr!.on("data", onData);
     void exited.then(({ code, signal }) => {
       clearTimeout(timer);
-      reject(new Error(`npm run serve exited (code ${code}, signal ${signal}) before it was ready:\n${out}`));
+      reject(new Error(`npm run ${script} exited (code ${code}, signal ${signal}) before it was ready:\n${out}`));
     });
   });
 }

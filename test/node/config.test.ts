@@ -9,7 +9,7 @@ import { loadOrCreateSeed, serverNameFromSeed } from "../../src/node/identity.ts
 describe("command line", () => {
   it("reads the documented flags, in both --flag value and --flag=value forms", () => {
     const a = parseArgs(["--port", "9000", "--data=/tmp/x", "--host", "0.0.0.0", "--rendezvous", "/ip4/1.2.3.4/tcp/1/ws", "--config", "c.json"]);
-    expect(a.overrides).toEqual({ httpPort: 9000, dataDir: "/tmp/x", bindHost: "0.0.0.0", rendezvous: "/ip4/1.2.3.4/tcp/1/ws" });
+    expect(a.overrides).toEqual({ httpPort: 9000, dataDir: "/tmp/x", bindHost: "0.0.0.0", rendezvous: ["/ip4/1.2.3.4/tcp/1/ws"] });
     expect(a.configFile).toBe("c.json");
   });
 

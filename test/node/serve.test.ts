@@ -63,7 +63,9 @@ describe("npm run serve", () => {
     expect(first.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const name = serverNameOf(first.output());
     expect(name).toMatch(/^[0-9a-f]{64}$/);
-    expect(first.output()).toMatch(/P2P federation is not yet enabled/);
+    // P2P mode: the libp2p node listens on its own websocket port (the rendezvous given is not running: redialled in the background).
+    expect(first.output()).toMatch(/Hyphae P2P listening on \/ip4\/127\.0\.0\.1\/tcp\/\d+\/ws\/p2p\/12D3KooW/);
+    expect(first.output()).toMatch(/no rendezvous reachable yet/);
 
     const reg = await registerWithSdk(first.url, "alice", "wonderland");
     expect(reg.user_id).toBe(`@alice:${name}`);

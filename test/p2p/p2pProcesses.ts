@@ -1,0 +1,172 @@
+/**
+ * A P2P network of real processes on loopback: `npm run rendezvous` (with a key file, so a restart
+ * keeps its peer ID and address) and `npm run serve` peers in P2P mode (server name = their key),
+ * each with `--rendezvous`. Until `rendezvous/` exists in the repository, the rendezvous is a
+ * minimal relay inside the test process (test/transport/p2pHarness.ts); the peers are real either way.
+ */
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import type { PrivateKey } from "@libp2p/interface";
+import { freePort } from "../e2e/serve.ts";
+import { npmServe } from "../federation/classic.ts";
+import type { Reply, ServeProcess } from "../federation/classic.ts";
+import { startRendezvous as startInProcessRendezvous } from "../transport/p2pHarness.ts";
+import type { TestRendezvous } from "../transport/p2pHarness.ts";
+
+const REPO = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+const HAS_RENDEZVOUS = existsSync(join(REPO, "rendezvous/main.ts"));
+
+/** A rendezvous that can be stopped and started again at the same address. */
+export interface RendezvousHandle {
+  /** Its multiaddr, `/p2p/<id>` included. */
+  addr: string;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  output(): string;
+}
+
+/** Starts a rendezvous on a free port: `npm run rendezvous` when the repository has it. */
+export async function startRendezvousNode(root: string): Promise<RendezvousHandle> {
+  const port = await freePort();
+  if (!HAS_RENDEZVOUS) {
+    const key: PrivateKey = await generateKeyPair("Ed25519");
+    let node: TestRendezvous | undefined = await startInProcessRendezvous(port, key);
+    const handle: RendezvousHandle = {
+      addr: node.addr,
+      stop: async () => {
+        await node?.stop();
+        node = undefined;
+      },
+      start: async () => {
+        node = await startInProcessRendezvous(port, key);
+      },
+      output: () => "(in-process rendezvous)",
+    };
+    return handle;
+  }
+  const keyFile = join(root, "rendezvous.key");
+  let proc: ServeProcess | undefined;
+  let past = "";
+  const launch = async (): Promise<string> => {
+    proc = await npmServe(["--port", String(port), "--host", "127.0.0.1", "--key", keyFile], /rendezvous listening on (\/\S+)/, {}, 60_000, "rendezvous");
+    return /rendezvous listening on (\/\S+)/.exec(proc.output())![1]!;
+  };
+  const handle: RendezvousHandle = {
+    addr: await launch(),
+    stop: async () => {
+      if (!proc) return;
+      await proc.stop();
+      past += proc.output();
+      proc = undefined;
+    },
+    start: async () => {
+      await launch();
+    },
+    output: () => past + (proc?.output() ?? ""),
+  };
+  return handle;
+}
+
+/** Limits out of the way of a test's bursts. */
+const RELAXED = Object.fromEntries(
+  ["rc_message", "rc_registration", "rc_room_creation"].map((k) => [k, { per_second: 1000, burst_count: 1000 }]),
+);
+
+/** One `npm run serve` peer in P2P mode. */
+export interface P2PPeer {
+  /** Its server name (64-hex), read from its output. */
+  name: string;
+  httpUrl: string;
+  process: ServeProcess | undefined;
+  output(): string;
+  call(method: string, path: string, body?: unknown, token?: string): Promise<Reply>;
+  register(localpart: string): Promise<{ userId: string; token: string }>;
+}
+
+async function parse(response: Response): Promise<Reply> {
+  const text = await response.text();
+  try {
+    return { status: response.status, body: text ? JSON.parse(text) : {} };
+  } catch {
+    return { status: response.status, body: { text } };
+  }
+}
+
+/** The network: a rendezvous and `count` peers on it. */
+export interface P2PNetwork {
+  rendezvous: RendezvousHandle;
+  peers: P2PPeer[];
+  stop(peer: P2PPeer): Promise<void>;
+  start(peer: P2PPeer): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Starts a rendezvous and `count` P2P peers on it. */
+export async function startP2PNetwork(count: number): Promise<P2PNetwork> {
+  const root = await mkdtemp(join(tmpdir(), "hyphae-p2p-"));
+  const rendezvous = await startRendezvousNode(root);
+  const outputs = new Map<P2PPeer, string>();
+  const configs = new Map<P2PPeer, string>();
+  const makePeer = async (i: number): Promise<P2PPeer> => {
+    const dir = join(root, `peer${i}`);
+    await mkdir(dir);
+    const configFile = join(dir, "hyphae.json");
+    await writeFile(configFile, JSON.stringify({ bind_host: "127.0.0.1", http_port: 0, data_dir: "data", rendezvous: [rendezvous.addr], password_pbkdf2_iterations: 1000, ...RELAXED }));
+    const peer: P2PPeer = {
+      name: "",
+      httpUrl: "",
+      process: undefined,
+      output: () => (outputs.get(peer) ?? "") + (peer.process?.output() ?? ""),
+      call: async (method, path, body, token) => {
+        const headers: Record<string, string> = {};
+        if (token) headers.Authorization = `Bearer ${token}`;
+        const init: RequestInit = { method, headers, signal: AbortSignal.timeout(60_000) };
+        if (body instanceof Uint8Array) init.body = body as Uint8Array<ArrayBuffer>;
+        else if (body !== undefined) {
+          headers["Content-Type"] = "application/json";
+          init.body = JSON.stringify(body);
+        }
+        return parse(await fetch(`${peer.httpUrl}${path}`, init));
+      },
+      register: async (localpart) => {
+        const r = await peer.call("POST", "/_matrix/client/v3/register", { username: localpart, password: "correct horse battery", auth: { type: "m.login.dummy" } });
+        if (r.status !== 200) throw new Error(`register ${localpart}: ${r.status} ${JSON.stringify(r.body)}`);
+        return { userId: r.body.user_id as string, token: r.body.access_token as string };
+      },
+    };
+    configs.set(peer, configFile);
+    return peer;
+  };
+  const start = async (peer: P2PPeer): Promise<void> => {
+    // Ready once its relay address is printed: other peers can reach it through the rendezvous.
+    const spawned = await npmServe(["--config", configs.get(peer)!], /Hyphae P2P listening on \S+\/p2p-circuit\/\S+/);
+    peer.process = spawned;
+    const m = /Hyphae listening on (http:\/\/\S+) \(server name ([0-9a-f]{64})\)/.exec(spawned.output())!;
+    peer.httpUrl = m[1]!;
+    peer.name = m[2]!;
+  };
+  const stop = async (peer: P2PPeer): Promise<void> => {
+    const p = peer.process;
+    if (!p) return;
+    await p.stop();
+    outputs.set(peer, (outputs.get(peer) ?? "") + p.output());
+    peer.process = undefined;
+  };
+  const peers = await Promise.all(Array.from({ length: count }, (_, i) => makePeer(i)));
+  const close = async (): Promise<void> => {
+    await Promise.all(peers.map(stop));
+    await rendezvous.stop();
+    await rm(root, { recursive: true, force: true });
+  };
+  try {
+    await Promise.all(peers.map(start));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { rendezvous, peers, stop, start, close };
+}
