@@ -35,10 +35,11 @@ export function runFromCommandLine(argv: string[], announce?: (node: RunningNode
       process.stdout.write(`Hyphae imported ${serverName} from ${args.importFile} into ${config.dataDir}\n`);
     }
     const node = await startNode(config, { logger });
+    // Before the line scripts wait for, so whoever saw it has the P2P addresses too.
+    for (const addr of node.p2pAddresses?.() ?? []) process.stdout.write(`Hyphae P2P listening on ${addr}\n`);
     process.stdout.write(`Hyphae listening on ${node.httpUrl} (server name ${node.serverName})\n`);
     if (node.httpsUrl) process.stdout.write(`Hyphae listening on ${node.httpsUrl} (TLS)\n`);
     if (node.metricsUrl) process.stdout.write(`Hyphae metrics on ${node.metricsUrl}\n`);
-    for (const addr of node.p2pAddresses?.() ?? []) process.stdout.write(`Hyphae P2P listening on ${addr}\n`);
     announce?.(node, config);
     return node;
   };

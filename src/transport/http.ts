@@ -29,16 +29,15 @@ import { silentLogger } from "../homeserver/context.ts";
 import { peerIdFromServerName, serverNameFromPeerId } from "./identity.ts";
 import { STREAM_WINDOW_BYTES } from "./node.ts";
 import type { P2PNode } from "./node.ts";
+import { MAX_PEERS_FRAME_BYTES, PEERS_PROTOCOL } from "./protocols.ts";
 
 /** The HTTP-over-libp2p protocol. */
 export const HTTP_PROTOCOL = "/hyphae/http/1";
 /** The rendezvous nodes' list of online peers (served by rendezvous/, asked here). */
-export const PEERS_PROTOCOL = "/hyphae/peers/1";
+export { PEERS_PROTOCOL };
 
 /** Largest body frame written; a frame (head included) larger than this is refused when read. */
 export const MAX_FRAME_BYTES = 64 * 1024;
-/** Largest `/hyphae/peers/1` answer read. */
-const MAX_PEERS_FRAME_BYTES = 4 * 1024 * 1024;
 /** Bytes read ahead of a body's consumer before the stream is paused. */
 const READ_AHEAD_BYTES = 256 * 1024;
 /** Headers that describe a connection rather than a request or response. */

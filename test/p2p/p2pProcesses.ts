@@ -1,24 +1,14 @@
 /**
  * A P2P network of real processes on loopback: `npm run rendezvous` (with a key file, so a restart
  * keeps its peer ID and address) and `npm run serve` peers in P2P mode (server name = their key),
- * each with `--rendezvous`. Until `rendezvous/` exists in the repository, the rendezvous is a
- * minimal relay inside the test process (test/transport/p2pHarness.ts); the peers are real either way.
+ * each with `--rendezvous`.
  */
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { generateKeyPair } from "@libp2p/crypto/keys";
-import type { PrivateKey } from "@libp2p/interface";
+import { join } from "node:path";
 import { freePort } from "../e2e/serve.ts";
 import { npmServe } from "../federation/classic.ts";
 import type { Reply, ServeProcess } from "../federation/classic.ts";
-import { startRendezvous as startInProcessRendezvous } from "../transport/p2pHarness.ts";
-import type { TestRendezvous } from "../transport/p2pHarness.ts";
-
-const REPO = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const HAS_RENDEZVOUS = existsSync(join(REPO, "rendezvous/main.ts"));
 
 /** A rendezvous that can be stopped and started again at the same address. */
 export interface RendezvousHandle {
@@ -29,25 +19,9 @@ export interface RendezvousHandle {
   output(): string;
 }
 
-/** Starts a rendezvous on a free port: `npm run rendezvous` when the repository has it. */
+/** Starts `npm run rendezvous` on a free port with a key file (a restart keeps its address). */
 export async function startRendezvousNode(root: string): Promise<RendezvousHandle> {
   const port = await freePort();
-  if (!HAS_RENDEZVOUS) {
-    const key: PrivateKey = await generateKeyPair("Ed25519");
-    let node: TestRendezvous | undefined = await startInProcessRendezvous(port, key);
-    const handle: RendezvousHandle = {
-      addr: node.addr,
-      stop: async () => {
-        await node?.stop();
-        node = undefined;
-      },
-      start: async () => {
-        node = await startInProcessRendezvous(port, key);
-      },
-      output: () => "(in-process rendezvous)",
-    };
-    return handle;
-  }
   const keyFile = join(root, "rendezvous.key");
   let proc: ServeProcess | undefined;
   let past = "";
@@ -142,9 +116,10 @@ export async function startP2PNetwork(count: number): Promise<P2PNetwork> {
     return peer;
   };
   const start = async (peer: P2PPeer): Promise<void> => {
-    // Ready once its relay address is printed: other peers can reach it through the rendezvous.
-    const spawned = await npmServe(["--config", configs.get(peer)!], /Hyphae P2P listening on \S+\/p2p-circuit\/\S+/);
+    const spawned = await npmServe(["--config", configs.get(peer)!], /Hyphae listening on http:/);
     peer.process = spawned;
+    // Its relay address is printed (before that line): other peers can reach it through the rendezvous.
+    if (!/Hyphae P2P listening on \S+\/p2p-circuit\/\S+/.test(spawned.output())) throw new Error(`no relay address:\n${spawned.output()}`);
     const m = /Hyphae listening on (http:\/\/\S+) \(server name ([0-9a-f]{64})\)/.exec(spawned.output())!;
     peer.httpUrl = m[1]!;
     peer.name = m[2]!;
