@@ -19,6 +19,7 @@ import { fairnessBench } from "./fairness.ts";
 import { browserBench } from "./browser.ts";
 import { catchupBench } from "./catchup.ts";
 import { exportBench } from "./export.ts";
+import { p2pBench } from "./p2p.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -40,6 +41,7 @@ const BENCHES: [string, Bench][] = [
   ["browser", browserBench],
   ["catchup", catchupBench],
   ["export", exportBench],
+  ["p2p", p2pBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));

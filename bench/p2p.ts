@@ -1,0 +1,139 @@
+/**
+ * P2P federation over libp2p, in one process on loopback: a rendezvous (rendezvous/node.ts) and
+ * two homeservers whose libp2p nodes only reach each other through it (no direct listening), so
+ * every byte is relayed.
+ *  - raw: a round trip on a new relayed stream (open, one small length-prefixed frame each way):
+ *    the primitive every federation request stands on.
+ *  - P2P message latency: alice on A sends a message, bob's long-polling `/sync` on B answers with
+ *    it (client API, A's queue, X-Matrix signing, `/hyphae/http/1`, B's `/send` and persist, the
+ *    notifier), as a ratio to the raw round trip.
+ *  - a 1,000-message burst: alice sends 1,000 messages at once; the rate at which B has them all,
+ *    next to the rate at which A alone accepts the same sends.
+ */
+import { lpStream } from "@libp2p/utils";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import type { Bench, Figure } from "./harness.ts";
+import { call, seedDevice, versus } from "./harness.ts";
+import { createHomeserver } from "../src/homeserver/homeserver.ts";
+import type { Homeserver } from "../src/homeserver/homeserver.ts";
+import type { HomeserverConfig } from "../src/homeserver/context.ts";
+import { LIMITER_NAMES } from "../src/homeserver/auth/rateLimit.ts";
+import { createMemoryStore } from "../src/storage/memory.ts";
+import { serverNameFromSeed } from "../src/homeserver/keys/server.ts";
+import { privateKeyFromSeed } from "../src/transport/identity.ts";
+import { createP2PNode } from "../src/transport/node.ts";
+import type { P2PNode } from "../src/transport/node.ts";
+import { Libp2pFederationTransport, serveHttp } from "../src/transport/http.ts";
+import { startRendezvous } from "../rendezvous/node.ts";
+import { DEFAULTS } from "../rendezvous/config.ts";
+
+const ECHO = "/hyphae/bench-echo/1";
+const ROUND_TRIPS = 200;
+const MESSAGES = 30;
+const BURST = 1000;
+
+const unlimited = (): HomeserverConfig["rateLimits"] =>
+  Object.fromEntries(LIMITER_NAMES.map((n) => [n, { perSecond: 1e9, burstCount: 1e9 }])) as HomeserverConfig["rateLimits"];
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+export const p2pBench: Bench = async () => {
+  const rendezvous = await startRendezvous({ ...DEFAULTS, host: "127.0.0.1", port: 0 }, { privateKey: await generateKeyPair("Ed25519") });
+  const nodes: P2PNode[] = [];
+  const servers: Homeserver[] = [];
+  try {
+    const addr = rendezvous.multiaddrs()[0]!;
+    const start = async (fill: number) => {
+      const seed = new Uint8Array(32).fill(fill);
+      const node = await createP2PNode({ privateKey: await privateKeyFromSeed(seed), rendezvous: [addr] });
+      nodes.push(node);
+      const serverName = serverNameFromSeed(seed);
+      const hs = await createHomeserver({ store: createMemoryStore(), seed, serverName, federationTransport: new Libp2pFederationTransport(node), config: { rateLimits: unlimited() } });
+      servers.push(hs);
+      await serveHttp(node, (request, info) => hs.handle(request, { transportOrigin: info.peerServer }), { serverName });
+      return { node, hs, serverName };
+    };
+    const a = await start(11);
+    const b = await start(12);
+
+    // Raw: a relayed stream round trip.
+    await b.node.libp2p.handle(ECHO, async (stream) => {
+      const lp = lpStream(stream);
+      await lp.write((await lp.read()).subarray());
+      await stream.close();
+    });
+    const ping = new Uint8Array(64);
+    const roundTrip = async (): Promise<number> => {
+      const started = performance.now();
+      const stream = await a.node.openStream(b.node.peerId, ECHO);
+      const lp = lpStream(stream);
+      await lp.write(ping);
+      await lp.read();
+      await stream.close();
+      return performance.now() - started;
+    };
+    for (let i = 0; i < 20; i++) await roundTrip();
+    const raw: number[] = [];
+    for (let i = 0; i < ROUND_TRIPS; i++) raw.push(await roundTrip());
+    const relayed = a.node.libp2p.getConnections(b.node.peerId).every((c) => c.remoteAddr.toString().includes("/p2p-circuit"));
+
+    // A room on A joined from B.
+    const alice = await seedDevice(a.hs, `@alice:${a.serverName}`, "A");
+    const bob = await seedDevice(b.hs, `@bob:${b.serverName}`, "B");
+    const { room_id: roomId } = (await call(a.hs, "POST", "/createRoom", alice, { preset: "public_chat" })) as { room_id: string };
+    await call(b.hs, "POST", `/join/${encodeURIComponent(roomId)}?via=${a.serverName}`, bob, {});
+    let since = ((await call(b.hs, "GET", "/sync?timeout=0", bob)) as { next_batch: string }).next_batch;
+
+    // Latency: send on A → B's /sync answers with it.
+    const latencies: number[] = [];
+    for (let i = 0; i < MESSAGES + 3; i++) {
+      const body = `m${i}`;
+      const started = performance.now();
+      const waiting = (async () => {
+        for (;;) {
+          const s = (await call(b.hs, "GET", `/sync?timeout=30000&since=${since}`, bob)) as { next_batch: string; rooms?: { join?: Record<string, { timeline: { events: { content: { body?: string } }[] } }> } };
+          since = s.next_batch;
+          if (s.rooms?.join?.[roomId]?.timeline.events.some((e) => e.content.body === body)) return performance.now() - started;
+        }
+      })();
+      await call(a.hs, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/lat${i}`, alice, { msgtype: "m.text", body });
+      const ms = await waiting;
+      if (i >= 3) latencies.push(ms);
+    }
+
+    // Burst: 1,000 messages sent at once on A; how fast B has them all.
+    const countOnB = async (): Promise<number> => {
+      const page = (await call(b.hs, "GET", `/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=1000&filter=${encodeURIComponent(JSON.stringify({ types: ["m.room.message"] }))}`, bob)) as { chunk: { content: { body?: string } }[] };
+      return page.chunk.filter((e) => e.content.body?.startsWith("burst")).length;
+    };
+    const burstStart = performance.now();
+    await Promise.all(Array.from({ length: BURST }, (_, i) => call(a.hs, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/burst${i}`, alice, { msgtype: "m.text", body: `burst${i}` })));
+    const acceptedMs = performance.now() - burstStart;
+    const deadline = Date.now() + 300_000;
+    while ((await countOnB()) < BURST) {
+      if (Date.now() > deadline) throw new Error("bench p2p: the burst did not arrive within 5 minutes");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const deliveredMs = performance.now() - burstStart;
+
+    const rawMs = median(raw);
+    const latencyMs = median(latencies);
+    const figures: Figure[] = [
+      { name: `raw relayed stream round trip (new stream, 64 B each way${relayed ? "" : ", NOT relayed"})`, value: rawMs, unit: "ms" },
+      {
+        name: "P2P message latency (send on A → B's /sync answers, relayed)",
+        value: latencyMs,
+        unit: "ms",
+        baseline: { name: "raw relayed stream round trip", value: rawMs, unit: "ms" },
+        ratio: latencyMs / rawMs,
+        note: "ratio = latency / raw round trip (goal ≤ 2)",
+      },
+      versus(`P2P 1,000-message burst, delivered on B`, (BURST * 1000) / deliveredMs, "msg/s", "the same sends accepted by A", (BURST * 1000) / acceptedMs, "msg/s"),
+    ];
+    return figures;
+  } finally {
+    for (const hs of servers) await hs.close();
+    for (const n of nodes) await n.stop();
+    await rendezvous.stop();
+  }
+};
