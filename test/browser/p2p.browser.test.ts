@@ -5,11 +5,13 @@
  * `/hyphae/http/1` listener in front of a homeserver, in this process). The Node user creates a
  * public room, the browser user joins it by room ID through `server_name`, and each side sees the
  * other's message in /sync. The worker's status reports the node, its rendezvous and its peers.
+ * Then the worker is stopped (CDP): the next request restarts the homeserver and its libp2p node
+ * from IndexedDB, and messages flow both ways again.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Page } from "playwright-core";
+import type { CDPSession, Page } from "playwright-core";
 import { launchChromium } from "../e2e/browser.ts";
 import type { LaunchedBrowser } from "../e2e/browser.ts";
 import { REPO_ROOT } from "../e2e/serve.ts";
@@ -154,5 +156,27 @@ describe("a browser homeserver federates over libp2p (npm start, Chromium)", () 
     await expect
       .poll(async () => bodiesOf((await api(page, "GET", SYNC, undefined, alice)).json, roomId), { timeout: 60_000, interval: 500 })
       .toEqual(["hello from the browser", "Node again, after the join"]);
+
+    // The browser stops the idle worker: the next request restarts the homeserver and its node.
+    const cdp: CDPSession = await browser!.context.newCDPSession(page);
+    const running: string[] = [];
+    cdp.on("ServiceWorker.workerVersionUpdated", (e: { versions: { runningStatus: string }[] }) => {
+      for (const v of e.versions) running.push(v.runningStatus);
+    });
+    await cdp.send("ServiceWorker.enable");
+    const before = running.length;
+    await cdp.send("ServiceWorker.stopAllWorkers");
+    await expect.poll(() => running.slice(before).includes("stopped"), { timeout: 20_000 }).toBe(true);
+    await cdp.detach();
+    const again = await api(page, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/a2`, { msgtype: "m.text", body: "browser after a worker restart" }, alice);
+    expect(again.status, JSON.stringify(again.json)).toBe(200);
+    expect((await status(page)).p2p).toMatchObject({ running: true, rendezvousConnected: 1 });
+    await expect
+      .poll(async () => bodiesOf((await local("GET", SYNC, undefined, bob)).json, roomId), { timeout: 60_000, interval: 500 })
+      .toContain("browser after a worker restart");
+    expect((await local("PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/b3`, { msgtype: "m.text", body: "Node after the restart" }, bob)).status).toBe(200);
+    await expect
+      .poll(async () => bodiesOf((await api(page, "GET", SYNC, undefined, alice)).json, roomId), { timeout: 60_000, interval: 500 })
+      .toContain("Node after the restart");
   }, 300_000);
 });
