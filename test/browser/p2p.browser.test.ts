@@ -1,8 +1,8 @@
 /**
  * A browser homeserver federating in P2P mode (issue 13 item 1): the real `npm start` (its app and
  * its rendezvous node; config.json lists the rendezvous), headless Chromium whose Service Worker
- * runs the libp2p node, and a Node peer on the same rendezvous (the real libp2p node, transport and
- * `/hyphae/http/1` listener in front of a homeserver, in this process). The Node user creates a
+ * runs the libp2p node, and a Node peer on the same rendezvous (the real `npm run serve --
+ * --rendezvous ADDR` child process in P2P mode). The Node user creates a
  * public room, the browser user joins it by room ID through `server_name`, and each side sees the
  * other's message in /sync. The worker's status reports the node, its rendezvous and its peers.
  * Then the worker is stopped (CDP): the next request restarts the homeserver and its libp2p node
@@ -14,16 +14,11 @@ import { join } from "node:path";
 import type { CDPSession, Page } from "playwright-core";
 import { launchChromium } from "../e2e/browser.ts";
 import type { LaunchedBrowser } from "../e2e/browser.ts";
-import { REPO_ROOT } from "../e2e/serve.ts";
+import { REPO_ROOT, startServe } from "../e2e/serve.ts";
+import type { ServedHomeserver } from "../e2e/serve.ts";
 import { npmStart } from "./npmStart.ts";
 import type { StartedApp } from "./npmStart.ts";
-import { createHomeserver } from "../../src/homeserver/homeserver.ts";
-import type { Homeserver } from "../../src/homeserver/homeserver.ts";
-import { createMemoryStore } from "../../src/storage/memory.ts";
-import { privateKeyFromSeed, serverNameFromPeerId } from "../../src/transport/identity.ts";
-import { createP2PNode } from "../../src/transport/node.ts";
-import type { P2PNode } from "../../src/transport/node.ts";
-import { Libp2pFederationTransport, serveHttp } from "../../src/transport/http.ts";
+import { serverNameFromPeerId } from "../../src/transport/identity.ts";
 
 const ARTIFACTS = join(REPO_ROOT, "test-results", "browser");
 
@@ -78,8 +73,7 @@ const SYNC = `/_matrix/client/v3/sync?filter=${encodeURIComponent(JSON.stringify
 describe("a browser homeserver federates over libp2p (npm start, Chromium)", () => {
   let app: StartedApp | undefined;
   let browser: LaunchedBrowser | undefined;
-  let node: P2PNode | undefined;
-  let hs: Homeserver | undefined;
+  let serve: ServedHomeserver | undefined;
   let rendezvous = "";
 
   beforeAll(async () => {
@@ -95,27 +89,22 @@ describe("a browser homeserver federates over libp2p (npm start, Chromium)", () 
       await writeFile(join(ARTIFACTS, "p2p-browser.log"), browser.logs().join("\n") + "\n");
     }
     await browser?.close();
-    await hs?.close();
-    await node?.stop();
+    await serve?.stop();
     if (app) expect(await app.stop()).toEqual({ code: 0, signal: null });
   }, 60_000);
 
   it("the Node user's public room is joined by the browser user by room ID; messages both ways", async () => {
-    // The Node peer: listens on loopback websockets itself and holds a reservation on the rendezvous.
-    const seed = crypto.getRandomValues(new Uint8Array(32));
-    node = await createP2PNode({ privateKey: await privateKeyFromSeed(seed), rendezvous: [rendezvous], listen: ["/ip4/127.0.0.1/tcp/0/ws"] });
-    const nodeName = serverNameFromPeerId(node.peerId)!;
-    const nodeHs = (hs = await createHomeserver({
-      store: createMemoryStore(),
-      seed,
-      serverName: nodeName,
-      federationTransport: new Libp2pFederationTransport(node),
-      config: { passwordIterations: 10 },
-    }));
-    await serveHttp(node, (request, info) => nodeHs.handle(request, { transportOrigin: info.peerServer }), { serverName: nodeName });
+    // The Node peer: `npm run serve` in P2P mode, listening on loopback websockets and reserved on the rendezvous.
+    serve = await startServe({ args: ["--host", "127.0.0.1", "--rendezvous", rendezvous], readyTimeoutMs: 120_000 });
+    const out = serve.output();
+    expect(out).toMatch(/Hyphae P2P listening on \S+\/p2p-circuit\//);
+    const nodeName = /\(server name ([0-9a-f]{64})\)/.exec(out)?.[1] ?? "";
+    expect(nodeName, out).toMatch(/^[0-9a-f]{64}$/);
+    const base = serve.url;
     const local = async (method: string, path: string, body?: unknown, token?: string): Promise<Answer> => {
-      const headers: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
-      const res = await nodeHs.handle(new Request(`http://localhost${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) }));
+      const headers: Record<string, string> = { "Content-Type": "application/json" };
+      if (token) headers.Authorization = `Bearer ${token}`;
+      const res = await fetch(`${base}${path}`, { method, headers, signal: AbortSignal.timeout(60_000), ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
       return { status: res.status, json: (await res.json()) as Record<string, any> };
     };
     const bobReg = await local("POST", "/_matrix/client/v3/register", { username: "bob", password: "bob's password", auth: { type: "m.login.dummy" } });
