@@ -20,13 +20,13 @@ export interface RendezvousHandle {
 }
 
 /** Starts `npm run rendezvous` on a free port with a key file (a restart keeps its address). */
-export async function startRendezvousNode(root: string): Promise<RendezvousHandle> {
+export async function startRendezvousNode(root: string, extraArgs: string[] = [], name = "rendezvous"): Promise<RendezvousHandle> {
   const port = await freePort();
-  const keyFile = join(root, "rendezvous.key");
+  const keyFile = join(root, `${name}.key`);
   let proc: ServeProcess | undefined;
   let past = "";
   const launch = async (): Promise<string> => {
-    proc = await npmServe(["--port", String(port), "--host", "127.0.0.1", "--key", keyFile], /rendezvous listening on (\/\S+)/, {}, 60_000, "rendezvous");
+    proc = await npmServe(["--port", String(port), "--host", "127.0.0.1", "--key", keyFile, ...extraArgs], /rendezvous listening on (\/\S+)/, {}, 60_000, "rendezvous");
     return /rendezvous listening on (\/\S+)/.exec(proc.output())![1]!;
   };
   const handle: RendezvousHandle = {
@@ -72,24 +72,32 @@ async function parse(response: Response): Promise<Reply> {
 
 /** The network: a rendezvous and `count` peers on it. */
 export interface P2PNetwork {
+  /** The first rendezvous (the only one unless more were asked for). */
   rendezvous: RendezvousHandle;
+  /** Every rendezvous; the later ones joined the first with `--peer`. */
+  rendezvousNodes: RendezvousHandle[];
   peers: P2PPeer[];
   stop(peer: P2PPeer): Promise<void>;
   start(peer: P2PPeer): Promise<void>;
   close(): Promise<void>;
 }
 
-/** Starts a rendezvous and `count` P2P peers on it. */
-export async function startP2PNetwork(count: number): Promise<P2PNetwork> {
+/**
+ * Starts a rendezvous and `count` P2P peers on it. With `rendezvousCount` > 1, the further
+ * rendezvous nodes join the first with `--peer`, and peer i uses rendezvous i mod that count only.
+ */
+export async function startP2PNetwork(count: number, rendezvousCount = 1): Promise<P2PNetwork> {
   const root = await mkdtemp(join(tmpdir(), "hyphae-p2p-"));
   const rendezvous = await startRendezvousNode(root);
+  const rendezvousNodes = [rendezvous];
+  for (let i = 1; i < rendezvousCount; i++) rendezvousNodes.push(await startRendezvousNode(root, ["--peer", rendezvous.addr], `rendezvous${i}`));
   const outputs = new Map<P2PPeer, string>();
   const configs = new Map<P2PPeer, string>();
   const makePeer = async (i: number): Promise<P2PPeer> => {
     const dir = join(root, `peer${i}`);
     await mkdir(dir);
     const configFile = join(dir, "hyphae.json");
-    await writeFile(configFile, JSON.stringify({ bind_host: "127.0.0.1", http_port: 0, data_dir: "data", rendezvous: [rendezvous.addr], password_pbkdf2_iterations: 1000, ...RELAXED }));
+    await writeFile(configFile, JSON.stringify({ bind_host: "127.0.0.1", http_port: 0, data_dir: "data", rendezvous: [rendezvousNodes[i % rendezvousNodes.length]!.addr], password_pbkdf2_iterations: 1000, ...RELAXED }));
     const peer: P2PPeer = {
       name: "",
       httpUrl: "",
@@ -134,7 +142,7 @@ export async function startP2PNetwork(count: number): Promise<P2PNetwork> {
   const peers = await Promise.all(Array.from({ length: count }, (_, i) => makePeer(i)));
   const close = async (): Promise<void> => {
     await Promise.all(peers.map(stop));
-    await rendezvous.stop();
+    for (const r of rendezvousNodes) await r.stop();
     await rm(root, { recursive: true, force: true });
   };
   try {
@@ -143,5 +151,5 @@ export async function startP2PNetwork(count: number): Promise<P2PNetwork> {
     await close();
     throw err;
   }
-  return { rendezvous, peers, stop, start, close };
+  return { rendezvous, rendezvousNodes, peers, stop, start, close };
 }
