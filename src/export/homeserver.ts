@@ -399,7 +399,7 @@ async function importVerified(store: Store, file: VerifiedExport, options: Impor
   // Emptiness is checked again inside the transaction that claims the store.
   const identityRows = await store.write(async (tx) => {
     const rows = await emptyOrIdentityOnly(tx, tables);
-    for (const r of rows) tx.delete("settings", r.key);
+    for (const t of tables) tx.deleteRange(t, {});
     tx.put("settings", IMPORT_MARKER_SETTING, { serverName: manifest.serverName, startedAt: clock() });
     return rows;
   });
@@ -424,7 +424,14 @@ async function importVerified(store: Store, file: VerifiedExport, options: Impor
   return { serverName: manifest.serverName, seed: file.seed, fileSchemaVersion: manifest.schemaVersion, rows: file.rows };
 }
 
-/** The `settings` rows of a generated identity, or ImportError unless the store holds nothing else. */
+/**
+ * What makes a store "a homeserver" that an import must not overwrite: accounts, rooms, events or
+ * media. A fresh peer fills other tables by itself before anyone signs in (other servers'
+ * directories and keys, its senders' cursors): all of that is fetched or rebuilt at any time, and an
+ * import empties it.
+ */
+const USER_DATA_TABLES = new Set(["accounts", "rooms", "events", "media"]);
+/** The identity `settings` rows to keep (seed, server name), or ImportError when the store holds user data. */
 async function emptyOrIdentityOnly(tx: { range: WriteTx["range"] }, tables: readonly string[]): Promise<Row<unknown>[]> {
   const notEmpty = (what: string): ImportError =>
     new ImportError("not_empty", `the store already holds a homeserver (${what}); import needs an empty one`);
@@ -433,12 +440,10 @@ async function emptyOrIdentityOnly(tx: { range: WriteTx["range"] }, tables: read
     throw new ImportError("unfinished", "the store holds an unfinished import; empty it (delete the database) and import again");
   }
   for (const t of tables) {
-    if (t === "settings") continue;
+    if (!USER_DATA_TABLES.has(t)) continue;
     if ((await tx.range(t, { limit: 1 })).length > 0) throw notEmpty(`table ${t} has rows`);
   }
-  const other = settings.find((r) => r.key !== SEED_SETTING && r.key !== SERVER_NAME_SETTING);
-  if (other) throw notEmpty(`setting ${other.key}`);
-  return settings;
+  return settings.filter((r) => r.key === SEED_SETTING || r.key === SERVER_NAME_SETTING);
 }
 
 /** A row to write. */

@@ -154,6 +154,20 @@ describe("the store must be empty", () => {
     await hs.close();
   });
 
+  it("what a fresh peer fills before anyone signs in (other servers' directories and keys, sender cursors) does not block an import, and is emptied by it", async () => {
+    const store = createMemoryStore();
+    await loadOrCreateIdentity(store);
+    await store.write(async (tx) => {
+      tx.put("directory_peers", "f".repeat(64), { lastSeen: 1 });
+      tx.put("directory_rooms", `${"f".repeat(64)}|!cached`, { chunk: { room_id: "!cached" }, fetchedAt: 1 });
+      tx.put("server_keys", `${"f".repeat(64)}|ed25519:auto`, { key: "x" });
+      tx.put("settings", "fed_device_pos", 3);
+    });
+    await importHomeserver(store, file, PASSPHRASE);
+    expect(await loadOrCreateIdentity(store)).toEqual({ seed: SEED, serverName: SERVER_NAME, created: false });
+    expect(await dump(store)).toEqual(sourceRows);
+  });
+
   it("replaces an identity a browser generated on its first start (and nothing else was made)", async () => {
     const store = createMemoryStore();
     const generated = await loadOrCreateIdentity(store);
