@@ -56,11 +56,13 @@ describe("startNode shutdown", () => {
     dirs.push(dataDir);
     const gate = gatedStore();
     const node = await startNode({ ...DEFAULTS, httpPort: 0, dataDir, passwordIterations: 10 }, { logger: silentLogger, openStore: async () => gate.store });
-    // The push sender's first pass writes its cursor in the background right after start-up:
-    // let it finish, so the write held below is the registration's.
-    for (let i = 0; i < 250 && (await gate.store.read((tx) => tx.get("settings", "push_stream_pos"))) === undefined; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    // The push and federation senders' first passes write their cursors in the background right
+    // after start-up: let them finish, so the write held below is the registration's.
+    const settled = async (): Promise<boolean> =>
+      gate.store.read(async (tx) => (await tx.get("settings", "push_stream_pos")) !== undefined && (await tx.get("settings", "fed_device_pos")) !== undefined);
+    for (let i = 0; i < 250 && !(await settled()); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await settled()).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
     gate.holdWrites();
     const pending = fetch(`${node.httpUrl}/_matrix/client/v3/register`, {
       method: "POST",
