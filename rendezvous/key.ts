@@ -3,11 +3,11 @@
  * homeserver's `identity.seed`), so the peer ID, and with it every relay address handed out,
  * survives restarts.
  */
-import { mkdir, readFile } from "node:fs/promises";
+import { link, mkdir, open, readFile, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { generateKeyPairFromSeed } from "@libp2p/crypto/keys";
 import type { PrivateKey } from "@libp2p/interface";
-import { createFileOnce } from "../src/node/durableFile.ts";
+import { fsyncDir } from "../src/node/durableFile.ts";
 
 /** A key file that exists but cannot be the node's identity (exit 1, one line). */
 export class KeyFileError extends Error {
@@ -40,19 +40,29 @@ async function readSeed(path: string): Promise<Uint8Array | undefined> {
 }
 
 /**
- * Creates the key file (0600, written whole before it appears: see `createFileOnce`); if another
- * process created it meanwhile, its seed wins.
+ * Writes the seed to a temp file (0600), fsyncs it and links it into place: a crash leaves no key
+ * file or a whole one, never a short one; if another process created the file meanwhile, its seed wins.
  */
 async function writeSeed(path: string, seed: Uint8Array): Promise<{ seed: Uint8Array; created: boolean }> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  let created: boolean;
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fh = await open(tmp, "w", 0o600);
   try {
-    created = await createFileOnce(path, seed);
-  } catch (err) {
-    throw new KeyFileError(`cannot create key file ${path}: ${(err as Error).message}`);
+    await fh.writeFile(seed);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
-  if (created) return { seed, created: true };
-  const theirs = await readSeed(path);
-  if (!theirs) throw new KeyFileError(`key file ${path} vanished while being created`);
-  return { seed: theirs, created: false };
+  try {
+    await link(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new KeyFileError(`cannot create key file ${path}: ${(err as Error).message}`);
+    const theirs = await readSeed(path);
+    if (!theirs) throw new KeyFileError(`key file ${path} vanished while being created`);
+    return { seed: theirs, created: false };
+  }
+  await rm(tmp, { force: true });
+  await fsyncDir(dirname(path));
+  return { seed, created: true };
 }
