@@ -3,7 +3,8 @@
  * two homeservers whose libp2p nodes only reach each other through it (no direct listening), so
  * every byte is relayed.
  *  - raw: a round trip on a new relayed stream (open, one small length-prefixed frame each way):
- *    the primitive every federation request stands on.
+ *    what a request costs on a new stream; and the same round trip on a stream opened
+ *    beforehand, as federation requests use when the destination answered recently.
  *  - P2P message latency: alice on A sends a message, bob's long-polling `/sync` on B answers with
  *    it (client API, A's queue, X-Matrix signing, `/hyphae/http/1`, B's `/send` and persist, the
  *    notifier), as a ratio to the raw round trip.
@@ -72,9 +73,22 @@ export const p2pBench: Bench = async () => {
       await stream.close();
       return performance.now() - started;
     };
+    // The same exchange on a stream opened (and negotiated) beforehand: the round trip alone.
+    const roundTripOnOpenStream = async (): Promise<number> => {
+      const stream = await a.node.openStream(b.node.peerId, ECHO);
+      const lp = lpStream(stream);
+      const started = performance.now();
+      await lp.write(ping);
+      await lp.read();
+      const ms = performance.now() - started;
+      await stream.close();
+      return ms;
+    };
     for (let i = 0; i < 20; i++) await roundTrip();
     const raw: number[] = [];
     for (let i = 0; i < ROUND_TRIPS; i++) raw.push(await roundTrip());
+    const rawOpen: number[] = [];
+    for (let i = 0; i < ROUND_TRIPS; i++) rawOpen.push(await roundTripOnOpenStream());
     const relayed = a.node.libp2p.getConnections(b.node.peerId).every((c) => c.remoteAddr.toString().includes("/p2p-circuit"));
 
     // A room on A joined from B.
@@ -127,6 +141,12 @@ export const p2pBench: Bench = async () => {
         baseline: { name: "raw relayed stream round trip", value: rawMs, unit: "ms" },
         ratio: latencyMs / rawMs,
         note: "ratio = latency / raw round trip (goal ≤ 2)",
+      },
+      {
+        name: "raw relayed round trip on a stream opened beforehand (64 B each way)",
+        value: median(rawOpen),
+        unit: "ms",
+        note: "federation requests go out on a stream opened after the destination's last answer when one is ready (src/transport/http.ts), so this is their floor",
       },
       versus(`P2P 1,000-message burst, delivered on B`, (BURST * 1000) / deliveredMs, "msg/s", "the same sends accepted by A", (BURST * 1000) / acceptedMs, "msg/s"),
     ];

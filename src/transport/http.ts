@@ -40,6 +40,8 @@ export { PEERS_PROTOCOL };
 export const MAX_FRAME_BYTES = 64 * 1024;
 /** Bytes read ahead of a body's consumer before the stream is paused. */
 const READ_AHEAD_BYTES = 256 * 1024;
+/** How long a stream opened in advance waits for its request (the listener waits 10 s for a head). */
+const SPARE_STREAM_MS = 5_000;
 /** Headers that describe a connection rather than a request or response. */
 const HOP_HEADERS = new Set(["host", "connection", "content-length", "transfer-encoding", "keep-alive", "upgrade"]);
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
@@ -56,6 +58,14 @@ export class BodyTooLargeError extends Error {
 /** A malformed frame from the other side. */
 export class ProtocolError extends Error {
   override readonly name = "ProtocolError";
+}
+
+/** A stream that broke before the answer's head: the request may be sent again on another. */
+class Unanswered extends Error {
+  override readonly name = "Unanswered";
+  constructor(cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+  }
 }
 
 /** A peer that stayed silent past a deadline. */
@@ -215,6 +225,9 @@ export class Libp2pFederationTransport implements FederationTransport {
   private readonly peersCacheMs: number;
   private readonly logger: Logger;
   private peersCache: { at: number; servers: Promise<string[]> } | undefined;
+  /** A stream opened in advance per destination, and the destinations one is being opened for. */
+  private readonly spares = new Map<string, { stream: Stream; timer: ReturnType<typeof setTimeout> }>();
+  private readonly opening = new Set<string>();
 
   constructor(node: P2PNode, options: Libp2pTransportOptions = {}) {
     this.node = node;
@@ -225,19 +238,46 @@ export class Libp2pFederationTransport implements FederationTransport {
     this.logger = options.logger ?? silentLogger;
   }
 
-  /** Sends `request` to `destination` on a new `/hyphae/http/1` stream. */
+  /**
+   * Sends `request` to `destination` on a `/hyphae/http/1` stream: the stream opened in advance
+   * for this destination when there is one (see {@link prepareSpare}), a new one otherwise. A
+   * request that fails on a stream opened in advance before any answer (its connection died while
+   * it waited) is sent once more on a new stream.
+   */
   async request(destination: string, request: Request): Promise<Response> {
     if (!isKeyServerName(destination)) throw new UnreachableError(`${destination} is not a P2P server name`);
-    const signal = request.signal;
-    signal.throwIfAborted();
-    let stream: Stream;
+    request.signal.throwIfAborted();
+    const spare = this.takeSpare(destination);
     try {
-      stream = await this.node.openStream(peerIdFromServerName(destination), HTTP_PROTOCOL, signal);
+      if (spare) {
+        const again = request.body ? request.clone() : request;
+        try {
+          return await this.exchange(spare, destination, request);
+        } catch (err) {
+          if (!(err instanceof Unanswered)) throw err;
+          return await this.exchange(await this.open(destination, again.signal), destination, again);
+        }
+      }
+      return await this.exchange(await this.open(destination, request.signal), destination, request);
+    } catch (err) {
+      throw err instanceof Unanswered ? err.cause : err;
+    }
+  }
+
+  private async open(destination: string, signal: AbortSignal): Promise<Stream> {
+    try {
+      return await this.node.openStream(peerIdFromServerName(destination), HTTP_PROTOCOL, signal);
     } catch (err) {
       signal.throwIfAborted();
       throw new UnreachableError(`${destination} is not reachable: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /** One request and its answer on `stream`. Fails with {@link Unanswered} when the stream broke before the answer's head. */
+  private async exchange(stream: Stream, destination: string, request: Request): Promise<Response> {
+    const signal = request.signal;
     const lp = lpStream(stream, LP_OPTIONS);
+    let answered = false;
     try {
       const head = { method: request.method, path: pathAndQuery(request.url, destination), headers: headersOf(request.headers) };
       await lp.write(new TextEncoder().encode(JSON.stringify(head)), { signal });
@@ -245,6 +285,8 @@ export class Libp2pFederationTransport implements FederationTransport {
       const sending = writeBody(lp, request.method === "GET" || request.method === "HEAD" ? null : request.body, signal);
       sending.catch(() => undefined);
       const answer = parseHead(await readFrame(lp, this.responseTimeoutMs, "response", signal));
+      answered = true;
+      this.prepareSpare(destination);
       const status = answer.status;
       if (typeof status !== "number" || !Number.isInteger(status) || status < 200 || status > 599) throw new ProtocolError("invalid response status");
       const headers = parseHeaders(answer.headers);
@@ -258,8 +300,48 @@ export class Libp2pFederationTransport implements FederationTransport {
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
       signal.throwIfAborted();
+      if (!answered && !(err instanceof StreamTimeoutError) && !(err instanceof ProtocolError)) throw new Unanswered(err);
       throw err;
     }
+  }
+
+  /**
+   * Opens a stream to `destination` for its next request, in the background, once it answered
+   * one: a new stream costs a round trip of protocol negotiation before its first byte, which a
+   * stream opened in advance has already paid. Kept {@link SPARE_STREAM_MS}, then closed.
+   */
+  private prepareSpare(destination: string): void {
+    if (this.spares.has(destination) || this.opening.has(destination)) return;
+    this.opening.add(destination);
+    this.node
+      .openStream(peerIdFromServerName(destination), HTTP_PROTOCOL)
+      .then(
+        (stream) => {
+          if (this.spares.has(destination)) {
+            void stream.close().catch(() => undefined);
+            return;
+          }
+          const timer = setTimeout(() => {
+            if (this.spares.get(destination)?.stream !== stream) return;
+            this.spares.delete(destination);
+            void stream.close().catch(() => undefined);
+          }, SPARE_STREAM_MS);
+          (timer as { unref?: () => void }).unref?.();
+          this.spares.set(destination, { stream, timer });
+        },
+        () => undefined,
+      )
+      .finally(() => this.opening.delete(destination));
+  }
+
+  private takeSpare(destination: string): Stream | undefined {
+    const spare = this.spares.get(destination);
+    if (!spare) return undefined;
+    this.spares.delete(destination);
+    clearTimeout(spare.timer);
+    if (spare.stream.status === "open" && spare.stream.writeStatus === "writable") return spare.stream;
+    spare.stream.abort(new Error("stale"));
+    return undefined;
   }
 
   /** The servers the rendezvous nodes list as online, and those connected to us directly. */
@@ -381,10 +463,12 @@ export interface HttpListenerOptions {
 export async function serveHttp(node: P2PNode, handle: PeerRequestHandler, options: HttpListenerOptions): Promise<() => Promise<void>> {
   const logger = options.logger ?? silentLogger;
   const inFlight = new Set<Promise<void>>();
+  // Stopping ends the streams still waiting for a request (a peer's stream opened in advance).
+  const stopping = new AbortController();
   await node.libp2p.handle(
     HTTP_PROTOCOL,
     (stream, connection) => {
-      const work = answerStream(stream, connection, handle, options).catch((err: unknown) => {
+      const work = answerStream(stream, connection, handle, options, stopping.signal).catch((err: unknown) => {
         logger.debug(`p2p: ${HTTP_PROTOCOL} stream from ${connection.remotePeer.toString()} failed: ${(err as Error).message}`);
         stream.abort(err instanceof Error ? err : new Error(String(err)));
       });
@@ -395,6 +479,7 @@ export async function serveHttp(node: P2PNode, handle: PeerRequestHandler, optio
   );
   return async () => {
     await node.libp2p.unhandle(HTTP_PROTOCOL);
+    stopping.abort(new Error("the listener stopped"));
     await Promise.allSettled([...inFlight]);
   };
 }
@@ -428,13 +513,13 @@ function errorAnswer(err: MatrixError): Response {
   return Response.json(err.toJSON(), { status: err.status });
 }
 
-async function answerStream(stream: Stream, connection: Connection, handle: PeerRequestHandler, options: HttpListenerOptions): Promise<void> {
+async function answerStream(stream: Stream, connection: Connection, handle: PeerRequestHandler, options: HttpListenerOptions, stopping: AbortSignal): Promise<void> {
   const lp = lpStream(stream, LP_OPTIONS);
   const idleMs = options.idleTimeoutMs ?? 60_000;
   const peerServer = serverNameFromPeerId(connection.remotePeer);
   let head: Record<string, unknown>;
   try {
-    head = parseHead(await readFrame(lp, options.headTimeoutMs ?? 10_000, "request head"));
+    head = parseHead(await readFrame(lp, options.headTimeoutMs ?? 10_000, "request head", stopping));
   } catch (err) {
     if (err instanceof ProtocolError) return writeResponse(stream, lp, errorAnswer(new MatrixError(400, "M_BAD_JSON", `Malformed request: ${err.message}`)), idleMs);
     throw err;

@@ -196,6 +196,68 @@ describe("/hyphae/http/1", () => {
   }, 30_000);
 });
 
+describe("streams opened in advance", () => {
+  /** A client and a server peer; `events` records the client's stream openings and the server's requests in order. */
+  async function tracedPair(listener: Partial<Parameters<typeof serveHttp>[2]> = {}) {
+    const rendezvous = await startRendezvous();
+    const client = await startPeer({ rendezvous: [rendezvous.addr] });
+    const server = await startPeer({ rendezvous: [rendezvous.addr] });
+    const events: string[] = [];
+    let ready = 0;
+    const handler: PeerRequestHandler = async (request) => {
+      events.push(`request ${new URL(request.url).pathname}`);
+      return Response.json({ ok: true });
+    };
+    const serve = () => serveHttp(server.node, handler, { serverName: server.serverName, ...listener });
+    const open = client.node.openStream.bind(client.node);
+    client.node.openStream = async (...args) => {
+      events.push("open");
+      const stream = await open(...args);
+      ready++;
+      return stream;
+    };
+    const t = new Libp2pFederationTransport(client.node);
+    const send = async (path: string, init: RequestInit = {}) => {
+      const response = await t.request(server.serverName, new Request(federationUrl(server.serverName, path), init));
+      expect(response.status).toBe(200);
+      expect(await response.json()).toEqual({ ok: true });
+    };
+    return { events, serve, send, readyStreams: () => ready };
+  }
+
+  it("sends the next request to a peer on the stream opened after its last answer, not on a new one", async () => {
+    const { events, serve, send, readyStreams } = await tracedPair();
+    await serve();
+    await send("/_matrix/federation/v1/a");
+    await until("the next stream is open", () => readyStreams() === 2, 10_000);
+    await send("/_matrix/federation/v1/b", { method: "PUT", body: JSON.stringify({ pdus: [] }) });
+    // The second request went out on the stream opened in advance; its answer opened the next one.
+    expect(events).toEqual(["open", "request /_matrix/federation/v1/a", "open", "request /_matrix/federation/v1/b", "open"]);
+  }, 30_000);
+
+  it("a stream opened in advance that the listener ended is replaced: the request is still answered", async () => {
+    const { events, serve, send, readyStreams } = await tracedPair();
+    const stop = await serve();
+    await send("/_matrix/federation/v1/a");
+    await until("the next stream is open", () => readyStreams() === 2, 10_000);
+    await stop();
+    await serve();
+    await send("/_matrix/federation/v1/b", { method: "PUT", body: JSON.stringify({ big: "x".repeat(200_000) }) });
+    expect(events.filter((e) => e.startsWith("request"))).toEqual(["request /_matrix/federation/v1/a", "request /_matrix/federation/v1/b"]);
+  }, 30_000);
+
+  it("stopping the listener does not wait for streams that carry no request yet", async () => {
+    const rendezvous = await startRendezvous();
+    const client = await startPeer({ rendezvous: [rendezvous.addr] });
+    const server = await startPeer({ rendezvous: [rendezvous.addr] });
+    // With a 60 s head timeout, a stop that waited for the idle stream would outlast the test.
+    const stop = await serveHttp(server.node, async () => Response.json({}), { serverName: server.serverName, headTimeoutMs: 60_000 });
+    const idle = await rawStream(client, server.serverName);
+    await stop();
+    await expect(lpStream(idle).read({ signal: AbortSignal.timeout(5_000) })).rejects.toThrow();
+  }, 20_000);
+});
+
 describe("the libp2p node", () => {
   it("lists the rendezvous's online peers as server names and reports servers becoming reachable", async () => {
     const rendezvous = await startRendezvous();
