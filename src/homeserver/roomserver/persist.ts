@@ -24,10 +24,12 @@ import { key, prefix, pos, unpos } from "../../storage/store.ts";
 import type { Services } from "../context.ts";
 import { nextStreamPos } from "../context.ts";
 import type { EventWithId, Pdu, RoomRecord, StateMap, StoredEvent } from "../events/types.ts";
-import { refIds, stateKeyOf } from "../events/types.ts";
+import { isTimelineEvent, refIds, stateKeyOf } from "../events/types.ts";
 import type { AuthEventEntry } from "../rooms/auth.ts";
 import { authStateKeysFor, checkAuth, checkAuthEvents } from "../rooms/auth.ts";
 import { resolveState } from "../rooms/stateRes.ts";
+import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
+import { serverOf } from "../rooms/ids.ts";
 import type { RoomVersionRules } from "../rooms/versions.ts";
 import { asObject } from "../validate.ts";
 import type { EventStateRecord, MembershipRecord, StateLogEntry } from "./state.ts";
@@ -92,6 +94,7 @@ export class ExtremitiesChanged extends Error {
 
 const CREATE_SK = stateKeyOf("m.room.create", "");
 const MEMBER_PREFIX = stateKeyOf("m.room.member", "");
+const POWER_SK = stateKeyOf("m.room.power_levels", "");
 const MAX_ATTEMPTS = 8;
 
 /** Feeds `inputs` (in order) into room `roomId`; for a new room, `newRoom` is its record. */
@@ -161,6 +164,8 @@ interface Planned {
   priorMemberships: Map<string, string>;
   /** Whether it joins the timeline (gets a stream position). */
   timeline: boolean;
+  /** A remote redaction that takes effect: the event it redacts. */
+  redacts?: string;
 }
 
 interface Plan {
@@ -318,6 +323,11 @@ class DecideContext {
       }
     }
 
+    // A local redaction's target was decided by its sender (roomserver/send.ts, `applyRedaction`).
+    if (pdu.type === "m.room.redaction" && kind !== "local" && planned.outcome === "accepted") {
+      planned.redacts = await this.redactionTarget(pdu, beforeGroup, beforeMap, linear);
+    }
+
     // --- the state after ---
     let after: string;
     if (sk !== undefined) {
@@ -380,6 +390,23 @@ class DecideContext {
     }
     this.extremities = newExtremities;
     return planned;
+  }
+
+  /**
+   * The event a remote (or backfilled) redaction redacts, when it takes effect. From room version 3
+   * the auth rules no longer look at the target: "servers should only apply redactions to events
+   * where the sender's domains match, or the sender of the redaction has the appropriate
+   * permissions per the power levels" (server-server API, "Redactions"). A target this server
+   * does not hold (yet) is not redacted.
+   */
+  private async redactionTarget(pdu: Pdu, beforeGroup: string | undefined, beforeMap: StateMap | undefined, linear: boolean): Promise<string | undefined> {
+    const raw = this.rules.redactsInContent ? pdu.content.redacts : pdu.redacts;
+    if (typeof raw !== "string") return undefined;
+    const target = await this.fetchEvent(raw);
+    if (!target || target.roomId !== this.roomId || !isTimelineEvent(target)) return undefined;
+    if (serverOf(target.pdu.sender) === serverOf(pdu.sender)) return raw;
+    const state = await this.pdusAt(beforeGroup, beforeMap, linear, [POWER_SK, CREATE_SK]);
+    return userPowerLevel(pdu.sender, state, this.rules) >= requiredPowerLevel("redact", state) ? raw : undefined;
   }
 
   /** Writes a root group holding `state` for an event whose state has no stored group yet (a create). */
@@ -497,6 +524,7 @@ async function commit(tx: WriteTx, plan: Plan): Promise<PersistOutcome[]> {
     tx.put("events", e.eventId, e); // key = eventId
     if (p.timeline) writeTimelineRows(tx, e, p.currentChanges, p.memberships);
     if (p.input.applyRedaction && p.timeline) await applyRedaction(tx, p.input.applyRedaction, e.eventId);
+    if (p.redacts) await applyRedaction(tx, p.redacts, e.eventId);
     const outcome: PersistOutcome = { eventId: e.eventId, outcome: p.outcome, ...(e.streamPos !== undefined ? { streamPos: e.streamPos } : {}), ...(p.reason ? { reason: p.reason } : {}) };
     if (p.input.tkey) tx.put("txn_ids", p.input.tkey, { eventId: e.eventId, streamPos: e.streamPos }); // key = userId|deviceId|txnId
     outcomes.push(outcome);
