@@ -25,6 +25,12 @@ export interface ListenerOptions {
    * comes from `X-Forwarded-For` and the scheme from `X-Forwarded-Proto`.
    */
   xForwarded?: boolean;
+  /**
+   * Request targets (path and query) this listener does not serve (answered 404 `M_UNRECOGNIZED` unread), as a Synapse
+   * listener serves only the resources configured on it: the plain HTTP listener of a classic
+   * server leaves the federation API to the HTTPS one.
+   */
+  notServed?: (path: string) => boolean;
 }
 
 /** A node:http request handler plus a way to wait for what is still running. */
@@ -170,6 +176,10 @@ export function createRequestListener(handle: Handle, options: ListenerOptions):
       if (!res.writableFinished) aborter.abort();
     });
     if (!req.url?.startsWith("/")) return errorBody(res, 400, "M_UNRECOGNIZED", "Malformed request target");
+    if (options.notServed?.(req.url)) {
+      res.setHeader("Connection", "close");
+      return errorBody(res, 404, "M_UNRECOGNIZED", "Unrecognized request");
+    }
     let body: Buffer | undefined;
     try {
       const max = typeof options.maxBodyBytes === "number" ? options.maxBodyBytes : options.maxBodyBytes(req.url.split("?")[0]!);

@@ -77,6 +77,17 @@ function urlOf(scheme: string, addr: AddressInfo): string {
   return `${scheme}://${host}:${addr.port}`;
 }
 
+/** Whether a request target is for the federation or key API, as the homeserver's router will see its path. */
+export function isFederationPath(target: string): boolean {
+  let path: string;
+  try {
+    path = new URL(`http://localhost${target}`).pathname;
+  } catch {
+    return false;
+  }
+  return path.startsWith("/_matrix/federation/") || path.startsWith("/_matrix/key/");
+}
+
 /** Reads and checks the HTTPS listener's certificate and key, naming the file that is wrong. */
 async function readTls(certPath: string, keyPath: string): Promise<{ cert: Buffer; key: Buffer }> {
   const read = async (path: string, what: string): Promise<Buffer> => {
@@ -197,7 +208,17 @@ export async function startNode(config: NodeConfig, options: StartOptions): Prom
   };
   try {
     const listenerOptions = { maxBodyBytes, logger, xForwarded: config.xForwarded };
-    const httpListener = createRequestListener(handle, { ...listenerOptions, scheme: "http", fallbackHost: `${config.bindHost}:${config.httpPort}` });
+    // A classic server with an HTTPS listener federates there only: other servers never use plain
+    // HTTP (server-server API, "Server discovery"), and Synapse serves federation only on the
+    // listeners that name the `federation` resource. Without https_port, a TLS proxy in front of
+    // the HTTP port may carry federation, so it is served there.
+    const federationOnHttpsOnly = isClassicMode(config) && tls !== undefined;
+    const httpListener = createRequestListener(handle, {
+      ...listenerOptions,
+      scheme: "http",
+      fallbackHost: `${config.bindHost}:${config.httpPort}`,
+      ...(federationOnHttpsOnly ? { notServed: isFederationPath } : {}),
+    });
     const http = createHttpServer(httpListener);
     servers.push(http);
     listeners.push(httpListener);

@@ -2,7 +2,9 @@ import { describe, it, expect, afterEach } from "vitest";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { request as httpRequest } from "node:http";
 import { createRequestListener, forwardedFor } from "../../src/node/listener.ts";
+import { isFederationPath } from "../../src/node/runner.ts";
 import type { Handle } from "../../src/node/listener.ts";
 import { silentLogger } from "../../src/homeserver/context.ts";
 import { CLIENT_ADDRESS_HEADER } from "../../src/homeserver/auth/rateLimit.ts";
@@ -13,14 +15,44 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function serve(handle: Handle, maxBodyBytes = 1 << 20): Promise<string> {
-  const listener = createRequestListener(handle, { scheme: "http", fallbackHost: "127.0.0.1", maxBodyBytes, logger: silentLogger });
+async function serve(handle: Handle, maxBodyBytes = 1 << 20, notServed?: (target: string) => boolean): Promise<string> {
+  const listener = createRequestListener(handle, { scheme: "http", fallbackHost: "127.0.0.1", maxBodyBytes, logger: silentLogger, ...(notServed ? { notServed } : {}) });
   server = createServer(listener);
   await new Promise<void>((r) => server!.listen(0, "127.0.0.1", () => r()));
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
+/** A request with the target sent exactly as given (fetch would normalise `..`). */
+function rawGet(base: string, target: string): Promise<{ status: number; body: string }> {
+  const { port } = new URL(base);
+  return new Promise((resolveGet, reject) => {
+    const req = httpRequest({ host: "127.0.0.1", port: Number(port), path: target, method: "GET" }, (res) => {
+      let body = "";
+      res.on("data", (c: Buffer) => (body += c.toString()));
+      res.on("end", () => resolveGet({ status: res.statusCode!, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 describe("Node listener", () => {
+  it("answers 404 M_UNRECOGNIZED for the paths it does not serve (the federation API on a classic server's plain HTTP), however they are spelled", async () => {
+    const seen: string[] = [];
+    const base = await serve(async (req) => {
+      seen.push(new URL(req.url).pathname);
+      return Response.json({ ok: true });
+    }, 1 << 20, isFederationPath);
+    for (const target of ["/_matrix/federation/v1/version", "/_matrix/key/v2/server", "/_matrix/client/../federation/v1/version", "/_matrix/./key/v2/server?x=1"]) {
+      const r = await rawGet(base, target);
+      expect(r.status, target).toBe(404);
+      expect(JSON.parse(r.body)).toEqual({ errcode: "M_UNRECOGNIZED", error: "Unrecognized request" });
+    }
+    expect((await rawGet(base, "/_matrix/client/versions")).status).toBe(200);
+    expect((await rawGet(base, "/_matrix/media/v3/config")).status).toBe(200);
+    expect(seen).toEqual(["/_matrix/client/versions", "/_matrix/media/v3/config"]);
+  });
+
   it("passes binary request bodies through and streams binary responses back", async () => {
     const all = Uint8Array.from({ length: 256 }, (_, i) => i);
     const base = await serve(async (req) => {
