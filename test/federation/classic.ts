@@ -48,8 +48,8 @@ export interface ClassicNode {
 export interface ClassicFederation {
   readonly ca: TestCa;
   readonly nodes: ClassicNode[];
-  /** SIGTERM and wait (the data directory stays). */
-  stop(node: ClassicNode): Promise<void>;
+  /** SIGTERM (or `signal`, e.g. SIGKILL for a crash) and wait (the data directory stays). */
+  stop(node: ClassicNode, signal?: "SIGTERM" | "SIGKILL"): Promise<void>;
   /** Starts a stopped node again on its data directory and port. */
   start(node: ClassicNode): Promise<void>;
   /** Stops every process and removes every file. */
@@ -62,8 +62,8 @@ const REPO = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export interface ServeProcess {
   readonly child: ChildProcess;
   output(): string;
-  /** SIGTERM to the process group, SIGKILL after 20 s; resolves with how it ended. */
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM (or `signal`) to the process group, SIGKILL after 20 s; resolves with how it ended. */
+  stop(signal?: "SIGTERM" | "SIGKILL"): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 const running = new Set<ChildProcess>();
@@ -94,8 +94,8 @@ export function npmServe(args: string[], ready: RegExp, env: Record<string, stri
       // already gone
     }
   };
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) kill("SIGTERM");
+  const stop = async (signal: "SIGTERM" | "SIGKILL" = "SIGTERM") => {
+    if (child.exitCode === null && child.signalCode === null) kill(signal);
     const timer = setTimeout(() => kill("SIGKILL"), 20_000);
     const status = await exited;
     clearTimeout(timer);
@@ -214,10 +214,10 @@ export async function startClassicFederation(count: number, options: { config?: 
     // The HTTP line comes first; the HTTPS one was waited for.
     node.httpUrl = HTTP_READY.exec(spawned.output())![1]!;
   };
-  const stop = async (node: ClassicNode): Promise<void> => {
+  const stop = async (node: ClassicNode, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> => {
     const p = node.process;
     if (!p) return;
-    await p.stop();
+    await p.stop(signal);
     outputs.set(node, (outputs.get(node) ?? "") + p.output());
     node.process = undefined;
   };
@@ -226,7 +226,7 @@ export async function startClassicFederation(count: number, options: { config?: 
   try {
     await Promise.all(nodes.map(start));
   } catch (err) {
-    await Promise.all(nodes.map(stop));
+    await Promise.all(nodes.map((n) => stop(n)));
     client.close();
     await rm(root, { recursive: true, force: true });
     throw err;
@@ -237,7 +237,7 @@ export async function startClassicFederation(count: number, options: { config?: 
     stop,
     start,
     close: async () => {
-      await Promise.all(nodes.map(stop));
+      await Promise.all(nodes.map((n) => stop(n)));
       client.close();
       await rm(root, { recursive: true, force: true });
     },
