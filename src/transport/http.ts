@@ -117,24 +117,39 @@ async function readFrame(lp: LengthPrefixedStream<Stream>, ms: number, what: str
   }
 }
 
-/** Writes `body` as frames of at most {@link MAX_FRAME_BYTES}, then the end marker; each write waits for the stream to drain. */
-async function writeBody(lp: LengthPrefixedStream<Stream>, body: ReadableStream<Uint8Array> | null, signal?: AbortSignal): Promise<void> {
-  if (body) {
-    const reader = body.getReader();
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        for (let at = 0; at < value.byteLength; at += MAX_FRAME_BYTES) {
-          await lp.write(value.subarray(at, at + MAX_FRAME_BYTES), { signal });
-        }
+/**
+ * Writes `head`, then `body` as frames of at most {@link MAX_FRAME_BYTES}, then the end marker;
+ * each write waits for the stream to drain. A body of one small chunk (every JSON request and
+ * answer) goes out with its head and end marker in one write: one message through the relay
+ * instead of three.
+ */
+async function writeMessage(lp: LengthPrefixedStream<Stream>, head: Uint8Array, body: ReadableStream<Uint8Array> | null, signal: AbortSignal | (() => AbortSignal)): Promise<void> {
+  const options = (): { signal: AbortSignal } => ({ signal: typeof signal === "function" ? signal() : signal });
+  if (!body) return lp.writeV([head, EMPTY], options());
+  const reader = body.getReader();
+  try {
+    const first = await reader.read();
+    if (first.done) return await lp.writeV([head, EMPTY], options());
+    // Whether the body ends right there; a body still being produced (streamed media) is not waited for.
+    const pending = reader.read();
+    const second = await Promise.race([pending, new Promise<undefined>((resolve) => setTimeout(resolve, 0))]);
+    if (second?.done && first.value.byteLength <= MAX_FRAME_BYTES) return await lp.writeV(first.value.byteLength ? [head, first.value, EMPTY] : [head, EMPTY], options());
+    await lp.write(head, options());
+    let chunk: ReadableStreamReadResult<Uint8Array> = first;
+    let next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined = pending;
+    while (!chunk.done) {
+      const value = chunk.value;
+      for (let at = 0; at < value.byteLength; at += MAX_FRAME_BYTES) {
+        await lp.write(value.subarray(at, at + MAX_FRAME_BYTES), options());
       }
-    } catch (err) {
-      await reader.cancel(err).catch(() => undefined);
-      throw err;
+      chunk = await (next ?? reader.read());
+      next = undefined;
     }
+  } catch (err) {
+    await reader.cancel(err).catch(() => undefined);
+    throw err;
   }
-  await lp.write(EMPTY, { signal });
+  await lp.write(EMPTY, options());
 }
 
 /** What a body read from frames may be. */
@@ -280,9 +295,8 @@ export class Libp2pFederationTransport implements FederationTransport {
     let answered = false;
     try {
       const head = { method: request.method, path: pathAndQuery(request.url, destination), headers: headersOf(request.headers) };
-      await lp.write(new TextEncoder().encode(JSON.stringify(head)), { signal });
       // Sent while the answer is awaited: a server refusing early (413) is heard even mid-upload.
-      const sending = writeBody(lp, request.method === "GET" || request.method === "HEAD" ? null : request.body, signal);
+      const sending = writeMessage(lp, new TextEncoder().encode(JSON.stringify(head)), request.method === "GET" || request.method === "HEAD" ? null : request.body, signal);
       sending.catch(() => undefined);
       const answer = parseHead(await readFrame(lp, this.responseTimeoutMs, "response", signal));
       answered = true;
@@ -487,25 +501,8 @@ export async function serveHttp(node: P2PNode, handle: PeerRequestHandler, optio
 /** Writes a response on `lp`: head, body frames, end marker; then closes our side. */
 async function writeResponse(stream: Stream, lp: LengthPrefixedStream<Stream>, response: Response, idleMs: number): Promise<void> {
   const head = { status: response.status, headers: headersOf(response.headers) };
-  await lp.write(new TextEncoder().encode(JSON.stringify(head)), { signal: AbortSignal.timeout(idleMs) });
-  // Each frame waits for the caller to make room; a caller that stops reading for idleMs is cut.
-  const body = response.body;
-  if (body) {
-    const reader = body.getReader();
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        for (let at = 0; at < value.byteLength; at += MAX_FRAME_BYTES) {
-          await lp.write(value.subarray(at, at + MAX_FRAME_BYTES), { signal: AbortSignal.timeout(idleMs) });
-        }
-      }
-    } catch (err) {
-      await reader.cancel(err).catch(() => undefined);
-      throw err;
-    }
-  }
-  await lp.write(EMPTY, { signal: AbortSignal.timeout(idleMs) });
+  // Each write waits for the caller to make room; a caller that stops reading for idleMs is cut.
+  await writeMessage(lp, new TextEncoder().encode(JSON.stringify(head)), response.body, () => AbortSignal.timeout(idleMs));
   await stream.close({ signal: AbortSignal.timeout(idleMs) });
 }
 
