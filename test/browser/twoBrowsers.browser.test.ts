@@ -1,0 +1,263 @@
+/**
+ * Two people, two browsers, one `npm start` (issue 13's first and third acceptance points): two
+ * isolated Chromium contexts (each its own storage, so its own Service Worker, identity and
+ * homeserver) open the app and click *Sign in*; A creates a public room in Hydrogen's create-room
+ * view; B joins it from Hydrogen's join-room view and both type into their Hydrogen timelines,
+ * which show each other's messages (federation browser to browser over libp2p through `npm start`'s
+ * rendezvous). Hydrogen (hydrogen-view-sdk 0.3.1) has no public-room directory view: its way in is
+ * the join view, which takes a room ID or alias, so B types the alias A gave the room (A reads it off
+ * Hydrogen's room details). Then A closes every page of the app and its worker is stopped (CDP:
+ * Playwright would keep it alive); B sends while A is offline, A reopens the app and its Hydrogen
+ * shows what it missed. Screenshots go to test-results/browser/.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import type { Browser, BrowserContext, CDPSession, Page } from "playwright-core";
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from "../e2e/browser.ts";
+import { REPO_ROOT } from "../e2e/serve.ts";
+import { npmStart } from "./npmStart.ts";
+import type { StartedApp } from "./npmStart.ts";
+
+const ARTIFACTS = join(REPO_ROOT, "test-results", "browser");
+
+interface WorkerStatus {
+  instance: string;
+  serverName: string;
+  outboundQueues: Record<string, number>;
+  p2p: { running: boolean; peers: number; rendezvousConnected: number; rendezvous: string };
+}
+
+/** The worker's status through the app's message protocol (src/app/worker.ts). */
+function status(page: Page): Promise<WorkerStatus> {
+  return page.evaluate(
+    () =>
+      new Promise<WorkerStatus>((resolve, reject) => {
+        const channel = new MessageChannel();
+        const timer = setTimeout(() => reject(new Error("no status answer")), 20_000);
+        channel.port1.onmessage = (e: MessageEvent<{ status: WorkerStatus; error?: string }>) => {
+          clearTimeout(timer);
+          if (e.data.error) reject(new Error(e.data.error));
+          else resolve(e.data.status);
+        };
+        navigator.serviceWorker.controller!.postMessage({ hyphae: "status" }, [channel.port2]);
+      }),
+  );
+}
+
+/** One person's browser: an isolated context with its console and failed requests recorded. */
+interface Person {
+  name: string;
+  context: BrowserContext;
+  page: Page;
+  logs: string[];
+}
+
+async function person(browser: Browser, name: string): Promise<Person> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  const logs: string[] = [];
+  const watch = (page: Page): void => {
+    // (the worker's own lines are taken from the worker below, also while no page is open)
+    page.on("console", (msg) => void (msg.text().startsWith("[hyphae]") || logs.push(`[${msg.type()}] ${msg.text()}`)));
+    page.on("pageerror", (err) => logs.push(`[pageerror] ${err.message}`));
+    page.on("response", (res) => {
+      if (res.status() >= 400) logs.push(`[http ${res.status()}] ${res.request().method()} ${res.url()}`);
+    });
+    page.on("requestfailed", (req) => logs.push(`[requestfailed] ${req.method()} ${req.url()} ${req.failure()?.errorText ?? ""}`));
+  };
+  context.on("page", watch);
+  // The worker's own console (its warnings and errors: src/sw/serviceWorker.ts), with a time stamp.
+  context.on("serviceworker", (worker) => worker.on("console", (msg) => logs.push(`[sw ${new Date().toISOString()} ${msg.type()}] ${msg.text()}`)));
+  return { name, context, page: await context.newPage(), logs };
+}
+
+const shot = (p: Person, file: string): Promise<unknown> => p.page.screenshot({ path: join(ARTIFACTS, file), fullPage: true }).catch(() => undefined);
+
+/** A message line in a Hydrogen timeline. */
+const inTimeline = (p: Person, text: string) => p.page.locator(".Timeline_message", { hasText: text }).first();
+
+/** Types a message into Hydrogen's composer of the open room and sends it with Enter. */
+async function type(p: Person, text: string): Promise<void> {
+  const composer = p.page.locator(".MessageComposer_input textarea");
+  await composer.waitFor({ timeout: 30_000 });
+  await composer.click();
+  await composer.pressSequentially(text);
+  await composer.press("Enter");
+}
+
+/** Opens the entry of Hydrogen's "+" menu (create room / join room) in the left panel. */
+async function createMenu(p: Person, entry: "Create Room" | "Join Room"): Promise<void> {
+  await p.page.locator(".LeftPanel button.create").click();
+  await p.page.locator(".menu button.menu-item", { hasText: entry }).click();
+}
+
+describe("two browsers chat through npm start (Hydrogen, Chromium)", () => {
+  let app: StartedApp | undefined;
+  let browser: Browser | undefined;
+  let a: Person | undefined;
+  let b: Person | undefined;
+  let roomAlias = "";
+
+  beforeAll(async () => {
+    await mkdir(ARTIFACTS, { recursive: true });
+    app = await npmStart();
+    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS });
+    a = await person(browser, "A");
+    b = await person(browser, "B");
+  }, 240_000);
+
+  afterAll(async () => {
+    const logs = [a, b].filter((p) => p !== undefined).flatMap((p) => [`--- ${p.name} ---`, ...p.logs]);
+    await writeFile(join(ARTIFACTS, "two-browsers.log"), logs.join("\n") + "\n").catch(() => undefined);
+    await browser?.close();
+    if (app) {
+      await writeFile(join(ARTIFACTS, "two-browsers-npm-start.log"), app.output()).catch(() => undefined);
+      expect(await app.stop()).toEqual({ code: 0, signal: null });
+    }
+  }, 60_000);
+
+  /** Adds the last lines each browser logged to a failure. */
+  const explain = (err: unknown): Error =>
+    new Error(`${(err as Error).message}\n--- A ---\n${a?.logs.slice(-40).join("\n") ?? ""}\n--- B ---\n${b?.logs.slice(-40).join("\n") ?? ""}`, { cause: err });
+
+  /** The landing page, *Sign in*, and Hydrogen open and logged in. Returns the Matrix ID. */
+  async function signIn(p: Person, displayName: string): Promise<string> {
+    await p.page.goto(`${app!.url}/`);
+    await p.page.waitForSelector("body[data-app=ready]", { timeout: 60_000 });
+    await p.page.fill("#name", displayName);
+    await p.page.click("#signin-button");
+    await p.page.waitForURL(/\/client\//, { timeout: 60_000 });
+    await p.page.locator(".SessionView").waitFor({ timeout: 90_000 });
+    return p.page.evaluate(() => (JSON.parse(localStorage.getItem("hyphae_account")!) as { userId: string }).userId);
+  }
+
+  let aliceId = "";
+  let bobId = "";
+
+  it("A creates a public room in Hydrogen, B joins it from Hydrogen's join view; messages both ways in both timelines", async () => {
+    try {
+      [aliceId, bobId] = [await signIn(a!, "Alice"), await signIn(b!, "Bob")];
+      const serverA = aliceId.split(":")[1]!;
+      expect(bobId.split(":")[1]).not.toBe(serverA);
+      expect((await status(a!.page)).p2p).toMatchObject({ running: true, rendezvousConnected: 1 });
+      expect((await status(b!.page)).p2p).toMatchObject({ running: true, rendezvousConnected: 1 });
+
+      // A: Hydrogen's create-room view, a public room with an alias.
+      await createMenu(a!, "Create Room");
+      const form = a!.page.locator(".CreateRoomView");
+      await form.locator("#name").fill("Lobby of two browsers");
+      await form.locator("#isPublic").check();
+      await form.locator("#roomAlias").fill("lobby");
+      await shot(a!, "two-browsers-a-create-room.png");
+      await form.locator("button[type=submit]").click();
+      // hydrogen-view-sdk 0.3.1's create view navigates to `(await-less Promise).id`, i.e. nowhere
+      // (its pageerror "getKey(true) failed on …archivedRoomSummary"): the user opens the new room
+      // from the room list, where it appears.
+      await a!.page.locator(".RoomList li", { hasText: "Lobby of two browsers" }).locator("a").click({ timeout: 60_000 });
+      await a!.page.locator(".RoomView .MessageComposer_input textarea").waitFor({ timeout: 60_000 });
+      // The alias as Hydrogen shows it in the room's details.
+      await a!.page.locator(".RoomHeader button.room-options").click();
+      await a!.page.locator(".menu button.menu-item", { hasText: "Room details" }).click();
+      const aliasShown = a!.page.locator(".RoomDetailsView_id");
+      await aliasShown.waitFor({ timeout: 30_000 });
+      roomAlias = (await aliasShown.textContent())!.trim();
+      expect(roomAlias).toBe(`#lobby:${serverA}`);
+      await type(a!, "hello from A");
+      await inTimeline(a!, "hello from A").waitFor({ timeout: 30_000 });
+
+      // B: Hydrogen's join view (Hydrogen has no public-room directory view), with the alias A gave.
+      await createMenu(b!, "Join Room");
+      const join = b!.page.locator(".JoinRoomView");
+      await join.locator("input#id").fill(roomAlias);
+      await shot(b!, "two-browsers-b-join-room.png");
+      await join.locator("button[type=submit]").click();
+      await b!.page.locator(".RoomView .MessageComposer_input textarea").waitFor({ timeout: 120_000 });
+      await inTimeline(b!, "hello from A").waitFor({ timeout: 60_000 });
+
+      await type(b!, "hello from B");
+      await inTimeline(a!, "hello from B").waitFor({ timeout: 60_000 });
+      await type(a!, "A again");
+      await inTimeline(b!, "A again").waitFor({ timeout: 60_000 });
+      await inTimeline(b!, "hello from B").waitFor({ timeout: 10_000 });
+      await shot(a!, "two-browsers-a-timeline.png");
+      await shot(b!, "two-browsers-b-timeline.png");
+    } catch (err) {
+      await shot(a!, "two-browsers-a-failure.png");
+      await shot(b!, "two-browsers-b-failure.png");
+      throw explain(err);
+    }
+  }, 420_000);
+
+  it("A closes every page; B sends; A reopens and receives what it missed", async () => {
+    expect(roomAlias, "the first test ran").not.toBe("");
+    let cdp: CDPSession | undefined;
+    try {
+      const serverA = aliceId.split(":")[1]!;
+      // A blank tab (no page of the app, so not controlled by its worker) carries the CDP session
+      // that stops A's worker once the app's pages are closed.
+      const blank = await a!.context.newPage();
+      cdp = await a!.context.newCDPSession(blank);
+      const running: string[] = [];
+      cdp.on("ServiceWorker.workerVersionUpdated", (e: { versions: { runningStatus: string }[] }) => {
+        for (const v of e.versions) running.push(v.runningStatus);
+        a!.logs.push(`[cdp ${Date.now()}] ${JSON.stringify(e.versions)}`);
+      });
+      await cdp.send("ServiceWorker.enable");
+      for (const page of a!.context.pages()) if (page !== blank) await page.close();
+      // Chromium stops a worker with no pages after its idle timeout (30-45 s), which Playwright
+      // suspends; the stop does it now. A last message of a closing page can still wake the worker
+      // right after, so it is stopped until it stays stopped.
+      let before = running.length;
+      for (let attempt = 0; ; attempt++) {
+        before = running.length;
+        await cdp.send("ServiceWorker.stopAllWorkers");
+        await expect.poll(() => running.slice(before).includes("stopped"), { timeout: 20_000 }).toBe(true);
+        await new Promise((r) => setTimeout(r, 1_500));
+        if (running.at(-1) === "stopped") break;
+        if (attempt === 3) throw new Error(`A's worker keeps restarting without a page: ${running.join(" ")}`);
+      }
+
+      // B sends while A is offline: the messages wait in B's queue for A's server.
+      const missed = ["missed one", "missed two", "missed three"];
+      for (const text of missed) {
+        await type(b!, text);
+        await inTimeline(b!, text).waitFor({ timeout: 30_000 });
+      }
+      await expect.poll(async () => (await status(b!.page)).outboundQueues[serverA] ?? 0, { timeout: 30_000 }).toBeGreaterThan(0);
+      expect(running.slice(before).at(-1), `A's worker stayed stopped: ${running.slice(before).join(" ")}`).toBe("stopped");
+      await shot(b!, "two-browsers-b-while-a-away.png");
+
+      // A reopens the app: the landing page, then its chat (Hydrogen resumes its session).
+      const page = await a!.context.newPage();
+      a!.page = page;
+      await blank.close();
+      cdp = undefined;
+      await page.goto(`${app!.url}/`);
+      await page.waitForSelector("body[data-app=ready]", { timeout: 60_000 });
+      await page.click("#open-client");
+      await page.waitForURL(/\/client\//, { timeout: 60_000 });
+      await page.locator(".SessionView").waitFor({ timeout: 90_000 });
+      await page.locator(".RoomList li", { hasText: "Lobby of two browsers" }).locator("a").click();
+      for (const text of missed) await inTimeline(a!, text).waitFor({ timeout: 120_000 });
+      await shot(a!, "two-browsers-a-caught-up.png");
+      // Each once, in order, after what came before.
+      // (each body ends with Hydrogen's time stamp, "7:40 PM")
+      const lines = await page.locator(".Timeline_message .Timeline_messageBody").allTextContents();
+      const seen = lines.map((l) => l.replace(/\s*\d{1,2}:\d{2}\s*[AP]M$/, "").trim());
+      expect(seen).toEqual(["hello from A", "hello from B", "A again", ...missed]);
+      await expect.poll(async () => (await status(b!.page)).outboundQueues[serverA] ?? 0, { timeout: 60_000 }).toBe(0);
+
+      // And A talks again.
+      await type(a!, "A is back");
+      await inTimeline(b!, "A is back").waitFor({ timeout: 60_000 });
+      await shot(b!, "two-browsers-b-after-return.png");
+    } catch (err) {
+      await shot(a!, "two-browsers-a-return-failure.png");
+      await shot(b!, "two-browsers-b-return-failure.png");
+      throw explain(err);
+    } finally {
+      await cdp?.detach().catch(() => undefined);
+    }
+  }, 420_000);
+});
