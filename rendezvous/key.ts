@@ -3,11 +3,11 @@
  * homeserver's `identity.seed`), so the peer ID, and with it every relay address handed out,
  * survives restarts.
  */
-import { link, mkdir, open, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { generateKeyPairFromSeed } from "@libp2p/crypto/keys";
 import type { PrivateKey } from "@libp2p/interface";
-import { fsyncDir } from "../src/node/durableFile.ts";
+import { createFileOnce } from "../src/node/durableFile.ts";
 
 /** A key file that exists but cannot be the node's identity (exit 1, one line). */
 export class KeyFileError extends Error {
@@ -40,29 +40,19 @@ async function readSeed(path: string): Promise<Uint8Array | undefined> {
 }
 
 /**
- * Writes the seed to a temp file (0600), fsyncs it and links it into place: a crash leaves no key
- * file or a whole one, never a short one; if another process created the file meanwhile, its seed wins.
+ * Creates the key file (0600, written whole before it appears: see `createFileOnce`); if another
+ * process created it meanwhile, its seed wins.
  */
 async function writeSeed(path: string, seed: Uint8Array): Promise<{ seed: Uint8Array; created: boolean }> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, "w", 0o600);
+  let created: boolean;
   try {
-    await fh.writeFile(seed);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await link(tmp, path);
+    created = await createFileOnce(path, seed);
   } catch (err) {
-    await rm(tmp, { force: true });
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new KeyFileError(`cannot create key file ${path}: ${(err as Error).message}`);
-    const theirs = await readSeed(path);
-    if (!theirs) throw new KeyFileError(`key file ${path} vanished while being created`);
-    return { seed: theirs, created: false };
+    throw new KeyFileError(`cannot create key file ${path}: ${(err as Error).message}`);
   }
-  await rm(tmp, { force: true });
-  await fsyncDir(dirname(path));
-  return { seed, created: true };
+  if (created) return { seed, created: true };
+  const theirs = await readSeed(path);
+  if (!theirs) throw new KeyFileError(`key file ${path} vanished while being created`);
+  return { seed: theirs, created: false };
 }

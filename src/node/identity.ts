@@ -2,10 +2,10 @@
  * The homeserver's identity: one 32-byte ed25519 seed in the data directory (docs/DESIGN.md "Identity
  * and naming"). Created on first start, readable only by its owner, never rewritten.
  */
-import { link, mkdir, open, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { serverNameFromSeed } from "../homeserver/keys/server.ts";
-import { fsyncDir } from "./durableFile.ts";
+import { createFileOnce } from "./durableFile.ts";
 import { StartupError } from "./config.ts";
 
 /** The seed file's name inside the data directory (32 raw bytes). */
@@ -47,24 +47,7 @@ export async function writeNewSeed(dataDir: string, seed: Uint8Array): Promise<{
   const path = join(dataDir, SEED_FILE);
   // An empty seed (an older version's crash) is replaced.
   if ((await readFile(path).catch(() => undefined))?.length === 0) await rm(path, { force: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, "w", 0o600);
-  try {
-    await fh.writeFile(seed);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    // link, not rename: never replace a seed another process put in place meanwhile.
-    await link(tmp, path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    await rm(tmp, { force: true });
-    return { seed: checkSeed(await readFile(path), path), created: false };
-  }
-  await rm(tmp, { force: true });
-  await fsyncDir(dataDir);
+  if (!(await createFileOnce(path, seed))) return { seed: checkSeed(await readFile(path), path), created: false };
   return { seed, created: true };
 }
 
