@@ -379,3 +379,21 @@ describe("the resident's endpoints refuse what they must", () => {
     expect((await b.call("GET", `/_matrix/client/v3/directory/room/${enc("#nope:a.test")}`)).status).toBe(404);
   });
 });
+
+describe("joining while a member's server is offline", () => {
+  it("the joiner gets the offline server's keys from the resident server it joins through (no trusted_key_servers)", async () => {
+    const { servers, alice } = await setup(["a.test", "b.test", "c.test"]);
+    const [a, b, c] = servers as [FedServer, FedServer, FedServer];
+    const created = await a.call("POST", "/_matrix/client/v3/createRoom", { preset: "public_chat" }, alice.token);
+    const roomId = created.body.room_id as string;
+    const bob = await b.register("bob");
+    expect((await b.call("POST", `/_matrix/client/v3/join/${enc(roomId)}?server_name=a.test`, {}, bob.token)).status).toBe(200);
+    await eventually("A sees bob", async () => (await membershipOn(a, roomId, bob.userId, alice.token)) === "join");
+    // B goes away; C has never seen B's key, but Bob's join (signed by B) is in the room's state.
+    fed!.network.setOnline("b.test", false);
+    const carol = await c.register("carol");
+    const joined = await c.call("POST", `/_matrix/client/v3/join/${enc(roomId)}?server_name=a.test`, {}, carol.token);
+    expect(joined).toEqual({ status: 200, body: { room_id: roomId } });
+    expect(await membershipOn(c, roomId, bob.userId, carol.token)).toBe("join");
+  });
+});

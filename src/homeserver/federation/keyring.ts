@@ -71,9 +71,13 @@ export class Keyring {
   /**
    * The public key `keyId` of `server`, valid at `validAt` (a timestamp; undefined: any key the
    * server ever had, for room versions that do not enforce key validity). Fetches when the cache
-   * has no such key; undefined when none can be found.
+   * has no such key; undefined when none can be found. `via`: the server that sent us the event
+   * being checked (the origin of a transaction, the resident server of a join), asked as a notary
+   * after the configured ones: it verified the same signatures, so it holds the keys even while
+   * their server is offline (without it, one offline member server would make every join fail
+   * when no `trusted_key_servers` are configured).
    */
-  async key(server: string, keyId: string, validAt?: number): Promise<Uint8Array | undefined> {
+  async key(server: string, keyId: string, validAt?: number, via?: string): Promise<Uint8Array | undefined> {
     if (!keyId.startsWith("ed25519:")) return undefined;
     if (server === this.options.serverName) {
       return keyId === this.options.signingKey.keyId ? this.options.signingKey.signer.publicKey : undefined;
@@ -81,7 +85,7 @@ export class Keyring {
     if (isKeyServerName(server)) return keyOfServerName(server);
     const cached = await this.cached(server, keyId);
     if (cached && isValidAt(cached, validAt)) return decodeBase64(cached.key);
-    await this.fetch(server, [keyId]);
+    await this.fetch(server, [keyId], via);
     const fetched = await this.cached(server, keyId);
     return fetched && isValidAt(fetched, validAt) ? decodeBase64(fetched.key) : undefined;
   }
@@ -114,46 +118,62 @@ export class Keyring {
     return rows.map((r) => r.value);
   }
 
-  /** Fetches `server`'s keys once at a time (concurrent callers share the fetch). */
-  private fetch(server: string, keyIds: string[]): Promise<void> {
+  /**
+   * Fetches `server`'s keys once at a time (concurrent callers share the fetch): directly, then
+   * through the configured notaries, then through `via`. After a failure only `via` is tried
+   * (once per such server) until the backoff ends.
+   */
+  private fetch(server: string, keyIds: string[], via?: string): Promise<void> {
     const client = this.options.client;
     if (!client || !client.mayContact(server)) return Promise.resolve();
+    const extra = via !== undefined && via !== server && via !== this.options.serverName && !(this.options.notaries ?? []).includes(via) && client.mayContact(via) ? via : undefined;
     const failed = this.failedAt.get(server);
-    if (failed !== undefined && this.options.clock() - failed < FAILURE_BACKOFF_MS) return Promise.resolve();
-    let pending = this.inFlight.get(server);
+    const backingOff = failed !== undefined && this.options.clock() - failed < FAILURE_BACKOFF_MS;
+    if (backingOff && extra === undefined) return Promise.resolve();
+    const flight = backingOff ? storeKey(server, extra!) : server;
+    let pending = this.inFlight.get(flight);
     if (!pending) {
-      pending = this.fetchNow(client, server, keyIds).finally(() => this.inFlight.delete(server));
-      this.inFlight.set(server, pending);
+      pending = this.fetchNow(client, server, keyIds, !backingOff, extra).finally(() => this.inFlight.delete(flight));
+      this.inFlight.set(flight, pending);
     }
     return pending;
   }
 
-  private async fetchNow(client: FederationClient, server: string, keyIds: string[]): Promise<void> {
-    try {
-      const direct = await client.json(server, "GET", "/_matrix/key/v2/server", { timeoutMs: 10_000 });
-      if (await this.accept(server, direct)) return;
-    } catch (err) {
-      this.options.logger.debug(`keys of ${server}: direct fetch failed:`, err instanceof Error ? err.message : err);
-    }
-    for (const notary of this.options.notaries ?? []) {
-      if (notary === server || !client.mayContact(notary)) continue;
+  private async fetchNow(client: FederationClient, server: string, keyIds: string[], full: boolean, extra: string | undefined): Promise<void> {
+    if (full) {
       try {
-        const body = { server_keys: { [server]: Object.fromEntries(keyIds.map((k) => [k, {}])) } };
-        const answer = await client.json<{ server_keys?: unknown }>(notary, "POST", "/_matrix/key/v2/query", { body, timeoutMs: 10_000 });
-        let any = false;
-        for (const response of Array.isArray(answer.server_keys) ? answer.server_keys : []) {
-          if (!isObject(response) || response.server_name !== server) continue;
-          // The notary vouches with its own signature, on top of the server's.
-          const notaryKey = (_s: string, keyId: string) => this.key(notary, keyId, this.options.clock());
-          if (!(await verifyJsonSignature(response, notary, notaryKey, this.options.verifier))) continue;
-          if (await this.accept(server, response)) any = true;
-        }
-        if (any) return;
+        const direct = await client.json(server, "GET", "/_matrix/key/v2/server", { timeoutMs: 10_000 });
+        if (await this.accept(server, direct)) return;
       } catch (err) {
-        this.options.logger.debug(`keys of ${server} through ${notary} failed:`, err instanceof Error ? err.message : err);
+        this.options.logger.debug(`keys of ${server}: direct fetch failed:`, err instanceof Error ? err.message : err);
+      }
+      for (const notary of this.options.notaries ?? []) {
+        if (notary === server || !client.mayContact(notary)) continue;
+        if (await this.throughNotary(client, notary, server, keyIds)) return;
       }
     }
-    this.failedAt.set(server, this.options.clock());
+    if (extra !== undefined && (await this.throughNotary(client, extra, server, keyIds))) return;
+    if (full) this.failedAt.set(server, this.options.clock());
+  }
+
+  /** Asks `notary` for `server`'s keys (`POST /_matrix/key/v2/query`); true when a verified answer was cached. */
+  private async throughNotary(client: FederationClient, notary: string, server: string, keyIds: string[]): Promise<boolean> {
+    try {
+      const body = { server_keys: { [server]: Object.fromEntries(keyIds.map((k) => [k, {}])) } };
+      const answer = await client.json<{ server_keys?: unknown }>(notary, "POST", "/_matrix/key/v2/query", { body, timeoutMs: 10_000 });
+      let any = false;
+      for (const response of Array.isArray(answer.server_keys) ? answer.server_keys : []) {
+        if (!isObject(response) || response.server_name !== server) continue;
+        // The notary vouches with its own signature, on top of the server's.
+        const notaryKey = (_s: string, keyId: string) => this.key(notary, keyId, this.options.clock());
+        if (!(await verifyJsonSignature(response, notary, notaryKey, this.options.verifier))) continue;
+        if (await this.accept(server, response)) any = true;
+      }
+      return any;
+    } catch (err) {
+      this.options.logger.debug(`keys of ${server} through ${notary} failed:`, err instanceof Error ? err.message : err);
+      return false;
+    }
   }
 
   /** Checks a `/key/v2/server` answer (self-signed by every key it lists as current) and caches its keys. */

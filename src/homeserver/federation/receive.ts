@@ -257,7 +257,8 @@ export class RoomReceiver {
   /** The checks on receipt (steps 1–4) against the events known so far. */
   private check(raw: JsonObject, expectedEventId?: string): Promise<ReceiveVerdict> {
     return receivePdu(raw, this.rules, {
-      keys: (server, keyId, validAt) => this.hs.keyring.key(server, keyId, validAt),
+      // The origin verified these signatures itself: it is asked for keys their servers cannot give.
+      keys: (server, keyId, validAt) => this.hs.keyring.key(server, keyId, validAt, this.origin),
       verifier: this.hs.verifier,
       fetchEvent: (id) => this.fetchEvent(id),
       ...(expectedEventId !== undefined ? { expectedEventId } : {}),

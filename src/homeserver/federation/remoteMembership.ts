@@ -253,7 +253,8 @@ async function makeAndBuild(hs: Services, client: FederationClient, server: stri
   return { rules, event };
 }
 
-const keyLookup = (hs: Services): ServerKeyLookup => (server, keyId, validAt) => hs.keyring.key(server, keyId, validAt);
+/** Keys for checking what `via` sent: the keyring, with `via` as a last-resort notary. */
+const keyLookup = (hs: Services, via: string): ServerKeyLookup => (server, keyId, validAt) => hs.keyring.key(server, keyId, validAt, via);
 
 /**
  * Joins `userId` to a room this server is not in, through the first of `servers` that completes
@@ -267,7 +268,7 @@ export async function joinRemoteRoom(hs: Services, userId: string, roomId: strin
     try {
       const { rules, event: built } = await makeAndBuild(hs, client, server, roomId, userId, "join", content);
       const answer = await client.json(server, "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(built.eventId)}`, { body: built.pdu, timeoutMs: 120_000 });
-      const verified = await verifyRoomState(roomId, rules, answer.state, answer.auth_chain, keyLookup(hs), hs.verifier);
+      const verified = await verifyRoomState(roomId, rules, answer.state, answer.auth_chain, keyLookup(hs, server), hs.verifier);
       // Restricted rooms: the resident returns the join with its signature added.
       let join = built;
       const returned = asObject(answer.event);
@@ -278,7 +279,7 @@ export async function joinRemoteRoom(hs: Services, userId: string, roomId: strin
         join = { ...built, pdu: { ...built.pdu, signatures: { ...(asObject(returned.signatures) as Pdu["signatures"]), ...built.pdu.signatures } } };
       }
       const check = await receivePdu(join.pdu, rules, {
-        keys: keyLookup(hs), verifier: hs.verifier, fetchEvent: (id) => verified.events.get(id), stateBefore: verified.state, expectedEventId: join.eventId,
+        keys: keyLookup(hs, server), verifier: hs.verifier, fetchEvent: (id) => verified.events.get(id), stateBefore: verified.state, expectedEventId: join.eventId,
       });
       if (check.outcome !== "accept") throw new RoomStateError(`our join does not pass the auth rules against ${server}'s state: ${check.reason}`);
       await persistJoin(hs, roomId, rules, verified, join);
