@@ -314,10 +314,7 @@ async function acceptMembership(ctx: RequestContext, p: Record<string, string>, 
 
 /** `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}` */
 export async function putInvite(ctx: RequestContext, p: Record<string, string>, origin: string): Promise<Record<string, unknown>> {
-  const { hs } = ctx;
-  // A room this server is in has an ACL to apply; of another room it knows nothing yet.
-  const denied = await hs.store.read(async (tx) => (await getRoom(tx, p.roomId!)) !== undefined && !(await serverAllowedInRoom(tx, p.roomId!, origin)));
-  if (denied) throw forbidden("Server is denied by the room's server ACL");
+  await refuseDeniedInviter(ctx, p.roomId!, origin);
   const body = await ctx.json();
   const version = body.room_version;
   if (typeof version !== "string") throw missingParam("room_version is required");
@@ -325,6 +322,43 @@ export async function putInvite(ctx: RequestContext, p: Record<string, string>, 
   if (!rules) throw new MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", `Room version ${version} is not supported by this server`, { room_version: version });
   const raw = asObject(body.event);
   if (!raw) throw missingParam("event is required");
+  const signed = await acceptInvite(ctx, p, origin, rules, raw, body.invite_room_state);
+  return { event: pduForFederation({ pdu: signed }) };
+}
+
+/**
+ * `PUT /_matrix/federation/v1/invite/{roomId}/{eventId}` (invites-v1): the body is the invite
+ * itself, its `unsigned.invite_room_state` the stripped state, and the room version "must [be
+ * assumed to be] either 1 or 2" (the two share one event format; the create event among the
+ * stripped state says which, else 1). Answered `[200, {event}]`, the event with our signature
+ * added and its other fields untouched.
+ */
+export async function putInviteV1(ctx: RequestContext, p: Record<string, string>, origin: string): Promise<unknown[]> {
+  await refuseDeniedInviter(ctx, p.roomId!, origin);
+  const raw = await ctx.json();
+  const unsigned = asObject(raw.unsigned);
+  const inviteRoomState = unsigned?.invite_room_state;
+  const created = Array.isArray(inviteRoomState) ? inviteRoomState.map(asObject).find((e) => e?.type === "m.room.create") : undefined;
+  const rules = roomVersion(asObject(created?.content)?.room_version === "2" ? "2" : "1")!;
+  const signed = await acceptInvite(ctx, p, origin, rules, raw, inviteRoomState);
+  return [200, { event: { ...signed, ...(unsigned ? { unsigned } : {}) } }];
+}
+
+/** A room this server is in has an ACL to apply to the inviting server; of another room it knows nothing yet. */
+async function refuseDeniedInviter(ctx: RequestContext, roomId: string, origin: string): Promise<void> {
+  const denied = await ctx.hs.store.read(async (tx) => (await getRoom(tx, roomId)) !== undefined && !(await serverAllowedInRoom(tx, roomId, origin)));
+  if (denied) throw forbidden("Server is denied by the room's server ACL");
+}
+
+/**
+ * The invited side's checks on an invite (both versions), then our signature: 400 M_INVALID_PARAM
+ * for an event that is not an invite of one of our users by a user of the origin, or that fails its
+ * signature or hash check; 403 when the invitee does not exist or the auth rules refuse it. The
+ * invite is stored (in the room's DAG when we are in the room) with its stripped state. Returns the
+ * event with our signature added (without `unsigned`).
+ */
+async function acceptInvite(ctx: RequestContext, p: Record<string, string>, origin: string, rules: RoomVersionRules, raw: Record<string, unknown>, inviteRoomState: unknown): Promise<Pdu> {
+  const { hs } = ctx;
   const formatError = checkFormat(raw, rules);
   if (formatError) throw invalidParam(`Invalid event: ${formatError}`);
   const pdu = raw as Pdu;
@@ -344,7 +378,7 @@ export async function putInvite(ctx: RequestContext, p: Record<string, string>, 
   if (!(await checkContentHash(pdu))) throw invalidParam("The invite's content hash does not match");
   const account = await hs.store.read((tx) => tx.get<{ deactivated?: boolean }>("accounts", invitee));
   if (!account || account.deactivated) throw forbidden(`${invitee} is not a user here`);
-  const stripped = await checkInviteRoomState(ctx, body.invite_room_state, roomId, rules, origin);
+  const stripped = await checkInviteRoomState(ctx, inviteRoomState, roomId, rules, origin);
 
   const signed = await countersign(ctx, pdu, rules);
   const inRoom = await hs.store.read(async (tx) => (await getRoom(tx, roomId)) !== undefined && serverInRoom(tx, roomId, hs.serverName));
@@ -358,7 +392,7 @@ export async function putInvite(ctx: RequestContext, p: Record<string, string>, 
     stored = outcome?.outcome === "accepted" || outcome?.outcome === "duplicate";
   }
   if (!stored) await storeOutOfRoomMembership(hs, event);
-  return { event: pduForFederation({ pdu: signed }) };
+  return pduForFederation({ pdu: signed });
 }
 
 /**

@@ -253,6 +253,40 @@ async function makeAndBuild(hs: Services, client: FederationClient, server: stri
   return { rules, event };
 }
 
+/**
+ * Whether an error answer says the endpoint itself is unknown to the remote server (an older server
+ * without the v2 API): `404`/`405 M_UNRECOGNIZED` ("Unsupported endpoints"), `400 M_UNRECOGNIZED`
+ * (what older Synapse answers), or a 404/405 with no Matrix error at all (Dendrite's and Conduit's
+ * plain 404). A `404 M_NOT_FOUND` is an answer of the endpoint, not a missing endpoint.
+ */
+export function endpointUnsupported(err: unknown): boolean {
+  if (!(err instanceof FederationError)) return false;
+  if (err.errcode === "M_UNRECOGNIZED") return err.status === 400 || err.status === 404 || err.status === 405;
+  return err.errcode === undefined && (err.status === 404 || err.status === 405);
+}
+
+/** The body of a v1 answer, which comes as `[200, body]` (joins-v1, leaving-v1, invites-v1). */
+function v1Body(server: string, what: string, answer: unknown): Record<string, unknown> {
+  const body = Array.isArray(answer) && answer.length === 2 && typeof answer[0] === "number" ? asObject(answer[1]) : undefined;
+  if (!body) throw new RoomStateError(`${server} answered the v1 ${what} with something other than [200, {…}]`);
+  return body;
+}
+
+/**
+ * `PUT /v2/send_{membership}` on `server`; when the server lacks the v2 endpoint, the deprecated v1
+ * one ("servers SHOULD retry with v1"), whose `[200, body]` answer is unwrapped.
+ */
+async function sendMembership(client: FederationClient, server: string, membership: "join" | "leave", event: EventWithId, timeoutMs?: number): Promise<Record<string, unknown>> {
+  const path = (v: string): string => `/_matrix/federation/${v}/send_${membership}/${enc(event.roomId)}/${enc(event.eventId)}`;
+  const options = { body: event.pdu, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+  try {
+    return await client.json(server, "PUT", path("v2"), options);
+  } catch (err) {
+    if (!endpointUnsupported(err)) throw err;
+  }
+  return v1Body(server, `send_${membership}`, await client.json<unknown>(server, "PUT", path("v1"), options));
+}
+
 /** Keys for checking what `via` sent: the keyring, with `via` as a last-resort notary. */
 const keyLookup = (hs: Services, via: string): ServerKeyLookup => (server, keyId, validAt) => hs.keyring.key(server, keyId, validAt, via);
 
@@ -267,7 +301,7 @@ export async function joinRemoteRoom(hs: Services, userId: string, roomId: strin
   for (const server of servers) {
     try {
       const { rules, event: built } = await makeAndBuild(hs, client, server, roomId, userId, "join", content);
-      const answer = await client.json(server, "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(built.eventId)}`, { body: built.pdu, timeoutMs: 120_000 });
+      const answer = await sendMembership(client, server, "join", built, 120_000);
       const verified = await verifyRoomState(roomId, rules, answer.state, answer.auth_chain, keyLookup(hs, server), hs.verifier);
       // Restricted rooms: the resident returns the join with its signature added.
       let join = built;
@@ -320,7 +354,7 @@ export async function leaveRemoteRoom(hs: Services, userId: string, roomId: stri
     for (const server of servers) {
       try {
         const { event } = await makeAndBuild(hs, client, server, roomId, userId, "leave", content);
-        await client.json(server, "PUT", `/_matrix/federation/v2/send_leave/${enc(roomId)}/${enc(event.eventId)}`, { body: event.pdu });
+        await sendMembership(client, server, "leave", event);
         await storeOutOfRoomMembership(hs, event);
         return event.eventId;
       } catch (err) {
@@ -439,10 +473,9 @@ export function remoteInviteSigner(hs: Services): (event: EventWithId) => Promis
     const rules = roomVersion(version)!;
     let answer: Record<string, unknown>;
     try {
-      answer = await client.json(server, "PUT", `/_matrix/federation/v2/invite/${enc(event.roomId)}/${enc(event.eventId)}`, {
-        body: { room_version: version, event: pduForFederation(event), invite_room_state: stripped },
-      });
+      answer = await sendInvite(client, server, event, version, stripped);
     } catch (err) {
+      if (err instanceof RoomStateError) throw new MatrixError(502, "M_UNKNOWN", `Could not invite ${invitee}: ${err.message}`);
       if (!(err instanceof FederationError)) throw err;
       if (err.status === 403) throw forbidden(`${server} refused the invite: ${String((err.body as { error?: unknown })?.error ?? err.message)}`);
       if (err.errcode === "M_INCOMPATIBLE_ROOM_VERSION") throw new MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", `${server} does not support room version ${version}`);
@@ -460,6 +493,27 @@ export function remoteInviteSigner(hs: Services): (event: EventWithId) => Promis
     const theirs = (asObject(signed.signatures) ?? {}) as Pdu["signatures"];
     return { ...event, pdu: { ...event.pdu, signatures: { ...event.pdu.signatures, [server]: theirs[server]! } } };
   };
+}
+
+/**
+ * `PUT /v2/invite` to the invitee's server; a server without it gets the v1 invite (the event itself
+ * with `unsigned.invite_room_state`, answered `[200, {event}]`), which invites-v2 allows only for
+ * room versions 1 and 2 ("Servers which receive a v1 invite request must assume that the room
+ * version is either 1 or 2"). For later versions such a server cannot be invited: 400
+ * `M_INCOMPATIBLE_ROOM_VERSION`.
+ */
+async function sendInvite(client: FederationClient, server: string, event: EventWithId, version: string, stripped: Pdu[]): Promise<Record<string, unknown>> {
+  const path = (v: string): string => `/_matrix/federation/${v}/invite/${enc(event.roomId)}/${enc(event.eventId)}`;
+  const pdu = pduForFederation(event);
+  try {
+    return await client.json(server, "PUT", path("v2"), { body: { room_version: version, event: pdu, invite_room_state: stripped } });
+  } catch (err) {
+    if (!endpointUnsupported(err)) throw err;
+    if (version !== "1" && version !== "2") {
+      throw new MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", `${server} has no v2 invite API, and the v1 API cannot invite to a room of version ${version}`);
+    }
+  }
+  return v1Body(server, "invite", await client.json<unknown>(server, "PUT", path("v1"), { body: { ...pdu, unsigned: { invite_room_state: stripped } } }));
 }
 
 /** Resolves an alias of another server with `/query/directory`: its room and the servers to join through. */

@@ -36,6 +36,7 @@ export const FEDERATION_ROUTES: HsRoute[] = [
   ...federation("GET", "/v1/make_knock/{roomId}/{userId}", joins.getMakeKnock),
   ...federation("PUT", "/v1/send_knock/{roomId}/{eventId}", joins.putSendKnock),
   ...federation("PUT", "/v2/invite/{roomId}/{eventId}", joins.putInvite),
+  ...federation("PUT", "/v1/invite/{roomId}/{eventId}", joins.putInviteV1),
   ...federation("GET", "/v1/query/directory", joins.getQueryDirectory),
 
   // --- spaces (hierarchy.ts) ---
