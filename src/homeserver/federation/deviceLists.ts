@@ -130,9 +130,11 @@ function requireFederation(hs: Services, server: string): NonNullable<Services["
 
 /**
  * Whether a cached list may be used: no change was recorded for its user since the fetch began,
- * they still share a room with one of ours (so their server still sends us updates), and they
- * joined no room since it was fetched (a server that stopped sharing a room with us for a while
- * sent us nothing meanwhile).
+ * they still share a room with one of ours (so their server still sends us updates), and every
+ * room shared now was shared already when the list was fetched: neither did they join it since,
+ * nor did our server (its earliest joined member) come into it since. Otherwise there may have
+ * been a time when we shared no room with them and their server sent us nothing (a user of ours
+ * who left their only shared room and joined it again).
  */
 async function trustworthy(tx: ReadTx, local: string, cached: RemoteDeviceList): Promise<boolean> {
   if ((await latestChange(tx, cached.userId)) !== cached.basis) return false;
@@ -142,21 +144,33 @@ async function trustworthy(tx: ReadTx, local: string, cached: RemoteDeviceList):
   for (const r of rooms) {
     if (r.value.membership !== "join") continue;
     if ((r.value.streamPos ?? 0) > cached.fetchedPos) return false;
-    if (!shares) shares = await hasLocalMember(tx, local, r.key.slice(p.length));
+    const since = await localMembersSince(tx, local, r.key.slice(p.length));
+    if (since === undefined) continue;
+    if (since > cached.fetchedPos) return false;
+    shares = true;
   }
   return shares;
 }
 
 /** Whether any of our users is joined to the room (room_state key = roomId|m.room.member|userId). */
 async function hasLocalMember(tx: ReadTx, local: string, roomId: string): Promise<boolean> {
+  return (await localMembersSince(tx, local, roomId)) !== undefined;
+}
+
+/**
+ * Since when our server has had a member joined in the room: the earliest stream position among
+ * the joins of our currently joined users; undefined when none is joined.
+ */
+async function localMembersSince(tx: ReadTx, local: string, roomId: string): Promise<number | undefined> {
   const p = prefix(roomId, "m.room.member");
+  let since: number | undefined;
   for (const r of await tx.range<string>("room_state", { prefix: p })) {
     const userId = r.key.slice(p.length);
     if (serverOf(userId) !== local) continue;
-    const m = await tx.get<{ membership: string }>("memberships", key(userId, roomId));
-    if (m?.membership === "join") return true;
+    const m = await tx.get<{ membership: string; streamPos?: number }>("memberships", key(userId, roomId));
+    if (m?.membership === "join") since = Math.min(since ?? Infinity, m.streamPos ?? 0);
   }
-  return false;
+  return since;
 }
 
 /** The position of the latest device-list change recorded for a user (0 if none). */

@@ -31,8 +31,8 @@ import { SEP_END, key, pos, prefix, unpos } from "../../storage/store.ts";
 import type { Services } from "../context.ts";
 import { streamPosIn } from "../context.ts";
 import type { Pdu, StoredEvent } from "../events/types.ts";
-import { isTimelineEvent, splitStateKey } from "../events/types.ts";
-import { getEvent, membershipIn, serversInRoom } from "../roomserver/state.ts";
+import { isTimelineEvent, splitStateKey, stateKeyOf } from "../events/types.ts";
+import { getEvent, membershipIn, serversInRoom, stateBefore } from "../roomserver/state.ts";
 import type { EventStateRecord } from "../roomserver/state.ts";
 import { stateOfGroup } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
@@ -397,13 +397,19 @@ export class FederationSender {
       const rows = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: pos(cursor), limit: SCAN_BATCH });
       if (rows.length === 0) return undefined;
       const items: { destination: string; eventId: string }[] = [];
+      const announcements: DeviceAnnouncement[] = [];
       for (const row of rows) {
         const e = await getEvent(tx, row.value.eventId);
+        if (!e || !isTimelineEvent(e)) continue;
+        // Any join, local or remote, may make a server share a room with one of our users anew.
+        for (const [userId, destinations] of await this.newlySharing(tx, e)) {
+          announcements.push(await deviceAnnouncement(tx, userId, [...destinations].filter((d) => this.client.mayContact(d)).sort(), unpos(row.key), true));
+        }
         // Local events, and remote users' membership events this server accepted as a resident (`relay`).
-        if (!e || !isTimelineEvent(e) || (serverOf(e.pdu.sender) !== self && !e.relay)) continue;
+        if (serverOf(e.pdu.sender) !== self && !e.relay) continue;
         for (const d of await this.destinationsOf(tx, e)) items.push({ destination: d, eventId: e.eventId });
       }
-      return { cursor, upTo: unpos(rows[rows.length - 1]!.key), items, more: rows.length === SCAN_BATCH };
+      return { cursor, upTo: unpos(rows[rows.length - 1]!.key), items, announcements, more: rows.length === SCAN_BATCH };
     });
     if (!plan) return false;
     if ("initial" in plan) {
@@ -416,12 +422,66 @@ export class FederationSender {
       // Only this loop moves the cursor; a mismatch means another instance shares the store.
       if ((await tx.get<number>("settings", STREAM_CURSOR)) !== plan.cursor) return false;
       for (const it of plan.items) await queueItem(tx, it.destination, { pdu: it.eventId });
+      // After the PDUs: a receiver handles a transaction's PDUs first, so it holds the join by then.
+      for (const a of plan.announcements) await queueDeviceAnnouncement(tx, a);
       tx.put("settings", STREAM_CURSOR, plan.upTo);
       return true;
     });
     if (!written) return false;
-    for (const d of new Set(plan.items.map((i) => i.destination))) this.wake(d);
+    for (const d of new Set([...plan.items.map((i) => i.destination), ...plan.announcements.flatMap((a) => a.destinations)])) this.wake(d);
     return plan.more;
+  }
+
+  /**
+   * The servers that share a room with one of our users for the first time through event `e` (a
+   * join), per local user: "Servers must send m.device_list_update EDUs to all the servers who
+   * share a room with a given local user, and must be sent whenever that user's device list
+   * changes (i.e. … when that user joins a room which contains servers which are not already
+   * receiving updates for that user's device list …)". Both ways round: our user joins a room
+   * with servers that shared none with them, or a remote user's join brings their server into a
+   * room with our users. A server that already shares another room with the user is left out.
+   */
+  private async newlySharing(tx: ReadTx, e: StoredEvent): Promise<Map<string, Set<string>>> {
+    const out = new Map<string, Set<string>>();
+    const joiner = e.pdu.state_key;
+    if (e.pdu.type !== "m.room.member" || typeof joiner !== "string" || membershipIn(e) !== "join") return out;
+    const before = await stateBefore(tx, e);
+    const wasJoined = async (userId: string): Promise<boolean> => {
+      const id = before.get(stateKeyOf("m.room.member", userId));
+      return id !== undefined && membershipIn(await getEvent(tx, id)) === "join";
+    };
+    if (await wasJoined(joiner)) return out; // a profile change, not a join
+    const rec = await tx.get<EventStateRecord>("event_state", e.eventId);
+    if (!rec) return out;
+    const self = this.hs.serverName;
+    const joinerServer = serverOf(joiner);
+    const joined = new Map<string, string[]>();
+    for (const [sk, id] of await stateOfGroup(tx, rec.after)) {
+      const [type, userId] = splitStateKey(sk);
+      if (type !== "m.room.member" || membershipIn(await getEvent(tx, id)) !== "join") continue;
+      const server = serverOf(userId);
+      const list = joined.get(server);
+      if (list) list.push(userId);
+      else joined.set(server, [userId]);
+    }
+    const candidates = new Map<string, Set<string>>();
+    if (joinerServer === self) {
+      const servers = [...joined.keys()].filter((s) => s !== self);
+      if (servers.length > 0) candidates.set(joiner, new Set(servers));
+    } else {
+      // Their server was here already (another of its users is joined): it gets updates already.
+      for (const other of joined.get(joinerServer) ?? []) if (other !== joiner && (await wasJoined(other))) return out;
+      for (const local of joined.get(self) ?? []) candidates.set(local, new Set([joinerServer]));
+    }
+    for (const [userId, servers] of candidates) {
+      for (const roomId of await joinedRooms(tx, userId)) {
+        if (roomId === e.roomId) continue;
+        for (const s of await serversInRoom(tx, roomId)) servers.delete(s);
+        if (servers.size === 0) break;
+      }
+      if (servers.size > 0) out.set(userId, servers);
+    }
+    return out;
   }
 
   /**
@@ -464,7 +524,7 @@ export class FederationSender {
       // key device_list_stream = pos(streamPos) → DeviceListChange
       const rows = await tx.range<DeviceListChange>("device_list_stream", { gt: pos(cursor), limit: SCAN_BATCH });
       if (rows.length === 0) return undefined;
-      const items: { destinations: string[]; userId: string; streamId: number; deviceEdus: Edu[]; signingEdu?: Edu }[] = [];
+      const items: DeviceAnnouncement[] = [];
       for (const row of rows) {
         const change = row.value;
         // Signatures only one observer may see (visibleTo) stay local; so do remote users' rows.
@@ -472,10 +532,13 @@ export class FederationSender {
         const destinations = [...(await serversSharingRoomsWith(tx, change.userId, self))].filter((d) => this.client.mayContact(d));
         if (destinations.length === 0) continue;
         const streamId = unpos(row.key);
-        const deviceIds = change.deviceIds ?? (change.signing ? [] : await deviceIdsOf(tx, change.userId));
+        if (change.deviceIds === undefined && !change.signing) {
+          items.push(await deviceAnnouncement(tx, change.userId, destinations, streamId, true));
+          continue;
+        }
         const deviceEdus: Edu[] = [];
-        for (const deviceId of deviceIds.slice(0, MAX_DEVICES_ANNOUNCED)) deviceEdus.push(await deviceUpdate(tx, change.userId, deviceId, streamId));
-        const signingEdu = change.signing || change.deviceIds === undefined ? await signingKeyUpdate(tx, change.userId) : undefined;
+        for (const deviceId of (change.deviceIds ?? []).slice(0, MAX_DEVICES_ANNOUNCED)) deviceEdus.push(await deviceUpdate(tx, change.userId, deviceId, streamId));
+        const signingEdu = change.signing ? await signingKeyUpdate(tx, change.userId) : undefined;
         items.push({ destinations, userId: change.userId, streamId, deviceEdus, ...(signingEdu ? { signingEdu } : {}) });
       }
       return { cursor, upTo: unpos(rows[rows.length - 1]!.key), items, more: rows.length === SCAN_BATCH };
@@ -489,17 +552,7 @@ export class FederationSender {
     }
     const written = await this.hs.store.write(async (tx) => {
       if ((await tx.get<number>("settings", DEVICE_CURSOR)) !== plan.cursor) return false;
-      for (const it of plan.items) {
-        // Updates of one user form a chain: each names the one sent before it ("prev_id").
-        for (const edu of it.deviceEdus) {
-          const prev = await tx.get<number>("settings", deviceLastKey(it.userId));
-          edu.content.prev_id = prev !== undefined ? [prev] : [];
-          edu.content.stream_id = prev !== undefined && prev >= it.streamId ? prev + 1 : it.streamId;
-          tx.put("settings", deviceLastKey(it.userId), edu.content.stream_id);
-          await queueEdu(tx, it.destinations, edu);
-        }
-        if (it.signingEdu) await queueEdu(tx, it.destinations, it.signingEdu);
-      }
+      for (const it of plan.items) await queueDeviceAnnouncement(tx, it);
       tx.put("settings", DEVICE_CURSOR, plan.upTo);
       return true;
     });
@@ -534,6 +587,41 @@ async function pendingDestinations(tx: ReadTx): Promise<Set<string>> {
   const out = new Set(await queuedDestinations(tx));
   for (const row of await tx.range("federation_inflight")) out.add(row.key);
   return out;
+}
+
+/** Device-list EDUs of one local user for some servers (their IDs and `prev_id` are set when queued). */
+interface DeviceAnnouncement {
+  destinations: string[];
+  userId: string;
+  streamId: number;
+  deviceEdus: Edu[];
+  signingEdu?: Edu;
+}
+
+/** Every device of `userId` as it is now (and, with `signing`, their cross-signing keys), for `destinations`. */
+async function deviceAnnouncement(tx: ReadTx, userId: string, destinations: string[], streamId: number, signing: boolean): Promise<DeviceAnnouncement> {
+  const deviceEdus: Edu[] = [];
+  for (const deviceId of (await deviceIdsOf(tx, userId)).slice(0, MAX_DEVICES_ANNOUNCED)) deviceEdus.push(await deviceUpdate(tx, userId, deviceId, streamId));
+  const signingEdu = signing ? await signingKeyUpdate(tx, userId) : undefined;
+  return { destinations, userId, streamId, deviceEdus, ...(signingEdu ? { signingEdu } : {}) };
+}
+
+/**
+ * Queues an announcement. A user's updates form one chain across all servers: each names the one
+ * sent before it (`prev_id`) and has a larger `stream_id`; a server that missed some (it shared no
+ * room with the user meanwhile) does not know the `prev_id` and fetches the whole list again, as
+ * the spec asks of it.
+ */
+async function queueDeviceAnnouncement(tx: WriteTx, it: DeviceAnnouncement): Promise<void> {
+  if (it.destinations.length === 0) return;
+  for (const edu of it.deviceEdus) {
+    const prev = await tx.get<number>("settings", deviceLastKey(it.userId));
+    edu.content.prev_id = prev !== undefined ? [prev] : [];
+    edu.content.stream_id = prev !== undefined && prev >= it.streamId ? prev + 1 : it.streamId;
+    tx.put("settings", deviceLastKey(it.userId), edu.content.stream_id);
+    await queueEdu(tx, it.destinations, edu);
+  }
+  if (it.signingEdu) await queueEdu(tx, it.destinations, it.signingEdu);
 }
 
 async function deviceIdsOf(tx: ReadTx, userId: string): Promise<string[]> {
