@@ -58,6 +58,11 @@ export const fedsendBench: Bench = async () => {
   const token = await seedDevice(a, "@alice:a.bench", "D");
   const { room_id: roomId } = await call(a, "POST", "/createRoom", token, { preset: "public_chat" });
   await remoteJoin(a, b, roomId as string, "@bob:b.bench");
+  // B newly shares a room with Alice: her device list is announced to it first, out of the backlog.
+  for (let i = 0; !(await a.services.federationSender!.idle()); i++) {
+    if (i > 10_000) throw new Error("the device-list announcement was not sent");
+    await new Promise((r) => setTimeout(r, 1));
+  }
 
   // The backlog: B is offline while A's user sends.
   network.setOnline("b.bench", false);

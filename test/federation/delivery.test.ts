@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Federation, FedServer } from "./harness.ts";
 import { createFederation } from "./harness.ts";
-import { Recorder, eventually, queued, remoteMembership } from "./fedtools.ts";
+import { Recorder, drained, eventually, queued, remoteMembership } from "./fedtools.ts";
 
 let fed: Federation | undefined;
 afterEach(async () => {
@@ -17,13 +17,19 @@ afterEach(async () => {
 
 const FAST = { federationSenderOptions: { minBackoffMs: 20, maxBackoffMs: 200 } };
 
-/** A public room on `a` made by a fresh user, with `@bob:b.test` joined (signed by b). */
-async function roomWithRemote(a: FedServer, b: FedServer): Promise<{ roomId: string; token: string; userId: string }> {
+/**
+ * A public room on `a` made by a fresh user, with `@bob:b.test` joined (signed by b). The device
+ * list `a` then announces to b (a server newly sharing a room with alice) is delivered, and `rec`
+ * forgets it, before the test starts.
+ */
+async function roomWithRemote(a: FedServer, b: FedServer, rec: Recorder): Promise<{ roomId: string; token: string; userId: string }> {
   const alice = await a.register("alice");
   const r = await a.call("POST", "/_matrix/client/v3/createRoom", { preset: "public_chat" }, alice.token);
   expect(r.status).toBe(200);
   const roomId = r.body.room_id as string;
   await remoteMembership(a, b, roomId, "@bob:b.test", "join");
+  await drained(a);
+  rec.clear();
   return { roomId, ...alice };
 }
 
@@ -41,7 +47,7 @@ describe("outbound PDU delivery", () => {
     fed = await createFederation(["a.test", "b.test"], {}, FAST);
     const [a, b] = fed.servers as [FedServer, FedServer];
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, rec);
     for (const m of range(5, "m")) await send(a, roomId, token, m);
     await eventually(() => bodies(rec).length >= 5, "5 messages at b");
     expect(bodies(rec)).toEqual(range(5, "m"));
@@ -56,7 +62,7 @@ describe("outbound PDU delivery", () => {
     fed = await createFederation(["a.test", "b.test"], {}, FAST);
     const [a, b] = fed.servers as [FedServer, FedServer];
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, rec);
     fed.network.setOnline("b.test", false);
     for (const m of range(20, "m")) await send(a, roomId, token, m);
     await eventually(async () => (await queued(a, "b.test")) === 20, "20 queued for b");
@@ -74,7 +80,7 @@ describe("outbound PDU delivery", () => {
     fed = await createFederation(["a.test", "b.test"], {}, { federationSenderOptions: { minBackoffMs: 3_600_000, maxBackoffMs: 3_600_000 } });
     const [a, b] = fed.servers as [FedServer, FedServer];
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, rec);
     fed.network.setOnline("b.test", false);
     for (const m of range(3, "m")) await send(a, roomId, token, m);
     // A first attempt failed and the queue is now waiting out its backoff.
@@ -91,7 +97,7 @@ describe("outbound PDU delivery", () => {
     const [a0, b] = fed.servers as [FedServer, FedServer];
     let a = a0;
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, rec);
     fed.network.setOnline("b.test", false);
     for (const m of range(20, "m")) await send(a, roomId, token, m);
     // A first transaction is fixed and was attempted at least once before the restart.
@@ -110,7 +116,7 @@ describe("outbound PDU delivery", () => {
     fed = await createFederation(["a.test", "b.test"], {}, FAST);
     const [a0, b] = fed.servers as [FedServer, FedServer];
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a0, b);
+    const { roomId, token } = await roomWithRemote(a0, b, rec);
     await a0.hs.services.federationSender!.close();
     for (const m of range(3, "m")) await send(a0, roomId, token, m);
     expect(await queued(a0, "b.test")).toBe(0);
@@ -124,7 +130,7 @@ describe("outbound PDU delivery", () => {
     fed = await createFederation(["a.test", "b.test"], {}, FAST);
     const [a, b] = fed.servers as [FedServer, FedServer];
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, rec);
     let lost = 0;
     rec.behaviour = () => (lost++ < 2 ? "lose-answer" : "ok");
     await send(a, roomId, token, "once");
@@ -139,7 +145,7 @@ describe("outbound PDU delivery", () => {
     fed = await createFederation(["a.test", "b.test"], {}, FAST);
     const [a, b] = fed.servers as [FedServer, FedServer];
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, rec);
     let n = 0;
     rec.behaviour = (t) => (t.pdus.some((p) => p.content?.body === "refused") ? 400 : n++ < 2 ? 502 : "ok");
     await send(a, roomId, token, "after-502");
@@ -156,7 +162,7 @@ describe("outbound PDU delivery", () => {
     fed = await createFederation(["a.test", "b.test"], {}, FAST);
     const [a, b] = fed.servers as [FedServer, FedServer];
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, rec);
     fed.network.setOnline("b.test", false);
     for (const m of range(120, "m")) await send(a, roomId, token, m);
     await eventually(async () => (await queued(a, "b.test")) === 120, "120 queued");
@@ -173,7 +179,7 @@ describe("outbound PDU delivery", () => {
     fed = await createFederation(["a.test", "b.test"], {}, { federationSenderOptions: { minBackoffMs: 60 * 60_000 } });
     const [a, b] = fed.servers as [FedServer, FedServer];
     const rec = new Recorder(fed, "b.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, rec);
     // The first attempt fails (503), which starts an hour of backoff.
     rec.behaviour = () => (rec.attempts.length === 1 ? 503 : "ok");
     await send(a, roomId, token, "waiting");
@@ -193,7 +199,7 @@ describe("outbound PDU delivery", () => {
     const [a, b, c] = fed.servers as [FedServer, FedServer, FedServer];
     const recB = new Recorder(fed, "b.test");
     const recC = new Recorder(fed, "c.test");
-    const { roomId, token } = await roomWithRemote(a, b);
+    const { roomId, token } = await roomWithRemote(a, b, recB);
     await remoteMembership(a, c, roomId, "@carol:c.test", "join");
     await send(a, roomId, token, "to-both");
     await eventually(() => bodies(recC).includes("to-both") && bodies(recB).includes("to-both"), "the message at b and c");

@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Federation, FedServer } from "./harness.ts";
 import { createFederation } from "./harness.ts";
-import { Recorder, eventually, mirrorRoom, queued, remoteMembership } from "./fedtools.ts";
+import { Recorder, drained, eventually, mirrorRoom, queued, remoteMembership } from "./fedtools.ts";
 import { receiveEdus } from "../../src/homeserver/federation/edus.ts";
 import { encodeBase64 } from "../../src/homeserver/crypto/base64.ts";
 
@@ -57,6 +57,11 @@ async function setup(): Promise<Setup> {
   await mirrorRoom(a, b, roomId);
   const bob = await user(b, "bob");
   const bobJoin = await remoteMembership(a, b, roomId, bob.userId, "join", [b]);
+  // Each server announces its user's devices to the other, newly sharing a room with them: out of
+  // the way before the tests count EDUs.
+  await drained(a, b);
+  recA.clear();
+  recB.clear();
   return { a, b, recA, recB, roomId, alice, bob, bobJoin };
 }
 

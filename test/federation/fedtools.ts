@@ -157,6 +157,13 @@ export class Recorder {
     });
   }
 
+  /** Forgets what was seen so far (a test's setup traffic). */
+  clear(): void {
+    this.attempts.length = 0;
+    this.transactions.length = 0;
+    this.maxInFlight = 0;
+  }
+
   /** The PDUs of the distinct transactions, in order. */
   pdus(): Record<string, any>[] {
     return this.transactions.flatMap((t) => t.pdus);
@@ -170,4 +177,15 @@ export class Recorder {
 /** Items queued on `server` for `destination` (the metrics gauge's number). */
 export async function queued(server: FedServer, destination: string): Promise<number> {
   return (await server.hs.services.federationSender!.queueDepths()).get(destination) ?? 0;
+}
+
+/**
+ * Waits until every given server has sent all it queued (a setup's traffic, e.g. the device lists
+ * announced to a server newly sharing a room, is out of the way of what a test counts).
+ */
+export async function drained(...servers: FedServer[]): Promise<void> {
+  await eventually(async () => {
+    for (const s of servers) if (!(await s.hs.services.federationSender!.idle())) return false;
+    return true;
+  }, "the outbound queues to drain");
 }
