@@ -1,4 +1,5 @@
 /** The capabilities a homeserver is built from, and the per-request context handlers receive. */
+import type { SearchJob } from "./client/search.ts";
 import type { ReadTx, Store, WriteTx } from "../storage/store.ts";
 import type { SigningKey } from "./crypto/signing.ts";
 import type { Ed25519Verifier } from "./crypto/ed25519.ts";
@@ -142,6 +143,20 @@ export interface Services {
   readonly catchUp?: CatchUp;
   /** Keeps the global room directory's cache fresh (federation/directory.ts); absent without a federation transport. */
   readonly directory?: DirectoryService;
+  /** Runs heavy read-only requests off this thread; absent where there is none (the browser), and they run here. */
+  readonly readWorker?: ReadWorker;
+}
+
+/**
+ * Runs heavy read-only requests away from the thread that answers everyone else (the Node runner:
+ * a worker thread on its own read connection to the same database, src/node/readWorker.ts). It
+ * sees every write committed before the call, as a `store.read()` started then would.
+ */
+export interface ReadWorker {
+  /** The `/search` response body for `job`, as UTF-8 JSON. */
+  search(job: SearchJob): Promise<Uint8Array<ArrayBuffer>>;
+  /** Waits for the requests in progress, then stops; before the store closes. */
+  close(): Promise<void>;
 }
 
 /** The authenticated caller of a request. */

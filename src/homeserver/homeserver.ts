@@ -6,7 +6,7 @@ import type { Store } from "../storage/store.ts";
 import { createSigner, createVerifier } from "./crypto/ed25519.ts";
 import type { SigningKey } from "./crypto/signing.ts";
 import { RequestContext, DEFAULT_CONFIG, silentLogger } from "./context.ts";
-import type { HomeserverConfig, Logger, RequestObserver, Services } from "./context.ts";
+import type { HomeserverConfig, Logger, ReadWorker, RequestObserver, Services } from "./context.ts";
 import { CLIENT_ADDRESS_HEADER } from "./auth/rateLimit.ts";
 import { logLine, loggablePath } from "./log.ts";
 import { Notifier } from "./notifier.ts";
@@ -68,6 +68,8 @@ export interface HomeserverOptions {
   federationSenderOptions?: FederationSenderOptions;
   /** Limits of catch-up from other servers (federation/catchup.ts). */
   catchUpOptions?: CatchUpOptions;
+  /** Where heavy reads (`/search`) run instead of this thread (the Node runner's worker); closed before the store. */
+  readWorker?: ReadWorker;
 }
 
 /** What a transport knows about a request beyond its bytes. */
@@ -165,6 +167,7 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
     federationRateLimiter: new FederationRateLimiter(config.federationRateLimit, clock),
     heardFrom,
     ...(federation ? { federation } : {}),
+    ...(options.readWorker ? { readWorker: options.readWorker } : {}),
   };
   services.output.subscribe(services.notifier.consume);
   // The push sender evaluates newly committed room events (it reads them from the stream itself).
@@ -221,6 +224,8 @@ export async function createHomeserver(options: HomeserverOptions): Promise<Home
       await services.catchUp?.close();
       await services.directory?.close();
       await services.federationSender?.close();
+      // Its own connection to the database must be gone before the store switches the file back out of WAL mode.
+      await services.readWorker?.close();
       await services.store.close();
     },
   };

@@ -9,9 +9,10 @@ import { readFile } from "node:fs/promises";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { createHomeserver } from "../homeserver/homeserver.ts";
 import type { Homeserver } from "../homeserver/homeserver.ts";
-import type { HomeserverConfig, Logger } from "../homeserver/context.ts";
+import type { HomeserverConfig, Logger, ReadWorker } from "../homeserver/context.ts";
 import { DEFAULT_CONFIG } from "../homeserver/context.ts";
 import { MAX_JSON_BODY_LIMIT, isMediaUpload } from "../homeserver/http.ts";
 import type { Store } from "../storage/store.ts";
@@ -21,7 +22,8 @@ import { StartupError } from "./config.ts";
 import { readSeed, serverNameFromSeed, writeNewSeed } from "./identity.ts";
 import { createRequestListener } from "./listener.ts";
 import type { RequestListener } from "./listener.ts";
-import { openNodeStore } from "./storage.ts";
+import { DATABASE_FILE, openNodeStore } from "./storage.ts";
+import { startReadWorker } from "./readWorker.ts";
 import { sharpThumbnailer } from "./thumbnailer.ts";
 import { loadRegistrations } from "./appservices.ts";
 import type { AppServiceRegistration } from "../homeserver/appservice/registration.ts";
@@ -371,15 +373,21 @@ async function openHomeserver(
   if (config.trustedKeyServers !== undefined) hsConfig.trustedKeyServers = config.trustedKeyServers;
   if (config.directoryPeerTtlMs !== undefined) hsConfig.directoryPeerTtlMs = config.directoryPeerTtlMs;
   if (config.directoryRefreshIntervalMs !== undefined) hsConfig.directoryRefreshIntervalMs = config.directoryRefreshIntervalMs;
+  let readWorker: ReadWorker | undefined;
   try {
+    // Searches run on a worker thread with its own connection to the database file (readWorker.ts);
+    // a store opened some other way (tests) has no such file, and they run here.
+    if (!options.openStore) readWorker = await startReadWorker(join(config.dataDir, DATABASE_FILE));
     const federationTransport = typeof transport === "function" ? await transport(finalSeed) : transport;
     const homeserver = await createHomeserver({ store, seed: finalSeed, serverName, logger, config: hsConfig, clock: options.clock, thumbnailer: sharpThumbnailer, fetch: globalThis.fetch, metrics,
       appservices, appserviceOptions: { legacyAuth: config.appServiceLegacyAuth === true },
       federationTransport,
+      ...(readWorker ? { readWorker } : {}),
     });
     metrics?.watch(homeserver);
     return { homeserver, serverName };
   } catch (err) {
+    await readWorker?.close();
     await store.close();
     throw err;
   }

@@ -42,6 +42,13 @@ export interface NodeSqliteOptions {
   maxBatch?: number;
   /** How long a connection waits for a lock held by another connection (default 5000 ms). */
   busyTimeoutMs?: number;
+  /**
+   * Only read connections, to a database another connection writes (the Node runner's read worker
+   * thread, src/node/readWorker.ts): no write connection, no migrations (the file must already be
+   * at the schema's version), `write()` fails. Each `read()` takes its own snapshot, since the
+   * commits it must see happen elsewhere.
+   */
+  readOnly?: boolean;
 }
 
 const wrapError = errorWrapper("sqlite");
@@ -81,10 +88,11 @@ export async function createNodeSqliteStore(path: string, options: NodeSqliteOpt
   const migrations = options.migrations ?? MIGRATIONS;
   const maxBatch = options.maxBatch ?? 64;
   const timeout = options.busyTimeoutMs ?? 5000;
+  const readOnly = options.readOnly === true;
 
   let writer: Conn;
   try {
-    writer = connOf(new DatabaseSync(path, { timeout }));
+    writer = connOf(new DatabaseSync(path, readOnly ? { readOnly: true, timeout } : { timeout }));
   } catch (e) {
     throw wrapError("open", e);
   }
@@ -173,40 +181,52 @@ export async function createNodeSqliteStore(path: string, options: NodeSqliteOpt
   const onWriter = (): Conn => writer;
 
   // --- open: WAL, durable commits, then the migrations in one transaction ---------------------
-  try {
-    exec("PRAGMA synchronous=FULL");
-    // Migrations run in the journal mode the file is in (a file of the sql.js release: the rollback
-    // journal), so a failed one leaves the file byte for byte as it was.
-    exec("BEGIN IMMEDIATE");
-    exec("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)");
-    const found = Number((writer.db.prepare("SELECT v FROM meta WHERE k = 'schema_version'").get()?.v as string | undefined) ?? 0);
-    checkUpgradable(migrations, found);
-    tables = new Set(tablesAt(migrations, found));
-    for (let i = found; i < migrations.length; i++) {
-      const m = migrations[i];
-      const next = new Set(tablesAt(migrations, i + 1));
-      for (const t of m.createTables) if (!tables.has(t)) exec(createTableSql(t));
-      for (const t of m.dropTables ?? []) if (!next.has(t)) exec(`DROP TABLE IF EXISTS "t_${t}"`);
-      tables = next;
-      if (m.migrate) {
-        const state = { open: true, writable: true };
-        await m.migrate(makeTx(onWriter, state));
-        state.open = false;
-      }
-    }
-    writer.db.prepare("INSERT OR REPLACE INTO meta (k, v) VALUES ('schema_version', ?)").run(String(migrations.length));
-    exec("COMMIT");
-    // A file written by the sql.js release is in rollback-journal mode; WAL is a header change.
-    const mode = writer.db.prepare("PRAGMA journal_mode=WAL").get()?.journal_mode;
-    if (mode !== "wal") throw new StorageError(`cannot switch ${path} to WAL (journal_mode is ${String(mode)})`);
-  } catch (e) {
+  if (readOnly) {
+    // The tables of the version the file is at, which must be this schema's (the writer migrated it).
     try {
-      if (writer.db.isTransaction) exec("ROLLBACK");
-    } catch {
-      // the failed statement already ended the transaction
+      const found = Number((writer.db.prepare("SELECT v FROM meta WHERE k = 'schema_version'").get()?.v as string | undefined) ?? 0);
+      if (found !== migrations.length) throw new StorageError(`${path} is at schema version ${found}, not ${migrations.length}`);
+      tables = new Set(tablesAt(migrations, found));
+    } catch (e) {
+      writer.db.close();
+      throw wrapError("open", e);
     }
-    writer.db.close();
-    throw wrapError("migration", e);
+  } else {
+    try {
+      exec("PRAGMA synchronous=FULL");
+      // Migrations run in the journal mode the file is in (a file of the sql.js release: the rollback
+      // journal), so a failed one leaves the file byte for byte as it was.
+      exec("BEGIN IMMEDIATE");
+      exec("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)");
+      const found = Number((writer.db.prepare("SELECT v FROM meta WHERE k = 'schema_version'").get()?.v as string | undefined) ?? 0);
+      checkUpgradable(migrations, found);
+      tables = new Set(tablesAt(migrations, found));
+      for (let i = found; i < migrations.length; i++) {
+        const m = migrations[i];
+        const next = new Set(tablesAt(migrations, i + 1));
+        for (const t of m.createTables) if (!tables.has(t)) exec(createTableSql(t));
+        for (const t of m.dropTables ?? []) if (!next.has(t)) exec(`DROP TABLE IF EXISTS "t_${t}"`);
+        tables = next;
+        if (m.migrate) {
+          const state = { open: true, writable: true };
+          await m.migrate(makeTx(onWriter, state));
+          state.open = false;
+        }
+      }
+      writer.db.prepare("INSERT OR REPLACE INTO meta (k, v) VALUES ('schema_version', ?)").run(String(migrations.length));
+      exec("COMMIT");
+      // A file written by the sql.js release is in rollback-journal mode; WAL is a header change.
+      const mode = writer.db.prepare("PRAGMA journal_mode=WAL").get()?.journal_mode;
+      if (mode !== "wal") throw new StorageError(`cannot switch ${path} to WAL (journal_mode is ${String(mode)})`);
+    } catch (e) {
+      try {
+        if (writer.db.isTransaction) exec("ROLLBACK");
+      } catch {
+        // the failed statement already ended the transaction
+      }
+      writer.db.close();
+      throw wrapError("migration", e);
+    }
   }
 
   // --- reads -------------------------------------------------------------------------------------
@@ -216,8 +236,8 @@ export async function createNodeSqliteStore(path: string, options: NodeSqliteOpt
   const MAX_IDLE_READERS = 4;
 
   const acquireReader = (): Reader => {
-    // Join a snapshot that already includes every commit so far.
-    const current = readers.find((r) => r.users > 0 && r.generation === generation);
+    // Join a snapshot that already includes every commit so far (read-only: commits happen elsewhere, unseen).
+    const current = readOnly ? undefined : readers.find((r) => r.users > 0 && r.generation === generation);
     if (current) {
       current.users++;
       return current;
@@ -341,6 +361,7 @@ export async function createNodeSqliteStore(path: string, options: NodeSqliteOpt
     },
     write<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T> {
       if (closed) return storeClosed();
+      if (readOnly) return Promise.reject(new StorageError(`write to ${path}, opened read-only`));
       const p = new Promise<T>((resolve, reject) => {
         queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
       });
@@ -357,11 +378,13 @@ export async function createNodeSqliteStore(path: string, options: NodeSqliteOpt
       await inFlight.settle();
       if (draining) await draining;
       for (const r of readers.splice(0)) r.db.close();
-      try {
-        // Back to a plain rollback-journal file at rest (this checkpoints the WAL into the file).
-        exec("PRAGMA journal_mode=DELETE");
-      } catch {
-        // another connection still has the file open: it stays in WAL mode, which is fine
+      // Back to a plain rollback-journal file at rest (this checkpoints the WAL into the file).
+      if (!readOnly) {
+        try {
+          exec("PRAGMA journal_mode=DELETE");
+        } catch {
+          // another connection still has the file open: it stays in WAL mode, which is fine
+        }
       }
       writer.db.close();
     },

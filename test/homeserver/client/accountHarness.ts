@@ -1,6 +1,6 @@
 /** A homeserver on a memory store with a movable clock, and a small JSON caller, for account tests. */
 import { createHomeserver } from "../../../src/homeserver/homeserver.ts";
-import type { Homeserver } from "../../../src/homeserver/homeserver.ts";
+import type { Homeserver, HomeserverOptions } from "../../../src/homeserver/homeserver.ts";
 import type { HomeserverConfig } from "../../../src/homeserver/context.ts";
 import { createMemoryStore } from "../../../src/storage/memory.ts";
 import { CLIENT_ADDRESS_HEADER } from "../../../src/homeserver/auth/rateLimit.ts";
@@ -30,7 +30,8 @@ export interface TestServer {
   register(localpart: string, password?: string, extra?: Record<string, unknown>): Promise<{ userId: string; token: string; deviceId: string }>;
 }
 
-export async function testServer(config: Partial<HomeserverConfig> = {}): Promise<TestServer> {
+/** A test server; `options` replaces parts of the homeserver (another store, a read worker). */
+export async function testServer(config: Partial<HomeserverConfig> = {}, options: Partial<HomeserverOptions> = {}): Promise<TestServer> {
   let now = 1_800_000_000_000;
   const hs = await createHomeserver({
     store: createMemoryStore(),
@@ -38,6 +39,7 @@ export async function testServer(config: Partial<HomeserverConfig> = {}): Promis
     serverName: SERVER,
     clock: () => now,
     config: { passwordIterations: 10, ...config },
+    ...options,
   });
   const call = async (method: string, path: string, body?: unknown, options: CallOptions = {}): Promise<Reply> => {
     const headers: Record<string, string> = {};
