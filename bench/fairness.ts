@@ -6,7 +6,9 @@
  * page), two at a time, back to back; meanwhile user B, in a room of its own, syncs and sends. B's
  * median `/sync` and `/send` latencies under that load are set next to the same latencies measured
  * on the idle server in the same run (a ratio near 1 means the search is not in B's way; the
- * machine's two cores are shared by both, so some slow-down is the CPU, not queueing).
+ * machine's two cores are shared by both, so some slow-down is the CPU, not queueing). Idle and
+ * loaded phases alternate, `ROUNDS` of each, so that a change in the machine's other load during
+ * the run falls on both sides of the ratio.
  *
  * The stored history is made quickly rather than over HTTP: events are sent through `handle()` of
  * a homeserver on a memory store with the runner's identity, and its tables are copied into
@@ -24,7 +26,9 @@ import type { Runner } from "./runner.ts";
 import { call, seedDevice, versus } from "./harness.ts";
 
 const MESSAGES = 2000;
-const SAMPLES = 40;
+/** B's requests of each kind per phase. */
+const SAMPLES = 20;
+const ROUNDS = 3;
 
 interface Prepared {
   dataDir: string;
@@ -83,7 +87,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 let txn = 0;
 /** B's latencies: `SAMPLES` incremental `/sync` calls and `SAMPLES` sends, interleaved. */
-async function lightUser(url: string, light: Prepared["light"]): Promise<{ sync: number; send: number }> {
+async function lightUser(url: string, light: Prepared["light"]): Promise<{ sync: number[]; send: number[] }> {
   const first = await fetch(`${url}/_matrix/client/v3/sync?timeout=0`, { headers: { authorization: `Bearer ${light.token}` } });
   let since = ((await first.json()) as { next_batch: string }).next_batch;
   const sync: number[] = [];
@@ -95,7 +99,7 @@ async function lightUser(url: string, light: Prepared["light"]): Promise<{ sync:
     since = ((await res.json()) as { next_batch: string }).next_batch;
     sync.push(performance.now() - start);
   }
-  return { sync: median(sync), send: median(send) };
+  return { sync, send };
 }
 
 const HEAVY_SEARCH = {
@@ -118,22 +122,31 @@ export const fairnessBench: Bench = async () => {
     runner = await startLifted(prepared.dataDir);
     const { url } = runner;
     await lightUser(url, prepared.light); // warm-up
-    const idle = await lightUser(url, prepared.light);
+    const idle = { sync: [] as number[], send: [] as number[] };
+    const loaded = { sync: [] as number[], send: [] as number[] };
     const searchTimes: number[] = [];
-    let stop = false;
-    const searchers = Array.from({ length: 2 }, async () => {
-      while (!stop) searchTimes.push(await timed(url, "POST", "/search", prepared.heavy.token, HEAVY_SEARCH));
-    });
-    // A failed search ends the run (after B's measurement), not the process.
-    const searching = Promise.all(searchers);
-    searching.catch(() => (stop = true));
-    // The searches are under way before B starts measuring.
-    while (searchTimes.length === 0 && !stop) await new Promise((r) => setTimeout(r, 20));
-    const loaded = await lightUser(url, prepared.light);
-    stop = true;
-    await searching;
-    figures.push(versus("B's /sync while A runs heavy /search ×2 (2,000 matches, context 100,000)", loaded.sync, "ms", "B's /sync, idle server", idle.sync));
-    figures.push(versus("B's /send while A runs heavy /search ×2", loaded.send, "ms", "B's /send, idle server", idle.send));
+    for (let round = 0; round < ROUNDS; round++) {
+      const i = await lightUser(url, prepared.light);
+      idle.sync.push(...i.sync);
+      idle.send.push(...i.send);
+      let stop = false;
+      const started = searchTimes.length;
+      const searchers = Array.from({ length: 2 }, async () => {
+        while (!stop) searchTimes.push(await timed(url, "POST", "/search", prepared.heavy.token, HEAVY_SEARCH));
+      });
+      // A failed search ends the run (after B's measurement), not the process.
+      const searching = Promise.all(searchers);
+      searching.catch(() => (stop = true));
+      // The searches are under way (one has been answered) before B starts measuring.
+      while (searchTimes.length === started && !stop) await new Promise((r) => setTimeout(r, 20));
+      const l = await lightUser(url, prepared.light);
+      loaded.sync.push(...l.sync);
+      loaded.send.push(...l.send);
+      stop = true;
+      await searching;
+    }
+    figures.push(versus("B's /sync while A runs heavy /search ×2 (2,000 matches, context 100,000)", median(loaded.sync), "ms", "B's /sync, idle server", median(idle.sync)));
+    figures.push(versus("B's /send while A runs heavy /search ×2", median(loaded.send), "ms", "B's /send, idle server", median(idle.send)));
     figures.push({ name: "one heavy /search (limits capped by the server)", value: median(searchTimes), unit: "ms", note: `${searchTimes.length} searches` });
   } catch (err) {
     if (runner) process.stderr.write(`runner output (last 4,000 characters):\n${runner.output().slice(-4000)}\n`);
