@@ -8,7 +8,8 @@
  *  - P2P message latency: alice on A sends a message, bob's long-polling `/sync` on B answers with
  *    it (client API, A's queue, X-Matrix signing, `/hyphae/http/1`, B's `/send` and persist, the
  *    notifier), one message at a time with a pause between, as a ratio to the raw round trip
- *    sampled in those pauses.
+ *    sampled in those pauses; on memory stores (the pipeline alone) and on node:sqlite stores
+ *    (as `npm run serve` runs, every commit fsynced).
  *  - a 1,000-message burst: alice sends 1,000 messages at once; the rate at which B has them all,
  *    next to the rate at which A alone accepts the same sends.
  */
@@ -21,6 +22,11 @@ import type { Homeserver } from "../src/homeserver/homeserver.ts";
 import type { HomeserverConfig } from "../src/homeserver/context.ts";
 import { LIMITER_NAMES } from "../src/homeserver/auth/rateLimit.ts";
 import { createMemoryStore } from "../src/storage/memory.ts";
+import { createNodeSqliteStore } from "../src/storage/nodeSqlite.ts";
+import type { Store } from "../src/storage/store.ts";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { serverNameFromSeed } from "../src/homeserver/keys/server.ts";
 import { privateKeyFromSeed } from "../src/transport/identity.ts";
 import { createP2PNode } from "../src/transport/node.ts";
@@ -45,14 +51,15 @@ export const p2pBench: Bench = async () => {
   const rendezvous = await startRendezvous({ ...DEFAULTS, host: "127.0.0.1", port: 0 }, { privateKey: await generateKeyPair("Ed25519") });
   const nodes: P2PNode[] = [];
   const servers: Homeserver[] = [];
+  const dirs: string[] = [];
   try {
     const addr = rendezvous.multiaddrs()[0]!;
-    const start = async (fill: number) => {
+    const start = async (fill: number, store: Store = createMemoryStore()) => {
       const seed = new Uint8Array(32).fill(fill);
       const node = await createP2PNode({ privateKey: await privateKeyFromSeed(seed), rendezvous: [addr] });
       nodes.push(node);
       const serverName = serverNameFromSeed(seed);
-      const hs = await createHomeserver({ store: createMemoryStore(), seed, serverName, federationTransport: new Libp2pFederationTransport(node), config: { rateLimits: unlimited() } });
+      const hs = await createHomeserver({ store, seed, serverName, federationTransport: new Libp2pFederationTransport(node), config: { rateLimits: unlimited() } });
       servers.push(hs);
       await serveHttp(node, (request, info) => hs.handle(request, { transportOrigin: info.peerServer }), { serverName });
       return { node, hs, serverName };
@@ -94,40 +101,49 @@ export const p2pBench: Bench = async () => {
     for (let i = 0; i < ROUND_TRIPS; i++) rawOpen.push(await roundTripOnOpenStream());
     const relayed = a.node.libp2p.getConnections(b.node.peerId).every((c) => c.remoteAddr.toString().includes("/p2p-circuit"));
 
-    // A room on A joined from B.
-    const alice = await seedDevice(a.hs, `@alice:${a.serverName}`, "A");
-    const bob = await seedDevice(b.hs, `@bob:${b.serverName}`, "B");
-    const { room_id: roomId } = (await call(a.hs, "POST", "/createRoom", alice, { preset: "public_chat" })) as { room_id: string };
-    await call(b.hs, "POST", `/join/${encodeURIComponent(roomId)}?via=${a.serverName}`, bob, {});
-    let since = ((await call(b.hs, "GET", "/sync?timeout=0", bob)) as { next_batch: string }).next_batch;
-
     // Latency: send on A → B's /sync answers with it. One message at a time, as in a conversation:
     // bob's long-poll is already waiting and the previous message's delivery has settled (PAUSE_MS),
     // so a message does not race the tail of the one before (the burst below measures that). A raw
     // round trip is taken in each pause too, so both medians come from the same stretch of time.
-    const latencies: number[] = [];
-    const rawDuring: number[] = [];
-    for (let i = 0; i < MESSAGES + 3; i++) {
-      const body = `m${i}`;
-      let answeredAt = 0;
-      const waiting = (async () => {
-        for (;;) {
-          const s = (await call(b.hs, "GET", `/sync?timeout=30000&since=${since}`, bob)) as { next_batch: string; rooms?: { join?: Record<string, { timeline: { events: { content: { body?: string } }[] } }> } };
-          since = s.next_batch;
-          if (s.rooms?.join?.[roomId]?.timeline.events.some((e) => e.content.body === body)) {
-            answeredAt = performance.now();
-            return;
+    const conversation = async (x: Awaited<ReturnType<typeof start>>, y: Awaited<ReturnType<typeof start>>) => {
+      const alice = await seedDevice(x.hs, `@alice:${x.serverName}`, "A");
+      const bob = await seedDevice(y.hs, `@bob:${y.serverName}`, "B");
+      const { room_id: roomId } = (await call(x.hs, "POST", "/createRoom", alice, { preset: "public_chat" })) as { room_id: string };
+      await call(y.hs, "POST", `/join/${encodeURIComponent(roomId)}?via=${x.serverName}`, bob, {});
+      let since = ((await call(y.hs, "GET", "/sync?timeout=0", bob)) as { next_batch: string }).next_batch;
+      const latencies: number[] = [];
+      const rawDuring: number[] = [];
+      for (let i = 0; i < MESSAGES + 3; i++) {
+        const body = `m${i}`;
+        let answeredAt = 0;
+        const waiting = (async () => {
+          for (;;) {
+            const s = (await call(y.hs, "GET", `/sync?timeout=30000&since=${since}`, bob)) as { next_batch: string; rooms?: { join?: Record<string, { timeline: { events: { content: { body?: string } }[] } }> } };
+            since = s.next_batch;
+            if (s.rooms?.join?.[roomId]?.timeline.events.some((e) => e.content.body === body)) {
+              answeredAt = performance.now();
+              return;
+            }
           }
-        }
-      })();
-      const pauseEnds = performance.now() + PAUSE_MS;
-      for (let k = 0; k < 3; k++) rawDuring.push(await roundTrip());
-      await new Promise((r) => setTimeout(r, Math.max(0, pauseEnds - performance.now())));
-      const started = performance.now();
-      await call(a.hs, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/lat${i}`, alice, { msgtype: "m.text", body });
-      await waiting;
-      if (i >= 3) latencies.push(answeredAt - started);
-    }
+        })();
+        const pauseEnds = performance.now() + PAUSE_MS;
+        for (let k = 0; k < 3; k++) rawDuring.push(await roundTrip());
+        await new Promise((r) => setTimeout(r, Math.max(0, pauseEnds - performance.now())));
+        const started = performance.now();
+        await call(x.hs, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/lat${i}`, alice, { msgtype: "m.text", body });
+        await waiting;
+        if (i >= 3) latencies.push(answeredAt - started);
+      }
+      return { alice, bob, roomId, latencies, rawDuring };
+    };
+    const { alice, bob, roomId, latencies, rawDuring } = await conversation(a, b);
+
+    // The same on durable stores, as `npm run serve` runs (node:sqlite: every commit is fsynced).
+    const dir = await mkdtemp(join(tmpdir(), "hyphae-bench-p2p-"));
+    dirs.push(dir);
+    const c = await start(13, await createNodeSqliteStore(join(dir, "c.sqlite")));
+    const d = await start(14, await createNodeSqliteStore(join(dir, "d.sqlite")));
+    const durable = await conversation(c, d);
 
     // Burst: 1,000 messages sent at once on A; how fast B has them all.
     const countOnB = async (): Promise<number> => {
@@ -147,6 +163,8 @@ export const p2pBench: Bench = async () => {
     const rawMs = median(raw);
     const rawDuringMs = median(rawDuring);
     const latencyMs = median(latencies);
+    const durableMs = median(durable.latencies);
+    const durableRawMs = median(durable.rawDuring);
     const figures: Figure[] = [
       { name: `raw relayed stream round trip (new stream, 64 B each way${relayed ? "" : ", NOT relayed"})`, value: rawMs, unit: "ms" },
       {
@@ -156,6 +174,14 @@ export const p2pBench: Bench = async () => {
         baseline: { name: "raw relayed stream round trip, taken between the messages", value: rawDuringMs, unit: "ms" },
         ratio: latencyMs / rawDuringMs,
         note: "ratio = latency / raw round trip on a new stream, sampled in the pauses between the messages (goal ≤ 2)",
+      },
+      {
+        name: "P2P message latency on node:sqlite stores (as npm run serve; relayed)",
+        value: durableMs,
+        unit: "ms",
+        baseline: { name: "raw relayed stream round trip, taken between the messages", value: durableRawMs, unit: "ms" },
+        ratio: durableMs / durableRawMs,
+        note: "the same conversation between two homeservers whose every commit is written and fsynced",
       },
       {
         name: "raw relayed round trip on a stream opened beforehand (64 B each way)",
@@ -170,5 +196,6 @@ export const p2pBench: Bench = async () => {
     for (const hs of servers) await hs.close();
     for (const n of nodes) await n.stop();
     await rendezvous.stop();
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   }
 };
