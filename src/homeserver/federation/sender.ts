@@ -115,6 +115,8 @@ export async function serversSharingRoomsWith(tx: ReadTx, userId: string, self: 
 
 interface DestState {
   running?: Promise<void>;
+  /** The transaction the scan fixed for this idle destination in its own write: the run sends it without another write. */
+  prepared?: InFlight;
   /** A wake-up came in while a run was going: run once more. */
   again: boolean;
   timer?: ReturnType<typeof setTimeout>;
@@ -128,6 +130,14 @@ export class FederationSender {
   private readonly abort = new AbortController();
   private scanning: Promise<void> | undefined;
   private scanAgain = false;
+  /**
+   * How far the scan has read the timeline stream, ahead of the stored cursor while the rows read
+   * held nothing to queue (remote events): those moves are stored later, in one write, not one
+   * write (and fsync) per inbound event. Rescanning such rows after a crash queues nothing.
+   */
+  private scannedTo: number | undefined;
+  private cursorTimer: ReturnType<typeof setTimeout> | undefined;
+  private storingCursor: Promise<void> | undefined;
   /** Joined servers per state group (groups never change once written). */
   private readonly groupServers = new Map<string, string[]>();
   private readonly minBackoffMs: number;
@@ -166,6 +176,7 @@ export class FederationSender {
     const run = async (): Promise<void> => {
       do {
         this.scanAgain = false;
+        if (this.storingCursor) await this.storingCursor;
         while (!this.closed && (await this.scanEvents())) {
           // more stream rows may follow
         }
@@ -221,7 +232,7 @@ export class FederationSender {
     for (const st of this.dests.values()) if (st.running) return false;
     return this.hs.store.read(async (tx) => {
       if ((await tx.count("federation_queue")) > 0) return false;
-      const cursor = (await tx.get<number>("settings", STREAM_CURSOR)) ?? 0;
+      const cursor = Math.max((await tx.get<number>("settings", STREAM_CURSOR)) ?? 0, this.scannedTo ?? 0);
       return (await tx.range("stream", { gt: pos(cursor), limit: 1 })).length === 0;
     });
   }
@@ -238,6 +249,9 @@ export class FederationSender {
     }
     await this.scanning;
     await Promise.all(running);
+    clearTimeout(this.cursorTimer);
+    await this.storingCursor;
+    await this.storeCursor();
   }
 
   private track(p: Promise<void>, what: string): void {
@@ -302,7 +316,7 @@ export class FederationSender {
   /** Sends transactions until the queue is empty (true) or one fails (false). */
   private async drain(destination: string): Promise<boolean> {
     while (!this.closed) {
-      const txn = await this.hs.store.write((tx) => this.nextTransaction(tx, destination));
+      const txn = (await this.takePrepared(destination)) ?? (await this.hs.store.write((tx) => this.nextTransaction(tx, destination)));
       if (!txn) return true;
       const outcome = await this.send(destination, txn);
       if (outcome === "retry") return false;
@@ -312,6 +326,17 @@ export class FederationSender {
       });
     }
     return false;
+  }
+
+  /** The transaction the scan prepared for `destination`, if it is still the one in flight. */
+  private async takePrepared(destination: string): Promise<InFlight | undefined> {
+    const st = this.dests.get(destination);
+    const prepared = st?.prepared;
+    if (!st || !prepared) return undefined;
+    st.prepared = undefined;
+    // Another run may have sent it meanwhile: only the stored record is authoritative.
+    const current = await this.hs.store.read((tx) => tx.get<InFlight>("federation_inflight", destination));
+    return current?.txnId === prepared.txnId ? current : undefined;
   }
 
   /** The transaction in flight, or a new one from the head of the queue (stored before it is sent). */
@@ -394,7 +419,7 @@ export class FederationSender {
       // First start: begin at the present; history is not replayed.
       if (cursor === undefined) return { initial: await streamPosIn(tx) };
       // key stream = pos(streamPos) → { roomId, eventId }
-      const rows = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: pos(cursor), limit: SCAN_BATCH });
+      const rows = await tx.range<{ roomId: string; eventId: string }>("stream", { gt: pos(Math.max(cursor, this.scannedTo ?? cursor)), limit: SCAN_BATCH });
       if (rows.length === 0) return undefined;
       const items: { destination: string; eventId: string }[] = [];
       const announcements: DeviceAnnouncement[] = [];
@@ -418,18 +443,65 @@ export class FederationSender {
       });
       return true;
     }
+    if (plan.items.length === 0 && plan.announcements.length === 0) {
+      this.scannedTo = plan.upTo;
+      this.storeCursorLater();
+      return plan.more;
+    }
+    const destinations = [...new Set([...plan.items.map((i) => i.destination), ...plan.announcements.flatMap((a) => a.destinations)])];
     const written = await this.hs.store.write(async (tx) => {
       // Only this loop moves the cursor; a mismatch means another instance shares the store.
-      if ((await tx.get<number>("settings", STREAM_CURSOR)) !== plan.cursor) return false;
+      if ((await tx.get<number>("settings", STREAM_CURSOR)) !== plan.cursor) return undefined;
       for (const it of plan.items) await queueItem(tx, it.destination, { pdu: it.eventId });
       // After the PDUs: a receiver handles a transaction's PDUs first, so it holds the join by then.
       for (const a of plan.announcements) await queueDeviceAnnouncement(tx, a);
       tx.put("settings", STREAM_CURSOR, plan.upTo);
-      return true;
+      // A destination with nothing in flight gets its transaction fixed in this same write: the
+      // event reaches it one commit (and fsync) sooner.
+      const prepared = new Map<string, InFlight>();
+      for (const d of destinations) {
+        const st = this.dests.get(d);
+        if (this.closed || st?.running || st?.timer || st?.prepared || !this.client.mayContact(d)) continue;
+        const txn = await this.nextTransaction(tx, d);
+        if (txn) prepared.set(d, txn);
+      }
+      return prepared;
     });
     if (!written) return false;
-    for (const d of new Set([...plan.items.map((i) => i.destination), ...plan.announcements.flatMap((a) => a.destinations)])) this.wake(d);
+    this.scannedTo = plan.upTo;
+    for (const d of destinations) {
+      const txn = written.get(d);
+      if (txn) {
+        let st = this.dests.get(d);
+        if (!st) this.dests.set(d, (st = { again: false, backoffMs: this.minBackoffMs }));
+        st.prepared = txn;
+      }
+      this.wake(d);
+    }
     return plan.more;
+  }
+
+  /** Stores the scanned position a second from now (see {@link scannedTo}), unless a scan is running. */
+  private storeCursorLater(): void {
+    if (this.cursorTimer || this.closed) return;
+    this.cursorTimer = setTimeout(() => {
+      this.cursorTimer = undefined;
+      if (this.scanning) return this.storeCursorLater();
+      this.storingCursor = this.storeCursor()
+        .catch((err: unknown) => this.hs.logger.error(logLine("federation_scan_failed", { error: String(err) })))
+        .finally(() => (this.storingCursor = undefined));
+    }, 1000);
+    (this.cursorTimer as { unref?: () => void }).unref?.();
+  }
+
+  /** Writes {@link scannedTo} as the stored cursor when it is ahead. */
+  private async storeCursor(): Promise<void> {
+    const to = this.scannedTo;
+    if (to === undefined) return;
+    await this.hs.store.write(async (tx) => {
+      const stored = await tx.get<number>("settings", STREAM_CURSOR);
+      if (stored !== undefined && stored < to) tx.put("settings", STREAM_CURSOR, to);
+    });
   }
 
   /**
