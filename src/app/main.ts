@@ -5,13 +5,28 @@
 import { exportFile, importAndSignIn, openClient, signIn, storedAccount } from "./signIn.ts";
 import { keepWorkerAlive, registerWorker, workerStatus } from "./worker.ts";
 import { loadConfig } from "./config.ts";
+import { progressView } from "./progress.ts";
 
 const $ = (id: string): HTMLElement => document.getElementById(id)!;
 
 const bytes = (n: number | undefined): string => (n === undefined ? "?" : n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 
-/** Fills the status view from the worker (and config.json); errors are shown, not thrown. */
-async function refreshStatus(): Promise<void> {
+/** Shows the joins and backfills in progress (the bar and one line each), or hides them. */
+function showProgress(activities: Parameters<typeof progressView>[0]): void {
+  const view = progressView(activities, Date.now());
+  const bar = $("status-progress") as HTMLProgressElement;
+  bar.hidden = view.bar === undefined;
+  if (view.bar?.max !== undefined) {
+    bar.max = view.bar.max;
+    bar.value = view.bar.value ?? 0;
+  } else {
+    bar.removeAttribute("value"); // indeterminate
+  }
+  $("status-activity").textContent = view.lines.length ? view.lines.join("\n") : "nothing";
+}
+
+/** Fills the status view from the worker (and config.json); errors are shown, not thrown. Returns whether work is in progress. */
+async function refreshStatus(): Promise<boolean> {
   const account = storedAccount();
   $("status-user").textContent = account?.userId ?? "not signed in";
   try {
@@ -23,10 +38,18 @@ async function refreshStatus(): Promise<void> {
     const queues = Object.entries(s.outboundQueues);
     $("status-queues").textContent = queues.length ? queues.map(([d, n]) => `${d.slice(0, 12)}…: ${n}`).join(", ") : "empty";
     $("status-storage").textContent = `${bytes(s.storage.usage)} used of ${bytes(s.storage.quota)} granted${s.storage.persisted ? ", persistent" : ", not persistent (the browser may evict it under pressure)"}`;
+    showProgress(s.activities);
     document.body.dataset["status"] = "ready";
+    return s.activities.length > 0;
   } catch (err) {
     $("status-server").textContent = `unavailable: ${err instanceof Error ? err.message : String(err)}`;
+    return false;
   }
+}
+
+/** Refreshes the status view every 5 s, every second while a join or backfill runs. */
+function pollStatus(): void {
+  void refreshStatus().then((busy) => setTimeout(pollStatus, busy ? 1_000 : 5_000));
 }
 
 function showSignedIn(userId: string): void {
@@ -85,8 +108,8 @@ async function main(): Promise<void> {
         $("signin-message").textContent = `Sign-in failed: ${err instanceof Error ? err.message : String(err)}`;
       });
   });
-  await refreshStatus();
-  setInterval(() => void refreshStatus(), 5_000);
+  const busy = await refreshStatus();
+  setTimeout(pollStatus, busy ? 1_000 : 5_000);
   document.body.dataset["app"] = "ready";
 }
 

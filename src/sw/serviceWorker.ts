@@ -18,6 +18,8 @@ import { createHomeserver } from "../homeserver/homeserver.ts";
 import type { Homeserver, HomeserverOptions } from "../homeserver/homeserver.ts";
 import type { Logger } from "../homeserver/context.ts";
 import { MatrixError } from "../homeserver/errors.ts";
+import { activitiesOf } from "../homeserver/activity.ts";
+import type { Activity } from "../homeserver/activity.ts";
 import { createIndexedDbStore } from "../storage/indexeddb.ts";
 import { StorageError } from "../storage/store.ts";
 import type { Store } from "../storage/store.ts";
@@ -219,6 +221,8 @@ export interface WorkerStatus {
   p2p: { running: boolean; peers: number; rendezvousConnected: number; rendezvous: string; peerId?: string };
   /** `navigator.storage.estimate()` / `persisted()` as the worker sees them. */
   storage: { usage?: number; quota?: number; persisted?: boolean };
+  /** Rooms being joined over federation or backfilled now, with how far each got (the progress indicator). */
+  activities: Activity[];
 }
 
 /** Outbound queue depth per destination (federation/sender.ts: key federation_queue = destination|pos(seq)). */
@@ -279,6 +283,7 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
       outboundQueues: await queueDepths(hs),
       p2p: p2pStatus(hs),
       storage,
+      activities: activitiesOf(hs.services.store).list(),
     };
   };
 

@@ -27,6 +27,7 @@ interface WorkerStatus {
   serverName: string;
   outboundQueues: Record<string, number>;
   p2p: { running: boolean; peers: number; rendezvousConnected: number; rendezvous: string };
+  activities: { kind: string; roomId: string; phase: string }[];
 }
 
 /** The worker's status through the app's message protocol (src/app/worker.ts). */
@@ -125,6 +126,9 @@ describe("two browsers chat through npm start (Hydrogen, Chromium)", () => {
   async function signIn(p: Person, displayName: string): Promise<string> {
     await p.page.goto(`${app!.url}/`);
     await p.page.waitForSelector("body[data-app=ready]", { timeout: 60_000 });
+    // The status view's progress line: no join or backfill runs yet.
+    expect(await p.page.locator("#status-activity").textContent()).toBe("nothing");
+    expect(await p.page.locator("#status-progress").isHidden()).toBe(true);
     await p.page.fill("#name", displayName);
     await p.page.click("#signin-button");
     await p.page.waitForURL(/\/client\//, { timeout: 60_000 });
@@ -174,6 +178,8 @@ describe("two browsers chat through npm start (Hydrogen, Chromium)", () => {
       await join.locator("button[type=submit]").click();
       await b!.page.locator(".RoomView .MessageComposer_input textarea").waitFor({ timeout: 120_000 });
       await inTimeline(b!, "hello from A").waitFor({ timeout: 60_000 });
+      // The join is over: the worker reports no work in progress (the status view's indicator).
+      await expect.poll(async () => (await status(b!.page)).activities, { timeout: 30_000 }).toEqual([]);
 
       await type(b!, "hello from B");
       await inTimeline(a!, "hello from B").waitFor({ timeout: 60_000 });

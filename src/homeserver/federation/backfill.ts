@@ -19,6 +19,9 @@ import { refIds } from "../events/types.ts";
 import { logLine } from "../log.ts";
 import { getEvent, serversInRoom } from "../roomserver/state.ts";
 import { FederationError } from "./client.ts";
+import type { FederationClient } from "./client.ts";
+import { activitiesOf } from "../activity.ts";
+import type { ActivityHandle } from "../activity.ts";
 import { receiveBackfill } from "./receive.ts";
 
 /** The most events one `/backfill` request asks for. */
@@ -134,7 +137,18 @@ async function backfillOnce(hs: Services, roomId: string, limit: number): Promis
   const { from, servers } = await hs.store.read(async (tx) => ({ from: await backwardExtremities(tx, roomId), servers: await serversInRoom(tx, roomId) }));
   if (from.length === 0) return 0;
   const candidates = servers.filter((s) => s !== hs.serverName && client.mayContact(s)).slice(0, MAX_SERVERS);
+  // The status view's progress indicator (a client's /messages waits on this).
+  const progress = activitiesOf(hs.store).start("backfill", roomId, "asking other servers");
+  try {
+    return await backfillFrom(hs, client, roomId, limit, from, candidates, progress);
+  } finally {
+    progress.end();
+  }
+}
+
+async function backfillFrom(hs: Services, client: FederationClient, roomId: string, limit: number, from: string[], candidates: string[], progress: ActivityHandle): Promise<number> {
   for (const server of candidates) {
+    progress.update(`asking ${server}`);
     let pdus: unknown[];
     try {
       const answer = await client.json<{ pdus?: unknown }>(server, "GET", `/_matrix/federation/v1/backfill/${encodeURIComponent(roomId)}`, {
@@ -147,6 +161,7 @@ async function backfillOnce(hs: Services, roomId: string, limit: number): Promis
       else hs.logger.info(line);
       continue;
     }
+    progress.update(`storing ${pdus.length} events`);
     const outcomes = await receiveBackfill(hs, server, roomId, pdus);
     const added = outcomes.filter((o) => o.outcome === "backfilled").length;
     hs.logger.info(logLine("backfill", { room: roomId, server, offered: pdus.length, added }));

@@ -36,6 +36,7 @@ import { currentStateEvent, getEvent, getRoom, membershipRecord, serversInRoom }
 import { asObject } from "../validate.ts";
 import { FederationError } from "./client.ts";
 import type { FederationClient } from "./client.ts";
+import { activitiesOf } from "../activity.ts";
 
 /** State shared with invitees and knockers ("Stripped state": the recommended event types). */
 export const STRIPPED_STATE_TYPES = ["m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption"];
@@ -73,9 +74,18 @@ export interface VerifiedRoomState {
 
 /**
  * Checks a `send_join` answer's `state` and `auth_chain` in full (see the module comment); throws
- * RoomStateError at the first event that fails. Pure apart from the key lookup.
+ * RoomStateError at the first event that fails. Pure apart from the key lookup. `onChecked` hears
+ * how many of the distinct events are checked so far (a progress indicator's figures).
  */
-export async function verifyRoomState(roomId: string, rules: RoomVersionRules, stateRaw: unknown, chainRaw: unknown, keys: ServerKeyLookup, verifier: Ed25519Verifier): Promise<VerifiedRoomState> {
+export async function verifyRoomState(
+  roomId: string,
+  rules: RoomVersionRules,
+  stateRaw: unknown,
+  chainRaw: unknown,
+  keys: ServerKeyLookup,
+  verifier: Ed25519Verifier,
+  onChecked?: (done: number, total: number) => void,
+): Promise<VerifiedRoomState> {
   if (!Array.isArray(stateRaw) || !Array.isArray(chainRaw)) throw new RoomStateError("state and auth_chain must be lists");
   const raws = new Map<string, Pdu>();
   const stateIds: string[] = [];
@@ -123,6 +133,7 @@ export async function verifyRoomState(roomId: string, rules: RoomVersionRules, s
   }
   const events = new Map<string, EventWithId>();
   const fetchEvent: FetchEvent = (id) => events.get(id);
+  onChecked?.(0, raws.size);
   for (const ids of levels) {
     for (let i = 0; i < ids.length; i += VERIFY_CONCURRENCY) {
       const chunk = ids.slice(i, i + VERIFY_CONCURRENCY);
@@ -133,6 +144,7 @@ export async function verifyRoomState(roomId: string, rules: RoomVersionRules, s
         if (verdict.event!.roomId !== roomId) throw new RoomStateError(`event ${id} belongs to another room`);
       }
       for (const [j, verdict] of verdicts.entries()) events.set(chunk[j]!, verdict.event!);
+      onChecked?.(events.size, raws.size);
     }
   }
   const state: StateMap = new Map();
@@ -298,31 +310,40 @@ export async function joinRemoteRoom(hs: Services, userId: string, roomId: strin
   const client = hs.federation;
   if (!client || servers.length === 0) throw notFound(`Room ${roomId} is not known here and no server to join it through is known`);
   const errors: unknown[] = [];
-  for (const server of servers) {
-    try {
-      const { rules, event: built } = await makeAndBuild(hs, client, server, roomId, userId, "join", content);
-      const answer = await sendMembership(client, server, "join", built, 120_000);
-      const verified = await verifyRoomState(roomId, rules, answer.state, answer.auth_chain, keyLookup(hs, server), hs.verifier);
-      // Restricted rooms: the resident returns the join with its signature added.
-      let join = built;
-      const returned = asObject(answer.event);
-      if (returned) {
-        if ((await eventIdOf(returned, rules)) !== built.eventId || (rules.referencePairs && returned.event_id !== built.eventId)) {
-          throw new RoomStateError(`${server} returned another join event`);
+  // The status view's progress indicator: a large room's answer takes a while to check and store.
+  const progress = activitiesOf(hs.store).start("join", roomId, "asking other servers");
+  try {
+    for (const server of servers) {
+      try {
+        progress.update(`asking ${server}`);
+        const { rules, event: built } = await makeAndBuild(hs, client, server, roomId, userId, "join", content);
+        const answer = await sendMembership(client, server, "join", built, 120_000);
+        progress.update("checking events");
+        const verified = await verifyRoomState(roomId, rules, answer.state, answer.auth_chain, keyLookup(hs, server), hs.verifier, (done, total) => progress.update("checking events", done, total));
+        // Restricted rooms: the resident returns the join with its signature added.
+        let join = built;
+        const returned = asObject(answer.event);
+        if (returned) {
+          if ((await eventIdOf(returned, rules)) !== built.eventId || (rules.referencePairs && returned.event_id !== built.eventId)) {
+            throw new RoomStateError(`${server} returned another join event`);
+          }
+          join = { ...built, pdu: { ...built.pdu, signatures: { ...(asObject(returned.signatures) as Pdu["signatures"]), ...built.pdu.signatures } } };
         }
-        join = { ...built, pdu: { ...built.pdu, signatures: { ...(asObject(returned.signatures) as Pdu["signatures"]), ...built.pdu.signatures } } };
+        const check = await receivePdu(join.pdu, rules, {
+          keys: keyLookup(hs, server), verifier: hs.verifier, fetchEvent: (id) => verified.events.get(id), stateBefore: verified.state, expectedEventId: join.eventId,
+        });
+        if (check.outcome !== "accept") throw new RoomStateError(`our join does not pass the auth rules against ${server}'s state: ${check.reason}`);
+        progress.update(`storing ${verified.events.size + 1} events`);
+        await persistJoin(hs, roomId, rules, verified, join);
+        return join.eventId;
+      } catch (err) {
+        if (!(err instanceof FederationError || err instanceof RoomStateError || (err instanceof MatrixError && err.errcode === "M_INCOMPATIBLE_ROOM_VERSION"))) throw err;
+        hs.logger.warn(`join of ${roomId} through ${server} failed: ${err.message}`);
+        errors.push(err);
       }
-      const check = await receivePdu(join.pdu, rules, {
-        keys: keyLookup(hs, server), verifier: hs.verifier, fetchEvent: (id) => verified.events.get(id), stateBefore: verified.state, expectedEventId: join.eventId,
-      });
-      if (check.outcome !== "accept") throw new RoomStateError(`our join does not pass the auth rules against ${server}'s state: ${check.reason}`);
-      await persistJoin(hs, roomId, rules, verified, join);
-      return join.eventId;
-    } catch (err) {
-      if (!(err instanceof FederationError || err instanceof RoomStateError || (err instanceof MatrixError && err.errcode === "M_INCOMPATIBLE_ROOM_VERSION"))) throw err;
-      hs.logger.warn(`join of ${roomId} through ${server} failed: ${err.message}`);
-      errors.push(err);
     }
+  } finally {
+    progress.end();
   }
   throw handshakeFailure(errors, `Joining ${roomId}`);
 }
