@@ -174,6 +174,12 @@ export const MIGRATIONS: readonly Migration[] = [
       "backfill", // key = roomId|pos(ordinal) → eventId
     ],
   },
+  // 14: remote redactions whose target had not arrived yet (roomserver/persist.ts): applied when it does.
+  {
+    createTables: [
+      "redactions_pending", // key = targetEventId|redactionEventId → true
+    ],
+  },
 ];
 
 /**

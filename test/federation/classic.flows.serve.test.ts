@@ -258,7 +258,8 @@ describe("federation flows over HTTPS between three npm run serve processes", ()
           const seen = (await bodies(b, bob, room)).filter((x) => x.startsWith(`${prefix} `));
           return seen.length >= 20 ? seen : undefined;
         },
-        90_000,
+        // A's backoff for B (doubling from 2 s while B was down) may run before it tries again.
+        150_000,
       );
       // In order, none twice.
       expect(got).toEqual(want);
@@ -291,7 +292,7 @@ describe("federation flows over HTTPS between three npm run serve processes", ()
     await expectAll("queued on A");
     // Nothing of the first backlog came twice either.
     expect((await bodies(b, bob, room)).filter((x) => x.startsWith("while B was down "))).toHaveLength(20);
-  }, 240_000);
+  }, 420_000);
 
   it("C's user is invited and joins; B's user leaves; A bans a user of C, who can then not send", async () => {
     // A invites Carol on C; her client sees the invite and she joins through A.

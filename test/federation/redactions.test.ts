@@ -8,7 +8,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Federation, FedServer } from "./harness.ts";
 import { createFederation } from "./harness.ts";
 import { eventually } from "./fedtools.ts";
-import { buildRemote, deliver, holdQueues, lastPos, sendTxn, sharedRoom, storedOn, wire } from "./pduHelpers.ts";
+import { buildRemote, deliver, holdQueues, lastPos, sendTxn, sharedRoom, storedOn, svc, wire } from "./pduHelpers.ts";
+import { persist } from "../../src/homeserver/roomserver/persist.ts";
 
 let fed: Federation | undefined;
 afterEach(async () => {
@@ -73,5 +74,49 @@ describe("redactions received over federation", () => {
     expect((await storedOn(a, msg.body.event_id))?.redactedBy).toBeUndefined();
     const seen = await a.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(msg.body.event_id)}`, undefined, alice.token);
     expect(seen.body.content.body).toBe("keep me");
+  });
+
+  it("a redaction that arrives before the event it redacts takes effect when that event arrives", async () => {
+    const [a, b] = await two();
+    const { roomId, alice, bob } = await sharedRoom(a, b, { preset: "public_chat", room_version: "11" });
+    const msg = await a.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/m1`, { msgtype: "m.text", body: "late" }, alice.token);
+    const reaction = await a.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.reaction/r1`, { "m.relates_to": { rel_type: "m.annotation", event_id: msg.body.event_id, key: "x" } }, alice.token);
+    expect([msg.status, reaction.status]).toEqual([200, 200]);
+    const msgEvent = (await storedOn(a, msg.body.event_id))!;
+    const reactionEvent = (await storedOn(a, reaction.body.event_id))!;
+    // Alice's server redacts the reaction on a branch beside it (its prev is the event before the
+    // message): B can store the redaction without the reaction, which it does not have yet.
+    const prev = (msgEvent.pdu.prev_events as string[])[0]!;
+    const redaction = await buildRemote(a, roomId, { sender: alice.userId, type: "m.room.redaction", content: { redacts: reaction.body.event_id } }, { prevEvents: [prev] });
+    const first = await sendTxn(a, b, [wire(redaction)]);
+    expect(first.body.pdus[redaction.eventId]).toEqual({});
+    expect((await storedOn(b, redaction.eventId))?.streamPos).toBeDefined();
+    expect(await storedOn(b, reaction.body.event_id)).toBeUndefined();
+
+    // Now the message and the reaction arrive: the reaction is stored redacted, and counts for nothing.
+    const later = await sendTxn(a, b, [wire(msgEvent), wire(reactionEvent)]);
+    expect(later.body.pdus).toEqual({ [msg.body.event_id]: {}, [reaction.body.event_id]: {} });
+    expect((await storedOn(b, reaction.body.event_id))?.redactedBy).toBe(redaction.eventId);
+    const seen = await b.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(reaction.body.event_id)}`, undefined, bob.token);
+    expect(seen.body.content).toEqual({});
+    const rel = await b.call("GET", `/_matrix/client/v1/rooms/${enc(roomId)}/relations/${enc(msg.body.event_id)}`, undefined, bob.token);
+    expect(rel.body.chunk).toEqual([]);
+    // The message itself is untouched, and nothing waits any more.
+    expect((await storedOn(b, msg.body.event_id))?.redactedBy).toBeUndefined();
+    expect(await b.store.read((tx) => tx.range("redactions_pending"))).toEqual([]);
+  });
+
+  it("a waiting redaction by a user of another server without the redact power level redacts nothing when its target comes", async () => {
+    const [a, b] = await two();
+    const { roomId, alice, bob } = await sharedRoom(a, b, { preset: "public_chat", room_version: "11" });
+    const msg = await a.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/m1`, { msgtype: "m.text", body: "mine" }, alice.token);
+    const msgEvent = (await storedOn(a, msg.body.event_id))!;
+    const prev = (msgEvent.pdu.prev_events as string[])[0]!;
+    // Bob's server (not the message's, Bob at power 0) sends a redaction of it before it has it.
+    const forged = await buildRemote(b, roomId, { sender: bob.userId, type: "m.room.redaction", content: { redacts: msg.body.event_id } }, { prevEvents: [prev] });
+    expect((await persist(svc(b), roomId, [{ kind: "new", event: forged }]))[0]!.outcome).toBe("accepted");
+    expect((await sendTxn(a, b, [wire(msgEvent)])).body.pdus).toEqual({ [msg.body.event_id]: {} });
+    expect((await storedOn(b, msg.body.event_id))?.redactedBy).toBeUndefined();
+    expect(await b.store.read((tx) => tx.range("redactions_pending"))).toEqual([]);
   });
 });

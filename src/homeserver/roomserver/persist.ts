@@ -166,6 +166,10 @@ interface Planned {
   timeline: boolean;
   /** A remote redaction that takes effect: the event it redacts. */
   redacts?: string;
+  /** A remote redaction whose target is not here yet: the target, recorded in `redactions_pending`. */
+  pendingTarget?: string;
+  /** `redactions_pending` rows this event settles (it is their target). */
+  settledPending?: string[];
 }
 
 interface Plan {
@@ -181,7 +185,9 @@ interface Plan {
 
 /** Loads the room and decides every input; nothing is written. */
 async function decide(hs: Services, roomId: string, inputs: PersistInput[], newRoom?: RoomRecord): Promise<Plan> {
+  const pending = new Map<string, string[]>();
   const loaded = await hs.store.read(async (tx) => {
+    pending.clear();
     const room = newRoom ?? (await tx.get<RoomRecord>("rooms", roomId));
     const pre = prefix(roomId);
     const extremities = newRoom ? [] : (await tx.range<true>("extremities", { prefix: pre })).map((r) => r.key.slice(pre.length));
@@ -191,13 +197,19 @@ async function decide(hs: Services, roomId: string, inputs: PersistInput[], newR
       // An outlier (known only as an auth or state event) that now arrives as a new event joins the
       // DAG: it is decided like any new event and its row replaced.
       known.set(i.event.eventId, e !== undefined && !(e.outlier && i.kind !== "outlier"));
+      if (i.kind !== "outlier") {
+        // key = targetEventId|redactionEventId → true
+        const pre = prefix(i.event.eventId);
+        const waiting = await tx.range<true>("redactions_pending", { prefix: pre });
+        if (waiting.length) pending.set(i.event.eventId, waiting.map((r) => r.key.slice(pre.length)));
+      }
     }
     return { room, extremities, known };
   });
   if (!loaded.room) throw new Error(`unknown room ${roomId}`);
   const room: RoomRecord = { ...loaded.room };
   const rules = rulesOf(room);
-  const ctx = new DecideContext(hs, roomId, rules, room, loaded.extremities);
+  const ctx = new DecideContext(hs, roomId, rules, room, loaded.extremities, pending);
   const plan: Plan = { roomId, room, isNew: newRoom !== undefined, extremitiesBefore: loaded.extremities, extremitiesAfter: loaded.extremities, events: [], duplicates: [] };
   for (const input of inputs) {
     if (loaded.known.get(input.event.eventId) || ctx.batch.has(input.event.eventId)) {
@@ -232,8 +244,12 @@ class DecideContext {
   private readonly roomId: string;
   private readonly rules: RoomVersionRules;
 
-  constructor(hs: Services, roomId: string, rules: RoomVersionRules, room: RoomRecord, extremities: string[]) {
+  /** Redactions waiting for their target: target → redaction IDs (stored ones, then this batch's). */
+  private readonly pendingRedactions: Map<string, string[]>;
+
+  constructor(hs: Services, roomId: string, rules: RoomVersionRules, room: RoomRecord, extremities: string[], pendingRedactions: Map<string, string[]>) {
     this.hs = hs;
+    this.pendingRedactions = pendingRedactions;
     this.roomId = roomId;
     this.rules = rules;
     this.extremities = [...extremities];
@@ -325,7 +341,28 @@ class DecideContext {
 
     // A local redaction's target was decided by its sender (roomserver/send.ts, `applyRedaction`).
     if (pdu.type === "m.room.redaction" && kind !== "local" && planned.outcome === "accepted") {
-      planned.redacts = await this.redactionTarget(pdu, beforeGroup, beforeMap, linear);
+      const raw = this.rules.redactsInContent ? pdu.content.redacts : pdu.redacts;
+      const target = typeof raw === "string" ? await this.fetchEvent(raw) : undefined;
+      if (typeof raw === "string" && !target) {
+        planned.pendingTarget = raw;
+        this.pendingRedactions.set(raw, [...(this.pendingRedactions.get(raw) ?? []), event.eventId]);
+      } else if (target && (await this.redactionApplies(pdu, target, await this.pdusAt(beforeGroup, beforeMap, linear, [POWER_SK, CREATE_SK])))) {
+        planned.redacts = target.eventId;
+      }
+    }
+    // Redactions that arrived before this event.
+    const waiting = this.pendingRedactions.get(event.eventId);
+    if (waiting && planned.outcome === "accepted") {
+      planned.settledPending = waiting.map((r) => key(event.eventId, r));
+      for (const rid of waiting) {
+        const r = await this.fetchEvent(rid);
+        if (!r || !isTimelineEvent(r)) continue;
+        const group = await this.afterGroupOf(rid);
+        if (group !== undefined && (await this.redactionApplies(r.pdu, stored, await this.pdusAt(group, undefined, false, [POWER_SK, CREATE_SK])))) {
+          stored.redactedBy = rid;
+          break;
+        }
+      }
     }
 
     // --- the state after ---
@@ -393,20 +430,16 @@ class DecideContext {
   }
 
   /**
-   * The event a remote (or backfilled) redaction redacts, when it takes effect. From room version 3
-   * the auth rules no longer look at the target: "servers should only apply redactions to events
-   * where the sender's domains match, or the sender of the redaction has the appropriate
-   * permissions per the power levels" (server-server API, "Redactions"). A target this server
-   * does not hold (yet) is not redacted.
+   * Whether a remote (or backfilled) redaction takes effect on `target`. From room version 3 the
+   * auth rules no longer look at the target: "servers should only apply redactions to events where
+   * the sender's domains match, or the sender of the redaction has the appropriate permissions per
+   * the power levels" (server-server API, "Redactions"). `state`: power levels (and create) at the
+   * redaction. A redaction whose target is not here yet waits in `redactions_pending`.
    */
-  private async redactionTarget(pdu: Pdu, beforeGroup: string | undefined, beforeMap: StateMap | undefined, linear: boolean): Promise<string | undefined> {
-    const raw = this.rules.redactsInContent ? pdu.content.redacts : pdu.redacts;
-    if (typeof raw !== "string") return undefined;
-    const target = await this.fetchEvent(raw);
-    if (!target || target.roomId !== this.roomId || !isTimelineEvent(target)) return undefined;
-    if (serverOf(target.pdu.sender) === serverOf(pdu.sender)) return raw;
-    const state = await this.pdusAt(beforeGroup, beforeMap, linear, [POWER_SK, CREATE_SK]);
-    return userPowerLevel(pdu.sender, state, this.rules) >= requiredPowerLevel("redact", state) ? raw : undefined;
+  private async redactionApplies(redaction: Pdu, target: StoredEvent, state: Map<string, Pdu>): Promise<boolean> {
+    if (target.roomId !== this.roomId || target.outlier || target.rejected || target.softFailed) return false;
+    if (serverOf(target.pdu.sender) === serverOf(redaction.sender)) return true;
+    return userPowerLevel(redaction.sender, state, this.rules) >= requiredPowerLevel("redact", state);
   }
 
   /** Writes a root group holding `state` for an event whose state has no stored group yet (a create). */
@@ -525,6 +558,8 @@ async function commit(tx: WriteTx, plan: Plan): Promise<PersistOutcome[]> {
     if (p.timeline) writeTimelineRows(tx, e, p.currentChanges, p.memberships);
     if (p.input.applyRedaction && p.timeline) await applyRedaction(tx, p.input.applyRedaction, e.eventId);
     if (p.redacts) await applyRedaction(tx, p.redacts, e.eventId);
+    if (p.pendingTarget !== undefined) tx.put("redactions_pending", key(p.pendingTarget, e.eventId), true);
+    for (const k of p.settledPending ?? []) tx.delete("redactions_pending", k);
     const outcome: PersistOutcome = { eventId: e.eventId, outcome: p.outcome, ...(e.streamPos !== undefined ? { streamPos: e.streamPos } : {}), ...(p.reason ? { reason: p.reason } : {}) };
     if (p.input.tkey) tx.put("txn_ids", p.input.tkey, { eventId: e.eventId, streamPos: e.streamPos }); // key = userId|deviceId|txnId
     outcomes.push(outcome);
@@ -570,7 +605,8 @@ function writeTimelineRows(tx: WriteTx, e: StoredEvent, changes: Map<string, [st
   tx.put("stream", pos(streamPos), { roomId: e.roomId, eventId: e.eventId }); // key = pos → { roomId, eventId }
   writeStateRows(tx, e.roomId, streamPos, changes, memberships);
   const rel = relationOf(e.pdu);
-  if (rel) {
+  // A redacted event (a redaction that came before it) counts towards no aggregation.
+  if (rel && !e.redactedBy) {
     // key = relatesToEventId|relType|eventId → { type, sender, streamPos, key? }
     tx.put("relations", key(rel.event_id, rel.rel_type, e.eventId), {
       type: e.pdu.type, sender: e.pdu.sender, streamPos, ...(typeof rel.key === "string" ? { key: rel.key } : {}),
