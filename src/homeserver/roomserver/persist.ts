@@ -197,7 +197,9 @@ async function decide(hs: Services, roomId: string, inputs: PersistInput[], newR
       // An outlier (known only as an auth or state event) that now arrives as a new event joins the
       // DAG: it is decided like any new event and its row replaced.
       known.set(i.event.eventId, e !== undefined && !(e.outlier && i.kind !== "outlier"));
-      if (i.kind !== "outlier") {
+      // Only a remote event can be the target of a redaction that came first (other servers
+      // learn a local event's ID only once it is stored).
+      if (i.kind === "new" || i.kind === "backfill") {
         // key = targetEventId|redactionEventId → true
         const pre = prefix(i.event.eventId);
         const waiting = await tx.range<true>("redactions_pending", { prefix: pre });
