@@ -1,8 +1,9 @@
 /**
  * The read worker (src/node/readWorker.ts, issue 12): `/search` on a worker thread with its own
  * read-only connection to the runner's SQLite file answers exactly as the in-thread search does,
- * sees writes that completed just before it, stops matching redacted events, and closes its
- * connection before the store (which then puts the file back into rollback-journal mode).
+ * sees writes that completed just before it, stops matching redacted events and erased accounts'
+ * messages for later members, and closes its connection before the store (which then puts the
+ * file back into rollback-journal mode).
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -76,6 +77,27 @@ describe("read worker", () => {
       expect(await search("banana")).toEqual([banana]);
       expect((await t.call("PUT", `${V3}/rooms/${r}/redact/${encodeURIComponent(banana)}/x`, {}, { token: alice.token })).status).toBe(200);
       expect(await search("banana")).toEqual([]);
+    } finally {
+      await t.hs.close();
+    }
+  });
+
+  it("does not match an erased account's messages for users who joined after the erasure", async () => {
+    const { t } = await fileServer();
+    try {
+      const alice = await t.register("alice", "pw");
+      const bob = await t.register("bob", "pw");
+      const dave = await t.register("dave", "pw");
+      const r = encodeURIComponent((await t.call("POST", `${V3}/createRoom`, { preset: "public_chat" }, { token: bob.token })).body.room_id as string);
+      await t.call("POST", `${V3}/join/${r}`, {}, { token: alice.token });
+      const secret = (await t.call("PUT", `${V3}/rooms/${r}/send/m.room.message/s1`, { msgtype: "m.text", body: "my secret" }, { token: alice.token })).body.event_id as string;
+      const deactivated = await t.call("POST", `${V3}/account/deactivate`, { erase: true, auth: { type: "m.login.password", identifier: { type: "m.id.user", user: "alice" }, password: "pw" } }, { token: alice.token });
+      expect(deactivated.status).toBe(200);
+      await t.call("POST", `${V3}/join/${r}`, {}, { token: dave.token });
+      const search = async (token: string) =>
+        ((await t.call("POST", `${V3}/search`, { search_categories: { room_events: { search_term: "secret" } } }, { token })).body.search_categories.room_events.results as { result: { event_id: string } }[]).map((x) => x.result.event_id);
+      expect(await search(dave.token)).toEqual([]);
+      expect(await search(bob.token)).toEqual([secret]);
     } finally {
       await t.hs.close();
     }
