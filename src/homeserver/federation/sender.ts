@@ -31,8 +31,8 @@ import { SEP_END, key, pos, prefix, unpos } from "../../storage/store.ts";
 import type { Services } from "../context.ts";
 import { streamPosIn } from "../context.ts";
 import type { Pdu, StoredEvent } from "../events/types.ts";
-import { isTimelineEvent, splitStateKey, stateKeyOf } from "../events/types.ts";
-import { getEvent, membershipIn, serversInRoom, stateBefore } from "../roomserver/state.ts";
+import { isTimelineEvent, refIds, splitStateKey, stateKeyOf } from "../events/types.ts";
+import { getEvent, membershipIn, serversInRoom } from "../roomserver/state.ts";
 import type { EventStateRecord } from "../roomserver/state.ts";
 import { stateOfGroup } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
@@ -517,33 +517,33 @@ export class FederationSender {
     const out = new Map<string, Set<string>>();
     const joiner = e.pdu.state_key;
     if (e.pdu.type !== "m.room.member" || typeof joiner !== "string" || membershipIn(e) !== "join") return out;
-    const before = await stateBefore(tx, e);
-    const wasJoined = async (userId: string): Promise<boolean> => {
-      const id = before.get(stateKeyOf("m.room.member", userId));
-      return id !== undefined && membershipIn(await getEvent(tx, id)) === "join";
-    };
-    if (await wasJoined(joiner)) return out; // a profile change, not a join
     const rec = await tx.get<EventStateRecord>("event_state", e.eventId);
     if (!rec) return out;
+    // The group of the state before: recorded for merges, else the state after the first known prev.
+    let beforeGroup = rec.before;
+    for (const id of beforeGroup === undefined ? refIds(e.pdu.prev_events ?? []) : []) {
+      beforeGroup = (await tx.get<EventStateRecord>("event_state", id))?.after;
+      if (beforeGroup !== undefined) break;
+    }
     const self = this.hs.serverName;
     const joinerServer = serverOf(joiner);
-    const joined = new Map<string, string[]>();
-    for (const [sk, id] of await stateOfGroup(tx, rec.after)) {
-      const [type, userId] = splitStateKey(sk);
-      if (type !== "m.room.member" || membershipIn(await getEvent(tx, id)) !== "join") continue;
-      const server = serverOf(userId);
-      const list = joined.get(server);
-      if (list) list.push(userId);
-      else joined.set(server, [userId]);
-    }
+    // Joined servers per group are cached (destinationsOf walks the same groups): a join that
+    // brings no server into the room costs two lookups.
+    const serversBefore = new Set(beforeGroup !== undefined ? await this.joinedServersOfGroup(tx, beforeGroup) : []);
     const candidates = new Map<string, Set<string>>();
     if (joinerServer === self) {
-      const servers = [...joined.keys()].filter((s) => s !== self);
+      const id = beforeGroup !== undefined ? (await stateOfGroup(tx, beforeGroup)).get(stateKeyOf("m.room.member", joiner)) : undefined;
+      if (id !== undefined && membershipIn(await getEvent(tx, id)) === "join") return out; // a profile change
+      const servers = (await this.joinedServersOfGroup(tx, rec.after)).filter((s) => s !== self);
       if (servers.length > 0) candidates.set(joiner, new Set(servers));
     } else {
-      // Their server was here already (another of its users is joined): it gets updates already.
-      for (const other of joined.get(joinerServer) ?? []) if (other !== joiner && (await wasJoined(other))) return out;
-      for (const local of joined.get(self) ?? []) candidates.set(local, new Set([joinerServer]));
+      // Their server was here already (one of its users was joined): it gets updates already.
+      if (serversBefore.has(joinerServer)) return out;
+      for (const [sk, id] of await stateOfGroup(tx, rec.after)) {
+        const [type, userId] = splitStateKey(sk);
+        if (type !== "m.room.member" || serverOf(userId) !== self) continue;
+        if (membershipIn(await getEvent(tx, id)) === "join") candidates.set(userId, new Set([joinerServer]));
+      }
     }
     for (const [userId, servers] of candidates) {
       for (const roomId of await joinedRooms(tx, userId)) {
