@@ -428,7 +428,9 @@ export class FederationSender {
         if (!e || !isTimelineEvent(e)) continue;
         // Any join, local or remote, may make a server share a room with one of our users anew.
         for (const [userId, destinations] of await this.newlySharing(tx, e)) {
-          announcements.push(await deviceAnnouncement(tx, userId, [...destinations].filter((d) => this.client.mayContact(d)).sort(), unpos(row.key), true));
+          const a = await deviceAnnouncement(tx, userId, [...destinations].filter((d) => this.client.mayContact(d)).sort(), unpos(row.key), true);
+          // A user with no device and no cross-signing key has nothing to announce.
+          if (a.destinations.length > 0 && (a.deviceEdus.length > 0 || a.signingEdu)) announcements.push(a);
         }
         // Local events, and remote users' membership events this server accepted as a resident (`relay`).
         if (serverOf(e.pdu.sender) !== self && !e.relay) continue;
