@@ -12,12 +12,13 @@
  * come redacted and stay invisible to users who may not see them.
  */
 import type { ReadTx } from "../../storage/store.ts";
-import { key, pos, prefix, unpos } from "../../storage/store.ts";
+import { prefix, unpos } from "../../storage/store.ts";
 import type { Services } from "../context.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { refIds } from "../events/types.ts";
 import { logLine } from "../log.ts";
 import { getEvent, serversInRoom } from "../roomserver/state.ts";
+import { walkIndex } from "../roomserver/timeline.ts";
 import { FederationError } from "./client.ts";
 import type { FederationClient } from "./client.ts";
 import { activitiesOf } from "../activity.ts";
@@ -51,32 +52,15 @@ export interface BackfillWalk {
  * stopped at, and whether nothing lies beyond it in the table.
  */
 export async function walkBackfill(tx: ReadTx, o: BackfillWalk): Promise<{ events: StoredEvent[]; last: number; exhausted: boolean }> {
-  const events: StoredEvent[] = [];
-  const pre = prefix(o.roomId);
-  let cursor = o.from;
-  if (o.limit <= 0) return { events, last: cursor, exhausted: false };
-  let scanned = 0;
-  const maxScan = o.maxScan ?? Math.max(1000, o.limit * 20);
-  const batch = Math.min(200, Math.max(20, o.limit * 2));
-  for (;;) {
-    if (o.dir === "f" && cursor <= 1) return { events, last: 1, exhausted: true };
-    const range = o.dir === "b"
-      ? { prefix: pre, gte: key(o.roomId, pos(cursor)), limit: batch, ...(o.to !== undefined ? { lt: key(o.roomId, pos(o.to)) } : {}) }
-      : { prefix: pre, lt: key(o.roomId, pos(cursor)), reverse: true, limit: batch, ...(o.to !== undefined ? { gte: key(o.roomId, pos(o.to)) } : {}) };
-    const rows = await tx.range<string>("backfill", range);
-    for (const row of rows) {
-      const ordinal = unpos(row.key.slice(pre.length));
-      scanned++;
-      const e = await getEvent(tx, row.value);
-      if (e && (await o.keep(e))) events.push(e);
-      cursor = o.dir === "b" ? ordinal + 1 : ordinal;
-      if (events.length >= o.limit || scanned >= maxScan) return { events, last: cursor, exhausted: false };
-    }
-    if (rows.length < batch) {
-      // Forwards past ordinal 1 the timeline follows; a bounded walk ends at its bound.
-      return { events, last: o.dir === "f" ? (o.to ?? 1) : cursor, exhausted: o.dir === "f" ? o.to === undefined : true };
-    }
+  if (o.dir === "b") {
+    // Rising ordinals from `from` inclusive, below `to`; the token is the next ordinal to read.
+    const walk = await walkIndex(tx, { ...o, table: "backfill", ascending: true, after: o.from - 1, until: o.to === undefined ? undefined : o.to - 1 });
+    return { ...walk, last: walk.last + 1 };
   }
+  if (o.from <= 1 && o.limit > 0) return { events: [], last: 1, exhausted: true };
+  const walk = await walkIndex(tx, { ...o, table: "backfill", ascending: false, after: o.from, until: o.to });
+  // Forwards past ordinal 1 the timeline follows; a bounded walk ends at its bound.
+  return walk.exhausted ? { events: walk.events, last: o.to ?? 1, exhausted: o.to === undefined } : walk;
 }
 
 /** The token ordinal just past the oldest backfilled event of a room (where the next backfill continues). */

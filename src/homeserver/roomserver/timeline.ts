@@ -21,30 +21,53 @@ export interface WalkOptions {
 
 /** The kept events in walk order, and the position the walk stopped at (`exhausted` if nothing lies beyond). */
 export async function walkTimeline(tx: ReadTx, o: WalkOptions): Promise<{ events: StoredEvent[]; last: number; exhausted: boolean }> {
+  if (o.dir === "f") return walkIndex(tx, { ...o, table: "timeline", ascending: true, after: o.from, until: o.to });
+  // Backwards from `from` inclusive, down to `to` exclusive; the token is the next position to read.
+  if (o.from < 0 && o.limit > 0) return { events: [], last: o.from, exhausted: true };
+  const walk = await walkIndex(tx, { ...o, table: "timeline", ascending: false, after: o.from + 1, until: o.to === undefined ? undefined : o.to + 1 });
+  return { ...walk, last: walk.last - 1 };
+}
+
+/** A walk over an index of a room's events (key = roomId|pos(n) → eventId), shared by the timeline and the backfill table. */
+export interface IndexWalk {
+  table: string;
+  roomId: string;
+  /** Rising or falling `n`. */
+  ascending: boolean;
+  /** Start after this `n` (exclusive). */
+  after: number;
+  /** Stop at this `n` (inclusive). */
+  until?: number | undefined;
+  /** Keep an event? (visibility, filters). Skipped events still advance the walk. */
+  keep: (e: StoredEvent) => Promise<boolean> | boolean;
+  limit: number;
+  /** Give up after looking at this many events (bounds the work of a very selective filter). */
+  maxScan?: number;
+}
+
+/** The kept events in walk order, the `n` of the last row looked at (`after` if none), and whether the index ended before the limit. */
+export async function walkIndex(tx: ReadTx, o: IndexWalk): Promise<{ events: StoredEvent[]; last: number; exhausted: boolean }> {
   const events: StoredEvent[] = [];
   const pre = prefix(o.roomId);
-  let cursor = o.from;
+  let last = o.after;
   // Nothing asked for: no row is read (the loop below adds an event before it checks the limit).
-  if (o.limit <= 0) return { events, last: cursor, exhausted: false };
+  if (o.limit <= 0) return { events, last, exhausted: false };
   let scanned = 0;
   const maxScan = o.maxScan ?? Math.max(1000, o.limit * 20);
   const batch = Math.min(200, Math.max(20, o.limit * 2));
   for (;;) {
-    if (o.dir === "b" && cursor < 0) return { events, last: cursor, exhausted: true };
-    const range = o.dir === "b"
-      ? { prefix: pre, lte: key(o.roomId, pos(cursor)), reverse: true, limit: batch, ...(o.to !== undefined ? { gt: key(o.roomId, pos(o.to)) } : {}) }
-      : { prefix: pre, gt: key(o.roomId, pos(cursor)), limit: batch, ...(o.to !== undefined ? { lte: key(o.roomId, pos(o.to)) } : {}) };
-    const rows = await tx.range<string>("timeline", range);
+    const bound = o.until === undefined ? {} : o.ascending ? { lte: key(o.roomId, pos(o.until)) } : { gte: key(o.roomId, pos(o.until)) };
+    const range = o.ascending
+      ? { prefix: pre, gt: key(o.roomId, pos(last)), limit: batch, ...bound }
+      : { prefix: pre, lt: key(o.roomId, pos(last)), reverse: true, limit: batch, ...bound };
+    const rows = await tx.range<string>(o.table, range);
     for (const row of rows) {
-      const p = unpos(row.key.slice(pre.length));
+      last = unpos(row.key.slice(pre.length));
       scanned++;
       const e = await getEvent(tx, row.value);
       if (e && (await o.keep(e))) events.push(e);
-      cursor = o.dir === "b" ? p - 1 : p;
-      if (events.length >= o.limit || scanned >= maxScan) {
-        return { events, last: cursor, exhausted: false };
-      }
+      if (events.length >= o.limit || scanned >= maxScan) return { events, last, exhausted: false };
     }
-    if (rows.length < batch) return { events, last: cursor, exhausted: true };
+    if (rows.length < batch) return { events, last, exhausted: true };
   }
 }
