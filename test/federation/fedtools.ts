@@ -27,6 +27,12 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
   }
 }
 
+/** `userId`'s membership in `roomId` as `s`'s client API shows it to `token`'s user (undefined: none visible). */
+export async function membershipOn(s: FedServer, roomId: string, userId: string, token: string): Promise<string | undefined> {
+  const r = await s.call("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.member/${encodeURIComponent(userId)}`, undefined, token);
+  return r.status === 200 ? r.body.membership : undefined;
+}
+
 /**
  * Stores a membership event of the remote user `userId` in `host`'s copy of the room, built on the
  * room's extremities and signed by `signer` (the user's own server), as if it had arrived over

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { FederationError } from "../../src/homeserver/federation/client.ts";
 import type { Federation, FedServer, Reply } from "./harness.ts";
 import { createFederation } from "./harness.ts";
+import { eventually, membershipOn } from "./fedtools.ts";
 
 let fed: Federation | undefined;
 afterEach(async () => {
@@ -29,20 +30,6 @@ async function fedCall(from: FedServer, to: string, method: string, path: string
 
 async function stateOn(s: FedServer, roomId: string, token: string): Promise<Reply> {
   return s.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/state`, undefined, token);
-}
-
-async function membershipOn(s: FedServer, roomId: string, userId: string, token: string): Promise<string | undefined> {
-  const r = await s.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}`, undefined, token);
-  return r.status === 200 ? r.body.membership : undefined;
-}
-
-/** Polls `check` until it holds (bounded: 10 s). */
-async function eventually(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 async function setup(names = ["a.test", "b.test"]) {
@@ -283,11 +270,17 @@ describe("what the handshakes send on", () => {
     }
     const cleo = await c.register("cleo");
     expect((await c.call("POST", `/_matrix/client/v3/join/${enc(roomId)}?via=a.test`, {}, cleo.token)).status).toBe(200);
-    await eventually("A to send C's join to B", async () =>
-      received.get("b.test")!.some((p) => p.origin === "a.test" && p.type === "m.room.member" && p.state_key === cleo.userId && p.content.membership === "join"));
+    await eventually(
+      async () => received.get("b.test")!.some((p) => p.origin === "a.test" && p.type === "m.room.member" && p.state_key === cleo.userId && p.content.membership === "join"),
+      "A to send C's join to B",
+      10_000,
+    );
     expect((await b.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/leave`, {}, bob.token)).status).toBe(200);
-    await eventually("B to send its leave to A", async () =>
-      received.get("a.test")!.some((p) => p.origin === "b.test" && p.type === "m.room.member" && p.state_key === bob.userId && p.content.membership === "leave"));
+    await eventually(
+      async () => received.get("a.test")!.some((p) => p.origin === "b.test" && p.type === "m.room.member" && p.state_key === bob.userId && p.content.membership === "leave"),
+      "B to send its leave to A",
+      10_000,
+    );
   });
 });
 
@@ -388,7 +381,7 @@ describe("joining while a member's server is offline", () => {
     const roomId = created.body.room_id as string;
     const bob = await b.register("bob");
     expect((await b.call("POST", `/_matrix/client/v3/join/${enc(roomId)}?server_name=a.test`, {}, bob.token)).status).toBe(200);
-    await eventually("A sees bob", async () => (await membershipOn(a, roomId, bob.userId, alice.token)) === "join");
+    await eventually(async () => (await membershipOn(a, roomId, bob.userId, alice.token)) === "join", "A sees bob", 10_000);
     // B goes away; C has never seen B's key, but Bob's join (signed by B) is in the room's state.
     fed!.network.setOnline("b.test", false);
     const carol = await c.register("carol");

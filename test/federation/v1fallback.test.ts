@@ -11,6 +11,7 @@ import { FederationError } from "../../src/homeserver/federation/client.ts";
 import { endpointUnsupported } from "../../src/homeserver/federation/remoteMembership.ts";
 import type { Federation, FedServer, Reply } from "./harness.ts";
 import { createFederation } from "./harness.ts";
+import { eventually, membershipOn } from "./fedtools.ts";
 
 let fed: Federation | undefined;
 afterEach(async () => {
@@ -43,20 +44,6 @@ async function fedCall(from: FedServer, to: string, method: string, path: string
   } catch (err) {
     if (err instanceof FederationError) return { status: err.status, body: err.body ?? {} };
     throw err;
-  }
-}
-
-async function membershipOn(s: FedServer, roomId: string, userId: string, token: string): Promise<string | undefined> {
-  const r = await s.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}`, undefined, token);
-  return r.status === 200 ? r.body.membership : undefined;
-}
-
-/** Polls `check` until it holds (bounded: 10 s). */
-async function eventually(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -111,11 +98,15 @@ describe("a server without the v2 membership API", () => {
       const inviteId = state.find((e) => e.type === "m.room.member" && e.state_key === bob.userId)!.event_id;
       const stored = await a.store.read((tx) => tx.get<{ pdu: { signatures: Record<string, unknown> } }>("events", inviteId));
       expect(Object.keys(stored!.pdu.signatures).sort()).toEqual(["a.test", "b.test"]);
-      await eventually(`bob sees the v${version} invite`, async () => {
-        const sync = await b.call("GET", "/_matrix/client/v3/sync", undefined, bob.token);
-        const events = sync.body.rooms?.invite?.[roomId]?.invite_state?.events as { type: string; content: Record<string, unknown> }[] | undefined;
-        return events?.some((e) => e.type === "m.room.name" && e.content.name === `v${version}`) === true;
-      });
+      await eventually(
+        async () => {
+          const sync = await b.call("GET", "/_matrix/client/v3/sync", undefined, bob.token);
+          const events = sync.body.rooms?.invite?.[roomId]?.invite_state?.events as { type: string; content: Record<string, unknown> }[] | undefined;
+          return events?.some((e) => e.type === "m.room.name" && e.content.name === `v${version}`) === true;
+        },
+        `bob sees the v${version} invite`,
+        10_000,
+      );
       expect((await b.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/join`, {}, bob.token)).status).toBe(200);
       expect(await membershipOn(a, roomId, bob.userId, alice.token)).toBe("join");
     }
