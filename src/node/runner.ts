@@ -99,7 +99,9 @@ async function readTls(certPath: string, keyPath: string): Promise<{ cert: Buffe
       throw new StartupError(`cannot read ${what} ${path}: ${(err as Error).message}`);
     }
   };
-  const [cert, key] = await Promise.all([read(certPath, "tls_cert"), read(keyPath, "tls_key")]);
+  // One after the other: when both are missing, the error always names the certificate.
+  const cert = await read(certPath, "tls_cert");
+  const key = await read(keyPath, "tls_key");
   try {
     new X509Certificate(cert);
   } catch {
