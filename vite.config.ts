@@ -1,6 +1,7 @@
 /**
  * `npm run build`: the static bundle in `dist/` that any static web server can host.
- * - `/` the landing page (sign in, status) and `/client/` the bundled Hydrogen client (src/app);
+ * - `/` the landing page (sign in, status), `/client/` the bundled Hydrogen client and `/rooms/` the
+ *   public room directory (src/app);
  * - `/sw.js` the app's Service Worker: Hyphae (src/app/sw.ts) followed by Hydrogen's own worker
  *   script from hydrogen-view-sdk, unmodified (one controlling worker per page does both jobs);
  * - `/hyphae-sw.js` Hyphae's worker alone (src/sw/worker.ts) for clients that embed it in their own
@@ -58,7 +59,7 @@ export default defineConfig({
     target: "es2022",
     reportCompressedSize: false,
     chunkSizeWarningLimit: 4096,
-    rollupOptions: { input: { main: here("./src/app/index.html"), client: here("./src/app/client/index.html") } },
+    rollupOptions: { input: { main: here("./src/app/index.html"), client: here("./src/app/client/index.html"), rooms: here("./src/app/rooms/index.html") } },
   },
   plugins: [workers()],
 });
