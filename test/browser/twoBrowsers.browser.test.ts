@@ -139,7 +139,7 @@ describe("two browsers chat through npm start (Hydrogen, Chromium)", () => {
   let aliceId = "";
   let bobId = "";
 
-  it("A creates a public room in Hydrogen, B joins it from Hydrogen's join view; messages both ways in both timelines", async () => {
+  it("A creates a public room in Hydrogen and publishes it, B finds it in the app's room directory and joins; messages both ways in both timelines", async () => {
     try {
       [aliceId, bobId] = [await signIn(a!, "Alice"), await signIn(b!, "Bob")];
       const serverA = aliceId.split(":")[1]!;
@@ -170,13 +170,37 @@ describe("two browsers chat through npm start (Hydrogen, Chromium)", () => {
       await type(a!, "hello from A");
       await inTimeline(a!, "hello from A").waitFor({ timeout: 30_000 });
 
-      // B: Hydrogen's join view (Hydrogen has no public-room directory view), with the alias A gave.
-      await createMenu(b!, "Join Room");
-      const join = b!.page.locator(".JoinRoomView");
-      await join.locator("input#id").fill(roomAlias);
-      await shot(b!, "two-browsers-b-join-room.png");
-      await join.locator("button[type=submit]").click();
+      // A publishes the room from the app's *Public rooms* page (Hydrogen has no directory view and
+      // does not publish the rooms it creates), opened in a second tab beside Hydrogen.
+      const directoryA = await a!.context.newPage();
+      await directoryA.goto(`${app!.url}/rooms/`);
+      await directoryA.waitForSelector("body[data-rooms=ready]", { timeout: 60_000 });
+      const ownRow = directoryA.locator("#own-list li.room", { hasText: "Lobby of two browsers" });
+      await ownRow.waitFor({ timeout: 30_000 });
+      expect(await ownRow.getAttribute("data-visibility")).toBe("private");
+      await ownRow.locator("button", { hasText: "Publish" }).click();
+      await directoryA.locator('#own-list li.room[data-visibility=public]', { hasText: "Lobby of two browsers" }).waitFor({ timeout: 30_000 });
+      // Listed in A's own directory at once (A is in it: Open, not Join).
+      await directoryA.locator("#directory-list li.room", { hasText: "Lobby of two browsers" }).locator("button", { hasText: "Open" }).waitFor({ timeout: 30_000 });
+      await directoryA.screenshot({ path: join(ARTIFACTS, "two-browsers-a-publish.png"), fullPage: true }).catch(() => undefined);
+      await directoryA.close();
+
+      // B: the *Public rooms* link on its chat page; the room shows up in the global directory (fed
+      // in the background from the servers reachable now: the page looks again every 10 s), B
+      // searches for it, clicks Join, and the room opens in B's Hydrogen.
+      await b!.page.locator("#hyphae-rooms").click();
+      await b!.page.waitForURL(/\/rooms\/$/, { timeout: 30_000 });
+      await b!.page.waitForSelector("body[data-rooms=ready]", { timeout: 60_000 });
+      await b!.page.fill("#search", "lobby of two");
+      await b!.page.click("#search-button");
+      const listed = b!.page.locator("#directory-list li.room", { hasText: "Lobby of two browsers" });
+      await listed.waitFor({ timeout: 120_000 });
+      expect(await listed.textContent()).toContain(roomAlias);
+      await shot(b!, "two-browsers-b-directory.png");
+      await listed.locator("button", { hasText: "Join" }).click();
+      await b!.page.waitForURL(/\/client\/#\/session\/[^/]+\/room\//, { timeout: 120_000 });
       await b!.page.locator(".RoomView .MessageComposer_input textarea").waitFor({ timeout: 120_000 });
+      await b!.page.locator(".RoomView .RoomHeader", { hasText: "Lobby of two browsers" }).waitFor({ timeout: 30_000 });
       await inTimeline(b!, "hello from A").waitFor({ timeout: 60_000 });
       // The join is over: the worker reports no work in progress (the status view's indicator).
       await expect.poll(async () => (await status(b!.page)).activities, { timeout: 30_000 }).toEqual([]);
