@@ -2,13 +2,14 @@
  * Two people, two browsers, one `npm start` (issue 13's first and third acceptance points): two
  * isolated Chromium contexts (each its own storage, so its own Service Worker, identity and
  * homeserver) open the app and click *Sign in*; A creates a public room in Hydrogen's create-room
- * view; B joins it from Hydrogen's join-room view and both type into their Hydrogen timelines,
- * which show each other's messages (federation browser to browser over libp2p through `npm start`'s
- * rendezvous). Hydrogen (hydrogen-view-sdk 0.3.1) has no public-room directory view: its way in is
- * the join view, which takes a room ID or alias, so B types the alias A gave the room (A reads it off
- * Hydrogen's room details). Then A closes every page of the app and its worker is stopped (CDP:
- * Playwright would keep it alive); B sends while A is offline, A reopens the app and its Hydrogen
- * shows what it missed. Screenshots go to test-results/browser/.
+ * view and publishes it from the app's *Public rooms* page (src/app/rooms/, in a second tab);
+ * B opens that page from the link on its chat page, finds the room in the global directory (B's
+ * worker fetches A's directory over libp2p through `npm start`'s rendezvous), clicks *Join*, and
+ * the room opens in B's Hydrogen; both type into their Hydrogen timelines, which show each other's
+ * messages. Hydrogen (hydrogen-view-sdk 0.3.1) has no public-room directory view and does not
+ * publish the rooms it creates, hence the app's page. Then A closes every page of the app and its
+ * worker is stopped (CDP: Playwright would keep it alive); B sends while A is offline, A reopens the
+ * app and its Hydrogen shows what it missed. Screenshots go to test-results/browser/.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdir, writeFile } from "node:fs/promises";
