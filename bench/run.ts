@@ -20,6 +20,8 @@ import { browserBench } from "./browser.ts";
 import { catchupBench } from "./catchup.ts";
 import { exportBench } from "./export.ts";
 import { p2pBench } from "./p2p.ts";
+import { swmemoryBench } from "./swmemory.ts";
+import { swp2pBench } from "./swp2p.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -42,6 +44,8 @@ const BENCHES: [string, Bench][] = [
   ["catchup", catchupBench],
   ["export", exportBench],
   ["p2p", p2pBench],
+  ["swmemory", swmemoryBench],
+  ["swp2p", swp2pBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));

@@ -7,15 +7,16 @@
  * Node runner's src/node/p2p.ts, without Node-only APIs.
  */
 import { multiaddr } from "@multiformats/multiaddr";
+import { lpStream } from "@libp2p/utils";
 import type { ConnectionGater } from "@libp2p/interface";
 import type { Homeserver } from "../homeserver/homeserver.ts";
 import type { Logger } from "../homeserver/context.ts";
 import { MAX_JSON_BODY_LIMIT } from "../homeserver/http.ts";
 import { parseConfig } from "../app/config.ts";
-import { privateKeyFromSeed } from "../transport/identity.ts";
+import { peerIdFromServerName, privateKeyFromSeed } from "../transport/identity.ts";
 import { createP2PNode } from "../transport/node.ts";
 import type { P2PNode } from "../transport/node.ts";
-import { Libp2pFederationTransport, serveHttp } from "../transport/http.ts";
+import { HTTP_PROTOCOL, Libp2pFederationTransport, serveHttp } from "../transport/http.ts";
 
 /** The rendezvous list of `config.json` at `url`; none when it is missing or malformed (no P2P then). */
 export async function loadRendezvous(url: string, logger: Logger): Promise<string[]> {
@@ -59,6 +60,8 @@ export interface WorkerP2P {
   serve(homeserver: Homeserver, serverName: string): Promise<void>;
   /** Peers (other than rendezvous nodes) connected now, and the rendezvous nodes we are on. */
   state(): { peers: number; rendezvousConnected: number };
+  /** Milliseconds for one tiny federation request to `server` on a new stream (see {@link roundTrip}). */
+  roundTrip(server: string): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -83,6 +86,7 @@ export async function startWorkerP2P(seed: Uint8Array, rendezvous: readonly stri
       const peers = new Set(node.libp2p.getConnections().filter((c) => !node.isRendezvous(c.remotePeer)).map((c) => c.remotePeer.toString()));
       return { peers: peers.size, rendezvousConnected: node.connectedRendezvous().length };
     },
+    roundTrip: (server) => roundTrip(node, server),
     close: async () => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([stopServing?.(), new Promise((r) => (timer = setTimeout(r, 2_000)))]);
@@ -90,4 +94,29 @@ export async function startWorkerP2P(seed: Uint8Array, rendezvous: readonly stri
       await node.stop();
     },
   };
+}
+
+/**
+ * A diagnostic (`{ hyphae: "peer-rtt" }`, used by `npm run bench -- swp2p`): times
+ * `GET /_matrix/federation/v1/version` to `server` on a NEW `/hyphae/http/1` stream — open and
+ * negotiate the stream, one small frame out, the answer's frames back — without the federation
+ * transport's stream opened in advance. The raw relayed round trip that browser-to-browser message
+ * latency is compared to.
+ */
+async function roundTrip(node: P2PNode, server: string): Promise<number> {
+  const signal = AbortSignal.timeout(10_000);
+  const started = performance.now();
+  const stream = await node.openStream(peerIdFromServerName(server), HTTP_PROTOCOL, signal);
+  try {
+    const lp = lpStream(stream);
+    const head = new TextEncoder().encode(JSON.stringify({ method: "GET", path: "/_matrix/federation/v1/version", headers: [] }));
+    await lp.writeV([head, new Uint8Array(0)], { signal });
+    // The answer: its head frame, body frames, the empty end frame.
+    const answer = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { status?: unknown };
+    while ((await lp.read({ signal })).byteLength > 0);
+    if (answer.status !== 200) throw new Error(`${server} answered ${String(answer.status)}`);
+    return performance.now() - started;
+  } finally {
+    await stream.close({ signal }).catch((err: unknown) => stream.abort(err instanceof Error ? err : new Error(String(err))));
+  }
 }

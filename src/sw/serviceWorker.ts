@@ -405,6 +405,21 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
             (err: unknown) => reply({ hyphae: "error", error: err instanceof Error ? err.message : String(err) }),
           ),
       );
+    } else if (data.hyphae === "peer-rtt") {
+      // A diagnostic for the benchmark (src/sw/p2p.ts roundTrip): one raw round trip to a peer.
+      const { server } = data as { server?: unknown };
+      event.waitUntil(
+        homeserver()
+          .then((hs) => {
+            const side = p2pSides.get(hs);
+            if (!side || typeof side === "string") throw new Error(`no libp2p node: ${side ?? "not started"}`);
+            return side.roundTrip(String(server));
+          })
+          .then(
+            (ms) => reply({ hyphae: "peer-rtt", ms }),
+            (err: unknown) => reply({ hyphae: "error", error: err instanceof Error ? err.message : String(err) }),
+          ),
+      );
     } else if (data.hyphae === "status") {
       event.waitUntil(
         status().then(
