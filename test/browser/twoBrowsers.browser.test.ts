@@ -15,66 +15,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import type { Browser, BrowserContext, CDPSession, Page } from "playwright-core";
+import type { Browser, CDPSession } from "playwright-core";
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from "../e2e/browser.ts";
-import { REPO_ROOT } from "../e2e/serve.ts";
 import { npmStart } from "./npmStart.ts";
 import type { StartedApp } from "./npmStart.ts";
-
-const ARTIFACTS = join(REPO_ROOT, "test-results", "browser");
-
-interface WorkerStatus {
-  instance: string;
-  serverName: string;
-  outboundQueues: Record<string, number>;
-  p2p: { running: boolean; peers: number; rendezvousConnected: number; rendezvous: string };
-  activities: { kind: string; roomId: string; phase: string }[];
-}
-
-/** The worker's status through the app's message protocol (src/app/worker.ts). */
-function status(page: Page): Promise<WorkerStatus> {
-  return page.evaluate(
-    () =>
-      new Promise<WorkerStatus>((resolve, reject) => {
-        const channel = new MessageChannel();
-        const timer = setTimeout(() => reject(new Error("no status answer")), 20_000);
-        channel.port1.onmessage = (e: MessageEvent<{ status: WorkerStatus; error?: string }>) => {
-          clearTimeout(timer);
-          if (e.data.error) reject(new Error(e.data.error));
-          else resolve(e.data.status);
-        };
-        navigator.serviceWorker.controller!.postMessage({ hyphae: "status" }, [channel.port2]);
-      }),
-  );
-}
-
-/** One person's browser: an isolated context with its console and failed requests recorded. */
-interface Person {
-  name: string;
-  context: BrowserContext;
-  page: Page;
-  logs: string[];
-}
-
-async function person(browser: Browser, name: string): Promise<Person> {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
-  const logs: string[] = [];
-  const watch = (page: Page): void => {
-    // (the worker's own lines are taken from the worker below, also while no page is open)
-    page.on("console", (msg) => void (msg.text().startsWith("[hyphae]") || logs.push(`[${msg.type()}] ${msg.text()}`)));
-    page.on("pageerror", (err) => logs.push(`[pageerror] ${err.message}`));
-    page.on("response", (res) => {
-      if (res.status() >= 400) logs.push(`[http ${res.status()}] ${res.request().method()} ${res.url()}`);
-    });
-    page.on("requestfailed", (req) => logs.push(`[requestfailed] ${req.method()} ${req.url()} ${req.failure()?.errorText ?? ""}`));
-  };
-  context.on("page", watch);
-  // The worker's own console (its warnings and errors: src/sw/serviceWorker.ts), with a time stamp.
-  context.on("serviceworker", (worker) => worker.on("console", (msg) => logs.push(`[sw ${new Date().toISOString()} ${msg.type()}] ${msg.text()}`)));
-  return { name, context, page: await context.newPage(), logs };
-}
-
-const shot = (p: Person, file: string): Promise<unknown> => p.page.screenshot({ path: join(ARTIFACTS, file), fullPage: true }).catch(() => undefined);
+import { ARTIFACTS, person, shot, signIn as signInApp, status } from "./appPeople.ts";
+import type { Person } from "./appPeople.ts";
 
 /** A message line in a Hydrogen timeline. */
 const inTimeline = (p: Person, text: string) => p.page.locator(".Timeline_message", { hasText: text }).first();
@@ -124,18 +70,7 @@ describe("two browsers chat through npm start (Hydrogen, Chromium)", () => {
     new Error(`${(err as Error).message}\n--- A ---\n${a?.logs.slice(-40).join("\n") ?? ""}\n--- B ---\n${b?.logs.slice(-40).join("\n") ?? ""}`, { cause: err });
 
   /** The landing page, *Sign in*, and Hydrogen open and logged in. Returns the Matrix ID. */
-  async function signIn(p: Person, displayName: string): Promise<string> {
-    await p.page.goto(`${app!.url}/`);
-    await p.page.waitForSelector("body[data-app=ready]", { timeout: 60_000 });
-    // The status view's progress line: no join or backfill runs yet.
-    expect(await p.page.locator("#status-activity").textContent()).toBe("nothing");
-    expect(await p.page.locator("#status-progress").isHidden()).toBe(true);
-    await p.page.fill("#name", displayName);
-    await p.page.click("#signin-button");
-    await p.page.waitForURL(/\/client\//, { timeout: 60_000 });
-    await p.page.locator(".SessionView").waitFor({ timeout: 90_000 });
-    return p.page.evaluate(() => (JSON.parse(localStorage.getItem("hyphae_account")!) as { userId: string }).userId);
-  }
+  const signIn = (p: Person, displayName: string): Promise<string> => signInApp(p, app!.url, displayName);
 
   let aliceId = "";
   let bobId = "";
