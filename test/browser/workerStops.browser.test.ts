@@ -320,8 +320,10 @@ describe("A's worker stopped during sends, long-polls and federation delivery (n
         expected.push(body);
       }
       a!.logs.push(`[test] sends in flight when the worker was stopped: ${cut} of 15, retried by the client: ${retried}`);
-      // Most stops hit a send in flight (the others came just after its answer).
-      expect(cut, "sends in flight when A's worker was stopped").toBeGreaterThanOrEqual(5);
+      // Stops hit sends in flight (how many depends on the machine's speed: the others came just
+      // after the answer); the odd sends were cut and sent again in any case.
+      expect(cut, "sends in flight when A's worker was stopped").toBeGreaterThanOrEqual(3);
+      expect(retried, "sends retried by the client").toBeGreaterThanOrEqual(1);
       expect(new Set(eventIds).size).toBe(15);
       await converged();
       // The IDs the (retried) sends answered are the ones stored, on both sides.
