@@ -39,6 +39,7 @@ export class ApiError extends Error {
   readonly errcode: string;
   constructor(status: number, errcode: string, error: string) {
     super(`${error || "request failed"} (${status}${errcode ? ` ${errcode}` : ""})`);
+    this.name = "ApiError";
     this.status = status;
     this.errcode = errcode;
   }

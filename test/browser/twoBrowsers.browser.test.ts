@@ -130,7 +130,9 @@ describe("two browsers chat through npm start (Hydrogen, Chromium)", () => {
       await b!.page.fill("#search", "lobby of two");
       await b!.page.click("#search-button");
       const listed = b!.page.locator("#directory-list li.room", { hasText: "Lobby of two browsers" });
+      const looking = Date.now();
       await listed.waitFor({ timeout: 120_000 });
+      b!.logs.push(`[test] the room was in B's directory view ${Date.now() - looking} ms after the search`);
       expect(await listed.textContent()).toContain(roomAlias);
       await shot(b!, "two-browsers-b-directory.png");
       await listed.locator("button", { hasText: "Join" }).click();

@@ -16,6 +16,8 @@ const message = (err: unknown): string => (err instanceof Error ? err.message : 
 const PAGE = 30;
 /** How often the lists are fetched again while the page is open and idle (the directory fills in the background). */
 const REFRESH_MS = 10_000;
+/** The user's own rooms are read again every this many periodic looks (they change when the user acts). */
+const OWN_EVERY = 6;
 
 /** An element with a class and text. */
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, text?: string): HTMLElementTagNameMap[K] {
@@ -175,6 +177,7 @@ async function main(): Promise<void> {
   const ownEntry = (room: OwnRoom, visibility: string): HTMLLIElement => {
     const published = visibility === "public";
     const lines = [...(room.alias ? [room.alias] : []), published ? "In the directory" : "Not in the directory"];
+    if (room.joinRule !== "public") lines.push(`Not open to everyone (join rule: ${room.joinRule ?? "invite"})`);
     const li = roomItem(room.roomId, room.name ?? room.alias ?? room.roomId, lines, {
       label: published ? "Unpublish" : "Publish",
       run: async () => {
@@ -187,7 +190,7 @@ async function main(): Promise<void> {
     return li;
   };
 
-  /** The user's public rooms they may list, with their directory visibility. */
+  /** The user's public (or published) rooms that they may list, with their directory visibility. */
   async function loadOwn(periodic = false): Promise<void> {
     const status = $("publish-status");
     try {
@@ -195,13 +198,16 @@ async function main(): Promise<void> {
       const rooms = await Promise.all(
         ids.map(async (roomId) => ownRoom(roomId, await client.request<ClientStateEvent[]>("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`), userId)),
       );
-      const listable = rooms.filter((r) => r.joinRule === "public" && r.mayPublish);
-      const rows = await Promise.all(
-        listable.map(async (room) => ({
-          room,
-          visibility: (await client.request<{ visibility: string }>("GET", `/_matrix/client/v3/directory/list/room/${encodeURIComponent(room.roomId)}`)).visibility,
-        })),
+      const mine = await Promise.all(
+        rooms
+          .filter((r) => r.mayPublish)
+          .map(async (room) => ({
+            room,
+            visibility: (await client.request<{ visibility: string }>("GET", `/_matrix/client/v3/directory/list/room/${encodeURIComponent(room.roomId)}`)).visibility,
+          })),
       );
+      // Public rooms, and published rooms that stopped being public (so they can be unpublished).
+      const rows = mine.filter((r) => r.room.joinRule === "public" || r.visibility === "public");
       rows.sort((a, b) => (a.room.name ?? a.room.roomId).localeCompare(b.room.name ?? b.room.roomId));
       const key = JSON.stringify(rows);
       if (key === ownKey || (periodic && busy > 0)) return;
@@ -216,11 +222,19 @@ async function main(): Promise<void> {
   await Promise.all([loadDirectory(), loadOwn()]);
   document.body.dataset["rooms"] = "ready";
   // The global directory is fed from the reachable servers in the background: look again now and then.
+  // The own list costs two requests per joined room: it is read again only every OWN_EVERY-th time.
+  let tick = 0;
   const again = (): void => {
-    const run = busy === 0 && pagesShown <= 1 && !document.hidden ? Promise.all([loadDirectory(undefined, true), loadOwn(true)]) : Promise.resolve();
+    const idle = busy === 0 && !document.hidden;
+    const own = idle && ++tick % OWN_EVERY === 0;
+    const run = Promise.all([idle && pagesShown <= 1 ? loadDirectory(undefined, true) : undefined, own ? loadOwn(true) : undefined]);
     void run.finally(() => setTimeout(again, REFRESH_MS));
   };
   setTimeout(again, REFRESH_MS);
+  // Back to this tab (say, after creating a room in the chat): look again at once.
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && busy === 0) void Promise.all([pagesShown <= 1 ? loadDirectory(undefined, true) : undefined, loadOwn(true)]);
+  });
 }
 
 main().catch((err: unknown) => {
