@@ -427,6 +427,18 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
           (err: unknown) => reply({ hyphae: "error", error: String(err) }),
         ),
       );
+    } else if (data.hyphae === "directory-refresh") {
+      // The app's Public rooms page (opened, or its Refresh): every reachable server's directory is
+      // fetched now, so a room published a moment ago shows up without waiting for the background
+      // refresh (a look at /publicRooms only starts one when the last is 30 s old).
+      event.waitUntil(
+        homeserver()
+          .then((hs) => hs.services.directory?.refreshAll())
+          .then(
+            () => reply({ hyphae: "directory-refresh" }),
+            (err: unknown) => reply({ hyphae: "error", error: err instanceof Error ? err.message : String(err) }),
+          ),
+      );
     }
   });
   return { homeserver, status, exportFile, importFile };

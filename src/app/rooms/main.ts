@@ -150,6 +150,22 @@ async function main(): Promise<void> {
     }
   };
 
+  /**
+   * Has the worker fetch every reachable server's directory now (bounded: a slow server must not
+   * hold the page), then shows the list again; the cached list stays shown meanwhile.
+   */
+  const lookEverywhere = async (): Promise<void> => {
+    const looking = $("directory-looking");
+    looking.textContent = "Asking the servers reachable now…";
+    try {
+      await ask({ hyphae: "directory-refresh" }, 20_000);
+      looking.textContent = "";
+    } catch (err) {
+      looking.textContent = `Not every server could be asked: ${message(err)}`;
+    }
+    await loadDirectory();
+  };
+
   const searchButton = $("search-button") as HTMLButtonElement;
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -161,7 +177,7 @@ async function main(): Promise<void> {
   const refreshButton = $("refresh-button") as HTMLButtonElement;
   refreshButton.addEventListener("click", () => {
     refreshButton.disabled = true;
-    void Promise.all([loadDirectory(), loadOwn()]).finally(() => (refreshButton.disabled = false));
+    void Promise.all([lookEverywhere(), loadOwn()]).finally(() => (refreshButton.disabled = false));
   });
   const moreButton = $("more-button") as HTMLButtonElement;
   moreButton.addEventListener("click", () => {
@@ -221,6 +237,8 @@ async function main(): Promise<void> {
 
   await Promise.all([loadDirectory(), loadOwn()]);
   document.body.dataset["rooms"] = "ready";
+  refreshButton.disabled = true;
+  void lookEverywhere().finally(() => (refreshButton.disabled = false));
   // The global directory is fed from the reachable servers in the background: look again now and then.
   // The own list costs two requests per joined room: it is read again only every OWN_EVERY-th time.
   let tick = 0;
