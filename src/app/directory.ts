@@ -8,9 +8,10 @@
  *
  * The page has its own login: a device of the user's account ("Hyphae room directory") logged in
  * with a login token the worker mints for the app's account (`{ hyphae: "login-token" }`, as the
- * landing page's *Sign in* does) and kept in localStorage. It does not borrow Hydrogen's access
- * token: Hydrogen's storage is Hydrogen's business, and the directory keeps working when Hydrogen
- * logs out or has never been opened. Only Hydrogen's session ID is read (`hydrogen_sessions_v1`), to
+ * landing page's *Sign in* does) and kept in localStorage; a new login reuses that device, which
+ * never uploads keys, so end-to-end encrypting clients do not list it. It does not borrow
+ * Hydrogen's access token: Hydrogen's storage is Hydrogen's business, and the directory keeps
+ * working when Hydrogen logs out or has never been opened. Only Hydrogen's session ID is read (`hydrogen_sessions_v1`), to
  * build the URL that opens a room in it.
  *
  * The pure parts (which rooms may be published, where to join, Hydrogen's room URL) are tested
