@@ -392,19 +392,22 @@ describe("A's worker stopped during sends, long-polls and federation delivery (n
       await converged();
       await expect.poll(async () => (await status(b!.page)).outboundQueues[serverA] ?? 0, { timeout: WAIT_MS }).toBe(0);
 
-      // A sends bursts and is stopped right after each: what was queued or in flight for B must
-      // survive in A's queue and go out when the worker runs again. Until a restart found A's queue
-      // for B non-empty (so the resume was exercised), up to three rounds.
+      // A sends bursts of five; once its status shows them queued for B (or in flight), its worker
+      // is stopped and woken by a status message only (no client request, which could queue
+      // something new and so wake the queue): what was queued must survive in A's store and go
+      // out from the restarted worker by itself, and A's queue for B must drain. Until a restart
+      // found the queue non-empty (so the resume was exercised), up to four rounds.
       const depthsAfterRestart: number[] = [];
-      for (let round = 0; round < 3 && !depthsAfterRestart.some((d) => d > 0); round++) {
-        for (let k = 0; k < 10; k++) {
+      for (let round = 0; round < 4 && !depthsAfterRestart.some((d) => d > 0); round++) {
+        for (let k = 0; k < 5; k++) {
           const body = `burst from A ${round}.${k}`;
           await send(a!, roomId, `stops-burst-a-${round}-${k}`, body);
           expected.push(body);
-          if (k % 5 === 4) depthsAfterRestart.push((await stopAndWakeA(0)).outboundQueues[serverB] ?? 0);
         }
-        await converged();
+        if (((await status(a!.page)).outboundQueues[serverB] ?? 0) > 0) depthsAfterRestart.push((await stopAndWakeA(200)).outboundQueues[serverB] ?? 0);
+        await expect.poll(() => bodies(b!, roomId), { timeout: WAIT_MS, interval: 500 }).toEqual(expected);
         await expect.poll(async () => (await status(a!.page)).outboundQueues[serverB] ?? 0, { timeout: WAIT_MS }).toBe(0);
+        await converged();
       }
       a!.logs.push(`[test] A's queue for B right after each restart: ${depthsAfterRestart.join(" ")}`);
       expect(depthsAfterRestart.some((d) => d > 0), `a restart found A's queue for B non-empty: ${depthsAfterRestart.join(" ")}`).toBe(true);
