@@ -67,11 +67,30 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
+/** The private key of a seed in WebCrypto, and its public key (exported, so no curve maths runs in JS). */
+async function importSeed(seed: Uint8Array): Promise<{ key: CryptoKey; publicKey: Uint8Array }> {
+  const key = await crypto.subtle.importKey("pkcs8", bufferOf(concat(PKCS8_PREFIX, seed)), { name: "Ed25519" }, true, ["sign"]);
+  const { x } = await crypto.subtle.exportKey("jwk", key);
+  if (typeof x !== "string") throw new Error("WebCrypto exported an Ed25519 key without its public part");
+  const publicKey = Uint8Array.from(atob(x.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+  if (publicKey.length !== 32) throw new Error("WebCrypto exported a malformed Ed25519 public key");
+  return { key, publicKey };
+}
+
+/**
+ * The public key for a seed, through WebCrypto where the runtime has it. On a cold start this is
+ * what matters: tweetnacl's derivation runs tens of milliseconds in a JIT that has not warmed up
+ * (a Service Worker restarted by a fetch), WebCrypto's a few.
+ */
+export async function publicKeyFromSeedAsync(seed: Uint8Array): Promise<Uint8Array> {
+  return (await hasWebCryptoEd25519()) ? (await importSeed(seed)).publicKey : publicKeyFromSeed(seed);
+}
+
 /** WebCrypto signer. */
 export async function webCryptoSigner(seed: Uint8Array): Promise<Ed25519Signer> {
-  const key = await crypto.subtle.importKey("pkcs8", bufferOf(concat(PKCS8_PREFIX, seed)), { name: "Ed25519" }, false, ["sign"]);
+  const { key, publicKey } = await importSeed(seed);
   return {
-    publicKey: publicKeyFromSeed(seed),
+    publicKey,
     sign: async (message) => new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, bufferOf(message))),
   };
 }

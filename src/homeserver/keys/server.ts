@@ -4,15 +4,22 @@ import { badJson, invalidParam, notFound } from "../errors.ts";
 import { isValidServerName } from "../rooms/ids.ts";
 import { encodeBase64 } from "../crypto/base64.ts";
 import { signJson } from "../crypto/signing.ts";
-import { publicKeyFromSeed } from "../crypto/ed25519.ts";
+import { publicKeyFromSeed, publicKeyFromSeedAsync } from "../crypto/ed25519.ts";
 
 /**
  * The P2P server name of a signing seed: the lowercase hex of its ed25519 public key (docs/DESIGN.md
  * "Identity and naming"); the Node runner and the Service Worker both name themselves with it.
  */
 export function serverNameFromSeed(seed: Uint8Array): string {
-  return Array.from(publicKeyFromSeed(seed), (b) => b.toString(16).padStart(2, "0")).join("");
+  return hex(publicKeyFromSeed(seed));
 }
+
+/** {@link serverNameFromSeed} through WebCrypto where the runtime has it (the Service Worker's start-up). */
+export async function serverNameFromSeedAsync(seed: Uint8Array): Promise<string> {
+  return hex(await publicKeyFromSeedAsync(seed));
+}
+
+const hex = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
 /** How far ahead `valid_until_ts` lies; other servers may cache the key until then. */
 export const KEY_VALIDITY_MS = 7 * 24 * 60 * 60 * 1000;
