@@ -27,7 +27,7 @@ import { loadOrCreateIdentity } from "./identity.ts";
 import { exportHomeserver, importHomeserver } from "../export/homeserver.ts";
 import type { HomeserverIdentity } from "../export/homeserver.ts";
 import { browserThumbnailer } from "./thumbnailer.ts";
-import { loadRendezvous, startWorkerP2P } from "./p2p.ts";
+import { DeferredTransport, loadRendezvous, startWorkerP2P } from "./p2p.ts";
 import type { WorkerP2P } from "./p2p.ts";
 
 /** Options of {@link installHyphae}. */
@@ -117,50 +117,70 @@ const identities = new WeakMap<Homeserver, HomeserverIdentity>();
 const p2pSides = new WeakMap<Homeserver, WorkerP2P | string>();
 
 /**
- * Opens the store and the identity and builds the homeserver (once per worker instance), with the
- * libp2p node on the same seed when `options.rendezvous` lists rendezvous nodes. A node that cannot
- * start leaves a homeserver that serves its own users without federation (the status says why).
+ * Opens the store and the identity and builds the homeserver (once per worker instance). When
+ * `options.rendezvous` is given, the libp2p node on the same seed starts after the homeserver, in
+ * the background: a worker restarted by a fetch answers from storage at once, and federation
+ * requests wait for the node (src/sw/p2p.ts `DeferredTransport`). A node that cannot start leaves a
+ * homeserver that serves its own users without federation (the status says why).
  */
 export async function startHomeserver(options: HyphaeWorkerOptions = {}, adminContact = "/"): Promise<Homeserver> {
   const store = guardStore(await openStore(options), options.adminContact ?? adminContact);
-  let p2p: WorkerP2P | string = "no rendezvous configured";
+  let hs: Homeserver;
+  let seed: Uint8Array;
+  let serverName: string;
+  const deferred = options.rendezvous ? new DeferredTransport() : undefined;
   try {
-    const { seed, serverName } = await loadOrCreateIdentity(store);
-    const rendezvous = (await options.rendezvous?.().catch(() => [])) ?? [];
-    if (rendezvous.length > 0) {
-      try {
-        p2p = await startWorkerP2P(seed, rendezvous, options.homeserver?.logger ?? workerLogger);
-      } catch (err) {
-        workerLogger.warn("could not start the libp2p node; running without federation", err);
-        p2p = `failed to start: ${err instanceof Error ? err.message : String(err)}`;
-      }
-    }
-    const side = typeof p2p === "string" ? undefined : p2p;
-    const hs = await createHomeserver({
+    ({ seed, serverName } = await loadOrCreateIdentity(store));
+    hs = await createHomeserver({
       logger: workerLogger,
       thumbnailer: browserThumbnailer,
       ...options.homeserver,
-      ...(side ? { federationTransport: side.transport } : {}),
+      ...(deferred ? { federationTransport: deferred } : {}),
       store,
       seed,
       serverName,
     });
-    identities.set(hs, { seed, serverName });
-    if (side) {
-      await side.serve(hs, serverName);
-      const close = hs.close.bind(hs);
-      hs.close = async () => {
-        await side.close().catch(() => undefined);
-        await close();
-      };
-    }
-    p2pSides.set(hs, p2p);
-    return hs;
   } catch (err) {
-    if (typeof p2p !== "string") await p2p.close().catch(() => undefined);
     await store.close();
     throw err;
   }
+  identities.set(hs, { seed, serverName });
+  p2pSides.set(hs, deferred ? "starting" : "no rendezvous configured");
+  if (options.rendezvous && deferred) {
+    const started = startP2P(hs, seed, serverName, options.rendezvous, deferred, options.homeserver?.logger ?? workerLogger);
+    const close = hs.close.bind(hs);
+    hs.close = async () => {
+      // A node still starting is stopped once it has started.
+      deferred.fail("the homeserver is closing");
+      const side = await started;
+      await side?.close().catch(() => undefined);
+      await close();
+    };
+  }
+  return hs;
+}
+
+/** Reads the rendezvous list, starts the libp2p node and plugs it into `hs`; resolves to the started side, if any. */
+async function startP2P(hs: Homeserver, seed: Uint8Array, serverName: string, rendezvousList: () => Promise<string[]>, deferred: DeferredTransport, logger: Logger): Promise<WorkerP2P | undefined> {
+  const failed = (why: string): undefined => {
+    p2pSides.set(hs, why);
+    deferred.fail(why);
+    return undefined;
+  };
+  const rendezvous = await rendezvousList().catch(() => []);
+  if (rendezvous.length === 0) return failed("no rendezvous configured");
+  let side: WorkerP2P | undefined;
+  try {
+    side = await startWorkerP2P(seed, rendezvous, logger);
+    await side.serve(hs, serverName);
+  } catch (err) {
+    await side?.close().catch(() => undefined);
+    workerLogger.warn("could not start the libp2p node; running without federation", err);
+    return failed(`failed to start: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  p2pSides.set(hs, side);
+  deferred.attach(side.transport);
+  return side;
 }
 
 /** The status view's P2P section for `hs`. */
