@@ -180,6 +180,13 @@ export const MIGRATIONS: readonly Migration[] = [
       "redactions_pending", // key = targetEventId|redactionEventId → true
     ],
   },
+  // 15: the unread counts /sync computed, so that a restarted server (a Service Worker the browser
+  // stopped) extends them instead of rescanning each room (client/sync.ts).
+  {
+    createTables: [
+      "unread_counts", // key = userId|roomId → { sig, upTo, main, threads }
+    ],
+  },
 ];
 
 /**

@@ -75,6 +75,7 @@ export async function getSync(ctx: RequestContext): Promise<Record<string, unkno
   for (;;) {
     const typingSerial = typing.serial;
     const result = await hs.store.read((tx) => buildSync(hs, tx, me, filter, since, fullState, typingSerial, stateAfterKey, lazyKey));
+    storeUnreadCounts(hs, result.unreadToStore);
     const remaining = deadline - performance.now();
     if (!since || fullState || !result.empty || remaining <= 0 || ctx.request.signal.aborted) return result.body;
     // A typing change during the build: build again rather than sleep past it.
@@ -90,6 +91,8 @@ interface BuildResult {
   empty: boolean;
   /** The rooms whose events are news to the user (joined, invited, knocking): what wakes its long-poll. */
   rooms: Set<string>;
+  /** Unread counts computed for this response, to store once it is built. */
+  unreadToStore: Map<string, UnreadCounts>;
 }
 
 /** Per-response context shared by the room builders. */
@@ -119,6 +122,8 @@ interface SyncRun {
   sentMembers: Map<string, SentMember> | undefined;
   /** Users who came to share a room with the user since the token: their presence is news. */
   newlyShared: Set<string>;
+  /** Unread counts to store once the response is built (key = userId|roomId). */
+  unreadToStore: Map<string, UnreadCounts>;
 }
 
 /** A global account data row; the `m.push_rules` row also holds the stored rules (pushRules.ts). */
@@ -154,6 +159,7 @@ async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter
     // A sync without a token starts a new sequence: the client may have forgotten everything.
     sentMembers: dedupe ? sentMembersOf(hs, lazyKey, since === undefined) : undefined,
     newlyShared: new Set(),
+    unreadToStore: new Map(),
   };
   const sincePos = since?.pos ?? 0;
 
@@ -217,7 +223,7 @@ async function buildSync(hs: Services, tx: ReadTx, me: Requester, filter: Filter
     e2ee.to_device.events.length === 0 &&
     e2ee.device_lists.changed.length === 0 &&
     e2ee.device_lists.left.length === 0;
-  return { body, upTo, empty, rooms };
+  return { body, upTo, empty, rooms, unreadToStore: run.unreadToStore };
 }
 
 // --- rooms ---
@@ -580,12 +586,21 @@ function summaryOf(current: Map<string, StoredEvent>, userId: string): Record<st
   return { "m.heroes": heroes, ...counts };
 }
 
-interface UnreadCacheEntry {
+/** Unread counts as computed up to a stream position, valid while `sig` (what they depend on) holds. */
+interface UnreadCounts {
   sig: string;
   upTo: number;
   main: { notification_count: number; highlight_count: number };
   threads: Record<string, { notification_count: number; highlight_count: number }>;
 }
+
+/** The cache entry: the counts, and what of them is stored (the `unread_counts` table). */
+interface UnreadCacheEntry extends UnreadCounts {
+  stored: { sig: string; upTo: number; at: number } | undefined;
+}
+
+/** How often counts that only moved forward are stored again (bounds the scan after a restart). */
+const STORE_UNREAD_EVERY_MS = 5_000;
 
 const unreadCaches = new WeakMap<Services, Map<string, UnreadCacheEntry>>();
 
@@ -594,6 +609,19 @@ function unreadCache(hs: Services): Map<string, UnreadCacheEntry> {
   let c = unreadCaches.get(hs);
   if (!c) unreadCaches.set(hs, (c = new Map()));
   return c;
+}
+
+/**
+ * Stores the counts a response computed, after it (a read transaction cannot write). Losing such a
+ * write costs only a longer scan after the next restart, so failures are logged and dropped.
+ */
+function storeUnreadCounts(hs: Services, entries: Map<string, UnreadCounts>): void {
+  if (entries.size === 0) return;
+  hs.store
+    .write(async (tx) => {
+      for (const [k, counts] of entries) tx.put("unread_counts", k, counts);
+    })
+    .catch((err: unknown) => hs.logger.warn("could not store unread counts", err));
 }
 
 /**
@@ -627,7 +655,12 @@ async function unreadCounts(run: SyncRun, roomId: string, rec: MembershipRecord,
   const sig = JSON.stringify([from, [...readAt].sort(), threaded, rulesPos, [...run.ignored].sort()]);
   const cache = unreadCache(run.hs);
   const cacheKey = key(me.userId, roomId);
-  const cached = cache.get(cacheKey);
+  let cached = cache.get(cacheKey);
+  if (!cached) {
+    // After a restart: the counts an earlier instance stored, extended like the in-memory ones.
+    const stored = await tx.get<UnreadCounts>("unread_counts", cacheKey);
+    if (stored) cached = { ...stored, stored: { sig: stored.sig, upTo: stored.upTo, at: performance.now() } };
+  }
   let reuse = cached !== undefined && cached.sig === sig && cached.upTo <= run.upTo;
   // The events after `lower`, newest first, each read once.
   const scanFrom = async (lower: number): Promise<(StoredEvent | undefined)[]> => {
@@ -643,7 +676,14 @@ async function unreadCounts(run: SyncRun, roomId: string, rec: MembershipRecord,
   const main = reuse ? { ...cached!.main } : { notification_count: 0, highlight_count: 0 };
   const threads: Record<string, { notification_count: number; highlight_count: number }> = reuse ? structuredClone(cached!.threads) : {};
   const done = (): { main: typeof main; threads: typeof threads } => {
-    cache.set(cacheKey, { sig, upTo: run.upTo, main: { ...main }, threads: structuredClone(threads) });
+    const counts: UnreadCounts = { sig, upTo: run.upTo, main: { ...main }, threads: structuredClone(threads) };
+    let stored = cached?.stored;
+    const now = performance.now();
+    if (!stored || stored.sig !== sig || (stored.upTo !== run.upTo && now - stored.at >= STORE_UNREAD_EVERY_MS)) {
+      run.unreadToStore.set(cacheKey, counts);
+      stored = { sig, upTo: run.upTo, at: now };
+    }
+    cache.set(cacheKey, { ...counts, stored });
     return { main, threads };
   };
   if (events.length === 0) return done();
@@ -722,7 +762,7 @@ function plainRun(hs: Services, tx: ReadTx, me: Requester, upTo: number, globalD
   return {
     hs, tx, me, filter: {}, since: undefined, fullState: true, upTo, typingSerial: typingState(hs).serial, now,
     stateAfterKey: undefined, ignored: new Set(), globalData, server: new EventServer(tx, { userId: me.userId, deviceId: me.deviceId }, now),
-    sentMembers: undefined, newlyShared: new Set(),
+    sentMembers: undefined, newlyShared: new Set(), unreadToStore: new Map(),
   };
 }
 

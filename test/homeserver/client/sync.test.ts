@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
-import { room, startWithAliceAndBob } from "../roomserver/harness.ts";
+import { TestServer as Server, room, startWithAliceAndBob } from "../roomserver/harness.ts";
+import { key } from "../../../src/storage/store.ts";
 import type { TestServer, TestUser } from "../roomserver/harness.ts";
 
 let t: TestServer;
@@ -217,6 +218,45 @@ describe("GET /sync", () => {
     const after = joined(await sync(alice, { filter, use_state_after: "true" }), roomId);
     const afterMembers = after.state_after.events.filter((e: Sync) => e.type === "m.room.member").map((e: Sync) => e.state_key).sort();
     expect(afterMembers).toEqual([alice.userId, bob.userId].sort());
+  });
+});
+
+describe("unread counts across a restart", () => {
+  interface StoredCounts { sig: string; upTo: number; main: { notification_count: number; highlight_count: number } }
+  const storedCounts = (server: TestServer, userId: string, roomId: string): Promise<StoredCounts | undefined> =>
+    server.hs.services.store.read((tx) => tx.get<StoredCounts>("unread_counts", key(userId, roomId)));
+
+  it("are stored by /sync and extended, not recounted, by a restarted server", async () => {
+    const roomId = await sharedRoom();
+    for (let i = 0; i < 3; i++) await t.send(bob, roomId, `m${i}`);
+    expect(joined(await sync(alice), roomId).unread_notifications.notification_count).toBe(3);
+    // Stored after the response (bounded wait: the write follows the read transaction).
+    let stored: StoredCounts | undefined;
+    for (let i = 0; i < 100 && stored?.main.notification_count !== 3; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      stored = await storedCounts(t, alice.userId, roomId);
+    }
+    expect(stored?.main).toEqual({ notification_count: 3, highlight_count: 0 });
+
+    // A second instance on the same data knows nothing in memory. A count only the stored row
+    // holds shows that it starts from the row and adds what came after, instead of rescanning.
+    const store = t.hs.services.store;
+    await store.write(async (tx) => tx.put("unread_counts", key(alice.userId, roomId), { ...stored!, main: { notification_count: 40, highlight_count: 0 } }));
+    const again = await Server.start({ ...store, close: async () => undefined });
+    try {
+      const s1 = await again.ok("GET", "/sync?set_presence=offline", alice);
+      expect(s1.rooms.join[roomId].unread_notifications.notification_count).toBe(40);
+      // (Its own transaction ID: the second harness counts transaction IDs from 1 again.)
+      await again.ok("PUT", room(roomId, "/send/m.room.message/after-restart"), bob, { msgtype: "m.text", body: "after the restart" });
+      const s2 = await again.ok("GET", `/sync?set_presence=offline&since=${encodeURIComponent(s1.next_batch)}`, alice);
+      expect(s2.rooms.join[roomId].unread_notifications.notification_count).toBe(41);
+      // Reading resets them, as ever (the receipt changes what the counts depend on).
+      await again.ok("POST", room(roomId, "/read_markers"), alice, { "m.read": s2.rooms.join[roomId].timeline.events.at(-1).event_id });
+      const s3 = await again.ok("GET", `/sync?set_presence=offline&since=${encodeURIComponent(s2.next_batch)}`, alice);
+      expect(s3.rooms.join[roomId].unread_notifications.notification_count).toBe(0);
+    } finally {
+      await again.hs.close();
+    }
   });
 });
 
