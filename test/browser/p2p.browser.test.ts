@@ -122,8 +122,9 @@ describe("a browser homeserver federates over libp2p (npm start, Chromium)", () 
     const aliceReg = await api(page, "POST", "/_matrix/client/v3/register", { username: "alice", password: "alice's password", auth: { type: "m.login.dummy", session: first.json.session } });
     expect(aliceReg.status, JSON.stringify(aliceReg.json)).toBe(200);
     const alice = aliceReg.json.access_token as string;
+    // The node starts beside the homeserver, not before it: bounded wait until it is on the rendezvous.
+    await expect.poll(async () => (await status(page)).p2p, { timeout: 30_000, interval: 200 }).toMatchObject({ running: true, rendezvousConnected: 1 });
     const browserStatus = await status(page);
-    expect(browserStatus.p2p, JSON.stringify(browserStatus)).toMatchObject({ running: true, rendezvousConnected: 1 });
     expect(serverNameFromPeerId(browserStatus.p2p.peerId!)).toBe(browserStatus.serverName);
     expect(aliceReg.json.user_id).toBe(`@alice:${browserStatus.serverName}`);
 
@@ -159,7 +160,7 @@ describe("a browser homeserver federates over libp2p (npm start, Chromium)", () 
     await cdp.detach();
     const again = await api(page, "PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/a2`, { msgtype: "m.text", body: "browser after a worker restart" }, alice);
     expect(again.status, JSON.stringify(again.json)).toBe(200);
-    expect((await status(page)).p2p).toMatchObject({ running: true, rendezvousConnected: 1 });
+    await expect.poll(async () => (await status(page)).p2p, { timeout: 30_000, interval: 200 }).toMatchObject({ running: true, rendezvousConnected: 1 });
     await expect
       .poll(async () => bodiesOf((await local("GET", SYNC, undefined, bob)).json, roomId), { timeout: 60_000, interval: 500 })
       .toContain("browser after a worker restart");
