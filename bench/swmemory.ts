@@ -195,9 +195,11 @@ export const swmemoryBench: Bench = async () => {
 
       // Restart from storage and read every room, as a client opening the account would.
       await stop();
+      let coldSyncMs = performance.now();
       const sync = JSON.parse(await fetchIn(page, "/_matrix/client/v3/sync?timeout=0", made.token)) as { next_batch: string; rooms?: { join?: Record<string, unknown> } };
       const joined = Object.keys(sync.rooms?.join ?? {}).length;
       if (joined !== ROOMS) throw new Error(`the initial /sync after the import lists ${joined} rooms, not ${ROOMS}`);
+      coldSyncMs = performance.now() - coldSyncMs;
       await fetchIn(page, `/_matrix/client/v3/sync?timeout=0&since=${encodeURIComponent(sync.next_batch)}`, made.token);
       let seen = 0;
       for (const room of made.rooms) {
@@ -206,6 +208,9 @@ export const swmemoryBench: Bench = async () => {
       }
       if (seen !== ROOMS * 50) throw new Error(`/messages returned ${seen} events over ${ROOMS} rooms, not ${ROOMS * 50}`);
       const p2p = await onRendezvous(page);
+      const warmStarted = performance.now();
+      await fetchIn(page, "/_matrix/client/v3/sync?timeout=0", made.token);
+      const warmSyncMs = performance.now() - warmStarted;
       const loaded = await workerHeap(browserCdp);
       await cdp.detach();
       await browserCdp.detach();
@@ -224,6 +229,7 @@ export const swmemoryBench: Bench = async () => {
         versus("worker heap in use before that GC", loaded.before / MB, "MB", "the same, empty database", empty.before / MB, "MB"),
         versus("worker V8 heap size (allocated, loaded, after GC)", loaded.total / MB, "MB", "the same, empty database", empty.total / MB, "MB"),
         versus("worker heap in use right after the import, before GC", imported.before / MB, "MB", "after GC", imported.after / MB, "MB"),
+        versus(`initial /sync of the ${ROOMS} rooms by the stopped worker (cold start, as seen from the page)`, coldSyncMs, "ms", "the same /sync, warm worker", warmSyncMs, "ms"),
         {
           name: `import of the ${(fileBytes / 1e6).toFixed(0)} MB export file into the worker (${ROOMS * PER_ROOM} messages; made in Node in ${(made.fillMs / 1000).toFixed(0)} s)`,
           value: importMs / 1000,

@@ -112,6 +112,8 @@ export const swp2pBench: Bench = async () => {
       const rtt = async (): Promise<number> => (await ask<{ ms: number }>(a.page, { hyphae: "peer-rtt", server: b.serverName })).ms;
       for (let i = 0; i < 10; i++) await rtt();
       const latencies: number[] = [];
+      /** The part of each latency spent in A's `PUT /send` (until its answer in page A). */
+      const sends: number[] = [];
       const rawDuring: number[] = [];
       for (let i = 0; i < MESSAGES + WARMUP; i++) {
         const body = `m${i}`;
@@ -131,7 +133,7 @@ export const swp2pBench: Bench = async () => {
         const pauseEnds = performance.now() + PAUSE_MS;
         for (let k = 0; k < 3; k++) rawDuring.push(await rtt());
         await new Promise((r) => setTimeout(r, Math.max(0, pauseEnds - performance.now())));
-        const startedAt = await a.page.evaluate(
+        const { startedAt, sentAt } = await a.page.evaluate(
           async ([roomId, token, body, i]) => {
             const startedAt = Date.now();
             const res = await fetch(`/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/lat${i}`, {
@@ -140,13 +142,16 @@ export const swp2pBench: Bench = async () => {
               body: JSON.stringify({ msgtype: "m.text", body }),
             });
             if (!res.ok) throw new Error(`send → ${res.status} ${await res.text()}`);
-            return startedAt;
+            return { startedAt, sentAt: Date.now() };
           },
           [roomId, a.token, body, i] as const,
         );
         const answered = await waiting;
         since = answered.since;
-        if (i >= WARMUP) latencies.push(answered.answeredAt - startedAt);
+        if (i >= WARMUP) {
+          latencies.push(answered.answeredAt - startedAt);
+          sends.push(sentAt - startedAt);
+        }
       }
       const latencyMs = median(latencies);
       const rawMs = median(rawDuring);
@@ -159,6 +164,7 @@ export const swp2pBench: Bench = async () => {
           ratio: latencyMs / rawMs,
           note: `median of ${MESSAGES} messages; latencies ${Math.min(...latencies)}–${Math.max(...latencies)} ms`,
         },
+        { name: "of which A's PUT /send until its answer in page A (median)", value: median(sends), unit: "ms" },
       ];
       return figures;
     } finally {
