@@ -30,6 +30,7 @@ import { join } from "node:path";
 import { serverNameFromSeed } from "../src/homeserver/keys/server.ts";
 import { privateKeyFromSeed } from "../src/transport/identity.ts";
 import { createP2PNode } from "../src/transport/node.ts";
+import { dhtClient } from "../src/transport/dht.ts";
 import type { P2PNode } from "../src/transport/node.ts";
 import { Libp2pFederationTransport, serveHttp } from "../src/transport/http.ts";
 import { startRendezvous } from "../rendezvous/node.ts";
@@ -56,7 +57,7 @@ export const p2pBench: Bench = async () => {
     const addr = rendezvous.multiaddrs()[0]!;
     const start = async (fill: number, store: Store = createMemoryStore()) => {
       const seed = new Uint8Array(32).fill(fill);
-      const node = await createP2PNode({ privateKey: await privateKeyFromSeed(seed), rendezvous: [addr] });
+      const node = await createP2PNode({ privateKey: await privateKeyFromSeed(seed), rendezvous: [addr], dht: dhtClient() });
       nodes.push(node);
       const serverName = serverNameFromSeed(seed);
       const hs = await createHomeserver({ store, seed, serverName, federationTransport: new Libp2pFederationTransport(node), config: { rateLimits: unlimited() } });

@@ -9,6 +9,7 @@ import type { Homeserver } from "../homeserver/homeserver.ts";
 import type { Logger } from "../homeserver/context.ts";
 import { MAX_JSON_BODY_LIMIT } from "../homeserver/http.ts";
 import { privateKeyFromSeed } from "../transport/identity.ts";
+import { dhtClient } from "../transport/dht.ts";
 import { createP2PNode } from "../transport/node.ts";
 import type { P2PNode } from "../transport/node.ts";
 import { Libp2pFederationTransport, serveHttp } from "../transport/http.ts";
@@ -52,6 +53,7 @@ export async function startP2P(options: P2POptions): Promise<RunningP2P> {
       rendezvous: options.rendezvous,
       listen: [listenAddr(options.host, options.port)],
       logger: options.logger,
+      dht: dhtClient(),
     });
   } catch (err) {
     const e = err as Error;

@@ -1,10 +1,11 @@
 /**
  * The libp2p node of a P2P homeserver (docs/DESIGN.md "P2P"): websockets, noise, yamux, identify,
- * ping, the circuit-relay transport and kad-dht in client mode. It keeps a relay reservation on
- * every configured rendezvous node and redials them itself with backoff (libp2p's own reconnect
+ * ping, the circuit-relay transport and, for Node peers, kad-dht in client mode (src/transport/dht.ts).
+ * It keeps a relay reservation on every configured rendezvous node and redials them itself with backoff (libp2p's own reconnect
  * gives up after one failed redial), listens directly when the runner asks (a Node peer), and dials
  * other servers: an existing connection, then their known addresses, then through each rendezvous,
- * then kad-dht peer routing. No Node-only API here: the Service Worker runs the same module.
+ * then kad-dht peer routing when the node has it. No Node-only API here: the Service Worker runs
+ * the same module.
  */
 import { createLibp2p } from "libp2p";
 import type { Libp2p } from "libp2p";
@@ -16,8 +17,7 @@ import type { Identify } from "@libp2p/identify";
 import { ping } from "@libp2p/ping";
 import type { Ping } from "@libp2p/ping";
 import { circuitRelayTransport } from "@libp2p/circuit-relay-v2";
-import { kadDHT, passthroughMapper } from "@libp2p/kad-dht";
-import type { KadDHT } from "@libp2p/kad-dht";
+import type { KadDHT, KadDHTComponents } from "@libp2p/kad-dht";
 import { multiaddr } from "@multiformats/multiaddr";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import type { Connection, ConnectionGater, PeerId, PrivateKey, Stream } from "@libp2p/interface";
@@ -39,7 +39,8 @@ const CIRCUIT = "/p2p-circuit";
 export interface HyphaeServices {
   identify: Identify;
   ping: Ping;
-  dht: KadDHT;
+  /** Peer routing, when the node was made with one (src/transport/dht.ts). */
+  dht?: KadDHT;
   [name: string]: unknown;
 }
 
@@ -59,6 +60,11 @@ export interface P2PNodeOptions {
   redialMinMs?: number;
   redialMaxMs?: number;
   logger?: Logger;
+  /**
+   * kad-dht peer routing (src/transport/dht.ts `dhtClient()`), the last way `connect` tries. Node
+   * peers pass it; the Service Worker leaves it out to keep its bundle small.
+   */
+  dht?: (components: KadDHTComponents) => KadDHT;
 }
 
 /** A started node. */
@@ -129,9 +135,7 @@ export async function createP2PNode(options: P2PNodeOptions): Promise<P2PNode> {
     services: {
       identify: identify(),
       ping: ping(),
-      // Client mode: we ask the rendezvous nodes (DHT servers) where a peer is, we never answer.
-      // Private addresses kept: peers on one LAN or on loopback find each other too.
-      dht: kadDHT({ clientMode: true, protocol: KAD_PROTOCOL, peerInfoMapper: passthroughMapper }),
+      ...(options.dht ? { dht: options.dht } : {}),
     },
   });
 
@@ -242,16 +246,18 @@ export async function createP2PNode(options: P2PNodeOptions): Promise<P2PNode> {
       if (conn) return conn;
     }
     // A peer on another rendezvous: the DHT (the rendezvous nodes) knows its relay address.
-    try {
-      const info = await libp2p.peerRouting.findPeer(peer, { signal: attempt });
-      if (info.multiaddrs.length > 0) {
-        await libp2p.peerStore.merge(peer, { multiaddrs: info.multiaddrs });
-        const conn = await tryDial(peer);
-        if (conn) return conn;
+    if (options.dht) {
+      try {
+        const info = await libp2p.peerRouting.findPeer(peer, { signal: attempt });
+        if (info.multiaddrs.length > 0) {
+          await libp2p.peerStore.merge(peer, { multiaddrs: info.multiaddrs });
+          const conn = await tryDial(peer);
+          if (conn) return conn;
+        }
+      } catch (err) {
+        signal?.throwIfAborted();
+        errors.push(`peer routing: ${(err as Error).message}`);
       }
-    } catch (err) {
-      signal?.throwIfAborted();
-      errors.push(`peer routing: ${(err as Error).message}`);
     }
     throw new PeerUnreachableError(`cannot reach ${peer.toString()}${errors.length ? `: ${errors.join("; ")}` : ""}`);
   };

@@ -8,6 +8,7 @@ import { Libp2pFederationTransport } from "../../src/transport/http.ts";
 import { privateKeyFromSeed, serverNameFromPeerId } from "../../src/transport/identity.ts";
 import { createP2PNode } from "../../src/transport/node.ts";
 import type { P2PNode } from "../../src/transport/node.ts";
+import { dhtClient } from "../../src/transport/dht.ts";
 import type { SpawnedRendezvous } from "./helpers.ts";
 import { getHealth, spawnRendezvous, until } from "./helpers.ts";
 
@@ -18,6 +19,7 @@ async function hyphaePeer(rendezvous: string): Promise<{ node: P2PNode; name: st
   const node = await createP2PNode({
     privateKey: await privateKeyFromSeed(crypto.getRandomValues(new Uint8Array(32))),
     rendezvous: [rendezvous],
+    dht: dhtClient(),
     // Loopback addresses are dialled in tests.
     connectionGater: { denyDialMultiaddr: () => false },
   });

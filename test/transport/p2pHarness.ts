@@ -17,6 +17,7 @@ import { generateKeyPair } from "@libp2p/crypto/keys";
 import type { PrivateKey } from "@libp2p/interface";
 import { lpStream } from "@libp2p/utils";
 import { createP2PNode, KAD_PROTOCOL } from "../../src/transport/node.ts";
+import { dhtClient } from "../../src/transport/dht.ts";
 import type { P2PNode, P2PNodeOptions } from "../../src/transport/node.ts";
 import { privateKeyFromSeed, serverNameFromPeerId } from "../../src/transport/identity.ts";
 import { PEERS_PROTOCOL } from "../../src/transport/http.ts";
@@ -71,7 +72,7 @@ export async function startRendezvous(port = 0, key?: PrivateKey): Promise<TestR
 /** A Hyphae peer (its key from `seed`, random by default) on the given rendezvous. */
 export async function startPeer(options: Partial<P2PNodeOptions> & { seed?: Uint8Array } = {}): Promise<{ node: P2PNode; seed: Uint8Array; serverName: string }> {
   const seed = options.seed ?? crypto.getRandomValues(new Uint8Array(32));
-  const node = await createP2PNode({ privateKey: await privateKeyFromSeed(seed), redialMinMs: 100, redialMaxMs: 1_000, ...options });
+  const node = await createP2PNode({ privateKey: await privateKeyFromSeed(seed), redialMinMs: 100, redialMaxMs: 1_000, dht: dhtClient(), ...options });
   const stop = async (): Promise<void> => {
     stoppers.delete(stop);
     await node.stop();
