@@ -438,4 +438,34 @@ describe("A's worker stopped during sends, long-polls and federation delivery (n
       throw explain(err);
     }
   }, 300_000);
+
+  it("while it starts: A's worker stopped 0-90 ms after a wake, ten times; then messages both ways, each once", async () => {
+    expect(roomId, "the set-up ran").not.toBe("");
+    try {
+      // A status message wakes the worker, which opens the store and starts the homeserver and
+      // its libp2p node; the stop lands somewhere in that start-up.
+      for (let i = 0; i < 10; i++) {
+        // (a message whose worker stopped before answering is not dispatched again: that answer
+        // never comes, and the page's wait for it ends with its own timeout)
+        void status(a!.page).catch(() => undefined);
+        await sleep(i * 10);
+        await stopperA!.stop();
+      }
+      await sleep(500);
+      const woken = Date.now();
+      await expect.poll(async () => (await status(a!.page)).p2p.rendezvousConnected, { timeout: WAIT_MS }).toBe(1);
+      a!.logs.push(`[test] A's node on the rendezvous ${Date.now() - woken} ms after the start-up stops`);
+      await send(a!, roomId, "stops-startup-a", "after start-up stops from A");
+      expected.push("after start-up stops from A");
+      // (B sends once it has A's: two messages sent at once are concurrent, and each side may order
+      // those as they arrived)
+      await converged();
+      await send(b!, roomId, "stops-startup-b", "after start-up stops from B");
+      expected.push("after start-up stops from B");
+      await converged();
+      expect((await status(b!.page)).instance).toBe(instanceB);
+    } catch (err) {
+      throw explain(err);
+    }
+  }, 240_000);
 });
