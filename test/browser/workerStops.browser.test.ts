@@ -138,6 +138,8 @@ async function bodies(p: Signed, roomId: string): Promise<string[]> {
 /** In-page state of A's sync loop (see `startSyncLoop`). */
 interface SyncLoopState {
   ids: string[];
+  /** The bodies of the `m.room.message` events among them. */
+  bodies: string[];
   responses: number;
   cuts: number;
   errors: string[];
@@ -147,20 +149,21 @@ interface SyncLoopState {
 /**
  * A client's sync loop in the page: `/sync?timeout=30000&since=…`, repeated with the same `since`
  * after a cut or an error (as matrix-js-sdk does), recording every timeline event ID of `roomId` in
- * every answer.
+ * every answer. `set_presence=offline`: the loop's syncs change no presence, so they queue no
+ * presence EDU for B (which would wake A's queue and hide a missing resume).
  */
 async function startSyncLoop(page: Page, token: string, roomId: string, since: string, filter: string): Promise<void> {
   await page.evaluate(
     ([token, roomId, since, filter]) => {
-      const state = { ids: [] as string[], responses: 0, cuts: 0, errors: [] as string[], limited: 0, stop: false, abort: new AbortController() };
+      const state = { ids: [] as string[], bodies: [] as string[], responses: 0, cuts: 0, errors: [] as string[], limited: 0, stop: false, abort: new AbortController() };
       (window as unknown as { syncLoop: typeof state }).syncLoop = state;
       void (async () => {
         let next = since;
         while (!state.stop) {
           let res: Response;
-          let json: { next_batch: string; rooms?: { join?: Record<string, { timeline?: { events?: { event_id: string }[]; limited?: boolean } }> } };
+          let json: { next_batch: string; rooms?: { join?: Record<string, { timeline?: { events?: { event_id: string; type: string; content: { body?: unknown } }[]; limited?: boolean } }> } };
           try {
-            res = await fetch(`/_matrix/client/v3/sync?timeout=30000&filter=${encodeURIComponent(filter)}&since=${encodeURIComponent(next)}`, {
+            res = await fetch(`/_matrix/client/v3/sync?timeout=30000&set_presence=offline&filter=${encodeURIComponent(filter)}&since=${encodeURIComponent(next)}`, {
               headers: { Authorization: `Bearer ${token}` },
               signal: state.abort.signal,
             });
@@ -179,7 +182,10 @@ async function startSyncLoop(page: Page, token: string, roomId: string, since: s
           state.responses++;
           const timeline = json.rooms?.join?.[roomId]?.timeline;
           if (timeline?.limited) state.limited++;
-          for (const e of timeline?.events ?? []) state.ids.push(e.event_id);
+          for (const e of timeline?.events ?? []) {
+            state.ids.push(e.event_id);
+            if (e.type === "m.room.message") state.bodies.push(String(e.content.body));
+          }
           next = json.next_batch;
         }
       })();
@@ -191,7 +197,7 @@ async function startSyncLoop(page: Page, token: string, roomId: string, since: s
 const syncLoopState = (page: Page): Promise<SyncLoopState> =>
   page.evaluate(() => {
     const s = (window as unknown as { syncLoop: SyncLoopState }).syncLoop;
-    return { ids: [...s.ids], responses: s.responses, cuts: s.cuts, errors: [...s.errors], limited: s.limited };
+    return { ids: [...s.ids], bodies: [...s.bodies], responses: s.responses, cuts: s.cuts, errors: [...s.errors], limited: s.limited };
   });
 
 const stopSyncLoop = (page: Page): Promise<void> =>
@@ -211,6 +217,8 @@ describe("A's worker stopped during sends, long-polls and federation delivery (n
   let instanceB = "";
   /** Every message body sent so far, in the order both sides must show them. */
   const expected: string[] = [];
+  /** How many of `expected` were sent before A's sync loop started (it runs from then to the end). */
+  let loopFrom = -1;
 
   beforeAll(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
@@ -342,6 +350,7 @@ describe("A's worker stopped during sends, long-polls and federation delivery (n
       const first = await api(a!.page, "GET", `/_matrix/client/v3/sync?timeout=0&filter=${encodeURIComponent(filter)}`, undefined, a!.token);
       expect(first.status, JSON.stringify(first.json)).toBe(200);
       await startSyncLoop(a!.page, a!.token, roomId, first.json.next_batch as string, filter);
+      loopFrom = expected.length;
       const sentByB: string[] = [];
       for (let round = 0; round < 4; round++) {
         // The long-poll is open (nothing new for A): cut it.
@@ -357,8 +366,8 @@ describe("A's worker stopped during sends, long-polls and federation delivery (n
         // This round's events reach A's loop before the next round cuts it again.
         await expect.poll(async () => (await syncLoopState(a!.page)).ids.filter((id) => sentByB.includes(id)).length, { timeout: WAIT_MS }).toBe(sentByB.length);
       }
+      // (the loop goes on through the next parts, with its long-polls cut by their stops too)
       const state = await syncLoopState(a!.page);
-      await stopSyncLoop(a!.page);
       a!.logs.push(`[test] sync loop: ${state.responses} answers, ${state.cuts} cut, errors ${JSON.stringify(state.errors)}, ${state.limited} limited`);
       expect(state.limited, "no limited timeline (it would hide events)").toBe(0);
       // No event twice across all the answers, B's all there, in the order B sent them.
@@ -464,6 +473,16 @@ describe("A's worker stopped during sends, long-polls and federation delivery (n
       expected.push("after start-up stops from B");
       await converged();
       expect((await status(b!.page)).instance).toBe(instanceB);
+
+      // A's sync loop, which ran since the long-poll part through every stop after it: each
+      // event once across all its answers, and every message in the order /messages shows.
+      expect(loopFrom, "the long-poll part ran").toBeGreaterThan(0);
+      await expect.poll(async () => (await syncLoopState(a!.page)).bodies, { timeout: WAIT_MS }).toEqual(expected.slice(loopFrom));
+      const state = await syncLoopState(a!.page);
+      await stopSyncLoop(a!.page);
+      a!.logs.push(`[test] sync loop at the end: ${state.responses} answers, ${state.cuts} cut, errors ${JSON.stringify(state.errors)}, ${state.limited} limited`);
+      expect(state.limited, "no limited timeline (it would hide events)").toBe(0);
+      expect(state.ids.length).toBe(new Set(state.ids).size);
     } catch (err) {
       throw explain(err);
     }
