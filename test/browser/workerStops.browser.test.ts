@@ -404,9 +404,10 @@ describe("A's worker stopped during sends, long-polls and federation delivery (n
       await converged();
       await expect.poll(async () => (await status(b!.page)).outboundQueues[serverA] ?? 0, { timeout: WAIT_MS }).toBe(0);
 
-      // A backlog: B sends 15 while A's worker is stopped, so they wait in B's queue and go out
-      // together once A is back; A is stopped again 100, 250 and 500 ms after each wake, while
-      // it takes them in (B's transaction cut halfway is sent again unchanged).
+      // A backlog: B sends 15 right after A's worker is stopped; B's attempt fails and backs off,
+      // so they wait in B's queue (A's sync loop restarts A meanwhile) and go out together; A is
+      // stopped again 100, 250 and 500 ms after each wake, while it takes them in (a transaction
+      // cut halfway is sent again unchanged).
       await stopperA!.stop();
       for (let k = 0; k < 15; k++) {
         const body = `backlog from B ${k}`;
