@@ -8,14 +8,16 @@
  *   worker with `importScripts` (docs/EMBEDDING.md);
  * - `/config.json` (public/) with the rendezvous addresses.
  * The workers are classic scripts without dynamic import(), so every browser can run them.
+ * `HYPHAE_DIST=DIR` puts the bundle in DIR instead of dist/ (`npm start` serves it from there too).
  */
 import { appendFile, readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build, defineConfig } from "vite";
 import type { Plugin } from "vite";
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
-export const DIST = here("./dist");
+export const DIST = process.env["HYPHAE_DIST"] ? resolve(process.env["HYPHAE_DIST"]) : here("./dist");
 
 /** Builds one Service Worker script (IIFE, minified) into dist/. */
 export async function buildWorker(entry: string, fileName: string, outDir = DIST): Promise<void> {
@@ -41,7 +43,7 @@ function workers(): Plugin {
     apply: "build",
     async closeBundle() {
       await buildWorker(here("./src/app/sw.ts"), "sw.js");
-      await appendFile(here("./dist/sw.js"), "\n// Hydrogen's Service Worker (hydrogen-view-sdk/lib-build/sw.js), unmodified:\n" + (await readFile(here("./node_modules/hydrogen-view-sdk/lib-build/sw.js"), "utf8")));
+      await appendFile(join(DIST, "sw.js"), "\n// Hydrogen's Service Worker (hydrogen-view-sdk/lib-build/sw.js), unmodified:\n" + (await readFile(here("./node_modules/hydrogen-view-sdk/lib-build/sw.js"), "utf8")));
       await buildWorker(here("./src/sw/worker.ts"), "hyphae-sw.js");
     },
   };

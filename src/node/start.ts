@@ -9,12 +9,14 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serveStatic } from "./staticServer.ts";
 import type { StaticServer } from "./staticServer.ts";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
-const DIST = fileURLToPath(new URL("../../dist/", import.meta.url));
+/** Where `npm run build` puts the bundle (vite.config.ts: `HYPHAE_DIST`, default dist/). */
+const DIST = process.env["HYPHAE_DIST"] ? join(resolve(process.env["HYPHAE_DIST"]), "/") : fileURLToPath(new URL("../../dist/", import.meta.url));
 const RENDEZVOUS_MAIN = fileURLToPath(new URL("../../rendezvous/main.ts", import.meta.url));
 
 const USAGE = `usage: npm start [-- --port P] [--host H] [--rendezvous-port R] [--no-build]

@@ -4,6 +4,8 @@
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "../e2e/serve.ts";
 import { within } from "../e2e/http.ts";
@@ -24,11 +26,16 @@ process.once("exit", () => {
   for (const c of children) if (c.pid && c.exitCode === null) try { process.kill(-c.pid, "SIGKILL"); } catch { /* gone */ }
 });
 
-/** Runs `npm start -- ARGS` in the repository and waits (bounded) until it prints its URL. */
+/**
+ * Runs `npm start -- ARGS` in the repository and waits (bounded) until it prints its URL. Each run
+ * builds into its own directory (`HYPHAE_DIST`): test files that run side by side must not rebuild
+ * or rewrite (config.json) the bundle another one serves.
+ */
 export async function npmStart(args: string[] = ["--port", "0"], timeoutMs = 180_000): Promise<StartedApp> {
+  const dist = await mkdtemp(join(tmpdir(), "hyphae-dist-"));
   const child = spawn("npm", ["start", "--silent", "--", ...args], {
     cwd: REPO_ROOT,
-    env: { ...process.env, PATH: `${BIN}:${process.env.PATH ?? ""}` },
+    env: { ...process.env, PATH: `${BIN}:${process.env.PATH ?? ""}`, HYPHAE_DIST: dist },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
@@ -55,6 +62,7 @@ export async function npmStart(args: string[] = ["--port", "0"], timeoutMs = 180
       return await exited;
     } finally {
       clearTimeout(timer);
+      await rm(dist, { recursive: true, force: true });
     }
   };
   try {
