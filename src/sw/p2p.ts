@@ -10,27 +10,12 @@ import { multiaddr } from "@multiformats/multiaddr";
 import { lpStream } from "@libp2p/utils";
 import type { ConnectionGater } from "@libp2p/interface";
 import type { Homeserver } from "../homeserver/homeserver.ts";
-import type { FederationTransport } from "../homeserver/federation/transport.ts";
-import { UnreachableError } from "../homeserver/federation/transport.ts";
 import type { Logger } from "../homeserver/context.ts";
 import { MAX_JSON_BODY_LIMIT } from "../homeserver/http.ts";
-import { parseConfig } from "../app/config.ts";
 import { peerIdFromServerName, privateKeyFromSeed } from "../transport/identity.ts";
 import { createP2PNode } from "../transport/node.ts";
 import type { P2PNode } from "../transport/node.ts";
 import { HTTP_PROTOCOL, Libp2pFederationTransport, serveHttp } from "../transport/http.ts";
-
-/** The rendezvous list of `config.json` at `url`; none when it is missing or malformed (no P2P then). */
-export async function loadRendezvous(url: string, logger: Logger): Promise<string[]> {
-  try {
-    const res = await fetch(url, { cache: "no-cache", signal: AbortSignal.timeout(10_000) });
-    if (!res.ok) return [];
-    return parseConfig(await res.json()).rendezvous;
-  } catch (err) {
-    logger.warn(`no P2P: cannot read ${url}: ${(err as Error).message}`);
-    return [];
-  }
-}
 
 const LOOPBACK = /^\/(ip4\/127\.|ip6\/::1\/|dns4?\/localhost\/|dns6?\/localhost\/)/;
 
@@ -120,56 +105,5 @@ async function roundTrip(node: P2PNode, server: string): Promise<number> {
     return performance.now() - started;
   } finally {
     await stream.close({ signal }).catch((err: unknown) => stream.abort(err instanceof Error ? err : new Error(String(err))));
-  }
-}
-
-/**
- * The federation transport of a worker whose libp2p node is still starting (or never will: no
- * rendezvous configured, or it failed). The homeserver is built on it at once, so a worker restarted
- * by a fetch answers from storage without waiting for `config.json` or the node; federation
- * requests wait for the node and fail as unreachable when there is none.
- */
-export class DeferredTransport implements FederationTransport {
-  private target: FederationTransport | undefined;
-  private why = "the libp2p node is starting";
-  private readonly ready: Promise<FederationTransport | undefined>;
-  private settle!: (t: FederationTransport | undefined) => void;
-  /** Reachability listeners, each with its unsubscribe from the attached transport. */
-  private readonly listeners = new Map<(server: string) => void, (() => void) | undefined>();
-
-  constructor() {
-    this.ready = new Promise((resolve) => (this.settle = resolve));
-  }
-
-  /** The node started: requests go through `transport` from now on. */
-  attach(transport: FederationTransport): void {
-    this.target = transport;
-    for (const listener of this.listeners.keys()) this.listeners.set(listener, transport.onReachable?.(listener));
-    this.settle(transport);
-  }
-
-  /** No node will run here (`why` says why): requests fail as unreachable. */
-  fail(why: string): void {
-    this.why = why;
-    this.settle(undefined);
-  }
-
-  async request(destination: string, request: Request): Promise<Response> {
-    const target = this.target ?? (await this.ready);
-    if (!target) throw new UnreachableError(`${destination}: no federation here (${this.why})`);
-    return target.request(destination, request);
-  }
-
-  async onlineServers(): Promise<string[]> {
-    const target = this.target ?? (await this.ready);
-    return (await target?.onlineServers?.()) ?? [];
-  }
-
-  onReachable(listener: (server: string) => void): () => void {
-    this.listeners.set(listener, this.target?.onReachable?.(listener));
-    return () => {
-      this.listeners.get(listener)?.();
-      this.listeners.delete(listener);
-    };
   }
 }

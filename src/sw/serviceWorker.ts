@@ -27,7 +27,7 @@ import { loadOrCreateIdentity } from "./identity.ts";
 import { exportHomeserver, importHomeserver } from "../export/homeserver.ts";
 import type { HomeserverIdentity } from "../export/homeserver.ts";
 import { browserThumbnailer } from "./thumbnailer.ts";
-import { DeferredTransport, loadRendezvous, startWorkerP2P } from "./p2p.ts";
+import { DeferredTransport, loadRendezvous } from "./federation.ts";
 import type { WorkerP2P } from "./p2p.ts";
 
 /** Options of {@link installHyphae}. */
@@ -171,6 +171,8 @@ async function startP2P(hs: Homeserver, seed: Uint8Array, serverName: string, re
   if (rendezvous.length === 0) return failed("no rendezvous configured");
   let side: WorkerP2P | undefined;
   try {
+    // Loaded here, not at the top: the libp2p stack is evaluated after the first answer.
+    const { startWorkerP2P } = await import("./p2p.ts");
     side = await startWorkerP2P(seed, rendezvous, logger);
     await side.serve(hs, serverName);
   } catch (err) {

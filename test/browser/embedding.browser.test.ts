@@ -6,7 +6,7 @@
  * fetch handler keeps answering its own route; the static server never sees a Matrix path.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -36,6 +36,9 @@ describe("embedding Hyphae's worker in a matrix-js-sdk client's own worker (Chro
     });
     await copyFile(here("./embedding/client-sw.js"), join(outDir, "client-sw.js"));
     await buildWorker(join(REPO_ROOT, "src/sw/worker.ts"), "hyphae-sw.js", outDir);
+    // A Service Worker cannot load code with import(): the libp2p side, imported lazily in the
+    // source (src/sw/serviceWorker.ts), must be inlined into the one classic script.
+    expect(await readFile(join(outDir, "hyphae-sw.js"), "utf8")).not.toMatch(/\bimport\s*\(/);
     server = await serveStatic(outDir);
     browser = await launchChromium();
   }, 240_000);

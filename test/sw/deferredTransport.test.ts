@@ -1,9 +1,9 @@
 /**
- * The worker's federation transport while its libp2p node starts (src/sw/p2p.ts): the homeserver
+ * The worker's federation transport while its libp2p node starts (src/sw/federation.ts): the homeserver
  * is built on it before the node exists, so nothing may be lost or refused early.
  */
 import { describe, expect, it } from "vitest";
-import { DeferredTransport } from "../../src/sw/p2p.ts";
+import { DeferredTransport } from "../../src/sw/federation.ts";
 import type { FederationTransport } from "../../src/homeserver/federation/transport.ts";
 import { UnreachableError } from "../../src/homeserver/federation/transport.ts";
 
