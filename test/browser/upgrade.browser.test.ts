@@ -12,8 +12,11 @@
  * takeover everything written before is there and works with the old access token and /sync
  * tokens, sends work, and the worker reports the current schema.
  * Seen failing with the current worker's migration 15 not creating its table (/sync answers 500).
- * Seen too (not asserted): sends reaching the old worker while the new one waits to activate left
- * the new one waiting for over 90 s in this Chromium.
+ * Seen too (not asserted): with sends reaching the old worker while the new one waits, Chromium
+ * stops the old one to activate the new one, the next send starts the old one again, and the new
+ * one then stays waiting (over 90 s here: DevTools, i.e. Playwright, keeps the old one from idling
+ * out; stopping it over CDP let the new one activate at once). A browser without DevTools would
+ * presumably activate it after the old one's idle timeout (~30 s).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
