@@ -1,7 +1,8 @@
 /**
  * Upgrades in Chromium (issue 13 item 6; acceptance: "a database written by the previous schema,
  * opened by the current worker, nothing lost"). Two builds of Hyphae's worker (src/sw/worker.ts):
- * the previous release (the commit before the one that added the newest migration, taken from git)
+ * the previous release (the commit before the one that added the newest migration, built from git
+ * history by scripts/make-previous-worker.ts and committed as test/fixtures/previous-worker.js.gz)
  * and the current one. The previous one is served as `/sw.js` and fills its database: an account, a
  * room with a name and a topic, messages, a media file, /sync tokens. Then `/sw.js` on the static
  * server becomes the current build and the page asks for an update, as a browser does on
@@ -19,11 +20,10 @@
  * presumably activate it after the old one's idle timeout (~30 s).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFile } from "node:child_process";
-import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
+import { gunzipSync } from "node:zlib";
 import type { Page } from "playwright-core";
 import { launchChromium } from "../e2e/browser.ts";
 import type { LaunchedBrowser } from "../e2e/browser.ts";
@@ -32,8 +32,6 @@ import { serveStatic } from "../../src/node/staticServer.ts";
 import type { StaticServer } from "../../src/node/staticServer.ts";
 import { SCHEMA_VERSION } from "../../src/storage/schema.ts";
 import { buildWorker } from "../../vite.config.ts";
-
-const run = promisify(execFile);
 
 /** The bound of every wait in the page. */
 const WAIT_MS = 20_000;
@@ -47,43 +45,20 @@ const POLL_MS = 5_000;
 /** Messages the page sends, one after the other, as soon as the new worker controls it. */
 const DURING = 20;
 
-/** Runs git in the repository; its output. */
-async function git(...args: string[]): Promise<string> {
-  return (await run("git", ["-C", REPO_ROOT, ...args], { maxBuffer: 64 * 1024 * 1024 })).stdout;
-}
-
-/** How many migrations a version of schema.ts has (each entry has its own `createTables: [`). */
-const migrationsIn = (schema: string): number => schema.match(/createTables: \[/g)?.length ?? 0;
+/** The previous release's worker, committed (scripts/make-previous-worker.ts builds it from git history). */
+const PREVIOUS = join(REPO_ROOT, "test/fixtures/previous-worker");
 
 /**
- * The previous release, for the database: the commit just before the one that added the newest
- * migration (found in schema.ts's history). Its code, not just its schema: a release's code only
- * ever runs on its own schema, so a "previous" worker made of today's code on yesterday's tables
- * would fail where the real one did not (today's /sync writes a table the old schema lacks).
+ * The previous release's worker script, written to `dir/previous/sw.js`; returns its commit. A
+ * clone need not have the history (CI may clone shallow), so the build is committed, and the test
+ * refuses a fixture that is not exactly one schema behind: after adding a migration, run
+ * `npx node scripts/make-previous-worker.ts`.
  */
-async function previousRelease(): Promise<string> {
-  const current = migrationsIn(await readFile(join(REPO_ROOT, "src/storage/schema.ts"), "utf8"));
-  let adding: string | undefined;
-  for (const commit of (await git("log", "--format=%H", "--", "src/storage/schema.ts")).split("\n").filter(Boolean)) {
-    const n = migrationsIn(await git("show", `${commit}:src/storage/schema.ts`));
-    if (n < current) break;
-    if (n === current) adding = commit;
-  }
-  if (!adding) throw new Error("the commit adding the newest migration is not in this clone's history (a shallow clone?)");
-  return (await git("rev-parse", `${adding}^`)).trim();
-}
-
-/** The previous release's worker, built like vite.config.ts `buildWorker` builds the current one. */
-async function buildPreviousWorker(dir: string): Promise<string> {
-  const commit = await previousRelease();
-  const src = join(dir, "previous-src");
-  await mkdir(src);
-  const archive = join(dir, "previous.tar");
-  await git("archive", "--format=tar", "-o", archive, commit, "src", "tsconfig.json", "package.json");
-  await run("tar", ["-xf", archive, "-C", src]);
-  await symlink(join(REPO_ROOT, "node_modules"), join(src, "node_modules"), "dir");
-  await buildWorker(join(src, "src/sw/worker.ts"), "sw.js", join(dir, "previous"));
-  return commit;
+async function writePreviousWorker(dir: string): Promise<string> {
+  const meta = JSON.parse(await readFile(`${PREVIOUS}.json`, "utf8")) as { commit: string; schemaVersion: number };
+  expect(meta.schemaVersion, "test/fixtures/previous-worker.js.gz is not the previous schema's worker: run `npx node scripts/make-previous-worker.ts`").toBe(SCHEMA_VERSION - 1);
+  await writeFile(join(dir, "previous", "sw.js"), gunzipSync(await readFile(`${PREVIOUS}.js.gz`)));
+  return meta.commit;
 }
 
 /**
@@ -186,7 +161,7 @@ describe("a new version of the worker takes over from the previous one (Chromium
     dir = await mkdtemp(join(tmpdir(), "hyphae-upgrade-"));
     await mkdir(join(dir, "previous"));
     await mkdir(join(dir, "current"));
-    previous = await buildPreviousWorker(dir);
+    previous = await writePreviousWorker(dir);
     await buildWorker(join(REPO_ROOT, "src/sw/worker.ts"), "sw.js", join(dir, "current"));
     await writeFile(join(dir, "index.html"), PAGE);
     await copyFile(join(dir, "previous", "sw.js"), join(dir, "sw.js"));
