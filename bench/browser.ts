@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import type { Figure } from "./harness.ts";
+import { registerWorker, workerStopper } from "./swtools.ts";
 import { versus } from "./harness.ts";
 import { buildWorker } from "../vite.config.ts";
 import { serveStatic } from "../src/node/staticServer.ts";
@@ -39,11 +40,7 @@ export async function browserBench(): Promise<Figure[]> {
     try {
       const page = browser.page;
       await page.goto(`${server.url}/`);
-      await page.evaluate(async () => {
-        await navigator.serviceWorker.register("/sw.js");
-        await navigator.serviceWorker.ready;
-        if (!navigator.serviceWorker.controller) await new Promise((r) => navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }));
-      });
+      await registerWorker(page);
       // One user, one room, EVENTS messages (20 sends in flight at a time).
       const setup = await page.evaluate(async (events) => {
         const post = async (method: string, path: string, body: unknown, token?: string): Promise<Record<string, unknown>> => {
@@ -66,18 +63,7 @@ export async function browserBench(): Promise<Figure[]> {
         await Promise.all(Array.from({ length: 20 }, worker));
         return { token, since };
       }, EVENTS);
-      const cdp = await browser.context.newCDPSession(page);
-      const states: string[] = [];
-      cdp.on("ServiceWorker.workerVersionUpdated", (e: { versions: { runningStatus: string }[] }) => {
-        for (const v of e.versions) states.push(v.runningStatus);
-      });
-      await cdp.send("ServiceWorker.enable");
-      const stop = async (): Promise<void> => {
-        const before = states.length;
-        await cdp.send("ServiceWorker.stopAllWorkers");
-        const end = Date.now() + 20_000;
-        while (!states.slice(before).includes("stopped") && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-      };
+      const { stop, detach } = await workerStopper(browser.context, page);
       const timed = (path: string): Promise<number> =>
         page.evaluate(
           async ([path, token]) => {
@@ -103,7 +89,7 @@ export async function browserBench(): Promise<Figure[]> {
       }
       figures.push(versus(`cold start: stopped worker → first /sync answered (${EVENTS.toLocaleString("en-US")} events stored)`, median(cold), "ms", "the same /sync, warm worker", median(warm), "ms"));
       figures.push({ name: "cold start: stopped worker → /versions answered", value: median(versions), unit: "ms" });
-      await cdp.detach();
+      await detach();
     } finally {
       await browser.close();
       await server.close();

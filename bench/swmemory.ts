@@ -28,6 +28,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import type { CDPSession, Page } from "playwright-core";
 import type { Bench, Figure } from "./harness.ts";
+import { registerWorker, workerStopper } from "./swtools.ts";
 import { call, seedDevice, versus } from "./harness.ts";
 import { buildWorker } from "../vite.config.ts";
 import { serveStatic } from "../src/node/staticServer.ts";
@@ -149,24 +150,9 @@ export const swmemoryBench: Bench = async () => {
       const context = await browser.newContext();
       const page = await context.newPage();
       await page.goto(`${server.url}/`);
-      await page.evaluate(async () => {
-        await navigator.serviceWorker.register("/sw.js");
-        await navigator.serviceWorker.ready;
-        if (!navigator.serviceWorker.controller) await new Promise((r) => navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }));
-      });
-      const cdp = await context.newCDPSession(page);
+      await registerWorker(page);
+      const { stop, detach } = await workerStopper(context, page);
       const browserCdp = await browser.newBrowserCDPSession();
-      const states: string[] = [];
-      cdp.on("ServiceWorker.workerVersionUpdated", (e: { versions: { runningStatus: string }[] }) => {
-        for (const v of e.versions) states.push(v.runningStatus);
-      });
-      await cdp.send("ServiceWorker.enable");
-      const stop = async (): Promise<void> => {
-        const before = states.length;
-        await cdp.send("ServiceWorker.stopAllWorkers");
-        const end = Date.now() + 20_000;
-        while (!states.slice(before).includes("stopped") && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-      };
 
       // Baseline: a cold start on the empty database (the worker builds its homeserver on /versions).
       await stop();
@@ -224,7 +210,7 @@ export const swmemoryBench: Bench = async () => {
       await stop();
       const coldVersionsMs = await timedFetch("/_matrix/client/versions");
       const afterVersionsSyncMs = await timedFetch("/_matrix/client/v3/sync?timeout=0");
-      await cdp.detach();
+      await detach();
       await browserCdp.detach();
 
       const figures: Figure[] = [

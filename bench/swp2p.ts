@@ -24,6 +24,7 @@ import { generateKeyPair } from "@libp2p/crypto/keys";
 import { chromium } from "playwright-core";
 import type { Page } from "playwright-core";
 import type { Bench, Figure } from "./harness.ts";
+import { registerWorker } from "./swtools.ts";
 import { buildWorker } from "../vite.config.ts";
 import { serveStatic } from "../src/node/staticServer.ts";
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from "../test/e2e/browser.ts";
@@ -86,11 +87,7 @@ export const swp2pBench: Bench = async () => {
       const person = async (name: string): Promise<{ page: Page; token: string; serverName: string }> => {
         const page = await (await browser.newContext()).newPage();
         await page.goto(`${server.url}/`);
-        await page.evaluate(async () => {
-          await navigator.serviceWorker.register("/sw.js");
-          await navigator.serviceWorker.ready;
-          if (!navigator.serviceWorker.controller) await new Promise((r) => navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }));
-        });
+        await registerWorker(page);
         const first = await api(page, "POST", "/register", undefined, { username: name, password: "bench password" });
         const reg = await api(page, "POST", "/register", undefined, { username: name, password: "bench password", auth: { type: "m.login.dummy", session: first.session } });
         // The libp2p node holds its rendezvous reservation before anyone is asked to dial it.
