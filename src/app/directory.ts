@@ -21,6 +21,7 @@ import type { Pdu } from "../homeserver/events/types.ts";
 import { stateKeyOf } from "../homeserver/events/types.ts";
 import { eventPowerLevel, userPowerLevel } from "../homeserver/rooms/powerLevels.ts";
 import { roomVersion } from "../homeserver/rooms/versions.ts";
+import { api } from "./api.ts";
 
 /** localStorage key of the directory page's own login. */
 export const DIRECTORY_SESSION_KEY = "hyphae_directory_session";
@@ -48,17 +49,8 @@ export class ApiError extends Error {
 
 /** One request to this origin's homeserver; a non-2xx answer becomes an {@link ApiError}. */
 export async function matrixRequest<T = Record<string, unknown>>(method: string, path: string, body?: unknown, token?: string): Promise<T> {
-  const headers: Record<string, string> = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  let json: Record<string, unknown> = {};
-  try {
-    json = (await res.json()) as Record<string, unknown>;
-  } catch {
-    // an empty or non-JSON body: the status says what happened
-  }
-  if (!res.ok) throw new ApiError(res.status, typeof json.errcode === "string" ? json.errcode : "", typeof json.error === "string" ? json.error : res.statusText);
+  const { status, statusText, json } = await api(method, path, body, token);
+  if (status < 200 || status >= 300) throw new ApiError(status, typeof json.errcode === "string" ? json.errcode : "", typeof json.error === "string" ? json.error : statusText);
   return json as T;
 }
 

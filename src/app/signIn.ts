@@ -10,6 +10,8 @@
  * page mint a new login token on the next *Sign in*.
  */
 import { ask, registerWorker } from "./worker.ts";
+import { api } from "./api.ts";
+import type { ApiAnswer } from "./api.ts";
 
 /** localStorage key of the account the landing page created. */
 export const ACCOUNT_KEY = "hyphae_account";
@@ -20,24 +22,6 @@ export const HYDROGEN_SSO_HOMESERVER = "hydrogen_setting_v1_sso_ongoing_login_ho
 export interface StoredAccount {
   userId: string;
   password: string;
-}
-
-interface ApiAnswer {
-  status: number;
-  json: Record<string, unknown>;
-}
-
-async function api(method: string, path: string, body?: unknown, token?: string): Promise<ApiAnswer> {
-  const headers: Record<string, string> = { "Content-Type": "application/json" };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  let json: Record<string, unknown> = {};
-  try {
-    json = (await res.json()) as Record<string, unknown>;
-  } catch {
-    // an empty or non-JSON body: reported by status below
-  }
-  return { status: res.status, json };
 }
 
 const failure = (what: string, a: ApiAnswer): Error =>
