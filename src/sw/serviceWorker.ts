@@ -128,7 +128,8 @@ export async function startHomeserver(options: HyphaeWorkerOptions = {}, adminCo
   let hs: Homeserver;
   let seed: Uint8Array;
   let serverName: string;
-  const deferred = options.rendezvous ? new DeferredTransport() : undefined;
+  const { rendezvous } = options;
+  const deferred = rendezvous ? new DeferredTransport() : undefined;
   try {
     ({ seed, serverName } = await loadOrCreateIdentity(store));
     hs = await createHomeserver({
@@ -146,8 +147,8 @@ export async function startHomeserver(options: HyphaeWorkerOptions = {}, adminCo
   }
   identities.set(hs, { seed, serverName });
   p2pSides.set(hs, deferred ? "starting" : "no rendezvous configured");
-  if (options.rendezvous && deferred) {
-    const started = startP2P(hs, seed, serverName, options.rendezvous, deferred, options.homeserver?.logger ?? workerLogger);
+  if (rendezvous && deferred) {
+    const started = startP2P(hs, seed, serverName, rendezvous, deferred, options.homeserver?.logger ?? workerLogger);
     const close = hs.close.bind(hs);
     hs.close = async () => {
       // A node still starting is stopped once it has started.
