@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { RequestObserver } from "../homeserver/context.ts";
 import type { Homeserver } from "../homeserver/homeserver.ts";
-import type { ReadTx, Store, WriteTx } from "../storage/store.ts";
+import type { ReadTx, Store, TxScope, WriteTx } from "../storage/store.ts";
 
 /** The runner's metrics. */
 export interface NodeMetrics extends RequestObserver {
@@ -93,8 +93,8 @@ export function createNodeMetrics(): NodeMetrics {
       latency.observe({ method: m, route }, seconds);
     },
     instrumentStore(store) {
-      const read = <T>(fn: (tx: ReadTx) => Promise<T>): Promise<T> => timed("read", () => store.read(fn));
-      const write = <T>(fn: (tx: WriteTx) => Promise<T>): Promise<T> => timed("write", () => store.write(fn));
+      const read = <T>(fn: (tx: ReadTx) => Promise<T>, scope?: TxScope): Promise<T> => timed("read", () => store.read(fn, scope));
+      const write = <T>(fn: (tx: WriteTx) => Promise<T>, scope?: TxScope): Promise<T> => timed("write", () => store.write(fn, scope));
       // Everything but read/write passes through, including members a backend adds later.
       return new Proxy(store, {
         get(target, prop) {

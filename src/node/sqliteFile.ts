@@ -79,8 +79,8 @@ export async function openSqliteFileStore(path: string, options: SqliteFileOptio
     }
     return {
       kind: store.kind,
-      read: (fn) => store.read(fn),
-      write: (fn) => store.write(fn),
+      read: (fn, scope) => store.read(fn, scope),
+      write: (fn, scope) => store.write(fn, scope),
       schemaVersion: () => store.schemaVersion(),
       close: async () => {
         await store.close();

@@ -8,7 +8,7 @@
  */
 import { wrap } from "idb";
 import type { IDBPDatabase, IDBPObjectStore, IDBPTransaction } from "idb";
-import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store.ts";
+import type { KeyRange, ReadTx, Row, Store, StoredValue, TxScope, WriteTx } from "./store.ts";
 import { StorageError } from "./store.ts";
 import { MIGRATIONS } from "./schema.ts";
 import type { Migration } from "./schema.ts";
@@ -84,9 +84,10 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
   };
 
   /** The generic transaction over an IDB transaction; shared by write() and migrations. */
-  const makeTx = (tx: AnyTx, state: { open: boolean; error?: unknown }, writable: boolean): WriteTx => {
+  const makeTx = (tx: AnyTx, state: { open: boolean; error?: unknown }, writable: boolean, scope?: readonly string[]): WriteTx => {
     const store = (name: string) => {
       checkTable(name);
+      if (scope && !scope.includes(name)) throw new StorageError(`table ${name} is outside this transaction's declared scope (${scope.join(", ")})`);
       if (!state.open) throw new StorageError("transaction already finished");
       return tx.objectStore(name);
     };
@@ -229,6 +230,13 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
   const allTables = [...tableSet];
 
   let closed = false;
+  /** The object stores of a transaction: the declared scope (checked), or every table. */
+  const tablesOf = (scope: TxScope | undefined): string[] => {
+    if (!scope?.tables) return allTables;
+    const tables = [...new Set(scope.tables)];
+    for (const t of tables) checkTable(t);
+    return tables;
+  };
   const inFlight = inFlightTracker();
   const track = inFlight.track;
   // Another tab's newer code wants to upgrade: step aside instead of blocking it forever.
@@ -239,28 +247,31 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
 
   return {
     kind: "indexeddb",
-    read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T> {
+    read<T>(fn: (tx: ReadTx) => Promise<T>, scope?: TxScope): Promise<T> {
       if (closed) return storeClosed();
       return track(
         (async () => {
-          const tx = db.transaction(allTables, "readonly") as AnyTx;
+          const tables = tablesOf(scope);
+          const tx = db.transaction(tables, "readonly") as AnyTx;
           tx.done.catch(noop);
           const state = { open: true };
           try {
-            return await fn(makeTx(tx, state, false));
+            return await fn(makeTx(tx, state, false, scope?.tables ? tables : undefined));
           } finally {
             state.open = false;
           }
         })(),
       );
     },
-    write<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T> {
+    write<T>(fn: (tx: WriteTx) => Promise<T>, scope?: TxScope): Promise<T> {
       if (closed) return storeClosed();
       return track(
         (async () => {
+          const tables = tablesOf(scope);
           let tx: AnyTx;
           try {
-            tx = db.transaction(allTables, "readwrite") as AnyTx;
+            // Only transactions whose scopes overlap wait for each other (IndexedDB 3, "Transaction scheduling").
+            tx = db.transaction(tables, "readwrite") as AnyTx;
           } catch (e) {
             throw wrapError("transaction", e);
           }
@@ -268,7 +279,7 @@ export async function createIndexedDbStore(options: IndexedDbStoreOptions): Prom
           const state: { open: boolean; error?: unknown } = { open: true };
           let result: T;
           try {
-            result = await fn(makeTx(tx, state, true));
+            result = await fn(makeTx(tx, state, true, scope?.tables ? tables : undefined));
           } catch (e) {
             state.open = false;
             try {

@@ -1,8 +1,10 @@
 /**
  * An in-memory Store: for unit tests and for throwaway servers. Writes are serialized and applied
- * at commit from an overlay, so a throwing transaction leaves nothing behind.
+ * at commit from an overlay, so a throwing transaction leaves nothing behind. A transaction with a
+ * declared scope (`TxScope`) throws on any table outside it: IndexedDB would too, but only in a
+ * browser, so this is where the tests check every declared scope.
  */
-import type { KeyRange, ReadTx, Row, Store, StoredValue, WriteTx } from "./store.ts";
+import type { KeyRange, ReadTx, Row, Store, StoredValue, TxScope, WriteTx } from "./store.ts";
 import { StorageError } from "./store.ts";
 import { inRange } from "./range.ts";
 import { storeClosed } from "./migrate.ts";
@@ -27,9 +29,22 @@ export function createMemoryStore(options: { tables?: readonly string[] } = {}):
     return t;
   };
 
-  const makeTx = (overlay: Overlay | undefined): WriteTx => {
+  /** The declared scope as a set (undefined: every table), each name checked to exist. */
+  const scopeOf = (scope: TxScope | undefined): Set<string> | undefined => {
+    if (!scope?.tables) return undefined;
+    for (const t of scope.tables) table(t);
+    return new Set(scope.tables);
+  };
+
+  const makeTx = (overlay: Overlay | undefined, scope: Set<string> | undefined): WriteTx => {
+    const inScope = (name: string): void => {
+      if (scope && !scope.has(name)) {
+        throw new StorageError(`table ${name} is outside this transaction's declared scope (${[...scope].join(", ")}): add it to the tables given to ${overlay ? "write" : "read"}()`);
+      }
+    };
     const view = (name: string): Map<string, StoredValue | typeof DELETED> | undefined => overlay?.get(name);
     const rows = (name: string, r: KeyRange = {}): Row<StoredValue>[] => {
+      inScope(name);
       const base = table(name);
       const ov = view(name);
       const keys = new Set<string>();
@@ -48,6 +63,7 @@ export function createMemoryStore(options: { tables?: readonly string[] } = {}):
     };
     const write = (name: string): Map<string, StoredValue | typeof DELETED> => {
       if (!overlay) throw new StorageError("write in a read transaction");
+      inScope(name);
       table(name);
       let m = overlay.get(name);
       if (!m) overlay.set(name, (m = new Map()));
@@ -55,6 +71,7 @@ export function createMemoryStore(options: { tables?: readonly string[] } = {}):
     };
     return {
       async get<T>(name: string, k: string) {
+        inScope(name);
         const ov = view(name);
         const v = ov?.has(k) ? ov.get(k) : table(name).get(k);
         return v === DELETED || v === undefined ? undefined : (structuredClone(v) as T);
@@ -86,15 +103,15 @@ export function createMemoryStore(options: { tables?: readonly string[] } = {}):
 
   return {
     kind: "memory",
-    read<T>(fn: (tx: ReadTx) => Promise<T>) {
+    read<T>(fn: (tx: ReadTx) => Promise<T>, scope?: TxScope) {
       if (closed) return storeClosed();
-      return fn(makeTx(undefined));
+      return (async () => fn(makeTx(undefined, scopeOf(scope))))();
     },
-    write<T>(fn: (tx: WriteTx) => Promise<T>) {
+    write<T>(fn: (tx: WriteTx) => Promise<T>, scope?: TxScope) {
       if (closed) return storeClosed();
       return enqueue(async () => {
         const overlay: Overlay = new Map();
-        const result = await fn(makeTx(overlay));
+        const result = await fn(makeTx(overlay, scopeOf(scope)));
         for (const [name, m] of overlay) {
           const t = table(name);
           for (const [k, v] of m) {

@@ -49,20 +49,34 @@ export interface WriteTx extends ReadTx {
   deleteRange(table: TableName, range: KeyRange): void;
 }
 
+/**
+ * The tables a transaction may touch, declared up front. IndexedDB needs a transaction's scope
+ * when it opens one and runs transactions with disjoint scopes side by side, while one with a
+ * write over a table waits for every earlier transaction over that table; a transaction over
+ * every table (no `tables`, the default) therefore waits for all others. The memory backend
+ * refuses any access outside the declared scope with a StorageError, so every test run checks
+ * every declared scope; the SQLite backends ignore it (they lock the whole database).
+ */
+export interface TxScope {
+  /** Every table `fn` reads or writes, including inside the helpers it calls. */
+  readonly tables?: readonly TableName[];
+}
+
 /** A storage backend. One logical operation = one `write()` call. */
 export interface Store {
   /** The backend's name (`indexeddb`, `sqlite`). */
   readonly kind: string;
-  /** Runs `fn` in a read-only transaction. */
-  read<T>(fn: (tx: ReadTx) => Promise<T>): Promise<T>;
+  /** Runs `fn` in a read-only transaction over `scope` (default: every table). */
+  read<T>(fn: (tx: ReadTx) => Promise<T>, scope?: TxScope): Promise<T>;
   /**
    * Runs `fn` in a read-write transaction. Resolves after the commit is durable (for the Node
    * runner's SQLite file: after its WAL frames were fsynced). If `fn` throws, nothing is written.
    * A `read()` started after `write()` resolved sees the write. The Node file backend
    * (`nodeSqlite.ts`) also guarantees that no `read()` sees a write before its commit is durable;
-   * the in-memory backends (memory, sql.js with `persist`) may show it earlier.
+   * the in-memory backends (memory, sql.js with `persist`) may show it earlier. `scope` names the
+   * tables `fn` touches (default: every table); see TxScope.
    */
-  write<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T>;
+  write<T>(fn: (tx: WriteTx) => Promise<T>, scope?: TxScope): Promise<T>;
   /** The schema version the database is at (index of the last migration applied + 1). */
   schemaVersion(): Promise<number>;
   /** Finishes pending writes and releases the database. */

@@ -100,8 +100,8 @@ export function guardStore(store: Store, adminContact: string): Store {
   };
   return {
     kind: store.kind,
-    read: (fn) => store.read(fn).catch((err: unknown) => Promise.reject(translate(err))),
-    write: (fn) => store.write(fn).catch((err: unknown) => Promise.reject(translate(err))),
+    read: (fn, scope) => store.read(fn, scope).catch((err: unknown) => Promise.reject(translate(err))),
+    write: (fn, scope) => store.write(fn, scope).catch((err: unknown) => Promise.reject(translate(err))),
     schemaVersion: () => store.schemaVersion(),
     close: () => store.close(),
   };

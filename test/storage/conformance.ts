@@ -279,6 +279,22 @@ export function storageConformance(name: string, factory: StoreFactory): void {
       expect(await s.read((tx) => tx.get("settings", "counter"))).toBe(N);
     });
 
+    it("runs reads and writes scoped to the tables they declare", async () => {
+      const s = await fresh();
+      const scope = { tables: ["settings", "rooms"] };
+      await s.write(async (tx) => {
+        tx.put("settings", "a", 1);
+        tx.put("rooms", "!r", { v: 1 });
+        expect(await tx.get("settings", "a")).toBe(1);
+        expect(await tx.count("rooms")).toBe(1);
+      }, scope);
+      await Promise.all([
+        s.write(async (tx) => tx.put("settings", "b", 2), { tables: ["settings"] }),
+        s.write(async (tx) => tx.delete("rooms", "!r"), { tables: ["rooms"] }),
+      ]);
+      expect(await s.read(async (tx) => [await tx.get("settings", "a"), await tx.get("settings", "b"), await tx.range("rooms")], scope)).toEqual([1, 2, []]);
+    });
+
     it("rejects unknown tables with StorageError", async () => {
       const s = await fresh();
       await expect(s.read((tx) => tx.get("no_such_table", "k"))).rejects.toBeInstanceOf(StorageError);
