@@ -249,7 +249,7 @@ export class RequestContext {
       const account = await tx.get<{ deactivated?: boolean; isGuest?: boolean; locked?: boolean; suspended?: boolean; admin?: boolean }>("accounts", t.userId);
       if (!account || account.deactivated) return undefined;
       return { t, account };
-    });
+    }, { tables: ["access_tokens", "accounts"] });
     if (!found) throw unknownToken();
     const { t, account } = found;
     if (t.expiresAt !== undefined && t.expiresAt <= this.hs.clock()) throw unknownToken(true);
@@ -339,7 +339,7 @@ export async function nextStreamPos(tx: WriteTx): Promise<number> {
 
 /** The newest stream position (what a `/sync` with no news returns as `next_batch`). */
 export async function currentStreamPos(store: Store): Promise<number> {
-  return store.read(streamPosIn);
+  return store.read(streamPosIn, { tables: ["settings"] });
 }
 
 /** The newest stream position, read inside a transaction. */

@@ -25,5 +25,5 @@ export async function recordDeviceActivity(hs: Services, userId: string, deviceI
     const device = await tx.get<Record<string, unknown>>("devices", k);
     if (!device) return;
     tx.put("devices", k, { ...device, lastSeenTs: now, ...(ip ? { lastSeenIp: ip } : {}), ...(userAgent ? { lastSeenUserAgent: userAgent } : {}) });
-  });
+  }, { tables: ["devices"] });
 }

@@ -18,6 +18,9 @@ export interface AccountDataRow {
 /** Types the server manages itself; clients may not PUT them (`405 M_BAD_JSON`). */
 const SERVER_MANAGED = new Set(["m.fully_read", "m.push_rules"]);
 
+/** The tables `putAccountDataTx` touches. */
+export const ACCOUNT_DATA_TABLES = ["settings", "account_data"] as const;
+
 /** Writes one account data entry inside a transaction; returns its stream position. */
 export async function putAccountDataTx(tx: WriteTx, userId: string, roomId: string, type: string, content: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<number> {
   const streamPos = await nextStreamPos(tx);
@@ -27,7 +30,7 @@ export async function putAccountDataTx(tx: WriteTx, userId: string, roomId: stri
 
 /** Writes one account data entry in its own transaction and wakes `/sync`. */
 export async function putAccountData(hs: Services, userId: string, roomId: string, type: string, content: Record<string, unknown>): Promise<number> {
-  const pos = await hs.store.write((tx) => putAccountDataTx(tx, userId, roomId, type, content));
+  const pos = await hs.store.write((tx) => putAccountDataTx(tx, userId, roomId, type, content), { tables: ACCOUNT_DATA_TABLES });
   hs.notifier.notify(pos);
   return pos;
 }
@@ -109,7 +112,7 @@ async function updateTags(ctx: RequestContext, p: Record<string, string>, change
     change(tags);
     if (new TextEncoder().encode(JSON.stringify(tags)).length > MAX_TAGS_BYTES) throw new MatrixError(400, "M_TOO_LARGE", "The tags of this room would exceed 64 KiB");
     return putAccountDataTx(tx, p.userId!, p.roomId!, "m.tag", { tags });
-  });
+  }, { tables: ACCOUNT_DATA_TABLES });
   ctx.hs.notifier.notify(pos);
 }
 

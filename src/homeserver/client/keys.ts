@@ -290,7 +290,7 @@ export async function ackToDevice(hs: Services, userId: string, deviceId: string
     if (since <= ((await tx.get<number>("settings", ackKey(userId, deviceId))) ?? 0)) return true;
     if ((await tx.range("to_device", { ...range, limit: 1 })).length > 0) return false;
     return since <= (await streamPosIn(tx));
-  });
+  }, { tables: ["settings", "to_device"] });
   if (nothingToAck) return;
   const bumped = await hs.store.write(async (tx) => {
     const lastAck = (await tx.get<number>("settings", ackKey(userId, deviceId))) ?? 0;
@@ -299,7 +299,7 @@ export async function ackToDevice(hs: Services, userId: string, deviceId: string
     for (const r of rows.slice(0, TO_DEVICE_LIMIT)) tx.delete("to_device", r.key);
     tx.put("settings", ackKey(userId, deviceId), since);
     return rows.length > TO_DEVICE_LIMIT ? nextStreamPos(tx) : undefined;
-  });
+  }, { tables: ["settings", "to_device"] });
   if (bumped !== undefined) hs.notifier.notify(bumped);
 }
 
@@ -399,7 +399,7 @@ export async function postKeysUpload(ctx: RequestContext): Promise<Record<string
       tx.put("fallback_keys", k, { keyId, key: value, used: false } satisfies FallbackKey);
     }
     return { counts: await oneTimeKeyCounts(tx, userId, deviceId), streamPos };
-  });
+  }, { tables: ["device_keys", "settings", "device_list_stream", "device_list_latest", "one_time_keys", "fallback_keys"] });
   if (streamPos !== undefined) ctx.hs.notifier.notify(streamPos);
   return { one_time_key_counts: counts };
 }

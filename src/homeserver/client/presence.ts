@@ -51,7 +51,7 @@ export async function touchPresence(hs: Services, userId: string, setPresence: s
   const now = hs.clock();
   const wanted = setPresence === "unavailable" ? "unavailable" : "online";
   // Most syncs change nothing: check in a read before taking a write transaction.
-  const current = await hs.store.read((tx) => tx.get<PresenceRow>("presence", userId));
+  const current = await hs.store.read((tx) => tx.get<PresenceRow>("presence", userId), { tables: ["presence"] });
   if (current && current.presence === wanted && now - current.lastActiveTs <= TOUCH_INTERVAL_MS) return;
   let destinations: string[] = [];
   const pos = await hs.store.write(async (tx) => {
@@ -66,7 +66,7 @@ export async function touchPresence(hs: Services, userId: string, setPresence: s
     tx.put("presence", userId, next);
     destinations = await queuePresence(hs, tx, userId, next);
     return streamPos;
-  });
+  }, { tables: PRESENCE_WRITE_TABLES });
   if (pos > 0) hs.notifier.notify(pos);
   for (const d of destinations) hs.federationSender?.wake(d);
 }
@@ -75,6 +75,9 @@ export async function touchPresence(hs: Services, userId: string, setPresence: s
  * Queues a local user's new presence for the servers sharing a room with them ("Presence",
  * server-server API), in the transaction that stores it; returns them (wake the sender after the commit).
  */
+/** A presence write: the row, its stream position, and its EDU queued for the servers sharing a room. */
+const PRESENCE_WRITE_TABLES = ["presence", "settings", "memberships", "room_state", "events", "federation_queue"] as const;
+
 async function queuePresence(hs: Services, tx: WriteTx, userId: string, row: PresenceRow): Promise<string[]> {
   const sender = hs.federationSender;
   if (!sender) return [];
@@ -123,7 +126,7 @@ export async function putPresence(ctx: RequestContext, p: Record<string, string>
     tx.put("presence", me.userId, row);
     destinations = await queuePresence(ctx.hs, tx, me.userId, row);
     return streamPos;
-  });
+  }, { tables: PRESENCE_WRITE_TABLES });
   ctx.hs.notifier.notify(pos);
   for (const d of destinations) ctx.hs.federationSender?.wake(d);
   return {};

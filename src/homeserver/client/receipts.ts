@@ -64,7 +64,7 @@ async function writeMarkers(ctx: RequestContext, roomId: string, userId: string,
       }
     }
     return last;
-  });
+  }, { tables: ["memberships", "events", "settings", "account_data", "receipts", "room_state", "federation_queue"] });
   if (pos > 0) ctx.hs.notifier.notify(pos);
   for (const d of destinations) sender?.wake(d);
 }

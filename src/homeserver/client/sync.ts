@@ -620,7 +620,7 @@ function storeUnreadCounts(hs: Services, entries: Map<string, UnreadCounts>): vo
   hs.store
     .write(async (tx) => {
       for (const [k, counts] of entries) tx.put("unread_counts", k, counts);
-    })
+    }, { tables: ["unread_counts"] })
     .catch((err: unknown) => hs.logger.warn("could not store unread counts", err));
 }
 

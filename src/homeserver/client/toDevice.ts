@@ -77,7 +77,7 @@ export async function putSendToDevice(ctx: RequestContext, params: Record<string
       }
     }
     return last;
-  });
+  }, { tables: ["txn_ids", "settings", "federation_queue", "devices", "to_device"] });
   if (last > 0) ctx.hs.notifier.notify(last);
   for (const d of destinations) outbox?.wake(d);
   return {};

@@ -16,7 +16,7 @@ export async function putTyping(ctx: RequestContext, p: Record<string, string>):
   if (body.timeout !== undefined && (typeof body.timeout !== "number" || !Number.isInteger(body.timeout) || body.timeout < 0)) {
     throw new MatrixError(400, "M_BAD_JSON", "timeout must be a non-negative integer");
   }
-  const membership = await ctx.hs.store.read((tx) => membershipOf(tx, p.roomId!, me.userId));
+  const membership = await ctx.hs.store.read((tx) => membershipOf(tx, p.roomId!, me.userId), { tables: ["memberships"] });
   if (membership !== "join") throw forbidden("You are not joined to this room");
   const timeout = Math.min(typeof body.timeout === "number" ? body.timeout : 30_000, MAX_TYPING_MS);
   typingState(ctx.hs).set(p.roomId!, me.userId, body.typing, timeout);

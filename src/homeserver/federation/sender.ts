@@ -316,14 +316,14 @@ export class FederationSender {
   /** Sends transactions until the queue is empty (true) or one fails (false). */
   private async drain(destination: string): Promise<boolean> {
     while (!this.closed) {
-      const txn = (await this.takePrepared(destination)) ?? (await this.hs.store.write((tx) => this.nextTransaction(tx, destination)));
+      const txn = (await this.takePrepared(destination)) ?? (await this.hs.store.write((tx) => this.nextTransaction(tx, destination), { tables: ["federation_inflight", "federation_queue", "events"] }));
       if (!txn) return true;
       const outcome = await this.send(destination, txn);
       if (outcome === "retry") return false;
       await this.hs.store.write(async (tx) => {
         for (const k of txn.keys) tx.delete("federation_queue", k);
         tx.delete("federation_inflight", destination);
-      });
+      }, { tables: ["federation_queue", "federation_inflight"] });
     }
     return false;
   }
@@ -335,7 +335,7 @@ export class FederationSender {
     if (!st || !prepared) return undefined;
     st.prepared = undefined;
     // Another run may have sent it meanwhile: only the stored record is authoritative.
-    const current = await this.hs.store.read((tx) => tx.get<InFlight>("federation_inflight", destination));
+    const current = await this.hs.store.read((tx) => tx.get<InFlight>("federation_inflight", destination), { tables: ["federation_inflight"] });
     return current?.txnId === prepared.txnId ? current : undefined;
   }
 

@@ -97,6 +97,17 @@ const MEMBER_PREFIX = stateKeyOf("m.room.member", "");
 const POWER_SK = stateKeyOf("m.room.power_levels", "");
 const MAX_ATTEMPTS = 8;
 
+/**
+ * Every table the commit stage reads or writes: the scope of its write transaction, so that
+ * writes elsewhere (receipts, to-device, account data …) run beside it in IndexedDB.
+ */
+export const COMMIT_TABLES = [
+  "settings", "rooms", "extremities", "backfill", "state_groups", "event_state", "events", "timeline", "stream",
+  "room_state", "room_state_log", "memberships", "relations", "redactions_pending", "txn_ids",
+] as const;
+/** The load stage's read. */
+const LOAD_TABLES = ["rooms", "extremities", "events", "redactions_pending"] as const;
+
 /** Feeds `inputs` (in order) into room `roomId`; for a new room, `newRoom` is its record. */
 export async function persist(hs: Services, roomId: string, inputs: PersistInput[], newRoom?: RoomRecord): Promise<PersistOutcome[]> {
   return (await persistRooms(hs, [{ roomId, inputs, ...(newRoom ? { newRoom } : {}) }]))[0]!;
@@ -131,7 +142,7 @@ export async function persistRooms(hs: Services, batches: RoomBatch[], alsoWrite
         for (const plan of plans) out.push(await commit(tx, plan));
         if (alsoWrite) await alsoWrite(tx);
         return out;
-      });
+      }, alsoWrite ? undefined : { tables: COMMIT_TABLES });
       for (const plan of plans) publish(hs, plan);
       return outcomes;
     } catch (err) {
@@ -207,7 +218,7 @@ async function decide(hs: Services, roomId: string, inputs: PersistInput[], newR
       }
     }
     return { room, extremities, known };
-  });
+  }, { tables: LOAD_TABLES });
   if (!loaded.room) throw new Error(`unknown room ${roomId}`);
   const room: RoomRecord = { ...loaded.room };
   const rules = rulesOf(room);
@@ -461,7 +472,7 @@ class DecideContext {
   private async afterGroupOf(eventId: string): Promise<string | undefined> {
     const b = this.batch.get(eventId);
     if (b) return b.after;
-    const rec = await this.hs.store.read((tx) => tx.get<EventStateRecord>("event_state", eventId));
+    const rec = await this.hs.store.read((tx) => tx.get<EventStateRecord>("event_state", eventId), { tables: ["event_state"] });
     return rec?.after;
   }
 
@@ -480,18 +491,18 @@ class DecideContext {
       this.groupStates.set(id, state);
       return new Map(state);
     }
-    return this.hs.store.read((tx) => stateOfGroup(tx, id));
+    return this.hs.store.read((tx) => stateOfGroup(tx, id), { tables: ["state_groups"] });
   }
 
   private async fetchEvent(id: string): Promise<StoredEvent | undefined> {
-    return this.batch.get(id)?.stored ?? (await this.hs.store.read((tx) => getEvent(tx, id)));
+    return this.batch.get(id)?.stored ?? (await this.hs.store.read((tx) => getEvent(tx, id), { tables: ["events"] }));
   }
 
   /** The whole current state (loaded once, then kept up to date by the batch). */
   private async currentState(): Promise<StateMap> {
     if (!this.current) {
       const pre = prefix(this.roomId);
-      const rows = await this.hs.store.read((tx) => tx.range<string>("room_state", { prefix: pre }));
+      const rows = await this.hs.store.read((tx) => tx.range<string>("room_state", { prefix: pre }), { tables: ["room_state"] });
       this.current = new Map(rows.map((r) => [r.key.slice(pre.length), r.value]));
       for (const [k, v] of this.currentOverlay) {
         if (v === undefined) this.current.delete(k);
@@ -504,7 +515,7 @@ class DecideContext {
   private async currentValue(sk: string): Promise<string | undefined> {
     if (this.current) return this.current.get(sk);
     if (this.currentOverlay.has(sk)) return this.currentOverlay.get(sk);
-    return this.hs.store.read((tx) => tx.get<string>("room_state", key(this.roomId, sk)));
+    return this.hs.store.read((tx) => tx.get<string>("room_state", key(this.roomId, sk)), { tables: ["room_state"] });
   }
 
   /**

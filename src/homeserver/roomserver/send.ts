@@ -99,7 +99,7 @@ async function sendLocked(hs: Services, req: SendRequest, tkey?: string): Promis
     const prepared = await hs.store.read(async (tx) => {
       const seen = tkey ? await tx.get<SendResult>("txn_ids", tkey) : undefined;
       return seen ? { seen } : prepare(tx, req);
-    });
+    }, { tables: ["txn_ids", "rooms", "extremities", "events", "room_state"] });
     if ("seen" in prepared) return prepared.seen;
     const { rules, loaded, prevs, authKeys } = prepared;
 
@@ -234,7 +234,7 @@ async function refsOf(events: StoredEvent[], rules: RoomVersionRules): Promise<E
 async function redactionTarget(hs: Services, req: SendRequest, state: Map<string, Pdu>, rules: RoomVersionRules): Promise<string | undefined> {
   const targetId = req.redacts ?? (typeof req.content.redacts === "string" ? req.content.redacts : undefined);
   if (!targetId) throw badJson("A redaction needs the ID of the event it redacts");
-  const target = await hs.store.read((tx) => getEvent(tx, targetId));
+  const target = await hs.store.read((tx) => getEvent(tx, targetId), { tables: ["events"] });
   const sameSender = target !== undefined && target.pdu.sender === req.sender;
   if (!sameSender && userPowerLevel(req.sender, state, rules) < requiredPowerLevel("redact", state)) {
     throw forbidden("You may only redact your own events without the redact power level");
