@@ -22,6 +22,7 @@ import { exportBench } from "./export.ts";
 import { p2pBench } from "./p2p.ts";
 import { swmemoryBench } from "./swmemory.ts";
 import { swp2pBench } from "./swp2p.ts";
+import { swcoreBench } from "./swcore.ts";
 
 // Each area adds its benchmark here.
 const BENCHES: [string, Bench][] = [
@@ -46,6 +47,7 @@ const BENCHES: [string, Bench][] = [
   ["p2p", p2pBench],
   ["swmemory", swmemoryBench],
   ["swp2p", swp2pBench],
+  ["swcore", swcoreBench],
 ];
 
 const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toPrecision(3));
