@@ -8,7 +8,7 @@
 import sharp from "sharp";
 import { createHomeserver } from "../src/homeserver/homeserver.ts";
 import type { Homeserver } from "../src/homeserver/homeserver.ts";
-import { deviceListChanges } from "../src/homeserver/client/keys.ts";
+import { deviceListChanges } from "../src/homeserver/services/e2ee.ts";
 import { nextStreamPos, currentStreamPos } from "../src/homeserver/context.ts";
 import { createSqliteStore } from "../src/storage/sqlite.ts";
 import { key, pos, prefix } from "../src/storage/store.ts";

@@ -5,7 +5,7 @@
  * same run (for the pattern's last literal, `b`: one pass over the body, the least any matcher must
  * do). The issue's bar: under 10 ms per evaluation (a backtracking RegExp does not finish).
  */
-import { defaultPushRules, evaluatePushRules, globMatch } from "../src/homeserver/client/pushRules.ts";
+import { defaultPushRules, evaluatePushRules, globMatch } from "../src/homeserver/services/pushRules.ts";
 import type { Bench, Figure } from "./harness.ts";
 import { rate, versus } from "./harness.ts";
 

@@ -13,7 +13,7 @@ import { encodeBase64 } from "../../src/homeserver/crypto/base64.ts";
 import { nextStreamPos } from "../../src/homeserver/context.ts";
 import { key, pos } from "../../src/storage/store.ts";
 import { markStale, devicesOf } from "../../src/homeserver/federation/deviceLists.ts";
-import { recordDeviceListChange } from "../../src/homeserver/client/keys.ts";
+import { recordDeviceListChange } from "../../src/homeserver/services/e2ee.ts";
 
 let fed: Federation | undefined;
 afterEach(async () => {

@@ -7,7 +7,7 @@ import type { RequestContext, Services } from "../context.ts";
 import { MatrixError, limitExceeded } from "../errors.ts";
 import { constantTimeEqual } from "../auth/password.ts";
 import { clientAddress } from "../auth/rateLimit.ts";
-import { createAccount } from "../client/account.ts";
+import { createAccount } from "../services/accounts.ts";
 
 /** Synapse's NONCE_TIMEOUT. */
 const NONCE_TIMEOUT_MS = 60_000;

@@ -9,7 +9,7 @@
 import type { RequestContext, Services, Requester } from "../context.ts";
 import type { WriteTx } from "../../storage/store.ts";
 import { forbidden, invalidParam, notFound } from "../errors.ts";
-import { pendingRegistrationTokens } from "../client/uia.ts";
+import { pendingRegistrationTokens } from "../services/uia.ts";
 
 /** A row of `registration_tokens`. */
 export interface RegistrationTokenRecord {

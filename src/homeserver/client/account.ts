@@ -3,23 +3,17 @@
  * management", "Current account information", "Adding Account Administrative Contact Information").
  */
 import type { RequestContext, Services } from "../context.ts";
-import { streamPosIn, userLocked } from "../context.ts";
 import { MatrixError, badJson, forbidden, guestAccessForbidden, invalidParam, missingParam, userInUse } from "../errors.ts";
 import { hashPassword } from "../auth/password.ts";
 import { validateLocalpart } from "../auth/identifiers.ts";
 import { clientAddress, limitAddress } from "../auth/rateLimit.ts";
-import { checkRegistrationToken, completeRegistrationToken } from "../admin/registrationTokens.ts";
-import { prefix } from "../../storage/store.ts";
-import { sendEvent } from "../roomserver/send.ts";
-import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
-import { deletePushersExcept } from "./pushers.ts";
-import { logLine } from "../log.ts";
-import type { SessionRequest, SessionResult } from "./devices.ts";
-import type { AccountRecord } from "./login.ts";
-import { readDeviceFields, userAgentOf, wellKnown } from "./login.ts";
-import { identityFlows, recordRegistration, registeredBySession, requireUserInteractiveAuth, uiaRequestBody } from "./uia.ts";
+import { checkRegistrationToken } from "../admin/registrationTokens.ts";
+import { deleteDevicesAndNotify, readDeviceFields, sessionTokens, userAgentOf, wellKnown } from "../services/devices.ts";
+import type { SessionResult } from "../services/devices.ts";
+import { accountExists, changePassword, createAccount, deactivateAccount, generateLocalpart, startSessionAndNotify } from "../services/accounts.ts";
+import { identityFlows, recordRegistration, registeredBySession, requireUserInteractiveAuth, uiaRequestBody } from "../services/uia.ts";
 import { isObject } from "../validate.ts";
-import { guestDeviceName, guestToUpgrade, requireGuestRegistration, upgradeGuest } from "./guests.ts";
+import { guestDeviceName, guestToUpgrade, requireGuestRegistration, upgradeGuest } from "../services/guests.ts";
 import { registerAppServiceUser } from "../appservice/client.ts";
 
 /**
@@ -36,12 +30,6 @@ const MAX_PASSWORD_LENGTH = 512;
 
 const registrationDisabled = (): MatrixError => forbidden("Registration is not enabled on this homeserver.");
 
-/** A random localpart for a registration that names none. */
-function generateLocalpart(hs: Services): string {
-  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-  return Array.from(hs.random(12), (b) => alphabet[b % alphabet.length]).join("");
-}
-
 /** Reads an optional password field (`M_BAD_JSON` if it is not a string or too long). */
 export function readPassword(body: Record<string, unknown>, field: string): string | undefined {
   const value = body[field];
@@ -51,50 +39,6 @@ export function readPassword(body: Record<string, unknown>, field: string): stri
   // An empty password is no secret at all ("Password management": the weak-password error).
   if (value === "") throw new MatrixError(400, "M_WEAK_PASSWORD", `${field} must not be empty`);
   return value;
-}
-
-/** Whether an account (also a deactivated one: user IDs are never reused) exists. */
-async function accountExists(hs: Services, userId: string): Promise<boolean> {
-  return (await hs.store.read((tx) => tx.get("accounts", userId))) !== undefined;
-}
-
-/** Options for creating an account outside the `/register` exchange (admin registration). */
-export interface CreateAccountOptions {
-  localpart: string;
-  password?: string;
-  displayname?: string;
-  admin?: boolean;
-  userType?: string;
-  /** Log the new account in on a device; omitted = no device, no token. */
-  login?: Omit<SessionRequest, "userId">;
-  /** A guest account ("Guest access"): no password, limited to the guest endpoints. */
-  guest?: boolean;
-  /** The registration token that admitted this registration: counted as used in the same transaction. */
-  registrationToken?: string;
-}
-
-/** Creates an account (and optionally its first session) in one transaction. */
-export async function createAccount(
-  hs: Services,
-  options: CreateAccountOptions,
-): Promise<{ userId: string; session?: SessionResult }> {
-  validateLocalpart(options.localpart, hs.serverName);
-  const userId = `@${options.localpart}:${hs.serverName}`;
-  // Hash before the transaction: never await crypto inside one.
-  const passwordHash = options.password !== undefined ? await hashPassword(options.password, hs.config.passwordIterations, hs.random) : undefined;
-  const result = await hs.store.write(async (tx) => {
-    if (await tx.get("accounts", userId)) throw userInUse();
-    const account: AccountRecord = { userId, createdAt: hs.clock(), displayname: options.displayname ?? options.localpart };
-    if (passwordHash !== undefined) account.passwordHash = passwordHash;
-    if (options.admin) account.admin = true;
-    if (options.guest) account.isGuest = true;
-    tx.put("accounts", userId, options.userType ? { ...account, userType: options.userType } : account);
-    if (options.registrationToken !== undefined) await completeRegistrationToken(tx, options.registrationToken);
-    return options.login ? startSession(tx, hs, { userId, ...options.login }) : undefined;
-  });
-  if (result?.streamPos !== undefined) hs.notifier.notify(result.streamPos);
-  hs.logger.info(logLine("registered", { user: userId, device: result?.deviceId, admin: options.admin === true ? true : undefined, user_type: options.userType }));
-  return { userId, session: result };
 }
 
 /** `POST /_matrix/client/v3/register` */
@@ -158,22 +102,6 @@ function registrationResponse(hs: Services, userId: string, session: SessionResu
 }
 
 /**
- * A new login session for the account a retried registration created, in its own transaction;
- * wakes `/sync` for a new device. The account may have been deactivated or locked since: then, as
- * for any login, no token.
- */
-async function startSessionAndNotify(hs: Services, req: SessionRequest): Promise<SessionResult> {
-  const session = await hs.store.write(async (tx) => {
-    const account = await tx.get<AccountRecord>("accounts", req.userId);
-    if (!account || account.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
-    if (account.locked) throw userLocked();
-    return startSession(tx, hs, req);
-  });
-  if (session.streamPos !== undefined) hs.notifier.notify(session.streamPos);
-  return session;
-}
-
-/**
  * `POST /_matrix/client/v3/register?kind=guest` ("Guest access"): no User-Interactive
  * Authentication, no password; a server-chosen user ID and device, and a token that never expires.
  */
@@ -233,14 +161,7 @@ export async function postAccountPassword(ctx: RequestContext): Promise<Record<s
   if (body.logout_devices !== undefined && typeof body.logout_devices !== "boolean") throw badJson("logout_devices must be a boolean");
   await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(hs, userId), userId });
   const passwordHash = await hashPassword(newPassword, hs.config.passwordIterations, hs.random);
-  await hs.store.write(async (tx) => {
-    const account = await tx.get<AccountRecord>("accounts", userId);
-    if (!account) throw forbidden("No such account");
-    tx.put("accounts", userId, { ...account, passwordHash });
-    // Synapse's rule on a password change: pushers other than those of the current access token
-    // are deleted (the other sessions may belong to whoever knew the old password).
-    await deletePushersExcept(tx, userId, deviceId);
-  });
+  await changePassword(hs, userId, passwordHash, deviceId);
   // "Whether the user's other access tokens, and their associated devices, should be revoked."
   if (body.logout_devices !== false) await deleteDevicesAndNotify(hs, userId, "all", deviceId);
   return {};
@@ -254,35 +175,7 @@ export async function postAccountDeactivate(ctx: RequestContext): Promise<Record
   if (body.erase !== undefined && typeof body.erase !== "boolean") throw badJson("erase must be a boolean");
   await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(hs, userId), userId });
 
-  // Leave every room first, while the account can still send (Synapse does the same).
-  const rooms = await hs.store.read((tx) => tx.range<{ membership: string }>("memberships", { prefix: prefix(userId) }));
-  for (const row of rooms) {
-    if (!["join", "invite", "knock"].includes(row.value.membership)) continue;
-    const roomId = row.key.slice(prefix(userId).length);
-    try {
-      await sendEvent(hs, { roomId, sender: userId, type: "m.room.member", stateKey: userId, content: { membership: "leave" } });
-    } catch (err) {
-      // One room refusing the leave must not keep the account alive.
-      hs.logger.warn("deactivation: could not leave", roomId, err);
-    }
-  }
-
-  await hs.store.write(async (tx) => {
-    const account = await tx.get<AccountRecord>("accounts", userId);
-    if (!account) return;
-    const { passwordHash: _gone, ...rest } = account;
-    const updated: AccountRecord = { ...rest, deactivated: true };
-    if (body.erase === true) {
-      // "erase": forget what the account published about itself; its messages stay for those who
-      // saw them and are served pruned to anyone who joins later (roomserver/serve.ts).
-      delete updated.displayname;
-      delete updated.avatar_url;
-      updated.erasedAt = await streamPosIn(tx);
-    }
-    tx.put("accounts", userId, updated);
-    await deletePushersExcept(tx, userId);
-  });
-  await deleteDevicesAndNotify(hs, userId, "all");
+  await deactivateAccount(hs, userId, body.erase === true);
   // No identity server is ever involved here, so nothing could be unbound.
   return { id_server_unbind_result: "no-support" };
 }

@@ -3,29 +3,10 @@
  * account moderation it drives ("Account locking", "Account suspension"). A server admin is an
  * account with `admin: true` (set by shared-secret registration, admin/register.ts).
  */
-import type { RequestContext, Requester, Services } from "../context.ts";
-import { userSuspended } from "../context.ts";
-import { getEvent } from "../roomserver/state.ts";
+import type { RequestContext, Requester } from "../context.ts";
 import { badJson, forbidden, invalidParam, missingParam, notFound } from "../errors.ts";
-import { prefix } from "../../storage/store.ts";
-import type { DeviceRecord } from "./devices.ts";
-import type { AccountRecord } from "./login.ts";
-
-/**
- * Suspended users may redact their own events but not other users' ("Account suspension": the
- * forbidden set includes "Redacting other users' events").
- */
-export async function refuseSuspendedRedaction(hs: Services, me: Requester, eventId: string): Promise<void> {
-  if (!me.suspended) return;
-  const event = await hs.store.read((tx) => getEvent(tx, eventId));
-  if (event?.pdu.sender !== me.userId) throw userSuspended();
-}
-
-/** Whether the requester is a server admin. */
-export async function isServerAdmin(hs: Services, userId: string): Promise<boolean> {
-  const account = await hs.store.read((tx) => tx.get<AccountRecord>("accounts", userId));
-  return account?.admin === true && account.deactivated !== true;
-}
+import type { AccountFlag as Flag, AccountRecord } from "../services/accounts.ts";
+import { accountDevices, getAccount, isServerAdmin, setAccountFlag } from "../services/accounts.ts";
 
 /** The server part of a user ID (`M_INVALID_PARAM` if it is not one). */
 function serverOf(userId: string): string {
@@ -42,16 +23,12 @@ export async function getWhois(ctx: RequestContext, p: Record<string, string>): 
   // "This API may be restricted to only be called by the user being looked up, or by a server admin."
   if (target !== me.userId && !(await isServerAdmin(hs, me.userId))) throw forbidden("You are not a server admin");
   if (serverOf(target) !== hs.serverName) throw invalidParam("User does not belong to the local server.");
-  const found = await hs.store.read(async (tx) => {
-    const account = await tx.get<AccountRecord>("accounts", target);
-    if (!account) return undefined;
-    return tx.range<DeviceRecord>("devices", { prefix: prefix(target) });
-  });
+  const found = await accountDevices(hs, target);
   if (!found) throw notFound("User not found.");
   // One session per device: a device holds one login's tokens at a time. Its record keeps the
   // address, time and User-Agent of the login that last used it.
   const devices: Record<string, unknown> = {};
-  for (const { value: d } of found) {
+  for (const d of found) {
     const connection: Record<string, unknown> = {};
     if (d.lastSeenIp !== undefined) connection.ip = d.lastSeenIp;
     connection.last_seen = d.lastSeenTs ?? d.createdAt;
@@ -61,7 +38,6 @@ export async function getWhois(ctx: RequestContext, p: Record<string, string>): 
   return { user_id: target, devices };
 }
 
-type Flag = "locked" | "suspended";
 
 /**
  * The checks every lock/suspend request goes through, in the order the spec requires: "servers
@@ -72,7 +48,7 @@ async function moderationTarget(ctx: RequestContext, target: string, changing: b
   const me = await ctx.requireAuth();
   if (!(await isServerAdmin(hs, me.userId))) throw forbidden("Requesting user is not a server administrator.");
   if (serverOf(target) !== hs.serverName) throw invalidParam("User does not belong to the local server.");
-  const account = await hs.store.read((tx) => tx.get<AccountRecord>("accounts", target));
+  const account = await getAccount(hs, target);
   // "The user ID is not found, or is deactivated."
   if (!account || account.deactivated) throw notFound("User not found.");
   if (changing && target === me.userId) throw forbidden("You cannot change the moderation status of your own account.");
@@ -92,14 +68,7 @@ async function putFlag(ctx: RequestContext, target: string, flag: Flag): Promise
   if (typeof body[flag] !== "boolean") throw badJson(`${flag} must be a boolean`);
   const value = body[flag];
   await moderationTarget(ctx, target, true);
-  await ctx.hs.store.write(async (tx) => {
-    const account = await tx.get<AccountRecord>("accounts", target);
-    if (!account) throw notFound("User not found.");
-    const updated: AccountRecord = { ...account };
-    if (value) updated[flag] = true;
-    else delete updated[flag];
-    tx.put("accounts", target, updated);
-  });
+  await setAccountFlag(ctx.hs, target, flag, value);
   // Access tokens are kept: "Servers SHOULD NOT invalidate access tokens on locked accounts".
   return { [flag]: value };
 }

@@ -1,7 +1,7 @@
 /** Capabilities negotiation ("Capabilities negotiation", `capabilities.yaml`). */
 import type { RequestContext } from "../context.ts";
 import { ROOM_VERSIONS } from "../rooms/versions.ts";
-import { isServerAdmin } from "./admin.ts";
+import { isServerAdmin } from "../services/accounts.ts";
 
 /** `GET /_matrix/client/v3/capabilities` */
 export async function getCapabilities(ctx: RequestContext): Promise<Record<string, unknown>> {

@@ -2,166 +2,11 @@
  * Devices and the access tokens bound to them (client-server API "Device management",
  * "Relationship between access tokens and devices").
  */
-import type { RequestContext, Services } from "../context.ts";
+import type { RequestContext } from "../context.ts";
 import { badJson, notFound, MatrixError } from "../errors.ts";
-import type { WriteTx } from "../../storage/store.ts";
-import { key, prefix } from "../../storage/store.ts";
-import { encodeBase64Url } from "../crypto/base64.ts";
-import { identityFlows, requireUserInteractiveAuth, uiaRequestBody } from "./uia.ts";
-import { recordDeviceListChange } from "./keys.ts";
-import { deleteDevicePushers } from "./pushers.ts";
-import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
-import { tokenHash } from "../auth/tokens.ts";
-
-/** A row of the `devices` table. */
-export interface DeviceRecord {
-  userId: string;
-  deviceId: string;
-  displayName?: string;
-  createdAt: number;
-  lastSeenTs?: number;
-  lastSeenIp?: string;
-  /** The User-Agent of the login that last used the device (for admin `whois`). */
-  lastSeenUserAgent?: string;
-}
-
-/** A fresh opaque access token (32 random bytes). */
-export function newAccessToken(hs: Services): string {
-  return `hyt_${encodeBase64Url(hs.random(32))}`;
-}
-
-/** A fresh opaque refresh token (32 random bytes). */
-export function newRefreshToken(hs: Services): string {
-  return `hyr_${encodeBase64Url(hs.random(32))}`;
-}
-
-/** A fresh device ID: 10 upper-case letters, like other homeservers hand out. */
-export function newDeviceId(hs: Services): string {
-  const bytes = hs.random(10);
-  return Array.from(bytes, (b) => String.fromCharCode(65 + (b % 26))).join("");
-}
-
-/** Everything a new login session needs, decided before the write transaction. */
-export interface SessionRequest {
-  userId: string;
-  /** The device the client asked for, or undefined to create a new one. */
-  deviceId?: string;
-  initialDisplayName?: string;
-  ip?: string;
-  userAgent?: string;
-  /** The client sent `refresh_token: true`: issue a refresh token and an expiring access token. */
-  refreshable?: boolean;
-}
-
-/** What a login or registration answers with. */
-export interface SessionResult {
-  deviceId: string;
-  accessToken: string;
-  /** Only for a refreshable session. */
-  refreshToken?: string;
-  /** Lifetime of the access token; only for a refreshable session. */
-  expiresInMs?: number;
-  /** Stream position of the device-list change, if a device was created. */
-  streamPos?: number;
-}
-
-/** The token fields of a `/login` or `/register` response. */
-export function sessionTokens(s: SessionResult): Record<string, unknown> {
-  const out: Record<string, unknown> = { access_token: s.accessToken, device_id: s.deviceId };
-  if (s.refreshToken !== undefined) out.refresh_token = s.refreshToken;
-  if (s.expiresInMs !== undefined) out.expires_in_ms = s.expiresInMs;
-  return out;
-}
-
-/** The longest device display name (Synapse's MAX_DEVICE_DISPLAY_NAME_LEN); an initial one is cut to it, as Synapse does. */
-export const MAX_DEVICE_DISPLAY_NAME_LENGTH = 100;
-
-/**
- * Inside a write: binds a new access token to the requested (or a new) device. Reusing a device ID
- * revokes the tokens that device had ("If the client sets the device_id, the server will
- * invalidate any access and refresh tokens previously assigned to that device").
- * Every access token must be minted here: the `device_tokens` index it keeps is how deleting a
- * device finds the device's tokens.
- */
-export async function startSession(tx: WriteTx, hs: Services, req: SessionRequest): Promise<SessionResult> {
-  const deviceId = req.deviceId ?? newDeviceId(hs);
-  const accessToken = newAccessToken(hs);
-  const now = hs.clock();
-  const existing = await tx.get<DeviceRecord>("devices", key(req.userId, deviceId));
-  let streamPos: number | undefined;
-  const seen = { ...(req.ip ? { lastSeenIp: req.ip } : {}), ...(req.userAgent ? { lastSeenUserAgent: req.userAgent } : {}) };
-  if (existing) {
-    await revokeDeviceTokens(tx, req.userId, deviceId);
-    tx.put("devices", key(req.userId, deviceId), { ...existing, lastSeenTs: now, ...seen });
-  } else {
-    const device: DeviceRecord = { userId: req.userId, deviceId, createdAt: now, lastSeenTs: now, ...seen };
-    if (req.initialDisplayName !== undefined) device.displayName = [...req.initialDisplayName].slice(0, MAX_DEVICE_DISPLAY_NAME_LENGTH).join("");
-    tx.put("devices", key(req.userId, deviceId), device);
-    streamPos = await recordDeviceListChange(tx, req.userId, undefined, { deviceIds: [deviceId] });
-  }
-  // Stored by hash only (auth/tokens.ts); the device_tokens index holds the hashes too.
-  const accessHash = tokenHash(accessToken);
-  tx.put("device_tokens", key(req.userId, deviceId, accessHash), true);
-  if (!req.refreshable) {
-    tx.put("access_tokens", accessHash, { userId: req.userId, deviceId } satisfies AccessTokenRecord);
-    return { deviceId, accessToken, streamPos };
-  }
-  const expiresInMs = hs.config.accessTokenLifetimeMs;
-  const refreshToken = newRefreshToken(hs);
-  const refreshHash = tokenHash(refreshToken);
-  tx.put("access_tokens", accessHash, { userId: req.userId, deviceId, expiresAt: now + expiresInMs } satisfies AccessTokenRecord);
-  tx.put("refresh_tokens", refreshHash, { userId: req.userId, deviceId, accessToken: accessHash } satisfies RefreshTokenRecord);
-  // Indexed by device like access tokens, so deleting the device revokes the refresh token too.
-  tx.put("device_tokens", key(req.userId, deviceId, refreshHash), true);
-  return { deviceId, accessToken, refreshToken, expiresInMs, streamPos };
-}
-
-async function revokeDeviceTokens(tx: WriteTx, userId: string, deviceId: string): Promise<void> {
-  const rows = await tx.range("device_tokens", { prefix: prefix(userId, deviceId) });
-  // The index holds both kinds of token (hashes of `hyt_…` access and `hyr_…` refresh tokens); delete from both tables.
-  for (const row of rows) {
-    const token = row.key.slice(prefix(userId, deviceId).length);
-    tx.delete("access_tokens", token);
-    tx.delete("refresh_tokens", token);
-  }
-  tx.deleteRange("device_tokens", { prefix: prefix(userId, deviceId) });
-}
-
-/**
- * Inside a write: deletes devices with their tokens, end-to-end keys, pending to-device
- * messages and the pushers they set, and records one device-list change. Returns its stream
- * position (undefined if none of the devices existed).
- */
-export async function deleteDevices(tx: WriteTx, userId: string, deviceIds: readonly string[]): Promise<number | undefined> {
-  const deleted: string[] = [];
-  for (const deviceId of deviceIds) {
-    if (await tx.get("devices", key(userId, deviceId))) deleted.push(deviceId);
-    await revokeDeviceTokens(tx, userId, deviceId);
-    tx.delete("devices", key(userId, deviceId));
-    tx.delete("device_keys", key(userId, deviceId));
-    tx.deleteRange("one_time_keys", { prefix: prefix(userId, deviceId) });
-    tx.deleteRange("fallback_keys", { prefix: prefix(userId, deviceId) });
-    tx.deleteRange("to_device", { prefix: prefix(userId, deviceId) });
-    await deleteDevicePushers(tx, userId, deviceId);
-  }
-  if (deleted.length === 0) return undefined;
-  return recordDeviceListChange(tx, userId, undefined, { deviceIds: deleted });
-}
-
-/** The IDs of all of a user's devices. */
-export async function deviceIdsOf(tx: WriteTx, userId: string): Promise<string[]> {
-  const rows = await tx.range<DeviceRecord>("devices", { prefix: prefix(userId) });
-  return rows.map((r) => r.value.deviceId);
-}
-
-/** Deletes devices in one transaction and wakes `/sync` after the commit. */
-export async function deleteDevicesAndNotify(hs: Services, userId: string, deviceIds: readonly string[] | "all", keep?: string): Promise<void> {
-  const streamPos = await hs.store.write(async (tx) => {
-    const ids = deviceIds === "all" ? await deviceIdsOf(tx, userId) : deviceIds;
-    return deleteDevices(tx, userId, ids.filter((d) => d !== keep));
-  });
-  if (streamPos !== undefined) hs.notifier.notify(streamPos);
-}
+import { identityFlows, requireUserInteractiveAuth, uiaRequestBody } from "../services/uia.ts";
+import type { DeviceRecord } from "../services/devices.ts";
+import { MAX_DEVICE_DISPLAY_NAME_LENGTH, deleteDevicesAndNotify, getDeviceRecord, listDevices, renameDevice } from "../services/devices.ts";
 
 function formatDevice(d: DeviceRecord): Record<string, unknown> {
   const out: Record<string, unknown> = { device_id: d.deviceId };
@@ -174,14 +19,13 @@ function formatDevice(d: DeviceRecord): Record<string, unknown> {
 /** `GET /_matrix/client/v3/devices` */
 export async function getDevices(ctx: RequestContext): Promise<Record<string, unknown>> {
   const { userId } = await ctx.requireAuth();
-  const rows = await ctx.hs.store.read((tx) => tx.range<DeviceRecord>("devices", { prefix: prefix(userId) }));
-  return { devices: rows.map((r) => formatDevice(r.value)) };
+  return { devices: (await listDevices(ctx.hs, userId)).map(formatDevice) };
 }
 
 /** `GET /_matrix/client/v3/devices/{deviceId}` */
 export async function getDevice(ctx: RequestContext, params: Record<string, string>): Promise<Record<string, unknown>> {
   const { userId } = await ctx.requireAuth();
-  const device = await ctx.hs.store.read((tx) => tx.get<DeviceRecord>("devices", key(userId, params.deviceId!)));
+  const device = await getDeviceRecord(ctx.hs, userId, params.deviceId!);
   if (!device) throw notFound("Device not found");
   return formatDevice(device);
 }
@@ -196,17 +40,7 @@ export async function putDevice(ctx: RequestContext, params: Record<string, stri
     throw new MatrixError(400, "M_TOO_LARGE", `Device display name is too long (max ${MAX_DEVICE_DISPLAY_NAME_LENGTH})`);
   }
   const displayName = body.display_name as string | undefined;
-  const streamPos = await ctx.hs.store.write(async (tx) => {
-    const k = key(userId, params.deviceId!);
-    const device = await tx.get<DeviceRecord>("devices", k);
-    // Regular clients may only update existing devices (creation is for application services).
-    if (!device) throw notFound("Device not found");
-    if (displayName === undefined || displayName === device.displayName) return undefined;
-    tx.put("devices", k, { ...device, displayName });
-    // Other users see display names in /keys/query, so a rename is a device-list change.
-    return recordDeviceListChange(tx, userId, undefined, { deviceIds: [params.deviceId!] });
-  });
-  if (streamPos !== undefined) ctx.hs.notifier.notify(streamPos);
+  await renameDevice(ctx.hs, userId, params.deviceId!, displayName);
   return {};
 }
 

@@ -1,43 +1,24 @@
 /** Login, login tokens and logout (client-server API "Login", "Client Authentication"). */
-import type { RequestContext, Services } from "../context.ts";
+import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, forbidden } from "../errors.ts";
 import { verifyPassword } from "../auth/password.ts";
 import { readIdentifier, resolveUserId } from "../auth/identifiers.ts";
 import { clientAddress, limitAddress, limitKey, recordKey } from "../auth/rateLimit.ts";
 import { logLine } from "../log.ts";
-import { encodeBase64Url } from "../crypto/base64.ts";
-import { deleteDevicesAndNotify, sessionTokens, startSession } from "./devices.ts";
-import { userLocked } from "../context.ts";
-import { identityFlows, requireUserInteractiveAuth } from "./uia.ts";
+import { identityFlows, requireUserInteractiveAuth } from "../services/uia.ts";
 import { APPSERVICE_LOGIN_TYPE, appServiceLoginUser } from "../appservice/client.ts";
-import { tokenHash } from "../auth/tokens.ts";
-
-/** How long a login token from `/login/get_token` stays valid (the spec recommends 2 minutes). */
-export const LOGIN_TOKEN_LIFETIME_MS = 120_000;
-
-/** A row of the `accounts` table (CONTRACTS.md). */
-export interface AccountRecord {
-  userId: string;
-  passwordHash?: string;
-  displayname?: string;
-  avatar_url?: string;
-  createdAt: number;
-  isGuest?: boolean;
-  deactivated?: boolean;
-  /** Deactivated with `erase: true` at this stream position: its messages are served redacted to users who join later. */
-  erasedAt?: number;
-  admin?: boolean;
-  /** Locked by a server admin ("Account locking"). */
-  locked?: boolean;
-  /** Suspended by a server admin ("Account suspension"). */
-  suspended?: boolean;
-}
-
-/** A row of the `login_tokens` table. */
-interface LoginTokenRecord {
-  userId: string;
-  expiresAt: number;
-}
+import { getAccount, startSessionAndNotify } from "../services/accounts.ts";
+import {
+  LOGIN_TOKEN_LIFETIME_MS,
+  consumeLoginToken,
+  deleteDevicesAndNotify,
+  issueLoginToken,
+  readDeviceFields,
+  revokeAccessToken,
+  sessionTokens,
+  userAgentOf,
+  wellKnown,
+} from "../services/devices.ts";
 
 /** `GET /_matrix/client/v3/login` */
 export async function getLogin(ctx: RequestContext): Promise<Record<string, unknown>> {
@@ -45,30 +26,6 @@ export async function getLogin(ctx: RequestContext): Promise<Record<string, unkn
   // Application services log their users in with their as_token (only offered when some are configured).
   if (ctx.hs.appservices) flows.push({ type: APPSERVICE_LOGIN_TYPE });
   return { flows };
-}
-
-/** The optional device fields of `/login` and `/register` (and `refresh_token`, "Refreshing access tokens"). */
-export function readDeviceFields(body: Record<string, unknown>): { deviceId?: string; initialDisplayName?: string; refreshable: boolean } {
-  if (body.device_id !== undefined && (typeof body.device_id !== "string" || body.device_id === "")) throw badJson("device_id must be a non-empty string");
-  if (body.initial_device_display_name !== undefined && typeof body.initial_device_display_name !== "string") {
-    throw badJson("initial_device_display_name must be a string");
-  }
-  if (body.refresh_token !== undefined && typeof body.refresh_token !== "boolean") throw badJson("refresh_token must be a boolean");
-  return {
-    deviceId: body.device_id as string | undefined,
-    initialDisplayName: body.initial_device_display_name as string | undefined,
-    refreshable: body.refresh_token === true,
-  };
-}
-
-/** The requesting client's User-Agent, recorded on its device for admin `whois`. */
-export function userAgentOf(ctx: RequestContext): string | undefined {
-  return ctx.request.headers.get("User-Agent") ?? undefined;
-}
-
-/** The `well_known` a login response may carry, when the deployment configured its public URL. */
-export function wellKnown(hs: Services): Record<string, unknown> {
-  return hs.config.publicBaseUrl ? { well_known: { "m.homeserver": { base_url: hs.config.publicBaseUrl } } } : {};
 }
 
 /** `POST /_matrix/client/v3/login` */
@@ -98,7 +55,7 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
       const who = resolved ?? identifier.user;
       limitAddress(ctx, "rc_login.address");
       limitKey(ctx, "rc_login.failed_attempts", failedKey(who), "check");
-      const account = resolved ? await hs.store.read((tx) => tx.get<AccountRecord>("accounts", resolved)) : undefined;
+      const account = resolved ? await getAccount(hs, resolved) : undefined;
       if (!resolved || !account?.passwordHash || !(await verifyPassword(body.password, account.passwordHash))) {
         throw failed(forbidden("Invalid username or password"), who);
       }
@@ -109,13 +66,7 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
     case "m.login.token": {
       if (typeof body.token !== "string") throw badJson("Missing token");
       limitAddress(ctx, "rc_login.address");
-      const token = body.token;
-      // Single use: the token is deleted in the same transaction that reads it.
-      const record = await hs.store.write(async (tx) => {
-        const r = await tx.get<LoginTokenRecord>("login_tokens", token);
-        if (r) tx.delete("login_tokens", token);
-        return r;
-      });
+      const record = await consumeLoginToken(hs, body.token);
       if (!record || record.expiresAt <= hs.clock()) throw failed(forbidden("Invalid or expired login token"));
       userId = record.userId;
       break;
@@ -129,14 +80,7 @@ export async function postLogin(ctx: RequestContext): Promise<Record<string, unk
   // "It is reasonable to login with a bunch of devices at once, but not to continually log into new ones."
   limitKey(ctx, "rc_login.account", userId.toLowerCase());
 
-  const result = await hs.store.write(async (tx) => {
-    const account = await tx.get<AccountRecord>("accounts", userId);
-    if (!account || account.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
-    // A locked account "cannot obtain a new access token until the account has been unlocked".
-    if (account.locked) throw userLocked();
-    return startSession(tx, hs, { userId, ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) });
-  });
-  if (result.streamPos !== undefined) hs.notifier.notify(result.streamPos);
+  const result = await startSessionAndNotify(hs, { userId, ...device, ip: clientAddress(ctx), userAgent: userAgentOf(ctx) });
   hs.logger.info(logLine("login", { user: userId, device: result.deviceId, type: body.type, client: clientAddress(ctx) }));
   return { user_id: userId, ...sessionTokens(result), home_server: hs.serverName, ...wellKnown(hs) };
 }
@@ -148,14 +92,7 @@ export async function postLoginGetToken(ctx: RequestContext): Promise<Record<str
   if (isGuest) throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot create login tokens");
   const body = await ctx.json({ allowEmpty: true });
   await requireUserInteractiveAuth(ctx, body, { flows: await identityFlows(hs, userId), userId });
-  const token = `hyl_${encodeBase64Url(hs.random(32))}`;
-  const expiresAt = hs.clock() + LOGIN_TOKEN_LIFETIME_MS;
-  await hs.store.write(async (tx) => {
-    // Expired tokens are removed opportunistically so the table does not grow.
-    const now = hs.clock();
-    for (const row of await tx.range<LoginTokenRecord>("login_tokens")) if (row.value.expiresAt <= now) tx.delete("login_tokens", row.key);
-    tx.put("login_tokens", token, { userId, expiresAt } satisfies LoginTokenRecord);
-  });
+  const token = await issueLoginToken(hs, userId);
   return { login_token: token, expires_in_ms: LOGIN_TOKEN_LIFETIME_MS };
 }
 
@@ -166,7 +103,7 @@ export async function postLogout(ctx: RequestContext): Promise<Record<string, un
   // "The device associated with the access token is also deleted."
   await deleteDevicesAndNotify(ctx.hs, userId, [deviceId]);
   // The presented token goes in any case, even if it was minted without the device_tokens index.
-  await ctx.hs.store.write(async (tx) => tx.delete("access_tokens", tokenHash(accessToken)));
+  await revokeAccessToken(ctx.hs, accessToken);
   return {};
 }
 

@@ -13,9 +13,9 @@ import { currentState, getEvent, pdusOf, getRoom, rulesOf } from "../roomserver/
 import { canSeeEvent } from "../roomserver/visibility.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { userPowerLevel } from "../rooms/powerLevels.ts";
-import { evaluatePushRules, loadPushRules, roomPushContext, toPushEvent } from "./pushRules.ts";
-import type { PushContext } from "./pushRules.ts";
-import type { ReceiptRow } from "./receipts.ts";
+import { evaluatePushRules, loadPushRules, roomPushContext, toPushEvent } from "../services/pushRules.ts";
+import type { PushContext } from "../services/pushRules.ts";
+import type { ReceiptRow } from "../services/edus.ts";
 import { isTimelineEvent } from "../events/types.ts";
 
 const MAX_SCAN = 2000;

@@ -6,63 +6,14 @@
 import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, missingParam } from "../errors.ts";
 import { SEP, key, prefix } from "../../storage/store.ts";
-import type { WriteTx } from "../../storage/store.ts";
-
-/** A stored pusher: the spec's `Pusher` object plus what the server keeps about it. */
-export interface PusherRow extends PusherObject {
-  /** The device whose access token set the pusher (a password change keeps only its pushers). */
-  deviceId?: string;
-  /** When the pushkey was last set, in ms (the gateway's `pushkey_ts` is in seconds). */
-  pushkeyTs?: number;
-}
-
-/** The spec's `Pusher` object, as `GET /pushers` serves it. */
-export interface PusherObject {
-  app_id: string;
-  pushkey: string;
-  kind: string;
-  app_display_name: string;
-  device_display_name: string;
-  lang: string;
-  data: Record<string, unknown>;
-  profile_tag?: string;
-}
+import type { PusherRow } from "../services/pushers.ts";
+import { deletePusherTx, pusherObject } from "../services/pushers.ts";
 
 /** `GET /_matrix/client/v3/pushers` */
 export async function getPushers(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
   const rows = await ctx.hs.store.read((tx) => tx.range<PusherRow>("pushers", { prefix: prefix(me.userId) }));
   return { pushers: rows.map((r) => pusherObject(r.value)) };
-}
-
-/** What `GET /pushers` shows of a stored pusher. */
-function pusherObject(row: PusherRow): PusherObject {
-  const { deviceId: _d, pushkeyTs: _t, ...pusher } = row;
-  return pusher;
-}
-
-/** Deletes a pusher and whatever is still queued for it. */
-export function deletePusherTx(tx: WriteTx, userId: string, appId: string, pushkey: string): void {
-  tx.delete("pushers", key(userId, appId, pushkey));
-  // key push_queue = userId|appId|pushkey|pos(streamPos) (push/sender.ts)
-  tx.deleteRange("push_queue", { prefix: prefix(userId, appId, pushkey) });
-}
-
-/**
- * Deletes a user's pushers except those set by `keepDeviceId` (a password change keeps only the
- * pushers of the access token that changed it; deactivation keeps none).
- */
-export async function deletePushersExcept(tx: WriteTx, userId: string, keepDeviceId?: string): Promise<void> {
-  for (const r of await tx.range<PusherRow>("pushers", { prefix: prefix(userId) })) {
-    if (keepDeviceId === undefined || r.value.deviceId !== keepDeviceId) deletePusherTx(tx, userId, r.value.app_id, r.value.pushkey);
-  }
-}
-
-/** Deletes the pushers a device set (the device was deleted or logged out). */
-export async function deleteDevicePushers(tx: WriteTx, userId: string, deviceId: string): Promise<void> {
-  for (const r of await tx.range<PusherRow>("pushers", { prefix: prefix(userId) })) {
-    if (r.value.deviceId === deviceId) deletePusherTx(tx, userId, r.value.app_id, r.value.pushkey);
-  }
 }
 
 /** `POST /_matrix/client/v3/pushers/set` */

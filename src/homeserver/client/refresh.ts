@@ -5,7 +5,7 @@ import { badJson, missingParam, unknownToken } from "../errors.ts";
 import { key } from "../../storage/store.ts";
 import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
 import { revokeRefreshToken, tokenHash } from "../auth/tokens.ts";
-import { newAccessToken, newRefreshToken } from "./devices.ts";
+import { newAccessToken, newRefreshToken } from "../services/devices.ts";
 
 /**
  * `POST /_matrix/client/v3/refresh`

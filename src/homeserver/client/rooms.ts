@@ -4,7 +4,7 @@
  */
 import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
-import { refuseSuspendedRedaction } from "./admin.ts";
+import { refuseSuspendedRedaction } from "../services/accounts.ts";
 import { MatrixError, badJson, notFound } from "../errors.ts";
 import { canonicalJson, isCanonicalValue } from "../crypto/canonicalJson.ts";
 import { createRoom, sendEvent } from "../roomserver/index.ts";
@@ -18,7 +18,7 @@ import { changeMembership } from "../roomserver/membership.ts";
 import { remoteInviteSigner } from "../federation/remoteMembership.ts";
 import { reasonOf } from "./membership.ts";
 import { stateKeyOf } from "../events/types.ts";
-import { checkGuestMembership } from "./guests.ts";
+import { checkGuestMembership } from "../services/guests.ts";
 import { limitUser } from "../auth/rateLimit.ts";
 import { limitInvite } from "./membership.ts";
 

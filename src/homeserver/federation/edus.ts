@@ -21,8 +21,8 @@ import { serverOf, isValidUserId } from "../rooms/ids.ts";
 import { membershipOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { typingState } from "../ephemeral/typing.ts";
-import type { ReceiptRow } from "../client/receipts.ts";
-import type { PresenceRow } from "../client/presence.ts";
+import type { ReceiptRow } from "../services/edus.ts";
+import type { PresenceRow } from "../services/edus.ts";
 import { markStale } from "./deviceLists.ts";
 import { logLine } from "../log.ts";
 

@@ -10,7 +10,7 @@ import { prefix } from "../../storage/store.ts";
 import type { JsonObject } from "../crypto/signing.ts";
 import { isObject } from "../validate.ts";
 import { isValidUserId, serverOf } from "../rooms/ids.ts";
-import { claimKeys, deviceListStreamId, localDeviceKeys } from "../client/keys.ts";
+import { claimKeys, deviceListStreamId, localDeviceKeys } from "../services/e2ee.ts";
 import { localProfile } from "../client/profile.ts";
 import { listPublicRooms } from "../client/directory.ts";
 import { deviceLastKey } from "./sender.ts";

@@ -22,11 +22,11 @@ import type { StoredEvent } from "../events/types.ts";
 import { currentState, getEvent, getRoom, joinedSince, membershipIn, pdusOf, rulesOf } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
 import { userPowerLevel } from "../rooms/powerLevels.ts";
-import { evaluatePushRules, loadPushRules, roomPushContext, toPushEvent } from "../client/pushRules.ts";
-import type { PushContext, RuleSet } from "../client/pushRules.ts";
-import type { PusherRow } from "../client/pushers.ts";
-import { deletePusherTx } from "../client/pushers.ts";
-import type { ReceiptRow } from "../client/receipts.ts";
+import { evaluatePushRules, loadPushRules, roomPushContext, toPushEvent } from "../services/pushRules.ts";
+import type { PushContext, RuleSet } from "../services/pushRules.ts";
+import type { PusherRow } from "../services/pushers.ts";
+import { deletePusherTx } from "../services/pushers.ts";
+import type { ReceiptRow } from "../services/edus.ts";
 import { logLine } from "../log.ts";
 import { isTimelineEvent } from "../events/types.ts";
 

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import { room, startWithAliceAndBob } from "../roomserver/harness.ts";
 import type { TestServer, TestUser } from "../roomserver/harness.ts";
-import { presenceContent } from "../../../src/homeserver/client/presence.ts";
+import { presenceContent } from "../../../src/homeserver/services/edus.ts";
 
 let t: TestServer;
 let alice: TestUser;

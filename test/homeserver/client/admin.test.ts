@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import { SERVER, testServer } from "./accountHarness.ts";
 import type { TestServer } from "./accountHarness.ts";
-import { createAccount } from "../../../src/homeserver/client/account.ts";
+import { createAccount } from "../../../src/homeserver/services/accounts.ts";
 
 const V1 = "/_matrix/client/v1/admin";
 const WHOIS = "/_matrix/client/v3/admin/whois";

@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
-import { applyEventFields, eventPasses, roomAllowed, splitPath, validateFilter } from "../../../src/homeserver/client/filters.ts";
-import type { RoomEventFilter } from "../../../src/homeserver/client/filters.ts";
+import { applyEventFields, eventPasses, roomAllowed, splitPath, validateFilter } from "../../../src/homeserver/services/filters.ts";
+import type { RoomEventFilter } from "../../../src/homeserver/services/filters.ts";
 
 const ev = (type: string, sender = "@a:x", content: Record<string, unknown> = {}) => ({ type, sender, content });
 

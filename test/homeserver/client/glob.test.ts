@@ -4,7 +4,7 @@
  */
 import { describe, it, expect } from "vitest";
 import fc from "fast-check";
-import { globMatch } from "../../../src/homeserver/client/pushRules.ts";
+import { globMatch } from "../../../src/homeserver/services/pushRules.ts";
 
 /** "Glob-style matching" as a RegExp: whole value, or word-bounded for `content.body`. */
 function globRegExp(pattern: string, wordBoundary: boolean): RegExp {

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeEach } from "vitest";
 import nacl from "tweetnacl";
 import { fixture, SERVER } from "./e2eeFixture.ts";
 import type { Fixture } from "./e2eeFixture.ts";
-import { deviceListChanges, e2eeSyncSection } from "../../../src/homeserver/client/keys.ts";
+import { deviceListChanges, e2eeSyncSection } from "../../../src/homeserver/services/e2ee.ts";
 import { currentStreamPos } from "../../../src/homeserver/context.ts";
 import { canonicalJsonBytes } from "../../../src/homeserver/crypto/canonicalJson.ts";
 import { encodeBase64 } from "../../../src/homeserver/crypto/base64.ts";

@@ -1,8 +1,8 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import { room, startWithAliceAndBob } from "../roomserver/harness.ts";
 import type { TestServer, TestUser } from "../roomserver/harness.ts";
-import { defaultPushRules, evaluatePushRules, globMatch, mergeRules } from "../../../src/homeserver/client/pushRules.ts";
-import type { PushContext } from "../../../src/homeserver/client/pushRules.ts";
+import { defaultPushRules, evaluatePushRules, globMatch, mergeRules } from "../../../src/homeserver/services/pushRules.ts";
+import type { PushContext } from "../../../src/homeserver/services/pushRules.ts";
 
 const ME = "@me:hs.test";
 const ctx = (over: Partial<PushContext> = {}): PushContext => ({ userId: ME, memberCount: 3, senderPowerLevel: 0, displayName: "Me", ...over });

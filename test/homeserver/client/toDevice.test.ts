@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import { fixture, SERVER } from "./e2eeFixture.ts";
 import type { Fixture } from "./e2eeFixture.ts";
-import { e2eeSyncSection, ackToDevice } from "../../../src/homeserver/client/keys.ts";
+import { e2eeSyncSection, ackToDevice } from "../../../src/homeserver/services/e2ee.ts";
 import { currentStreamPos } from "../../../src/homeserver/context.ts";
 
 const ALICE = `@alice:${SERVER}`;

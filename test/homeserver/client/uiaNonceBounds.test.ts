@@ -8,7 +8,7 @@ import { createHomeserver } from "../../../src/homeserver/homeserver.ts";
 import type { Homeserver } from "../../../src/homeserver/homeserver.ts";
 import { createMemoryStore } from "../../../src/storage/memory.ts";
 import { CLIENT_ADDRESS_HEADER, DEFAULT_RATE_LIMITS } from "../../../src/homeserver/auth/rateLimit.ts";
-import { MAX_UIA_SESSIONS, MAX_UIA_SESSIONS_PER_CLIENT, uiaSessionCount } from "../../../src/homeserver/client/uia.ts";
+import { MAX_UIA_SESSIONS, MAX_UIA_SESSIONS_PER_CLIENT, uiaSessionCount } from "../../../src/homeserver/services/uia.ts";
 
 /** Starting UIA sessions is limited by the registration bucket; this test configures it. */
 const UIA_SESSION_STARTS = { perSecond: 1, burstCount: 60 };

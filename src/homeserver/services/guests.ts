@@ -11,7 +11,7 @@ import { tokenHash } from "../auth/tokens.ts";
 import { hashPassword } from "../auth/password.ts";
 import { startSession } from "./devices.ts";
 import type { SessionRequest, SessionResult } from "./devices.ts";
-import type { AccountRecord } from "./login.ts";
+import type { AccountRecord } from "./accounts.ts";
 import { currentStateContent } from "../roomserver/state.ts";
 
 /** What a client's `/register?kind=guest` body contributes: only the device's display name. */
