@@ -1,5 +1,5 @@
 /** The capabilities a homeserver is built from, and the per-request context handlers receive. */
-import type { SearchJob } from "./client/search.ts";
+import type { SearchJob } from "./services/search.ts";
 import type { ReadTx, Store, WriteTx } from "../storage/store.ts";
 import type { SigningKey } from "./crypto/signing.ts";
 import type { Ed25519Verifier } from "./crypto/ed25519.ts";

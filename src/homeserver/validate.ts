@@ -78,3 +78,10 @@ export function jsonNestingDepth(text: string): number {
   }
   return max;
 }
+
+/** The optional `reason` of a request body (membership changes, reports, redactions): 400 M_BAD_JSON unless a string. */
+export function reasonOf(body: Record<string, unknown>): string | undefined {
+  if (body.reason === undefined) return undefined;
+  if (typeof body.reason !== "string") throw badJson("reason must be a string");
+  return body.reason;
+}

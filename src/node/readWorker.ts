@@ -14,7 +14,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { ReadWorker } from "../homeserver/context.ts";
-import type { SearchJob } from "../homeserver/client/search.ts";
+import type { SearchJob } from "../homeserver/services/search.ts";
 
 /** A message from the thread: ready after opening the database, or one job's answer. */
 export type ReadWorkerReply =

@@ -23,7 +23,7 @@ try {
 }
 // Loaded only now, so the filter above is in place when node:sqlite is.
 const { createNodeSqliteStore } = await import("../storage/nodeSqlite.ts");
-const { searchRoomEvents } = await import("../homeserver/client/search.ts");
+const { searchRoomEvents } = await import("../homeserver/services/search.ts");
 
 const port = parentPort!;
 const store = await createNodeSqliteStore((workerData as { path: string }).path, { readOnly: true });

@@ -181,7 +181,7 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   // 15: the unread counts /sync computed, so that a restarted server (a Service Worker the browser
-  // stopped) extends them instead of rescanning each room (client/sync.ts).
+  // stopped) extends them instead of rescanning each room (services/sync.ts).
   {
     createTables: [
       "unread_counts", // key = userId|roomId → { sig, upTo, main, threads }

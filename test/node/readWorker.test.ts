@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteFileStore } from "../../src/node/sqliteFile.ts";
 import { startReadWorker } from "../../src/node/readWorker.ts";
-import { parseSearch, searchRoomEvents } from "../../src/homeserver/client/search.ts";
+import { parseSearch, searchRoomEvents } from "../../src/homeserver/services/search.ts";
 import { testServer } from "../homeserver/client/accountHarness.ts";
 
 const V3 = "/_matrix/client/v3";

@@ -3,7 +3,7 @@
  * stage), managed by server admins through Synapse's admin API at
  * `/_synapse/admin/v1/registration_tokens`, so the same tools and docs work against Hyphae.
  * key registration_tokens = token → RegistrationTokenRecord
- * Pending uses are not stored: they are the live UIA sessions holding the token (client/uia.ts),
+ * Pending uses are not stored: they are the live UIA sessions holding the token (services/uia.ts),
  * which end with a restart just as those sessions do.
  */
 import type { RequestContext, Services, Requester } from "../context.ts";

@@ -231,3 +231,8 @@ export function limitAddressFixed(ctx: RequestContext, name: string, bucket: Tok
   const addr = clientAddress(ctx);
   if (addr !== undefined) ctx.hs.rateLimiters.get(name, bucket).take(addr);
 }
+
+/** rc_invites: per room, per invitee and per inviter, as Synapse counts them. */
+export function limitInvite(ctx: RequestContext, me: Requester, roomId: string, invitee: string): void {
+  limitAll(ctx, me, [["rc_invites.per_room", roomId], ["rc_invites.per_user", invitee], ["rc_invites.per_issuer", me.userId]]);
+}

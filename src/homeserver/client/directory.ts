@@ -3,7 +3,7 @@
  * directory (`/user_directory/search`).
  * key aliases = alias → { roomId, creator }; key room_directory = roomId → { visibility }
  */
-import type { RequestContext, Services } from "../context.ts";
+import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
 import { MAX_LIMIT, limitParam } from "../validate.ts";
@@ -11,14 +11,14 @@ import type { ReadTx } from "../../storage/store.ts";
 import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { isRoomAlias, isRoomId, isValidServerName, serverOf } from "../rooms/ids.ts";
 import { remotePublicRooms } from "../federation/remoteQueries.ts";
-import { cachedRooms, relayedRooms } from "../federation/directory.ts";
-import { serverInRoom } from "../roomserver/outOfRoom.ts";
 import { isWorldReadable } from "../roomserver/access.ts";
-import { currentState, currentStateContent, getRoom, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
+import { currentState, currentStateContent, getRoom, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { sendEvent } from "../roomserver/send.ts";
 import { queryAliasIfUnknown } from "../appservice/queries.ts";
 import { aliasServers, queryRemoteAlias } from "../federation/remoteMembership.ts";
+import type { DirectoryScope } from "../services/directory.ts";
+import { listPublicRooms } from "../services/directory.ts";
 
 /** An alias row. */
 interface AliasRow {
@@ -166,144 +166,6 @@ export async function putDirectoryVisibility(ctx: RequestContext, p: Record<stri
     tx.put("room_directory", p.roomId!, { visibility });
   });
   return {};
-}
-
-/** A `/publicRooms` (and `/hierarchy`) chunk entry ("PublishedRoomsChunk"). */
-export async function publishedRoomChunk(tx: ReadTx, roomId: string): Promise<Record<string, unknown>> {
-  const c = (type: string) => currentStateContent(tx, roomId, type);
-  const name = (await c("m.room.name"))?.name;
-  const topic = (await c("m.room.topic"))?.topic;
-  const alias = (await c("m.room.canonical_alias"))?.alias;
-  const avatar = (await c("m.room.avatar"))?.url;
-  const joinRule = (await c("m.room.join_rules"))?.join_rule;
-  const roomType = (await c("m.room.create"))?.type;
-  const out: Record<string, unknown> = {
-    room_id: roomId,
-    num_joined_members: (await membersWith(tx, roomId, "join")).length,
-    world_readable: (await c("m.room.history_visibility"))?.history_visibility === "world_readable",
-    guest_can_join: (await c("m.room.guest_access"))?.guest_access === "can_join",
-    join_rule: typeof joinRule === "string" ? joinRule : "public",
-  };
-  if (typeof name === "string") out.name = name;
-  if (typeof topic === "string") out.topic = topic;
-  if (typeof alias === "string") out.canonical_alias = alias;
-  if (typeof avatar === "string") out.avatar_url = avatar;
-  if (typeof roomType === "string") out.room_type = roomType;
-  return out;
-}
-
-/**
- * Where a `/publicRooms` page starts: after (`n`, forwards) or before (`b`, backwards) the room
- * with this member count and ID in the list order. Naming a room rather than an offset keeps
- * pages from repeating or skipping rooms when the list changes between two requests.
- */
-interface DirectoryCursor {
-  forward: boolean;
-  members: number;
-  roomId: string;
-}
-
-const CURSOR = /^([nb])(\d{1,9})_(.+)$/;
-
-/** `since`: a cursor; an empty or absent one is the first page (Synapse reads "" so). */
-function readDirectoryCursor(since: unknown): DirectoryCursor | undefined {
-  if (since === undefined || since === "") return undefined;
-  const m = typeof since === "string" ? CURSOR.exec(since) : null;
-  if (!m) throw new MatrixError(400, "M_INVALID_PARAM", "Malformed since token");
-  return { forward: m[1] === "n", members: Number(m[2]), roomId: m[3]! };
-}
-
-const cursorToken = (forward: boolean, room: Record<string, unknown>): string => `${forward ? "n" : "b"}${room.num_joined_members as number}_${room.room_id as string}`;
-
-/** The list order: largest rooms first, then by room ID. */
-function compareRooms(a: { members: number; roomId: string }, b: { members: number; roomId: string }): number {
-  return b.members - a.members || (a.roomId < b.roomId ? -1 : a.roomId > b.roomId ? 1 : 0);
-}
-const orderKey = (room: Record<string, unknown>): { members: number; roomId: string } => ({ members: room.num_joined_members as number, roomId: room.room_id as string });
-
-/**
- * Which list: `server` is this server's own directory (its published rooms and the remote rooms it
- * relays, federation/directory.ts), what other servers are answered; `global` adds the cached
- * directories of the other reachable servers, what this server's users see.
- */
-export type DirectoryScope = "server" | "global";
-
-/** The rooms of a list, one entry per room ID. */
-async function directoryChunks(hs: Services, tx: ReadTx, scope: DirectoryScope): Promise<Record<string, unknown>[]> {
-  const out = new Map<string, Record<string, unknown>>();
-  for (const r of await tx.range<{ visibility: string }>("room_directory")) {
-    if (r.value.visibility === "public" && (await tx.get("rooms", r.key))) out.set(r.key, await publishedRoomChunk(tx, r.key));
-  }
-  for (const roomId of await relayedRooms(tx, hs.serverName)) if (!out.has(roomId)) out.set(roomId, await publishedRoomChunk(tx, roomId));
-  if (scope === "global") {
-    for (const [roomId, chunk] of await cachedRooms(tx, hs.clock(), hs.config.directoryPeerTtlMs)) {
-      if (out.has(roomId)) continue;
-      // A room this server is in is described from its own current state, fresher than any cache.
-      const resident = (await tx.get("rooms", roomId)) !== undefined && (await serverInRoom(tx, roomId, hs.serverName));
-      out.set(roomId, resident ? await publishedRoomChunk(tx, roomId) : chunk);
-    }
-  }
-  return [...out.values()];
-}
-
-/**
- * A published-room list (`scope`) with `limit`, `since` (a cursor) and the filter; the
- * federation's `/publicRooms` serves this server's own. A `third_party_instance_id` selects a
- * bridged network's rooms, and no room here belongs to one.
- */
-export async function listPublicRooms(hs: Services, limitRaw: unknown, since: unknown, filter: unknown, thirdPartyInstanceId?: unknown, scope: DirectoryScope = "server"): Promise<Record<string, unknown>> {
-  let limit: number | undefined;
-  if (limitRaw !== undefined) {
-    if (typeof limitRaw !== "number" || !Number.isInteger(limitRaw) || limitRaw < 0) throw new MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer");
-    limit = limitRaw;
-  }
-  const cursor = readDirectoryCursor(since);
-  let term: string | undefined;
-  let roomTypes: (string | null)[] | undefined;
-  if (filter !== undefined) {
-    if (filter === null || typeof filter !== "object" || Array.isArray(filter)) throw badJson("filter must be an object");
-    const f = filter as Record<string, unknown>;
-    if (f.generic_search_term !== undefined) {
-      if (typeof f.generic_search_term !== "string") throw badJson("generic_search_term must be a string");
-      term = f.generic_search_term.toLowerCase();
-    }
-    if (f.room_types !== undefined) {
-      if (!Array.isArray(f.room_types)) throw badJson("room_types must be a list");
-      roomTypes = f.room_types as (string | null)[];
-    }
-  }
-  if (thirdPartyInstanceId !== undefined && typeof thirdPartyInstanceId !== "string") throw badJson("third_party_instance_id must be a string");
-  return hs.store.read(async (tx) => {
-    const all = thirdPartyInstanceId !== undefined ? [] : await directoryChunks(hs, tx, scope);
-    const total = all.length;
-    const matching = all.filter((room) => {
-      if (term !== undefined) {
-        const hay = [room.name, room.topic, room.canonical_alias, room.room_id].filter((x) => typeof x === "string").join("\n").toLowerCase();
-        if (!hay.includes(term)) return false;
-      }
-      // room_types: `null` selects rooms without a type.
-      if (roomTypes !== undefined && !roomTypes.includes((room.room_type as string | undefined) ?? null)) return false;
-      return true;
-    });
-    matching.sort((a, b) => compareRooms(orderKey(a), orderKey(b)));
-    // The page: the first `limit` rooms after the cursor, or the last `limit` before it.
-    let from = 0;
-    let to = matching.length;
-    if (cursor?.forward) from = matching.findIndex((r) => compareRooms(orderKey(r), cursor) > 0);
-    if (cursor && !cursor.forward) to = matching.findIndex((r) => compareRooms(orderKey(r), cursor) >= 0);
-    if (from < 0) from = matching.length;
-    if (to < 0) to = matching.length;
-    if (limit !== undefined) {
-      if (cursor && !cursor.forward) from = Math.max(0, to - limit);
-      else to = Math.min(matching.length, from + limit);
-    }
-    const chunk = matching.slice(from, to);
-    const out: Record<string, unknown> = { chunk, total_room_count_estimate: total };
-    // A limit of 0 pages nowhere: no token that would hand back the same empty page forever.
-    if (chunk.length > 0 && to < matching.length) out.next_batch = cursorToken(true, chunk[chunk.length - 1]!);
-    if (chunk.length > 0 && from > 0) out.prev_batch = cursorToken(false, chunk[0]!);
-    return out;
-  });
 }
 
 /**

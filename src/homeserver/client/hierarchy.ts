@@ -7,56 +7,12 @@
  */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, forbidden } from "../errors.ts";
-import type { ReadTx } from "../../storage/store.ts";
-import type { StoredEvent } from "../events/types.ts";
-import { stateKeyOf } from "../events/types.ts";
 import { currentState, getRoom, membershipRecord } from "../roomserver/state.ts";
 import { limitParam } from "../validate.ts";
 import { serverInRoom } from "../federation/access.ts";
 import { orderedChildren, remoteHierarchy, spaceChildren } from "../federation/remoteHierarchy.ts";
 import type { ChildState, RemoteRoom } from "../federation/remoteHierarchy.ts";
-import { publishedRoomChunk } from "./directory.ts";
-
-/**
- * Whether a room's summary may be shown (the rule `/hierarchy` and `/room_summary` share, as
- * Synapse's `_is_local_room_accessible` does): a join rule of `public`, `knock` or
- * `knock_restricted`, or `world_readable` history, for anyone; for a known user also being joined,
- * invited or knocking, or being joined to a room a `restricted` / `knock_restricted` join rule allows.
- * `state` is the room's current state (the caller reads it once for this and `roomSummaryOf`).
- */
-export async function canViewSummary(tx: ReadTx, roomId: string, userId: string | undefined, state: Map<string, StoredEvent>): Promise<boolean> {
-  if (!(await getRoom(tx, roomId))) return false;
-  const hv = state.get(stateKeyOf("m.room.history_visibility", ""))?.pdu.content.history_visibility;
-  const jr = state.get(stateKeyOf("m.room.join_rules", ""))?.pdu.content.join_rule;
-  if (hv === "world_readable" || jr === "public" || jr === "knock" || jr === "knock_restricted") return true;
-  if (userId === undefined) return false;
-  const mine = (await membershipRecord(tx, roomId, userId))?.membership;
-  if (mine === "join" || mine === "invite" || mine === "knock") return true;
-  if (jr === "restricted") {
-    const allow = state.get(stateKeyOf("m.room.join_rules", ""))?.pdu.content.allow;
-    if (Array.isArray(allow)) {
-      for (const a of allow as Record<string, unknown>[]) {
-        if (typeof a?.room_id === "string" && (await membershipRecord(tx, a.room_id, userId))?.membership === "join") return true;
-      }
-    }
-  }
-  return false;
-}
-
-/**
- * A room's `RoomSummary` (definitions/room_summary.yaml): the published-rooms chunk plus
- * `room_version`, `encryption` and, for restricted rooms, `allowed_room_ids`.
- */
-export async function roomSummaryOf(tx: ReadTx, roomId: string, state: Map<string, StoredEvent>): Promise<Record<string, unknown>> {
-  const extra: Record<string, unknown> = { room_version: (await getRoom(tx, roomId))!.roomVersion };
-  const enc = state.get(stateKeyOf("m.room.encryption", ""))?.pdu.content.algorithm;
-  if (typeof enc === "string") extra.encryption = enc;
-  const jr = state.get(stateKeyOf("m.room.join_rules", ""))?.pdu.content;
-  if ((jr?.join_rule === "restricted" || jr?.join_rule === "knock_restricted") && Array.isArray(jr.allow)) {
-    extra.allowed_room_ids = (jr.allow as Record<string, unknown>[]).filter((a) => a?.type === "m.room_membership" && typeof a.room_id === "string").map((a) => a.room_id);
-  }
-  return { ...(await publishedRoomChunk(tx, roomId)), ...extra };
-}
+import { canViewSummary, roomSummaryOf } from "../services/directory.ts";
 
 /** One room of the walk: its summary and its ordered children, or why it is left out. */
 type Visited = { summary: Record<string, unknown>; children: ChildState[] } | "hidden" | "unknown";

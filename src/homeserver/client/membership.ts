@@ -17,14 +17,8 @@ import { EventServer } from "../roomserver/serve.ts";
 import { parseToken } from "../roomserver/tokens.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
-import { limitAll, limitUser } from "../auth/rateLimit.ts";
-
-/** The optional `reason` of a request body (membership changes, reports, redactions): 400 M_BAD_JSON unless a string. */
-export function reasonOf(body: Record<string, unknown>): string | undefined {
-  if (body.reason === undefined) return undefined;
-  if (typeof body.reason !== "string") throw badJson("reason must be a string");
-  return body.reason;
-}
+import { limitInvite, limitUser } from "../auth/rateLimit.ts";
+import { reasonOf } from "../validate.ts";
 
 /** The required `user_id` of a membership request body. */
 function targetOf(body: Record<string, unknown>): string {
@@ -32,11 +26,6 @@ function targetOf(body: Record<string, unknown>): string {
   if (typeof body.user_id !== "string") throw badJson("user_id must be a string");
   if (!isUserId(body.user_id)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid user ID");
   return body.user_id;
-}
-
-/** rc_invites: per room, per invitee and per inviter, as Synapse counts them. */
-export function limitInvite(ctx: RequestContext, me: Requester, roomId: string, invitee: string): void {
-  limitAll(ctx, me, [["rc_invites.per_room", roomId], ["rc_invites.per_user", invitee], ["rc_invites.per_issuer", me.userId]]);
 }
 
 /**

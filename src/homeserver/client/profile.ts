@@ -1,44 +1,17 @@
 /**
- * Profiles ("Profiles" in the Client-Server API, `profile.yaml`), including custom fields (v1.16).
- * `displayname` and `avatar_url` live on the account record as before; other fields in its
- * `profileFields`. A change of name or avatar is also sent as a new `m.room.member` event into
- * every room the user has joined ("Events on Change of Profile Information").
+ * The profile endpoints ("Profiles" in the Client-Server API, `profile.yaml`), including custom
+ * fields (v1.16); storage and propagation into rooms are services/profiles.ts's.
  */
-import type { RequestContext, Services } from "../context.ts";
+import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
-import { currentStateContent } from "../roomserver/state.ts";
-import { joinedRooms } from "../roomserver/membership.ts";
-import { sendEvent } from "../roomserver/send.ts";
-import { queryUserIfUnknown } from "../appservice/queries.ts";
 import { isValidUserId, serverOf } from "../rooms/ids.ts";
 import { remoteProfile } from "../federation/remoteQueries.ts";
-
-/** The profile part of an `accounts` row. */
-interface AccountProfile {
-  userId: string;
-  displayname?: string;
-  avatar_url?: string;
-  /** Custom profile fields (`m.tz`, namespaced keys): key → any JSON value. */
-  profileFields?: Record<string, unknown>;
-  deactivated?: boolean;
-}
+import { changeProfile, localProfile, utf8Length } from "../services/profiles.ts";
 
 /** profile.yaml `keyName` pattern. */
 const KEY_NAME = /^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$/;
-/** "the total profile MUST be under 64 KiB". */
-const MAX_PROFILE_BYTES = 64 * 1024;
 const MAX_KEY_BYTES = 255;
-
-const utf8Length = (s: string): number => new TextEncoder().encode(s).length;
-
-/** The whole profile of an account as `GET /profile/{userId}` serves it. */
-function profileOf(account: AccountProfile): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...(account.profileFields ?? {}) };
-  if (account.displayname !== undefined) out.displayname = account.displayname;
-  if (account.avatar_url !== undefined) out.avatar_url = account.avatar_url;
-  return out;
-}
 
 /** The longest display name (Synapse's MAX_DISPLAYNAME_LEN) and avatar URL (MAX_AVATAR_URL_LEN). */
 export const MAX_DISPLAYNAME_LENGTH = 256;
@@ -47,17 +20,6 @@ const MAX_AVATAR_URL_LENGTH = 1000;
 function checkKey(keyName: string): void {
   if (utf8Length(keyName) > MAX_KEY_BYTES) throw new MatrixError(400, "M_KEY_TOO_LARGE", "Profile key is longer than 255 bytes");
   if (!KEY_NAME.test(keyName)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid profile key");
-}
-
-/**
- * The whole profile of a local user, or undefined when there is no such (active) account. An
- * unknown user in an application service's namespace may be created on demand by the service.
- * The federation's `/query/profile` serves this too.
- */
-export async function localProfile(hs: Services, userId: string): Promise<Record<string, unknown> | undefined> {
-  const read = (): Promise<AccountProfile | undefined> => hs.store.read((tx) => tx.get<AccountProfile>("accounts", userId));
-  const account = (await read()) ?? ((await queryUserIfUnknown(hs, userId)) ? await read() : undefined);
-  return account ? profileOf(account) : undefined;
 }
 
 /** A local profile, or a remote user's asked of their server (`field` only, when given). */
@@ -93,31 +55,6 @@ async function requireOwnProfile(ctx: RequestContext, p: Record<string, string>)
   return { userId: me.userId, keyName };
 }
 
-/** Applies a change to the account, then sends a name or avatar change into the joined rooms. */
-async function changeProfile(ctx: RequestContext, userId: string, keyName: string, value: unknown, remove: boolean): Promise<void> {
-  const rooms = await ctx.hs.store.write(async (tx) => {
-    const account = await tx.get<AccountProfile>("accounts", userId);
-    if (!account) throw notFound("Profile not found");
-    const updated: AccountProfile = { ...account, profileFields: { ...(account.profileFields ?? {}) } };
-    if (keyName === "displayname" || keyName === "avatar_url") {
-      if (remove) delete updated[keyName];
-      else updated[keyName] = value as string;
-    } else if (remove) {
-      delete updated.profileFields![keyName];
-    } else {
-      updated.profileFields![keyName] = value;
-    }
-    if (Object.keys(updated.profileFields!).length === 0) delete updated.profileFields;
-    if (utf8Length(JSON.stringify(profileOf(updated))) >= MAX_PROFILE_BYTES) {
-      throw new MatrixError(400, "M_PROFILE_TOO_LARGE", "The profile would exceed 64 KiB");
-    }
-    tx.put("accounts", userId, updated);
-    if (keyName !== "displayname" && keyName !== "avatar_url") return [];
-    return joinedRooms(tx, userId);
-  });
-  if (keyName === "displayname" || keyName === "avatar_url") await propagate(ctx.hs, userId, keyName, remove ? undefined : (value as string), rooms);
-}
-
 /** `PUT /_matrix/client/v3/profile/{userId}/{keyName}` */
 export async function putProfileField(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const { userId, keyName } = await requireOwnProfile(ctx, p);
@@ -136,31 +73,13 @@ export async function putProfileField(ctx: RequestContext, p: Record<string, str
   } else if (keyName === "m.tz" && typeof v !== "string") {
     throw badJson("m.tz must be a string");
   }
-  await changeProfile(ctx, userId, keyName, v, remove);
+  await changeProfile(ctx.hs, userId, keyName, v, remove);
   return {};
 }
 
 /** `DELETE /_matrix/client/v3/profile/{userId}/{keyName}` */
 export async function deleteProfileField(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const { userId, keyName } = await requireOwnProfile(ctx, p);
-  await changeProfile(ctx, userId, keyName, undefined, true);
+  await changeProfile(ctx.hs, userId, keyName, undefined, true);
   return {};
-}
-
-/** Sends the updated member event into each joined room; a room that refuses is skipped. */
-async function propagate(hs: Services, userId: string, field: "displayname" | "avatar_url", value: string | undefined, rooms: string[]): Promise<void> {
-  for (const roomId of rooms) {
-    try {
-      const content = await hs.store.read((tx) => currentStateContent(tx, roomId, "m.room.member", userId));
-      if (!content || content.membership !== "join") continue;
-      if (content[field] === value) continue;
-      const next: Record<string, unknown> = { ...content };
-      if (value === undefined) delete next[field];
-      else next[field] = value;
-      await sendEvent(hs, { roomId, sender: userId, type: "m.room.member", stateKey: userId, content: next });
-    } catch (err) {
-      // e.g. the power levels forbid member changes: the profile itself has changed regardless.
-      hs.logger.warn("profile update not sent to room", roomId, err);
-    }
-  }
 }

@@ -7,7 +7,7 @@ import { badJson, notFound } from "../errors.ts";
 import type { WriteTx } from "../../storage/store.ts";
 import { pos } from "../../storage/store.ts";
 import { getEvent, membershipRecord } from "../roomserver/state.ts";
-import { reasonOf } from "./membership.ts";
+import { reasonOf } from "../validate.ts";
 
 /** A stored report. */
 export interface Report {

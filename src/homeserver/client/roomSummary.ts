@@ -8,7 +8,7 @@ import type { RequestContext } from "../context.ts";
 import { notFound } from "../errors.ts";
 import { resolveRoom } from "../roomserver/membership.ts";
 import { currentState, membershipRecord } from "../roomserver/state.ts";
-import { canViewSummary, roomSummaryOf } from "./hierarchy.ts";
+import { canViewSummary, roomSummaryOf } from "../services/directory.ts";
 
 /** `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}` */
 export async function getRoomSummary(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {

@@ -16,11 +16,10 @@ import { prefix } from "../../storage/store.ts";
 import { isRoomAlias, isUserId, serverOf } from "../rooms/ids.ts";
 import { changeMembership } from "../roomserver/membership.ts";
 import { remoteInviteSigner } from "../federation/remoteMembership.ts";
-import { reasonOf } from "./membership.ts";
+import { reasonOf } from "../validate.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { checkGuestMembership } from "../services/guests.ts";
-import { limitUser } from "../auth/rateLimit.ts";
-import { limitInvite } from "./membership.ts";
+import { limitInvite, limitUser } from "../auth/rateLimit.ts";
 
 /** 400 M_BAD_ALIAS: an alias in `m.room.canonical_alias` that does not point at the room. */
 export const badAlias = (msg: string): MatrixError => new MatrixError(400, "M_BAD_ALIAS", msg);

@@ -16,15 +16,16 @@
  * the stream position of the latest device-list change recorded for the user (local or remote).
  */
 import type { Services } from "../context.ts";
-import { nextStreamPos, streamPosIn } from "../context.ts";
+import { streamPosIn } from "../context.ts";
 import type { ReadTx } from "../../storage/store.ts";
-import { key, pos, prefix } from "../../storage/store.ts";
+import { key, prefix } from "../../storage/store.ts";
 import type { JsonObject } from "../crypto/signing.ts";
 import { verifyJsonSignature } from "../crypto/signing.ts";
 import { tryDecodeBase64 } from "../crypto/base64.ts";
 import { isObject } from "../validate.ts";
 import { isUserId, serverOf } from "../rooms/ids.ts";
 import { FederationError } from "./client.ts";
+import { recordDeviceListChange } from "../services/e2ee.ts";
 
 /** One device of a remote user as cached. */
 export interface RemoteDevice {
@@ -70,14 +71,8 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  */
 export async function markStale(hs: Services, userId: string): Promise<void> {
   if (!isUserId(userId) || serverOf(userId) === hs.serverName) return;
-  const streamPos = await hs.store.write(async (tx) => {
-    // What client/keys.ts's recordDeviceListChange writes (device_list_stream: key = pos → { userId },
-    // read by deviceListChanges for /sync), without importing the client module.
-    const p = await nextStreamPos(tx);
-    tx.put("device_list_stream", pos(p), { userId });
-    tx.put("device_list_latest", userId, p);
-    return p;
-  });
+  // A device_list_stream row, read by deviceListChanges for /sync.
+  const streamPos = await hs.store.write((tx) => recordDeviceListChange(tx, userId));
   hs.notifier.notify(streamPos);
 }
 

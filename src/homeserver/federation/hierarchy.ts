@@ -17,7 +17,7 @@ import { stateKeyOf } from "../events/types.ts";
 import { domainOf } from "../rooms/ids.ts";
 import { currentState, getRoom } from "../roomserver/state.ts";
 import type { MembershipRecord } from "../roomserver/state.ts";
-import { roomSummaryOf } from "../client/hierarchy.ts";
+import { roomSummaryOf } from "../services/directory.ts";
 import { serverAllowedInRoom } from "./acl.ts";
 import { serverInRoom } from "./access.ts";
 import { spaceChildren } from "./remoteHierarchy.ts";

@@ -1,7 +1,7 @@
 /** The federation side of OpenID (server-server API "OpenID", server-server/openid.yaml). */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, missingParam } from "../errors.ts";
-import { openIdTokenOwner } from "../client/openid.ts";
+import { openIdTokenOwner } from "../services/openid.ts";
 
 /**
  * `GET /_matrix/federation/v1/openid/userinfo`

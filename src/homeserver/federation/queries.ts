@@ -11,8 +11,8 @@ import type { JsonObject } from "../crypto/signing.ts";
 import { isObject } from "../validate.ts";
 import { isValidUserId, serverOf } from "../rooms/ids.ts";
 import { claimKeys, deviceListStreamId, localDeviceKeys } from "../services/e2ee.ts";
-import { localProfile } from "../client/profile.ts";
-import { listPublicRooms } from "../client/directory.ts";
+import { localProfile } from "../services/profiles.ts";
+import { listPublicRooms } from "../services/directory.ts";
 import { deviceLastKey } from "./sender.ts";
 
 /** A user ID parameter that must name one of our users (`400 M_INVALID_PARAM` otherwise). */

@@ -58,7 +58,7 @@ interface InFlight {
   body: { origin: string; origin_server_ts: number; pdus: Pdu[]; edus: Edu[] };
 }
 
-/** A device_list_stream row (client/keys.ts `recordDeviceListChange`). */
+/** A device_list_stream row (services/e2ee.ts `recordDeviceListChange`). */
 interface DeviceListChange {
   userId: string;
   visibleTo?: string;

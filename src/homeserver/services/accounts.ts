@@ -33,6 +33,10 @@ export interface AccountRecord {
   locked?: boolean;
   /** Suspended by a server admin ("Account suspension"). */
   suspended?: boolean;
+  /** Custom profile fields (`m.tz`, namespaced keys): key → any JSON value (services/profiles.ts). */
+  profileFields?: Record<string, unknown>;
+  /** Set by admin registration (`user_type`). */
+  userType?: string;
 }
 
 /** A random localpart for a registration that names none. */
@@ -76,7 +80,8 @@ export async function createAccount(
     if (passwordHash !== undefined) account.passwordHash = passwordHash;
     if (options.admin) account.admin = true;
     if (options.guest) account.isGuest = true;
-    tx.put("accounts", userId, options.userType ? { ...account, userType: options.userType } : account);
+    if (options.userType) account.userType = options.userType;
+    tx.put("accounts", userId, account);
     if (options.registrationToken !== undefined) await completeRegistrationToken(tx, options.registrationToken);
     return options.login ? startSession(tx, hs, { userId, ...options.login }) : undefined;
   });

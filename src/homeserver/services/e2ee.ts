@@ -21,6 +21,9 @@ import { isObject } from "../validate.ts";
 import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { key, pos, prefix, unpos } from "../../storage/store.ts";
+import { serverOf } from "../rooms/ids.ts";
+import { queueEdu } from "../federation/sender.ts";
+import { encodeBase64Url } from "../crypto/base64.ts";
 
 /**
  * A device_list_stream row; `visibleTo` limits it to one observer (user-signing signatures).
@@ -243,7 +246,7 @@ async function pendingToDevice(tx: ReadTx, userId: string, deviceId: string, sin
   return rows.slice(skip, skip + TO_DEVICE_LIMIT).map((r) => ({ sender: r.value.sender, type: r.value.type, content: r.value.content }));
 }
 
-/** The E2EE part of a `/sync` response for one device (contract with client/sync.ts). */
+/** The E2EE part of a `/sync` response for one device (contract with services/sync.ts). */
 export async function e2eeSyncSection(
   tx: ReadTx,
   userId: string,
@@ -651,4 +654,73 @@ export async function uploadSignatures(
     if (streamPos > 0) hs.notifier.notify(streamPos);
   }
   return failures;
+}
+
+/**
+ * key txn_ids|userId|deviceId|"sendToDevice"|eventType|txnId → {} — transaction IDs are scoped to
+ * the device and the endpoint ("Transaction identifiers").
+ */
+const txnKey = (userId: string, deviceId: string, eventType: string, txnId: string): string =>
+  key(userId, deviceId, "sendToDevice", eventType, txnId);
+
+/**
+ * Queues to-device messages (`sendToDevice`): for local devices in `to_device` (key
+ * userId|deviceId|pos(streamPos) → { sender, type, content }; `*` is every device, unknown devices
+ * are skipped), for remote users as one `m.direct_to_device` EDU per server. A repeated
+ * transaction ID of the sending device is a no-op.
+ */
+export async function sendToDevice(
+  hs: Services,
+  sender: string,
+  senderDevice: string,
+  eventType: string,
+  txnId: string,
+  messages: [userId: string, deviceId: string, content: Record<string, unknown>][],
+): Promise<void> {
+  const local = hs.serverName;
+  // Messages for remote users: one m.direct_to_device EDU per server ("Send-to-device messaging",
+  // server-server API), queued in the transaction that records the client's transaction ID.
+  const outbox = hs.federationSender;
+  const remote = new Map<string, Record<string, Record<string, Record<string, unknown>>>>();
+  for (const [userId, deviceId, content] of messages) {
+    const server = serverOf(userId);
+    if (server === local) continue;
+    let byUser = remote.get(server);
+    if (!byUser) remote.set(server, (byUser = {}));
+    (byUser[userId] ??= {})[deviceId] = content;
+  }
+  const destinations = outbox ? outbox.targets(remote.keys()) : [];
+  if (remote.size > destinations.length) hs.logger.warn("sendToDevice: no federation with", [...remote.keys()].filter((s) => !destinations.includes(s)));
+
+  const last = await hs.store.write(async (tx) => {
+    const tk = txnKey(sender, senderDevice, eventType, txnId);
+    // A repeated transaction is a no-op ("the server should … return the same response").
+    if ((await tx.get("txn_ids", tk)) !== undefined) return 0;
+    tx.put("txn_ids", tk, {});
+    for (const server of destinations) {
+      // "Unique ID for the message, used for idempotence … of maximum length 32 codepoints."
+      const messageId = encodeBase64Url(hs.random(16));
+      await queueEdu(tx, [server], { edu_type: "m.direct_to_device", content: { sender, type: eventType, message_id: messageId, messages: remote.get(server)! } });
+    }
+    let last = 0;
+    for (const [userId, deviceId, content] of messages) {
+      if (serverOf(userId) !== local) continue;
+      let targets: string[];
+      if (deviceId === "*") {
+        // "*" means every device of the user.
+        const p = prefix(userId);
+        targets = (await tx.range("devices", { prefix: p })).map((r) => r.key.slice(p.length));
+      } else {
+        // Unknown devices are ignored: the message could never be collected.
+        targets = (await tx.get("devices", key(userId, deviceId))) !== undefined ? [deviceId] : [];
+      }
+      for (const target of targets) {
+        last = await nextStreamPos(tx);
+        tx.put("to_device", key(userId, target, pos(last)), { sender, type: eventType, content });
+      }
+    }
+    return last;
+  }, { tables: ["txn_ids", "settings", "federation_queue", "devices", "to_device"] });
+  if (last > 0) hs.notifier.notify(last);
+  for (const d of destinations) outbox?.wake(d);
 }

@@ -177,7 +177,7 @@ export async function setPresence(hs: Services, userId: string, presence: string
     tx.put("presence", userId, row);
     destinations = await queuePresence(hs, tx, userId, row);
     return streamPos;
-  });
+  }, { tables: PRESENCE_WRITE_TABLES });
   hs.notifier.notify(pos);
   for (const d of destinations) hs.federationSender?.wake(d);
 }
