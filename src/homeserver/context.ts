@@ -25,6 +25,7 @@ import type { FederationClient } from "./federation/client.ts";
 import type { Keyring } from "./federation/keyring.ts";
 import type { FederationRateLimiter } from "./federation/rateLimit.ts";
 import { verifyXMatrix } from "./federation/xmatrix.ts";
+import type { AccountRecord } from "./services/accounts.ts";
 
 /** Where the homeserver writes its log lines. */
 export interface Logger {
@@ -246,7 +247,7 @@ export class RequestContext {
     const found = await this.hs.store.read(async (tx) => {
       const t = await tx.get<AccessTokenRecord>("access_tokens", hashed);
       if (!t) return undefined;
-      const account = await tx.get<{ deactivated?: boolean; isGuest?: boolean; locked?: boolean; suspended?: boolean; admin?: boolean }>("accounts", t.userId);
+      const account = await tx.get<AccountRecord>("accounts", t.userId);
       if (!account || account.deactivated) return undefined;
       return { t, account };
     }, { tables: ["access_tokens", "accounts"] });

@@ -16,6 +16,7 @@ import { exclusive } from "./registration.ts";
 import type { AsHttpOptions } from "./http.ts";
 import { callAppService } from "./http.ts";
 import type { TransactionSender } from "./transactions.ts";
+import type { AccountRecord } from "../services/accounts.ts";
 
 /** The application service machinery a homeserver holds when services are configured. */
 export interface AppServices {
@@ -42,7 +43,7 @@ export async function appServiceRequester(ctx: RequestContext, as: AppService, t
   }
   const deviceId = ctx.query("device_id");
   const found = await ctx.hs.store.read(async (tx) => {
-    const account = await tx.get<{ deactivated?: boolean; locked?: boolean; suspended?: boolean }>("accounts", userId);
+    const account = await tx.get<AccountRecord>("accounts", userId);
     // key devices = userId|deviceId → Device
     const device = deviceId !== undefined ? await tx.get("devices", key(userId, deviceId)) : undefined;
     return { account, device };
@@ -115,7 +116,7 @@ export async function appServiceLoginUser(ctx: RequestContext, body: Record<stri
   if (identifier.type !== "m.id.user") throw badJson("An application service logs in with an m.id.user identifier");
   const userId = resolveUserId(identifier.user, ctx.hs.serverName);
   if (!userId || !as.isInterestedInUser(userId)) throw exclusive("This user is not in the application service's namespace");
-  const account = await ctx.hs.store.read((tx) => tx.get<{ deactivated?: boolean }>("accounts", userId));
+  const account = await ctx.hs.store.read((tx) => tx.get<AccountRecord>("accounts", userId));
   if (!account) throw forbidden(`Application service has not registered ${userId}`);
   return userId;
 }

@@ -19,6 +19,7 @@ import { queryAliasIfUnknown } from "../appservice/queries.ts";
 import { aliasServers, queryRemoteAlias } from "../federation/remoteMembership.ts";
 import type { DirectoryScope } from "../services/directory.ts";
 import { listPublicRooms } from "../services/directory.ts";
+import type { AccountRecord } from "../services/accounts.ts";
 
 /** An alias row. */
 interface AliasRow {
@@ -112,7 +113,7 @@ async function dropFromCanonicalAlias(ctx: RequestContext, roomId: string, alias
 }
 
 async function isAdmin(tx: ReadTx, userId: string): Promise<boolean> {
-  return (await tx.get<{ admin?: boolean }>("accounts", userId))?.admin === true;
+  return (await tx.get<AccountRecord>("accounts", userId))?.admin === true;
 }
 
 /** Whether a joined user has the power to send the given state event type. */

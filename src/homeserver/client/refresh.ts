@@ -6,6 +6,7 @@ import { key } from "../../storage/store.ts";
 import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
 import { revokeRefreshToken, tokenHash } from "../auth/tokens.ts";
 import { newAccessToken, newRefreshToken } from "../services/devices.ts";
+import type { AccountRecord } from "../services/accounts.ts";
 
 /**
  * `POST /_matrix/client/v3/refresh`
@@ -31,7 +32,7 @@ export async function postRefresh(ctx: RequestContext): Promise<Record<string, u
     const r = await tx.get<RefreshTokenRecord>("refresh_tokens", presentedHash);
     // Unknown, already rotated away, or revoked with its device: the session is over.
     if (!r) throw unknownToken();
-    const account = await tx.get<{ deactivated?: boolean; locked?: boolean }>("accounts", r.userId);
+    const account = await tx.get<AccountRecord>("accounts", r.userId);
     if (!account || account.deactivated) throw unknownToken();
     // "cannot obtain a new access token until the account has been unlocked" (Soft logout).
     if (account.locked) throw userLocked();

@@ -28,6 +28,7 @@ import { queryAliasIfUnknown } from "../appservice/queries.ts";
 import { STRIPPED_STATE_TYPES, aliasServers, pduForFederation } from "./remoteMembership.ts";
 import { serverAllowedInRoom } from "./acl.ts";
 import { asObject } from "../validate.ts";
+import type { AccountRecord } from "../services/accounts.ts";
 
 /** Membership handshakes this server answers as a resident. */
 export type Handshake = "join" | "leave" | "knock";
@@ -376,7 +377,7 @@ async function acceptInvite(ctx: RequestContext, p: Record<string, string>, orig
     throw invalidParam("The invite is not validly signed by its sender's server");
   }
   if (!(await checkContentHash(pdu))) throw invalidParam("The invite's content hash does not match");
-  const account = await hs.store.read((tx) => tx.get<{ deactivated?: boolean }>("accounts", invitee));
+  const account = await hs.store.read((tx) => tx.get<AccountRecord>("accounts", invitee));
   if (!account || account.deactivated) throw forbidden(`${invitee} is not a user here`);
   const stripped = await checkInviteRoomState(ctx, inviteRoomState, roomId, rules, origin);
 

@@ -14,6 +14,7 @@ import { claimKeys, deviceListStreamId, localDeviceKeys } from "../services/e2ee
 import { localProfile } from "../services/profiles.ts";
 import { listPublicRooms } from "../services/directory.ts";
 import { deviceLastKey } from "./sender.ts";
+import type { DeviceRecord } from "../services/devices.ts";
 
 /** A user ID parameter that must name one of our users (`400 M_INVALID_PARAM` otherwise). */
 function localUser(ctx: RequestContext, userId: string | undefined, what: string): string {
@@ -44,7 +45,7 @@ export async function getUserDevices(ctx: RequestContext, p: Record<string, stri
     const keys = device_keys[userId] ?? {};
     const devices: Record<string, unknown>[] = [];
     const dp = prefix(userId);
-    for (const row of await tx.range<{ displayName?: string }>("devices", { prefix: dp })) {
+    for (const row of await tx.range<DeviceRecord>("devices", { prefix: dp })) {
       const deviceId = row.key.slice(dp.length);
       const k = keys[deviceId] as JsonObject | undefined;
       // `keys` is required per device: a device that has not uploaded keys has none to offer yet.

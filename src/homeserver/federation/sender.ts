@@ -40,6 +40,8 @@ import { serverOf } from "../rooms/ids.ts";
 import { logLine } from "../log.ts";
 import type { FederationClient } from "./client.ts";
 import { FederationError } from "./client.ts";
+import type { DeviceRecord } from "../services/devices.ts";
+import type { DeviceListChange } from "../services/e2ee.ts";
 
 /** An EDU as it travels in a transaction. */
 export interface Edu {
@@ -56,16 +58,6 @@ interface InFlight {
   /** The queue keys it carries; deleted together with this record once answered. */
   keys: string[];
   body: { origin: string; origin_server_ts: number; pdus: Pdu[]; edus: Edu[] };
-}
-
-/** A device_list_stream row (services/e2ee.ts `recordDeviceListChange`). */
-interface DeviceListChange {
-  userId: string;
-  visibleTo?: string;
-  /** The devices that changed; absent: unknown (every device is announced). */
-  deviceIds?: string[];
-  /** The user's cross-signing keys changed. */
-  signing?: boolean;
 }
 
 /** Transaction limits of `PUT /send/{txnId}`. */
@@ -705,7 +697,7 @@ async function deviceIdsOf(tx: ReadTx, userId: string): Promise<string[]> {
 
 /** `m.device_list_update` for one device as it is now (deleted when it no longer exists); IDs filled in later. */
 async function deviceUpdate(tx: ReadTx, userId: string, deviceId: string, streamId: number): Promise<Edu> {
-  const device = await tx.get<{ displayName?: string }>("devices", key(userId, deviceId));
+  const device = await tx.get<DeviceRecord>("devices", key(userId, deviceId));
   const content: Record<string, unknown> = { user_id: userId, device_id: deviceId, stream_id: streamId, prev_id: [] };
   if (!device) content.deleted = true;
   else {

@@ -24,6 +24,7 @@ import { key, pos, prefix, unpos } from "../../storage/store.ts";
 import { serverOf } from "../rooms/ids.ts";
 import { queueEdu } from "../federation/sender.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
+import type { DeviceRecord } from "./devices.ts";
 
 /**
  * A device_list_stream row; `visibleTo` limits it to one observer (user-signing signatures).
@@ -351,7 +352,7 @@ export async function localDeviceKeys(tx: ReadTx, wanted: [userId: string, devic
     for (const row of await tx.range<JsonObject>("device_keys", { prefix: p })) {
       const deviceId = row.key.slice(p.length);
       if (filter && !filter.has(deviceId)) continue;
-      const device = await tx.get<{ displayName?: string }>("devices", key(userId, deviceId));
+      const device = await tx.get<DeviceRecord>("devices", key(userId, deviceId));
       const keys = visibleSignatures(row.value, userId, viewer ?? userId);
       out[deviceId] = device?.displayName !== undefined ? { ...keys, unsigned: { device_display_name: device.displayName } } : keys;
     }

@@ -11,6 +11,7 @@ import { clientAddress, limitAddressFixed, limitKey, recordKey } from "../auth/r
 import { checkRegistrationToken } from "../admin/registrationTokens.ts";
 import { userIdFromIdentifier } from "../auth/identifiers.ts";
 import { isObject } from "../validate.ts";
+import type { AccountRecord } from "./accounts.ts";
 
 /** What an endpoint accepts: each flow is a list of stages completed in order. */
 export interface UiaOptions {
@@ -277,7 +278,7 @@ async function attemptStage(
       limitKey(ctx, "rc_login.failed_attempts", limitKeyOf, "check");
       if (typeof auth.password !== "string") throw fail("Missing password");
       const userId = userIdFromIdentifier(auth, ctx.hs.serverName);
-      const account = userId === undefined ? undefined : await ctx.hs.store.read((tx) => tx.get<{ passwordHash?: string }>("accounts", userId));
+      const account = userId === undefined ? undefined : await ctx.hs.store.read((tx) => tx.get<AccountRecord>("accounts", userId));
       if (!account?.passwordHash || !(await verifyPassword(auth.password, account.passwordHash))) {
         recordKey(ctx, "rc_login.failed_attempts", limitKeyOf);
         throw fail("Invalid username or password");
@@ -306,6 +307,6 @@ async function attemptStage(
  * a password has no secret to re-prove, so its valid access token is all there is (dummy stage).
  */
 export async function identityFlows(hs: Services, userId: string): Promise<string[][]> {
-  const account = await hs.store.read((tx) => tx.get<{ passwordHash?: string }>("accounts", userId));
+  const account = await hs.store.read((tx) => tx.get<AccountRecord>("accounts", userId));
   return account?.passwordHash ? [["m.login.password"]] : [["m.login.dummy"]];
 }
