@@ -1,19 +1,17 @@
 /**
- * Pushers ("Push Notifications", `pusher.yaml`): stored and listed here; push/sender.ts calls the
- * push gateways of `http` pushers (where the homeserver was given a `fetch`, i.e. in Node).
- * key pushers = userId|appId|pushkey → PusherRow
+ * Pushers ("Push Notifications", `pusher.yaml`): set and listed here, stored by services/pushers.ts;
+ * push/sender.ts calls the push gateways of `http` pushers (where the homeserver was given a
+ * `fetch`, i.e. in Node).
  */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, missingParam } from "../errors.ts";
-import { SEP, key, prefix } from "../../storage/store.ts";
 import type { PusherRow } from "../services/pushers.ts";
-import { deletePusherTx, pusherObject } from "../services/pushers.ts";
+import { deletePusher, listPushers, pusherObject, setPusher } from "../services/pushers.ts";
 
 /** `GET /_matrix/client/v3/pushers` */
 export async function getPushers(ctx: RequestContext): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  const rows = await ctx.hs.store.read((tx) => tx.range<PusherRow>("pushers", { prefix: prefix(me.userId) }));
-  return { pushers: rows.map((r) => pusherObject(r.value)) };
+  return { pushers: (await listPushers(ctx.hs, me.userId)).map(pusherObject) };
 }
 
 /** `POST /_matrix/client/v3/pushers/set` */
@@ -27,9 +25,8 @@ export async function postPushersSet(ctx: RequestContext): Promise<Record<string
   }
   if (body.app_id.length > 64) throw new MatrixError(400, "M_INVALID_PARAM", "app_id is too long");
   if (body.pushkey.length > 512) throw new MatrixError(400, "M_INVALID_PARAM", "pushkey is too long");
-  const k = key(me.userId, body.app_id, body.pushkey);
   if (body.kind === null) {
-    await ctx.hs.store.write(async (tx) => deletePusherTx(tx, me.userId, body.app_id as string, body.pushkey as string));
+    await deletePusher(ctx.hs, me.userId, body.app_id, body.pushkey);
     return {};
   }
   if (body.kind === undefined) throw missingParam("Missing parameters: kind");
@@ -64,22 +61,6 @@ export async function postPushersSet(ctx: RequestContext): Promise<Record<string
     ...(typeof body.profile_tag === "string" ? { profile_tag: body.profile_tag } : {}),
     deviceId: me.deviceId,
   };
-  const append = body.append === true;
-  const now = ctx.hs.clock();
-  await ctx.hs.store.write(async (tx) => {
-    if (!append) {
-      // "Otherwise, the homeserver must remove any other pushers with the same App ID and pushkey
-      // for different users."
-      const all = await tx.range<PusherRow>("pushers");
-      for (const r of all) {
-        if (r.value.app_id === row.app_id && r.value.pushkey === row.pushkey && !r.key.startsWith(prefix(me.userId))) {
-          deletePusherTx(tx, r.key.slice(0, r.key.indexOf(SEP)), r.value.app_id, r.value.pushkey);
-        }
-      }
-    }
-    const before = await tx.get<PusherRow>("pushers", k);
-    // pushkey_ts: when the pushkey was last updated; an update of other fields keeps it.
-    tx.put("pushers", k, { ...row, pushkeyTs: before?.pushkeyTs ?? now });
-  });
+  await setPusher(ctx.hs, me.userId, row, body.append === true);
   return {};
 }

@@ -5,12 +5,14 @@
  * messages and pushers with it.
  */
 import type { RequestContext, Services } from "../context.ts";
-import { badJson, notFound } from "../errors.ts";
+import { userLocked } from "../context.ts";
+import { badJson, notFound, unknownToken } from "../errors.ts";
 import type { WriteTx } from "../../storage/store.ts";
 import { key, prefix } from "../../storage/store.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import type { AccessTokenRecord, RefreshTokenRecord } from "../auth/tokens.ts";
-import { tokenHash } from "../auth/tokens.ts";
+import { revokeRefreshToken, tokenHash } from "../auth/tokens.ts";
+import type { AccountRecord } from "./accounts.ts";
 import { recordDeviceListChange } from "./e2ee.ts";
 import { deleteDevicePushers } from "./pushers.ts";
 
@@ -250,4 +252,45 @@ export async function issueLoginToken(hs: Services, userId: string): Promise<str
 /** Revokes one access token (logout: the presented token goes even if no device index names it). */
 export async function revokeAccessToken(hs: Services, accessToken: string): Promise<void> {
   await hs.store.write(async (tx) => tx.delete("access_tokens", tokenHash(accessToken)));
+}
+
+/**
+ * Rotates a refreshable session (`POST /refresh`): a new access token and a new refresh token. The
+ * old refresh token "remains valid until the new access token or refresh token is used", so a
+ * client that lost the response can repeat the refresh; doing so discards the unused tokens of
+ * the lost one. Unknown, rotated-away or revoked tokens, and deactivated accounts: `M_UNKNOWN_TOKEN`.
+ */
+export async function refreshSession(hs: Services, presented: string): Promise<Record<string, unknown>> {
+  // Minted before the transaction: nothing but the store is awaited inside one.
+  const accessToken = newAccessToken(hs);
+  const refreshToken = newRefreshToken(hs);
+  const expiresInMs = hs.config.accessTokenLifetimeMs;
+  const presentedHash = tokenHash(presented);
+  const accessHash = tokenHash(accessToken);
+  const refreshHash = tokenHash(refreshToken);
+  await hs.store.write(async (tx) => {
+    const r = await tx.get<RefreshTokenRecord>("refresh_tokens", presentedHash);
+    // Unknown, already rotated away, or revoked with its device: the session is over.
+    if (!r) throw unknownToken();
+    const account = await tx.get<AccountRecord>("accounts", r.userId);
+    if (!account || account.deactivated) throw unknownToken();
+    // "cannot obtain a new access token until the account has been unlocked" (Soft logout).
+    if (account.locked) throw userLocked();
+    // Using this token retires the one it replaced …
+    if (r.supersedes !== undefined) await revokeRefreshToken(tx, r.supersedes);
+    // … and a repeated refresh retires the tokens of the earlier, never-used one.
+    if (r.next !== undefined) await revokeRefreshToken(tx, r.next);
+    tx.put("access_tokens", accessHash, {
+      userId: r.userId,
+      deviceId: r.deviceId,
+      expiresAt: hs.clock() + expiresInMs,
+      supersedes: presentedHash,
+    } satisfies AccessTokenRecord);
+    tx.put("refresh_tokens", refreshHash, { userId: r.userId, deviceId: r.deviceId, accessToken: accessHash, supersedes: presentedHash } satisfies RefreshTokenRecord);
+    tx.put("device_tokens", key(r.userId, r.deviceId, accessHash), true);
+    tx.put("device_tokens", key(r.userId, r.deviceId, refreshHash), true);
+    const { supersedes: _gone, ...kept } = r;
+    tx.put("refresh_tokens", presentedHash, { ...kept, next: refreshHash } satisfies RefreshTokenRecord);
+  });
+  return { access_token: accessToken, refresh_token: refreshToken, expires_in_ms: expiresInMs };
 }

@@ -12,6 +12,7 @@ import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { isTimelineEvent } from "../events/types.ts";
 import { membershipOf, serversInRoom } from "../roomserver/state.ts";
+import { typingState } from "../ephemeral/typing.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
 import { queueEdu, serversSharingRoomsWith } from "../federation/sender.ts";
 import { putAccountDataTx } from "./accountData.ts";
@@ -180,4 +181,24 @@ export async function setPresence(hs: Services, userId: string, presence: string
   }, { tables: PRESENCE_WRITE_TABLES });
   hs.notifier.notify(pos);
   for (const d of destinations) hs.federationSender?.wake(d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typing
+
+/** Longest typing timeout honoured; clients refresh well before it. */
+const MAX_TYPING_MS = 120_000;
+
+/**
+ * Sets a joined user's typing state in a room (in memory, ephemeral/typing.ts) for `timeoutMs`
+ * (default 30 s, at most MAX_TYPING_MS) and sends it to the room's other servers.
+ */
+export async function setTyping(hs: Services, roomId: string, userId: string, typing: boolean, timeoutMs: number | undefined): Promise<void> {
+  const membership = await hs.store.read((tx) => membershipOf(tx, roomId, userId), { tables: ["memberships"] });
+  if (membership !== "join") throw forbidden("You are not joined to this room");
+  const timeout = Math.min(timeoutMs ?? 30_000, MAX_TYPING_MS);
+  typingState(hs).set(roomId, userId, typing, timeout);
+  // Every notification (renewals too: remote servers time typing out on their own) goes to the
+  // other servers in the room ("Typing Notifications", server-server API).
+  await hs.federationSender?.sendEdu((tx) => serversInRoom(tx, roomId), { edu_type: "m.typing", content: { room_id: roomId, user_id: userId, typing } });
 }

@@ -3,7 +3,8 @@
  * by client/pushers.ts, used by push/sender.ts, removed with devices and on password changes.
  * key pushers = userId|appId|pushkey → PusherRow
  */
-import { key, prefix } from "../../storage/store.ts";
+import type { Services } from "../context.ts";
+import { SEP, key, prefix } from "../../storage/store.ts";
 import type { WriteTx } from "../../storage/store.ts";
 
 /** A stored pusher: the spec's `Pusher` object plus what the server keeps about it. */
@@ -54,4 +55,38 @@ export async function deleteDevicePushers(tx: WriteTx, userId: string, deviceId:
   for (const r of await tx.range<PusherRow>("pushers", { prefix: prefix(userId) })) {
     if (r.value.deviceId === deviceId) deletePusherTx(tx, userId, r.value.app_id, r.value.pushkey);
   }
+}
+
+/** A user's pushers. */
+export async function listPushers(hs: Services, userId: string): Promise<PusherRow[]> {
+  return (await hs.store.read((tx) => tx.range<PusherRow>("pushers", { prefix: prefix(userId) }))).map((r) => r.value);
+}
+
+/** Deletes one pusher (`kind: null`). */
+export async function deletePusher(hs: Services, userId: string, appId: string, pushkey: string): Promise<void> {
+  await hs.store.write(async (tx) => deletePusherTx(tx, userId, appId, pushkey));
+}
+
+/**
+ * Sets a pusher. Without `append`, "the homeserver must remove any other pushers with the same App
+ * ID and pushkey for different users"; an update keeps the pushkey's `pushkeyTs`.
+ */
+export async function setPusher(hs: Services, userId: string, row: PusherRow, append: boolean): Promise<void> {
+  const k = key(userId, row.app_id, row.pushkey);
+  const now = hs.clock();
+  await hs.store.write(async (tx) => {
+    if (!append) {
+      // "Otherwise, the homeserver must remove any other pushers with the same App ID and pushkey
+      // for different users."
+      const all = await tx.range<PusherRow>("pushers");
+      for (const r of all) {
+        if (r.value.app_id === row.app_id && r.value.pushkey === row.pushkey && !r.key.startsWith(prefix(userId))) {
+          deletePusherTx(tx, r.key.slice(0, r.key.indexOf(SEP)), r.value.app_id, r.value.pushkey);
+        }
+      }
+    }
+    const before = await tx.get<PusherRow>("pushers", k);
+    // pushkey_ts: when the pushkey was last updated; an update of other fields keeps it.
+    tx.put("pushers", k, { ...row, pushkeyTs: before?.pushkeyTs ?? now });
+  });
 }
