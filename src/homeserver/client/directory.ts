@@ -1,31 +1,26 @@
 /**
  * Client-Server "Room aliases", "Room directory" (published rooms, `/publicRooms`) and the user
- * directory (`/user_directory/search`).
- * key aliases = alias → { roomId, creator }; key room_directory = roomId → { visibility }
+ * directory (`/user_directory/search`): the requests; aliases and listings are services/directory.ts's.
  */
 import type { RequestContext } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
-import { MatrixError, badJson, forbidden, missingParam, notFound } from "../errors.ts";
+import { MatrixError, badJson, missingParam } from "../errors.ts";
 import { MAX_LIMIT, limitParam } from "../validate.ts";
-import type { ReadTx } from "../../storage/store.ts";
-import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { isRoomAlias, isRoomId, isValidServerName, serverOf } from "../rooms/ids.ts";
 import { remotePublicRooms } from "../federation/remoteQueries.ts";
-import { isWorldReadable } from "../roomserver/access.ts";
-import { currentState, currentStateContent, getRoom, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
-import { joinedRooms } from "../roomserver/membership.ts";
-import { sendEvent } from "../roomserver/send.ts";
 import { queryAliasIfUnknown } from "../appservice/queries.ts";
-import { aliasServers, queryRemoteAlias } from "../federation/remoteMembership.ts";
+import { queryRemoteAlias } from "../federation/remoteMembership.ts";
 import type { DirectoryScope } from "../services/directory.ts";
-import { listPublicRooms } from "../services/directory.ts";
-import type { AccountRecord } from "../services/accounts.ts";
-
-/** An alias row. */
-interface AliasRow {
-  roomId: string;
-  creator: string;
-}
+import {
+  createAlias,
+  directoryVisibility,
+  listPublicRooms,
+  localAlias,
+  removeAlias,
+  roomAliases,
+  searchUserDirectory,
+  setDirectoryVisibility,
+} from "../services/directory.ts";
 
 function checkAlias(ctx: RequestContext, alias: string): void {
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
@@ -46,11 +41,7 @@ export async function putAlias(ctx: RequestContext, p: Record<string, string>): 
   const body = await ctx.json();
   if (typeof body.room_id !== "string" || !isRoomId(body.room_id)) throw badJson("room_id must be a room ID");
   const roomId = body.room_id;
-  await ctx.hs.store.write(async (tx) => {
-    await requireRoom(tx, roomId);
-    if (await tx.get("aliases", alias)) throw new MatrixError(409, "M_UNKNOWN", `Room alias ${alias} already exists.`);
-    tx.put("aliases", alias, { roomId, creator: me.userId } satisfies AliasRow);
-  });
+  await createAlias(ctx.hs, alias, roomId, me.userId);
   return {};
 }
 
@@ -64,11 +55,7 @@ export async function getAlias(ctx: RequestContext, p: Record<string, string>): 
     return { room_id: remote.roomId, servers: remote.servers };
   }
   await queryAliasIfUnknown(ctx.hs, alias);
-  return ctx.hs.store.read(async (tx) => {
-    const row = await tx.get<AliasRow>("aliases", alias);
-    if (!row) throw notFound(`Room alias ${alias} not found.`);
-    return { room_id: row.roomId, servers: await aliasServers(tx, row.roomId, ctx.hs.serverName) };
-  });
+  return localAlias(ctx.hs, alias);
 }
 
 /** `DELETE /_matrix/client/v3/directory/room/{roomAlias}` */
@@ -78,77 +65,19 @@ export async function deleteAlias(ctx: RequestContext, p: Record<string, string>
   if (!isRoomAlias(alias)) throw new MatrixError(400, "M_INVALID_PARAM", "Room alias invalid");
   // Exclusive alias namespaces: only their service may delete ("Server admin style permissions").
   ctx.hs.appservices?.registry.checkAlias(alias, ctx.hs.appservices.registry.byId(me.appserviceId ?? ""));
-  const roomId = await ctx.hs.store.write(async (tx) => {
-    const row = await tx.get<AliasRow>("aliases", alias);
-    if (!row) throw notFound(`Room alias ${alias} not found.`);
-    // Access control (directory.yaml leaves it to the server): the alias's creator, an admin, or
-    // a member who may change the room's canonical alias.
-    if (row.creator !== me.userId && !(await isAdmin(tx, me.userId)) && !(await mayEdit(tx, row.roomId, me.userId, "m.room.canonical_alias"))) {
-      throw forbidden("You may not delete this alias");
-    }
-    tx.delete("aliases", alias);
-    return row.roomId;
-  });
-  await dropFromCanonicalAlias(ctx, roomId, alias, me.userId);
+  await removeAlias(ctx.hs, alias, me.userId);
   return {};
-}
-
-/**
- * A deleted alias no longer belongs in the room's `m.room.canonical_alias` (which must only name
- * aliases that point at the room); the deleting user updates it if they may.
- */
-async function dropFromCanonicalAlias(ctx: RequestContext, roomId: string, alias: string, userId: string): Promise<void> {
-  const content = await ctx.hs.store.read((tx) => currentStateContent(tx, roomId, "m.room.canonical_alias"));
-  if (!content) return;
-  const alt = Array.isArray(content.alt_aliases) ? (content.alt_aliases as unknown[]) : undefined;
-  if (content.alias !== alias && !alt?.includes(alias)) return;
-  const next: Record<string, unknown> = { ...content };
-  if (next.alias === alias) delete next.alias;
-  if (alt) next.alt_aliases = alt.filter((a) => a !== alias);
-  try {
-    await sendEvent(ctx.hs, { roomId, sender: userId, type: "m.room.canonical_alias", stateKey: "", content: next });
-  } catch (err) {
-    ctx.hs.logger.info("could not update the canonical alias after deleting", alias, err);
-  }
-}
-
-async function isAdmin(tx: ReadTx, userId: string): Promise<boolean> {
-  return (await tx.get<AccountRecord>("accounts", userId))?.admin === true;
-}
-
-/** Whether a joined user has the power to send the given state event type. */
-async function mayEdit(tx: ReadTx, roomId: string, userId: string, type: string): Promise<boolean> {
-  const room = await getRoom(tx, roomId);
-  if (!room) return false;
-  if ((await membershipRecord(tx, roomId, userId))?.membership !== "join") return false;
-  const state = pdusOf(await currentState(tx, roomId));
-  return userPowerLevel(userId, state, rulesOf(room)) >= eventPowerLevel(type, true, state);
-}
-
-/** The local aliases of a room. */
-async function aliasesOf(tx: ReadTx, roomId: string): Promise<string[]> {
-  const rows = await tx.range<AliasRow>("aliases");
-  return rows.filter((r) => r.value.roomId === roomId).map((r) => r.key);
 }
 
 /** `GET /_matrix/client/v3/rooms/{roomId}/aliases` */
 export async function getRoomAliases(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  return ctx.hs.store.read(async (tx) => {
-    await requireRoom(tx, p.roomId!);
-    const m = await membershipRecord(tx, p.roomId!, me.userId);
-    if (m?.membership !== "join" && !(await isWorldReadable(tx, p.roomId!))) throw forbidden("You are not in this room");
-    return { aliases: await aliasesOf(tx, p.roomId!) };
-  });
+  return roomAliases(ctx.hs, p.roomId!, me.userId);
 }
 
 /** `GET /_matrix/client/v3/directory/list/room/{roomId}` */
 export async function getDirectoryVisibility(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
-  return ctx.hs.store.read(async (tx) => {
-    await requireRoom(tx, p.roomId!);
-    const row = await tx.get<{ visibility: string }>("room_directory", p.roomId!);
-    return { visibility: row?.visibility ?? "private" };
-  });
+  return directoryVisibility(ctx.hs, p.roomId!);
 }
 
 /** `PUT /_matrix/client/v3/directory/list/room/{roomId}` */
@@ -158,14 +87,7 @@ export async function putDirectoryVisibility(ctx: RequestContext, p: Record<stri
   const body = await ctx.json({ allowEmpty: true });
   const visibility = body.visibility ?? "public";
   if (visibility !== "public" && visibility !== "private") throw new MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private");
-  await ctx.hs.store.write(async (tx) => {
-    await requireRoom(tx, p.roomId!);
-    // Publishing is a room-wide decision: require the power to change the canonical alias.
-    if (!(await isAdmin(tx, me.userId)) && !(await mayEdit(tx, p.roomId!, me.userId, "m.room.canonical_alias"))) {
-      throw forbidden("You may not change this room's directory visibility");
-    }
-    tx.put("room_directory", p.roomId!, { visibility });
-  });
+  await setDirectoryVisibility(ctx.hs, p.roomId!, me.userId, visibility);
   return {};
 }
 
@@ -228,42 +150,7 @@ export async function postUserDirectorySearch(ctx: RequestContext): Promise<Reco
     limit = Math.min(body.limit, MAX_LIMIT);
   }
   const term = body.search_term.toLowerCase();
-  return ctx.hs.store.read(async (tx) => {
-    // Candidates (users.yaml): users who share a room with the requester, and users in public rooms.
-    const profiles = new Map<string, { displayname?: string; avatar_url?: string }>();
-    const addMembers = async (roomId: string): Promise<void> => {
-      for (const e of (await currentState(tx, roomId)).values()) {
-        if (e.pdu.type !== "m.room.member" || e.pdu.content.membership !== "join" || !e.pdu.state_key) continue;
-        const c = e.pdu.content;
-        profiles.set(e.pdu.state_key, {
-          ...(typeof c.displayname === "string" ? { displayname: c.displayname } : {}),
-          ...(typeof c.avatar_url === "string" ? { avatar_url: c.avatar_url } : {}),
-        });
-      }
-    };
-    // Rooms that make their members visible to everyone (users.yaml): a `public` join rule or
-    // `world_readable` history, as the room is now; being published in the room directory does not
-    // count (Synapse's rule too), so a member drops out once the room stops being either.
-    const open: string[] = [];
-    for (const r of await tx.range<unknown>("rooms", {})) {
-      const jr = (await currentStateContent(tx, r.key, "m.room.join_rules"))?.join_rule;
-      const hv = jr === "public" ? undefined : (await currentStateContent(tx, r.key, "m.room.history_visibility"))?.history_visibility;
-      if (jr === "public" || hv === "world_readable") open.push(r.key);
-    }
-    // A joined room that is also public is read once, in the second pass (the later pass, whose
-    // profiles win, as when it was read in both).
-    const openSet = new Set(open);
-    for (const roomId of await joinedRooms(tx, me.userId)) if (!openSet.has(roomId)) await addMembers(roomId);
-    for (const roomId of open) await addMembers(roomId);
-    const results: Record<string, unknown>[] = [];
-    for (const [userId, prof] of [...profiles].sort((a, b) => a[0].localeCompare(b[0]))) {
-      const localpart = userId.slice(1, userId.indexOf(":"));
-      const hit = userId.toLowerCase().includes(term) || localpart.toLowerCase().includes(term) || (prof.displayname?.toLowerCase().includes(term) ?? false);
-      if (!hit) continue;
-      results.push({ user_id: userId, ...(prof.displayname ? { display_name: prof.displayname } : {}), ...(prof.avatar_url ? { avatar_url: prof.avatar_url } : {}) });
-    }
-    return { results: results.slice(0, limit), limited: results.length > limit };
-  });
+  return searchUserDirectory(ctx.hs, me.userId, term, limit);
 }
 
 

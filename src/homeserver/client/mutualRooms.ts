@@ -5,12 +5,10 @@
  * key memberships = userId|roomId → { membership, … } (CONTRACTS.md)
  */
 import type { RequestContext } from "../context.ts";
-import type { ReadTx } from "../../storage/store.ts";
 import { invalidParam, missingParam } from "../errors.ts";
 import { isCompliantUserId } from "../rooms/ids.ts";
 import { decodeBase64, encodeBase64Url } from "../crypto/base64.ts";
-import { joinedRooms } from "../roomserver/membership.ts";
-import { membershipRecord } from "../roomserver/state.ts";
+import { sharedRooms } from "../services/rooms.ts";
 import type { TokenBucket } from "../auth/rateLimit.ts";
 import { limitAddressFixed } from "../auth/rateLimit.ts";
 
@@ -25,31 +23,6 @@ export const MUTUAL_ROOMS_REQUESTS: TokenBucket = { perSecond: 1, burstCount: 60
 
 /** The user ID check of this endpoint (its test imports it from here). */
 export { isCompliantUserId };
-
-/** One batch of mutual rooms. */
-export interface MutualRoomsBatch {
-  joined: string[];
-  count: number;
-  /** The last room ID of this batch when more follow. */
-  last?: string;
-}
-
-/**
- * The rooms `me` and `other` are both joined to, in room ID order, starting after room ID `after`.
- * `count` is the total, whatever the batch.
- */
-export async function mutualRooms(tx: ReadTx, me: string, other: string, after: string | undefined, batch: number): Promise<MutualRoomsBatch> {
-  const mine = (await joinedRooms(tx, me)).sort();
-  const shared: string[] = [];
-  for (const roomId of mine) {
-    if ((await membershipRecord(tx, roomId, other))?.membership === "join") shared.push(roomId);
-  }
-  // Keyed on the room ID rather than an offset, so rooms joined or left between requests do not
-  // shift later batches ("servers MAY omit rooms that the user joined after the first token").
-  const rest = after === undefined ? shared : shared.filter((r) => r > after);
-  const joined = rest.slice(0, batch);
-  return { joined, count: shared.length, ...(rest.length > batch ? { last: joined[joined.length - 1]! } : {}) };
-}
 
 const TOKEN_PREFIX = "mr1";
 
@@ -88,7 +61,7 @@ export async function getMutualRooms(ctx: RequestContext): Promise<Record<string
   const after = from === undefined ? undefined : decodeToken(from, other);
   // An unknown user simply shares no rooms: "If the provided user_id is not a valid user, the
   // server MUST return an empty list of rooms."
-  const batch = await ctx.hs.store.read((tx) => mutualRooms(tx, me.userId, other, after, MUTUAL_ROOMS_BATCH));
+  const batch = await sharedRooms(ctx.hs, me.userId, other, after, MUTUAL_ROOMS_BATCH);
   const out: Record<string, unknown> = { joined: batch.joined, count: batch.count };
   if (batch.last !== undefined) out.next_batch = encodeToken(other, batch.last);
   return out;

@@ -11,6 +11,7 @@ import type { RequestContext } from "../context.ts";
 import { invalidParam, missingParam, notFound } from "../errors.ts";
 import { isRoomAlias, serverOf, isCompliantUserId } from "../rooms/ids.ts";
 import { bridgedProtocols, protocolMetadata, thirdPartyLookup } from "../appservice/queries.ts";
+import { localAccountExists, localAliasExists } from "../services/rooms.ts";
 
 /** 404 for a protocol no application service bridges. */
 function requireProtocol(ctx: RequestContext, protocol: string): void {
@@ -72,7 +73,7 @@ export async function getLocationsByAlias(ctx: RequestContext): Promise<unknown[
   if (alias === undefined) throw missingParam("alias is required");
   if (!isRoomAlias(alias)) throw invalidParam("alias must be a room alias");
   // "404: The Matrix room alias was not found": decidable for this server's own aliases.
-  if (serverOf(alias) === ctx.hs.serverName && !(await ctx.hs.store.read((tx) => tx.get("aliases", alias)))) {
+  if (serverOf(alias) === ctx.hs.serverName && !(await localAliasExists(ctx.hs, alias))) {
     throw notFound(`Room alias ${alias} not found`);
   }
   return thirdPartyLookup(ctx.hs, "location", undefined, new URLSearchParams({ alias }));
@@ -85,7 +86,7 @@ export async function getUsersByUserId(ctx: RequestContext): Promise<unknown[]> 
   if (userId === undefined) throw missingParam("userid is required");
   if (!isCompliantUserId(userId)) throw invalidParam("userid must be a user ID");
   // "404: The Matrix User ID was not found": decidable for this server's own users.
-  if (serverOf(userId) === ctx.hs.serverName && !(await ctx.hs.store.read((tx) => tx.get("accounts", userId)))) {
+  if (serverOf(userId) === ctx.hs.serverName && !(await localAccountExists(ctx.hs, userId))) {
     throw notFound(`User ${userId} not found`);
   }
   return thirdPartyLookup(ctx.hs, "user", undefined, new URLSearchParams({ userid: userId }));

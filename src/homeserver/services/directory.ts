@@ -2,16 +2,23 @@
  * The room directory ("Room directory": published rooms, `/publicRooms`) and room summaries
  * (`/hierarchy`, `/room_summary`): what the client API and the federation's `/publicRooms` and
  * `/hierarchy` both serve.
- * key room_directory = roomId → { visibility }
+ * and the room aliases ("Room aliases"), local and as the directory answers them.
+ * key aliases = alias → { roomId, creator }; key room_directory = roomId → { visibility }
  */
 import type { Services } from "../context.ts";
-import { MatrixError, badJson } from "../errors.ts";
+import { MatrixError, badJson, forbidden, notFound } from "../errors.ts";
 import type { ReadTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { cachedRooms, relayedRooms } from "../federation/directory.ts";
 import { serverInRoom } from "../roomserver/outOfRoom.ts";
-import { currentStateContent, getRoom, membersWith, membershipRecord } from "../roomserver/state.ts";
+import { currentState, currentStateContent, getRoom, membersWith, membershipRecord, pdusOf, requireRoom, rulesOf } from "../roomserver/state.ts";
+import { isWorldReadable } from "../roomserver/access.ts";
+import { joinedRooms } from "../roomserver/membership.ts";
+import { sendEvent } from "../roomserver/send.ts";
+import { eventPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
+import { aliasServers } from "../federation/remoteMembership.ts";
+import type { AccountRecord } from "./accounts.ts";
 
 /** A `/publicRooms` (and `/hierarchy`) chunk entry ("PublishedRoomsChunk"). */
 export async function publishedRoomChunk(tx: ReadTx, roomId: string): Promise<Record<string, unknown>> {
@@ -192,3 +199,154 @@ export async function roomSummaryOf(tx: ReadTx, roomId: string, state: Map<strin
   }
   return { ...(await publishedRoomChunk(tx, roomId)), ...extra };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Aliases, visibility, the user directory
+
+/** An alias row. */
+interface AliasRow {
+  roomId: string;
+  creator: string;
+}
+
+/**
+ * A deleted alias no longer belongs in the room's `m.room.canonical_alias` (which must only name
+ * aliases that point at the room); the deleting user updates it if they may.
+ */
+async function dropFromCanonicalAlias(hs: Services, roomId: string, alias: string, userId: string): Promise<void> {
+  const content = await hs.store.read((tx) => currentStateContent(tx, roomId, "m.room.canonical_alias"));
+  if (!content) return;
+  const alt = Array.isArray(content.alt_aliases) ? (content.alt_aliases as unknown[]) : undefined;
+  if (content.alias !== alias && !alt?.includes(alias)) return;
+  const next: Record<string, unknown> = { ...content };
+  if (next.alias === alias) delete next.alias;
+  if (alt) next.alt_aliases = alt.filter((a) => a !== alias);
+  try {
+    await sendEvent(hs, { roomId, sender: userId, type: "m.room.canonical_alias", stateKey: "", content: next });
+  } catch (err) {
+    hs.logger.info("could not update the canonical alias after deleting", alias, err);
+  }
+}
+
+async function isAdmin(tx: ReadTx, userId: string): Promise<boolean> {
+  return (await tx.get<AccountRecord>("accounts", userId))?.admin === true;
+}
+
+/** Whether a joined user has the power to send the given state event type. */
+async function mayEdit(tx: ReadTx, roomId: string, userId: string, type: string): Promise<boolean> {
+  const room = await getRoom(tx, roomId);
+  if (!room) return false;
+  if ((await membershipRecord(tx, roomId, userId))?.membership !== "join") return false;
+  const state = pdusOf(await currentState(tx, roomId));
+  return userPowerLevel(userId, state, rulesOf(room)) >= eventPowerLevel(type, true, state);
+}
+
+/** The local aliases of a room. */
+async function aliasesOf(tx: ReadTx, roomId: string): Promise<string[]> {
+  const rows = await tx.range<AliasRow>("aliases");
+  return rows.filter((r) => r.value.roomId === roomId).map((r) => r.key);
+}
+
+/** Creates a local alias for an existing room (409 if the alias is taken). */
+export async function createAlias(hs: Services, alias: string, roomId: string, creator: string): Promise<void> {
+  await hs.store.write(async (tx) => {
+    await requireRoom(tx, roomId);
+    if (await tx.get("aliases", alias)) throw new MatrixError(409, "M_UNKNOWN", `Room alias ${alias} already exists.`);
+    tx.put("aliases", alias, { roomId, creator: creator } satisfies AliasRow);
+  });
+}
+
+/** A local alias's room and the servers to join it through (404 if unknown). */
+export async function localAlias(hs: Services, alias: string): Promise<Record<string, unknown>> {
+  return hs.store.read(async (tx) => {
+    const row = await tx.get<AliasRow>("aliases", alias);
+    if (!row) throw notFound(`Room alias ${alias} not found.`);
+    return { room_id: row.roomId, servers: await aliasServers(tx, row.roomId, hs.serverName) };
+  });}
+
+/**
+ * Deletes a local alias. Access control (directory.yaml leaves it to the server): the alias's
+ * creator, an admin, or a member who may change the room's canonical alias.
+ */
+export async function removeAlias(hs: Services, alias: string, userId: string): Promise<void> {
+  const roomId = await hs.store.write(async (tx) => {
+    const row = await tx.get<AliasRow>("aliases", alias);
+    if (!row) throw notFound(`Room alias ${alias} not found.`);
+    // Access control (directory.yaml leaves it to the server): the alias's creator, an admin, or
+    // a member who may change the room's canonical alias.
+    if (row.creator !== userId && !(await isAdmin(tx, userId)) && !(await mayEdit(tx, row.roomId, userId, "m.room.canonical_alias"))) {
+      throw forbidden("You may not delete this alias");
+    }
+    tx.delete("aliases", alias);
+    return row.roomId;
+  });
+  await dropFromCanonicalAlias(hs, roomId, alias, userId);
+}
+
+/** A room's local aliases, for a member (or anyone, in a world-readable room). */
+export async function roomAliases(hs: Services, roomId: string, userId: string): Promise<Record<string, unknown>> {
+  return hs.store.read(async (tx) => {
+    await requireRoom(tx, roomId);
+    const m = await membershipRecord(tx, roomId, userId);
+    if (m?.membership !== "join" && !(await isWorldReadable(tx, roomId))) throw forbidden("You are not in this room");
+    return { aliases: await aliasesOf(tx, roomId) };
+  });}
+
+/** A room's visibility in the published room directory. */
+export async function directoryVisibility(hs: Services, roomId: string): Promise<Record<string, unknown>> {
+  return hs.store.read(async (tx) => {
+    await requireRoom(tx, roomId);
+    const row = await tx.get<{ visibility: string }>("room_directory", roomId);
+    return { visibility: row?.visibility ?? "private" };
+  });}
+
+/** Publishes or unpublishes a room: a room-wide decision, so it needs the power to change the canonical alias (or an admin). */
+export async function setDirectoryVisibility(hs: Services, roomId: string, userId: string, visibility: "public" | "private"): Promise<void> {
+  await hs.store.write(async (tx) => {
+    await requireRoom(tx, roomId);
+    // Publishing is a room-wide decision: require the power to change the canonical alias.
+    if (!(await isAdmin(tx, userId)) && !(await mayEdit(tx, roomId, userId, "m.room.canonical_alias"))) {
+      throw forbidden("You may not change this room's directory visibility");
+    }
+    tx.put("room_directory", roomId, { visibility });
+  });
+}
+
+/** The user directory (users.yaml): users sharing a room with `userId` or in an open room, matching `term`. */
+export async function searchUserDirectory(hs: Services, userId: string, term: string, limit: number): Promise<Record<string, unknown>> {
+  return hs.store.read(async (tx) => {
+    // Candidates (users.yaml): users who share a room with the requester, and users in public rooms.
+    const profiles = new Map<string, { displayname?: string; avatar_url?: string }>();
+    const addMembers = async (roomId: string): Promise<void> => {
+      for (const e of (await currentState(tx, roomId)).values()) {
+        if (e.pdu.type !== "m.room.member" || e.pdu.content.membership !== "join" || !e.pdu.state_key) continue;
+        const c = e.pdu.content;
+        profiles.set(e.pdu.state_key, {
+          ...(typeof c.displayname === "string" ? { displayname: c.displayname } : {}),
+          ...(typeof c.avatar_url === "string" ? { avatar_url: c.avatar_url } : {}),
+        });
+      }
+    };
+    // Rooms that make their members visible to everyone (users.yaml): a `public` join rule or
+    // `world_readable` history, as the room is now; being published in the room directory does not
+    // count (Synapse's rule too), so a member drops out once the room stops being either.
+    const open: string[] = [];
+    for (const r of await tx.range<unknown>("rooms", {})) {
+      const jr = (await currentStateContent(tx, r.key, "m.room.join_rules"))?.join_rule;
+      const hv = jr === "public" ? undefined : (await currentStateContent(tx, r.key, "m.room.history_visibility"))?.history_visibility;
+      if (jr === "public" || hv === "world_readable") open.push(r.key);
+    }
+    // A joined room that is also public is read once, in the second pass (the later pass, whose
+    // profiles win, as when it was read in both).
+    const openSet = new Set(open);
+    for (const roomId of await joinedRooms(tx, userId)) if (!openSet.has(roomId)) await addMembers(roomId);
+    for (const roomId of open) await addMembers(roomId);
+    const results: Record<string, unknown>[] = [];
+    for (const [userId, prof] of [...profiles].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const localpart = userId.slice(1, userId.indexOf(":"));
+      const hit = userId.toLowerCase().includes(term) || localpart.toLowerCase().includes(term) || (prof.displayname?.toLowerCase().includes(term) ?? false);
+      if (!hit) continue;
+      results.push({ user_id: userId, ...(prof.displayname ? { display_name: prof.displayname } : {}), ...(prof.avatar_url ? { avatar_url: prof.avatar_url } : {}) });
+    }
+    return { results: results.slice(0, limit), limited: results.length > limit };
+  });}
