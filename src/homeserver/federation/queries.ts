@@ -6,15 +6,11 @@
  */
 import type { RequestContext } from "../context.ts";
 import { MatrixError, badJson, missingParam, notFound } from "../errors.ts";
-import { prefix } from "../../storage/store.ts";
-import type { JsonObject } from "../crypto/signing.ts";
 import { isObject } from "../validate.ts";
 import { isValidUserId, serverOf } from "../rooms/ids.ts";
-import { claimKeys, deviceListStreamId, localDeviceKeys } from "../services/e2ee.ts";
+import { claimLocalKeys, queryLocalKeys, userDeviceList } from "../services/e2ee.ts";
 import { localProfile } from "../services/profiles.ts";
 import { listPublicRooms } from "../services/directory.ts";
-import { deviceLastKey } from "./sender.ts";
-import type { DeviceRecord } from "../services/devices.ts";
 
 /** A user ID parameter that must name one of our users (`400 M_INVALID_PARAM` otherwise). */
 function localUser(ctx: RequestContext, userId: string | undefined, what: string): string {
@@ -40,29 +36,7 @@ export async function getQueryProfile(ctx: RequestContext): Promise<Record<strin
 /** `GET /_matrix/federation/v1/user/devices/{userId}` */
 export async function getUserDevices(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const userId = localUser(ctx, p.userId, "userId");
-  return ctx.hs.store.read(async (tx) => {
-    const { device_keys, master_keys, self_signing_keys } = await localDeviceKeys(tx, [[userId, null]]);
-    const keys = device_keys[userId] ?? {};
-    const devices: Record<string, unknown>[] = [];
-    const dp = prefix(userId);
-    for (const row of await tx.range<DeviceRecord>("devices", { prefix: dp })) {
-      const deviceId = row.key.slice(dp.length);
-      const k = keys[deviceId] as JsonObject | undefined;
-      // `keys` is required per device: a device that has not uploaded keys has none to offer yet.
-      if (!k) continue;
-      const { unsigned: _u, ...signed } = k;
-      const device: Record<string, unknown> = { device_id: deviceId, keys: signed };
-      if (row.value.displayName !== undefined) device.device_display_name = row.value.displayName;
-      devices.push(device);
-    }
-    // The newest of the list's last change and the last update sent for it (the sender numbers the
-    // updates of one change consecutively), so that updates chained after it name a known prev_id.
-    const streamId = Math.max(await deviceListStreamId(tx, userId), (await tx.get<number>("settings", deviceLastKey(userId))) ?? 0);
-    const out: Record<string, unknown> = { user_id: userId, stream_id: streamId, devices };
-    if (master_keys[userId]) out.master_key = master_keys[userId];
-    if (self_signing_keys[userId]) out.self_signing_key = self_signing_keys[userId];
-    return out;
-  });
+  return userDeviceList(ctx.hs, userId);
 }
 
 /** `POST /_matrix/federation/v1/user/keys/query` */
@@ -75,7 +49,7 @@ export async function postUserKeysQuery(ctx: RequestContext): Promise<Record<str
     // "Requested users must be local to the receiving homeserver": others are left out.
     if (isValidUserId(userId) && serverOf(userId) === ctx.hs.serverName) wanted.push([userId, devices as string[]]);
   }
-  const { device_keys, master_keys, self_signing_keys } = await ctx.hs.store.read((tx) => localDeviceKeys(tx, wanted));
+  const { device_keys, master_keys, self_signing_keys } = await queryLocalKeys(ctx.hs, wanted);
   return { device_keys, master_keys, self_signing_keys };
 }
 
@@ -91,7 +65,7 @@ export async function postUserKeysClaim(ctx: RequestContext): Promise<Record<str
       if (isValidUserId(userId) && serverOf(userId) === ctx.hs.serverName) requests.push([userId, deviceId, alg]);
     }
   }
-  const one_time_keys = requests.length > 0 ? await ctx.hs.store.write((tx) => claimKeys(tx, requests)) : {};
+  const one_time_keys = requests.length > 0 ? await claimLocalKeys(ctx.hs, requests) : {};
   return { one_time_keys };
 }
 

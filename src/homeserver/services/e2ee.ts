@@ -22,7 +22,7 @@ import type { ReadTx, WriteTx } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { key, pos, prefix, unpos } from "../../storage/store.ts";
 import { serverOf } from "../rooms/ids.ts";
-import { queueEdu } from "../federation/sender.ts";
+import { deviceLastKey, queueEdu } from "../federation/sender.ts";
 import { encodeBase64Url } from "../crypto/base64.ts";
 import type { DeviceRecord } from "./devices.ts";
 
@@ -724,4 +724,34 @@ export async function sendToDevice(
   }, { tables: ["txn_ids", "settings", "federation_queue", "devices", "to_device"] });
   if (last > 0) hs.notifier.notify(last);
   for (const d of destinations) outbox?.wake(d);
+}
+
+/**
+ * A local user's device list as the federation's `/user/devices` answers it: the devices that
+ * have uploaded keys, the cross-signing keys, and the list's `stream_id`.
+ */
+export async function userDeviceList(hs: Services, userId: string): Promise<Record<string, unknown>> {
+  return hs.store.read(async (tx) => {
+    const { device_keys, master_keys, self_signing_keys } = await localDeviceKeys(tx, [[userId, null]]);
+    const keys = device_keys[userId] ?? {};
+    const devices: Record<string, unknown>[] = [];
+    const dp = prefix(userId);
+    for (const row of await tx.range<DeviceRecord>("devices", { prefix: dp })) {
+      const deviceId = row.key.slice(dp.length);
+      const k = keys[deviceId] as JsonObject | undefined;
+      // `keys` is required per device: a device that has not uploaded keys has none to offer yet.
+      if (!k) continue;
+      const { unsigned: _u, ...signed } = k;
+      const device: Record<string, unknown> = { device_id: deviceId, keys: signed };
+      if (row.value.displayName !== undefined) device.device_display_name = row.value.displayName;
+      devices.push(device);
+    }
+    // The newest of the list's last change and the last update sent for it (the sender numbers the
+    // updates of one change consecutively), so that updates chained after it name a known prev_id.
+    const streamId = Math.max(await deviceListStreamId(tx, userId), (await tx.get<number>("settings", deviceLastKey(userId))) ?? 0);
+    const out: Record<string, unknown> = { user_id: userId, stream_id: streamId, devices };
+    if (master_keys[userId]) out.master_key = master_keys[userId];
+    if (self_signing_keys[userId]) out.self_signing_key = self_signing_keys[userId];
+    return out;
+  });
 }
