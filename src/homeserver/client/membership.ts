@@ -2,8 +2,7 @@
 import type { RequestContext, Requester } from "../context.ts";
 import { refuseIfSuspended } from "../context.ts";
 import { MatrixError, badJson, missingParam } from "../errors.ts";
-import { key } from "../../storage/store.ts";
-import { changeMembership, joinRoom, joinedRooms, profileOf, resolveRoom } from "../roomserver/membership.ts";
+import { changeMembership, forgetRoom, joinRoom, joinedRooms, profileOf, resolveRoom } from "../roomserver/membership.ts";
 import { queryAliasIfUnknown } from "../appservice/queries.ts";
 import { isRoomAlias, isUserId, isValidServerName, serverOf } from "../rooms/ids.ts";
 import {
@@ -11,8 +10,7 @@ import {
 } from "../federation/remoteMembership.ts";
 import { directoryServers } from "../federation/directory.ts";
 import { readableUpTo, requireJoined } from "../roomserver/access.ts";
-import { currentState, getEvent, latestEventAt, membershipIn, membershipRecord, requireRoom, stateAfter } from "../roomserver/state.ts";
-import type { MembershipRecord } from "../roomserver/state.ts";
+import { currentState, getEvent, latestEventAt, membershipIn, membershipRecord, stateAfter } from "../roomserver/state.ts";
 import { EventServer } from "../roomserver/serve.ts";
 import { parseToken } from "../roomserver/tokens.ts";
 import type { StoredEvent } from "../events/types.ts";
@@ -180,19 +178,7 @@ export async function postUnban(ctx: RequestContext, p: Record<string, string>):
 /** `POST /_matrix/client/v3/rooms/{roomId}/forget` */
 export async function postForget(ctx: RequestContext, p: Record<string, string>): Promise<Record<string, unknown>> {
   const me = await ctx.requireAuth();
-  await ctx.hs.store.write(async (tx) => {
-    const rec = await membershipRecord(tx, p.roomId!, me.userId);
-    if (!rec) {
-      await requireRoom(tx, p.roomId!);
-      return;
-    }
-    // leaving.yaml: 400 "The user has not left the room".
-    if (rec.membership === "join" || rec.membership === "invite" || rec.membership === "knock") {
-      throw new MatrixError(400, "M_UNKNOWN", `User ${me.userId} is in room ${p.roomId}`);
-    }
-    // key = userId|roomId; /sync leaves forgotten rooms out.
-    tx.put("memberships", key(me.userId, p.roomId!), { ...rec, forgotten: true } satisfies MembershipRecord);
-  });
+  await forgetRoom(ctx.hs, me.userId, p.roomId!);
   return {};
 }
 

@@ -4,7 +4,7 @@
  * sendEvent) remain the authority on what is allowed.
  */
 import type { ReadTx } from "../../storage/store.ts";
-import { prefix } from "../../storage/store.ts";
+import { key, prefix } from "../../storage/store.ts";
 import type { Services } from "../context.ts";
 import { forbidden, notFound, MatrixError } from "../errors.ts";
 import { stateKeyOf } from "../events/types.ts";
@@ -14,6 +14,7 @@ import { requiredPowerLevel, userPowerLevel } from "../rooms/powerLevels.ts";
 import { sendEvent } from "./send.ts";
 import type { SendRequest, SendResult } from "./send.ts";
 import { currentState, getRoom, membershipRecord, pdusOf, requireRoom, rulesOf, membershipIn } from "./state.ts";
+import type { MembershipRecord } from "./state.ts";
 import { isRoomAlias, serverOf } from "../rooms/ids.ts";
 
 /** A room ID, or the room an alias points to; 404 M_NOT_FOUND for an unknown alias. */
@@ -145,4 +146,24 @@ export async function joinedRooms(tx: ReadTx, userId: string): Promise<string[]>
   // key = userId|roomId → { membership, … }
   const rows = await tx.range<{ membership: string }>("memberships", { prefix: prefix(userId) });
   return rows.filter((r) => r.value.membership === "join").map((r) => r.key.slice(prefix(userId).length));
+}
+
+/**
+ * `/forget`: marks a room the user has left as forgotten (`/sync` leaves it out); 400 while they
+ * are still joined, invited or knocking, 404 for an unknown room.
+ */
+export async function forgetRoom(hs: Services, userId: string, roomId: string): Promise<void> {
+  await hs.store.write(async (tx) => {
+    const rec = await membershipRecord(tx, roomId, userId);
+    if (!rec) {
+      await requireRoom(tx, roomId);
+      return;
+    }
+    // leaving.yaml: 400 "The user has not left the room".
+    if (rec.membership === "join" || rec.membership === "invite" || rec.membership === "knock") {
+      throw new MatrixError(400, "M_UNKNOWN", `User ${userId} is in room ${roomId}`);
+    }
+    // key = userId|roomId; /sync leaves forgotten rooms out.
+    tx.put("memberships", key(userId, roomId), { ...rec, forgotten: true } satisfies MembershipRecord);
+  });
 }
