@@ -16,6 +16,7 @@ import { key, pos, prefix } from "../../storage/store.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf, isTimelineEvent } from "../events/types.ts";
 import { currentStreamPos } from "../context.ts";
+import { withSnapshotCache } from "../../storage/snapshotCache.ts";
 
 import { readableState, readableUpTo } from "../roomserver/access.ts";
 import { canSeeEvent, requireVisibleEvent } from "../roomserver/visibility.ts";
@@ -67,7 +68,10 @@ export async function getMessages(ctx: RequestContext, p: Record<string, string>
   const from = fromBackfill !== undefined ? 0 : fromRaw !== undefined ? parseToken(fromRaw, "from") : dir === "b" ? await currentStreamPos(ctx.hs.store) : 0;
   const to = toBackfill !== undefined ? (dir === "b" ? undefined : Infinity) : toRaw !== undefined ? parseToken(toRaw, "to") : undefined;
   const roomId = p.roomId!;
-  const page = () => ctx.hs.store.read(async (tx) => {
+  const page = () => ctx.hs.store.read(async (snapshot) => {
+    // Every event's visibility check and its serving read the same few state events and the
+    // event's own state record: each row is read once (in IndexedDB each read is a round trip).
+    const tx = withSnapshotCache(snapshot);
     const { upTo } = await readableUpTo(tx, roomId, me.userId);
     const keep = async (e: StoredEvent): Promise<boolean> => matchesFilter(filter, e) && isTimelineEvent(e) && (await canSeeEvent(tx, me.userId, e));
     let events: StoredEvent[] = [];

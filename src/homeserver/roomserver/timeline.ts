@@ -61,10 +61,21 @@ export async function walkIndex(tx: ReadTx, o: IndexWalk): Promise<{ events: Sto
       ? { prefix: pre, gt: key(o.roomId, pos(last)), limit: batch, ...bound }
       : { prefix: pre, lt: key(o.roomId, pos(last)), reverse: true, limit: batch, ...bound };
     const rows = await tx.range<string>(o.table, range);
-    for (const row of rows) {
+    // The events of the rows are asked for together, as many as could still be kept, so IndexedDB
+    // answers them in one round trip instead of one each. A read asked for ahead and not awaited
+    // (the walk ended, or an earlier one failed) must not become an unhandled rejection.
+    const ahead = (id: string): Promise<StoredEvent | undefined> => {
+      const p = getEvent(tx, id);
+      p.catch(() => undefined);
+      return p;
+    };
+    let fetched: Promise<StoredEvent | undefined>[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      if (i >= fetched.length) fetched = fetched.concat(rows.slice(i, i + Math.max(1, o.limit - events.length)).map((r) => ahead(r.value)));
+      const row = rows[i]!;
       last = unpos(row.key.slice(pre.length));
       scanned++;
-      const e = await getEvent(tx, row.value);
+      const e = await fetched[i];
       if (e && (await o.keep(e))) events.push(e);
       if (events.length >= o.limit || scanned >= maxScan) return { events, last, exhausted: false };
     }
