@@ -11,7 +11,7 @@ import { CLIENT_ADDRESS_HEADER, DEFAULT_FEDERATION_RATE_LIMIT, DEFAULT_RATE_LIMI
 import type { FederationRateLimit, RateLimitSettings, RateLimiters } from "./auth/rateLimit.ts";
 import { DEFAULT_ROOM_VERSION } from "./rooms/versions.ts";
 import { guestMayUse } from "./auth/guestAccess.ts";
-import { jsonBodyLimit, readBodyBytes, readJsonObject } from "./http.ts";
+import { jsonBodyLimit, parseJsonObject, readBodyBytes } from "./http.ts";
 import type { Notifier } from "./notifier.ts";
 import type { OutputStream } from "./output.ts";
 import type { FederationSender } from "./federation/sender.ts";
@@ -209,11 +209,22 @@ export class RequestContext {
 
   /**
    * The JSON object body (`M_NOT_JSON` / `M_BAD_JSON` otherwise), within the endpoint's size limit
-   * (`413 M_TOO_LARGE`). Reads a copy, so a check ahead of the handler (application service
-   * registration) and the handler can both read it.
+   * (`413 M_TOO_LARGE`). A check ahead of the handler (application service registration) and the
+   * handler can both call it.
    */
-  json(options: { allowEmpty?: boolean } = {}): Promise<Record<string, unknown>> {
-    return readJsonObject(this.request.clone(), { ...options, maxBytes: jsonBodyLimit(this.url.pathname) });
+  async json(options: { allowEmpty?: boolean } = {}): Promise<Record<string, unknown>> {
+    return parseJsonObject(await this.bodyBytes(), options);
+  }
+
+  private body: Promise<Uint8Array> | undefined;
+
+  /**
+   * The request body within the endpoint's size limit, read once: every caller (a check ahead of
+   * the handler, the handler, the X-Matrix check) parses it anew. Reading a clone each time tees
+   * the stream, which costs a Service Worker more than the rest of the parsing.
+   */
+  private bodyBytes(): Promise<Uint8Array> {
+    return (this.body ??= readBodyBytes(this.request, jsonBodyLimit(this.url.pathname)));
   }
 
   /** The access token from the Authorization header or the deprecated query parameter. */
@@ -282,7 +293,7 @@ export class RequestContext {
     if (this.originCache !== undefined) return this.originCache;
     let content: unknown;
     if (this.request.method !== "GET" && this.request.method !== "HEAD") {
-      const text = await readBodyText(this.request.clone(), jsonBodyLimit(this.url.pathname));
+      const text = decodeBodyText(await this.bodyBytes());
       if (text.length > 0) {
         try {
           content = JSON.parse(text);
@@ -348,9 +359,8 @@ export async function streamPosIn(tx: ReadTx): Promise<number> {
   return (await tx.get<number>("settings", "stream_pos")) ?? 0;
 }
 
-/** The body as text, refused with `413 M_TOO_LARGE` past `maxBytes` (read no further than that). */
-async function readBodyText(request: Request, maxBytes: number): Promise<string> {
-  const bytes = await readBodyBytes(request, maxBytes);
+/** The body as text (`M_NOT_JSON` unless UTF-8). */
+function decodeBodyText(bytes: Uint8Array): string {
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {

@@ -106,7 +106,11 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
  * parsing), `M_NOT_JSON` if it isn't UTF-8 JSON, `M_BAD_JSON` if it isn't an object.
  */
 export async function readJsonObject(request: Request, { allowEmpty = false, maxBytes = JSON_BODY_LIMIT } = {}): Promise<Record<string, unknown>> {
-  const bytes = await readBodyBytes(request, maxBytes);
+  return parseJsonObject(await readBodyBytes(request, maxBytes), { allowEmpty });
+}
+
+/** `readJsonObject` of a body already read: `M_NOT_JSON` if it isn't UTF-8 JSON, `M_BAD_JSON` if it isn't an object. */
+export function parseJsonObject(bytes: Uint8Array, { allowEmpty = false } = {}): Record<string, unknown> {
   let text: string;
   try {
     text = strictUtf8.decode(bytes);

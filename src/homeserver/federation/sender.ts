@@ -65,6 +65,12 @@ export const MAX_PDUS_PER_TXN = 50;
 export const MAX_EDUS_PER_TXN = 100;
 /** Stream rows looked at per scan step. */
 const SCAN_BATCH = 100;
+/**
+ * What the scans read: the stream rows and events, the state groups and members that name the
+ * destinations, and the devices and keys of device-list announcements. Declared so that the read
+ * after every commit does not hold up writes to the other tables (IndexedDB schedules by scope).
+ */
+const SCAN_TABLES = ["settings", "stream", "events", "event_state", "state_groups", "memberships", "room_state", "devices", "device_keys", "cross_signing_keys", "device_list_stream"] as const;
 /** Devices announced at most per device-list change whose devices are unknown. */
 const MAX_DEVICES_ANNOUNCED = 100;
 
@@ -429,12 +435,12 @@ export class FederationSender {
         for (const d of await this.destinationsOf(tx, e)) items.push({ destination: d, eventId: e.eventId });
       }
       return { cursor, upTo: unpos(rows[rows.length - 1]!.key), items, announcements, more: rows.length === SCAN_BATCH };
-    });
+    }, { tables: SCAN_TABLES });
     if (!plan) return false;
     if ("initial" in plan) {
       await this.hs.store.write(async (tx) => {
         if ((await tx.get<number>("settings", STREAM_CURSOR)) === undefined) tx.put("settings", STREAM_CURSOR, plan.initial);
-      });
+      }, { tables: ["settings"] });
       return true;
     }
     if (plan.items.length === 0 && plan.announcements.length === 0) {
@@ -460,7 +466,7 @@ export class FederationSender {
         if (txn) prepared.set(d, txn);
       }
       return prepared;
-    });
+    }, { tables: ["settings", "federation_queue", "federation_inflight", "events"] });
     if (!written) return false;
     this.scannedTo = plan.upTo;
     for (const d of destinations) {
@@ -495,7 +501,7 @@ export class FederationSender {
     await this.hs.store.write(async (tx) => {
       const stored = await tx.get<number>("settings", STREAM_CURSOR);
       if (stored !== undefined && stored < to) tx.put("settings", STREAM_CURSOR, to);
-    });
+    }, { tables: ["settings"] });
   }
 
   /**
@@ -608,12 +614,12 @@ export class FederationSender {
         items.push({ destinations, userId: change.userId, streamId, deviceEdus, ...(signingEdu ? { signingEdu } : {}) });
       }
       return { cursor, upTo: unpos(rows[rows.length - 1]!.key), items, more: rows.length === SCAN_BATCH };
-    });
+    }, { tables: SCAN_TABLES });
     if (!plan) return false;
     if ("initial" in plan) {
       await this.hs.store.write(async (tx) => {
         if ((await tx.get<number>("settings", DEVICE_CURSOR)) === undefined) tx.put("settings", DEVICE_CURSOR, plan.initial);
-      });
+      }, { tables: ["settings"] });
       return true;
     }
     const written = await this.hs.store.write(async (tx) => {
@@ -621,7 +627,7 @@ export class FederationSender {
       for (const it of plan.items) await queueDeviceAnnouncement(tx, it);
       tx.put("settings", DEVICE_CURSOR, plan.upTo);
       return true;
-    });
+    }, { tables: ["settings", "federation_queue"] });
     if (!written) return false;
     for (const d of new Set(plan.items.flatMap((i) => i.destinations))) this.wake(d);
     return plan.more;

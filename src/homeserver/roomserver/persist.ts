@@ -199,24 +199,35 @@ async function decide(hs: Services, roomId: string, inputs: PersistInput[], newR
   const pending = new Map<string, string[]>();
   const loaded = await hs.store.read(async (tx) => {
     pending.clear();
-    const room = newRoom ?? (await tx.get<RoomRecord>("rooms", roomId));
     const pre = prefix(roomId);
-    const extremities = newRoom ? [] : (await tx.range<true>("extremities", { prefix: pre })).map((r) => r.key.slice(pre.length));
+    // The reads are asked for together (in IndexedDB each awaited request is a round trip), the
+    // inputs' in slices so that a batch of thousands (a join's state) does not queue them all at once.
+    const roomAndExtremities = Promise.all([
+      newRoom ?? tx.get<RoomRecord>("rooms", roomId),
+      newRoom ? [] : tx.range<true>("extremities", { prefix: pre }).then((rows) => rows.map((r) => r.key.slice(pre.length))),
+    ]);
+    roomAndExtremities.catch(() => undefined);
     const known = new Map<string, boolean>();
-    for (const i of inputs) {
-      const e = await getEvent(tx, i.event.eventId);
-      // An outlier (known only as an auth or state event) that now arrives as a new event joins the
-      // DAG: it is decided like any new event and its row replaced.
-      known.set(i.event.eventId, e !== undefined && !(e.outlier && i.kind !== "outlier"));
-      // Only a remote event can be the target of a redaction that came first (other servers
-      // learn a local event's ID only once it is stored).
-      if (i.kind === "new" || i.kind === "backfill") {
+    for (let from = 0; from < inputs.length; from += 64) {
+      const slice = await Promise.all(inputs.slice(from, from + 64).map(async (i) => {
+        // Only a remote event can be the target of a redaction that came first (other servers
+        // learn a local event's ID only once it is stored).
         // key = targetEventId|redactionEventId → true
-        const pre = prefix(i.event.eventId);
-        const waiting = await tx.range<true>("redactions_pending", { prefix: pre });
-        if (waiting.length) pending.set(i.event.eventId, waiting.map((r) => r.key.slice(pre.length)));
+        const [e, waiting] = await Promise.all([
+          getEvent(tx, i.event.eventId),
+          i.kind === "new" || i.kind === "backfill" ? tx.range<true>("redactions_pending", { prefix: prefix(i.event.eventId) }) : [],
+        ]);
+        return { i, e, waiting };
+      }));
+      for (const { i, e, waiting } of slice) {
+        // An outlier (known only as an auth or state event) that now arrives as a new event joins the
+        // DAG: it is decided like any new event and its row replaced.
+        known.set(i.event.eventId, e !== undefined && !(e.outlier && i.kind !== "outlier"));
+        const p = prefix(i.event.eventId);
+        if (waiting.length) pending.set(i.event.eventId, waiting.map((r) => r.key.slice(p.length)));
       }
     }
+    const [room, extremities] = await roomAndExtremities;
     return { room, extremities, known };
   }, { tables: LOAD_TABLES });
   if (!loaded.room) throw new Error(`unknown room ${roomId}`);
@@ -532,11 +543,12 @@ class DecideContext {
       const stored = [...new Set(keys)].filter((k) => !this.currentOverlay.has(k));
       const found = await this.hs.store.read(async (tx) => {
         const m = new Map<string, StoredEvent>();
-        for (const k of stored) {
+        // Asked for together: one round trip for the keys, one for their events.
+        await Promise.all(stored.map(async (k) => {
           const id = await tx.get<string>("room_state", key(this.roomId, k));
           const e = id ? (this.batch.get(id)?.stored ?? (await getEvent(tx, id))) : undefined;
           if (e) m.set(k, e);
-        }
+        }));
         return m;
       }, { tables: ["room_state", "events"] });
       for (const [k, e] of found) out.set(k, e.pdu);

@@ -180,30 +180,30 @@ interface Prepared {
 }
 
 async function prepare(tx: ReadTx, req: SendRequest): Promise<Prepared> {
-  const room = await getRoom(tx, req.roomId);
+  const pre = prefix(req.roomId);
+  // Reads that do not depend on each other are asked for together: in IndexedDB each awaited
+  // request is a round trip to the browser's storage process.
+  // key = roomId|eventId → true
+  const [room, extremities] = await Promise.all([getRoom(tx, req.roomId), tx.range<true>("extremities", { prefix: pre })]);
   if (!room) throw notFound(`Unknown room ${req.roomId}`);
   const rules = rulesOf(room);
   const authKeys = [...new Set(authStateKeysFor(req.type, req.stateKey, req.sender, req.content, rules))];
-  const pre = prefix(req.roomId);
-
-  // key = roomId|eventId → true
-  const prevs: StoredEvent[] = [];
-  for (const row of await tx.range<true>("extremities", { prefix: pre })) {
-    const e = await getEvent(tx, row.key.slice(pre.length));
-    if (e) prevs.push(e);
-  }
-  // Deepest first, so the cap keeps the most recent branches.
-  prevs.sort((a, b) => b.pdu.depth - a.pdu.depth);
 
   const wanted = new Set([...authKeys, CREATE_SK, POWER_SK]);
   if (req.stateKey !== undefined) wanted.add(stateKeyOf(req.type, req.stateKey));
   // key = roomId|type|stateKey → eventId; the part after the room ID is exactly the SK.
+  const [prevEvents, stateEvents] = await Promise.all([
+    Promise.all(extremities.map((row) => getEvent(tx, row.key.slice(pre.length)))),
+    Promise.all([...wanted].map(async (sk) => {
+      const id = await tx.get<string>("room_state", pre + sk);
+      return [sk, id ? await getEvent(tx, id) : undefined] as const;
+    })),
+  ]);
+  const prevs = prevEvents.filter((e): e is StoredEvent => e !== undefined);
+  // Deepest first, so the cap keeps the most recent branches.
+  prevs.sort((a, b) => b.pdu.depth - a.pdu.depth);
   const loaded = new Map<string, StoredEvent>();
-  for (const sk of wanted) {
-    const id = await tx.get<string>("room_state", pre + sk);
-    const e = id ? await getEvent(tx, id) : undefined;
-    if (e) loaded.set(sk, e);
-  }
+  for (const [sk, e] of stateEvents) if (e) loaded.set(sk, e);
   // Keep one object per create event: the auth rules cache its event ID per object (v12 checks
   // every event's room ID against it), and a create event never changes.
   const create = loaded.get(CREATE_SK);
