@@ -16,6 +16,7 @@ import { parseToken } from "../roomserver/tokens.ts";
 import type { StoredEvent } from "../events/types.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { limitInvite, limitUser } from "../auth/rateLimit.ts";
+import { aliasTarget, roomKnown } from "../services/rooms.ts";
 import { reasonOf } from "../validate.ts";
 
 /** The required `user_id` of a membership request body. */
@@ -39,8 +40,7 @@ function viaServers(ctx: RequestContext): string[] {
 /** A room ID or alias: the room, and servers that know it (an alias of another server: `/query/directory`). */
 async function resolveTarget(ctx: RequestContext, roomIdOrAlias: string): Promise<{ roomId: string; servers: string[] }> {
   if (isRoomAlias(roomIdOrAlias) && serverOf(roomIdOrAlias) !== ctx.hs.serverName && ctx.hs.federation) {
-    const known = await ctx.hs.store.read((tx) => tx.get<{ roomId: string }>("aliases", roomIdOrAlias));
-    if (!known) return queryRemoteAlias(ctx.hs, roomIdOrAlias);
+    if ((await aliasTarget(ctx.hs, roomIdOrAlias)) === undefined) return queryRemoteAlias(ctx.hs, roomIdOrAlias);
   }
   await queryAliasIfUnknown(ctx.hs, roomIdOrAlias);
   return { roomId: await ctx.hs.store.read((tx) => resolveRoom(tx, roomIdOrAlias)), servers: [] };
@@ -137,7 +137,7 @@ export async function postLeave(ctx: RequestContext, p: Record<string, string>):
   const mine = await hs.store.read((tx) => membershipRecord(tx, p.roomId!, me.userId));
   if ((mine?.membership === "invite" || mine?.membership === "knock") && hs.federation && !(await isResident(hs, p.roomId!))) {
     const candidates = candidateServers(hs, await outOfRoomServers(hs, p.roomId!, me.userId), [roomIdServer(p.roomId!)]);
-    const known = await hs.store.read((tx) => tx.get("rooms", p.roomId!));
+    const known = await roomKnown(hs, p.roomId!);
     if (candidates.length > 0 || !known) {
       await leaveRemoteRoom(hs, me.userId, p.roomId!, candidates, reason !== undefined ? { reason } : {});
       return {};

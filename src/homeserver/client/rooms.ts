@@ -12,7 +12,6 @@ import { EventServer } from "../roomserver/serve.ts";
 import { readableState } from "../roomserver/access.ts";
 import { requireVisibleEvent } from "../roomserver/visibility.ts";
 import { currentStateEvent, getEvent, membershipOf, requireRoom } from "../roomserver/state.ts";
-import { prefix } from "../../storage/store.ts";
 import { isRoomAlias, isUserId, serverOf } from "../rooms/ids.ts";
 import { changeMembership } from "../roomserver/membership.ts";
 import { remoteInviteSigner } from "../federation/remoteMembership.ts";
@@ -20,6 +19,7 @@ import { reasonOf } from "../validate.ts";
 import { stateKeyOf } from "../events/types.ts";
 import { checkGuestMembership } from "../services/guests.ts";
 import { limitInvite, limitUser } from "../auth/rateLimit.ts";
+import { aliasTarget, relationParent } from "../services/rooms.ts";
 
 /** 400 M_BAD_ALIAS: an alias in `m.room.canonical_alias` that does not point at the room. */
 export const badAlias = (msg: string): MatrixError => new MatrixError(400, "M_BAD_ALIAS", msg);
@@ -122,11 +122,7 @@ async function checkRelation(ctx: RequestContext, roomId: string, content: Recor
   if (relType === undefined) return; // only a reply (m.in_reply_to), which makes no relation
   if (typeof relType !== "string" || !REL_TYPE.test(relType)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid rel_type");
   if (typeof parentId !== "string" || !EVENT_ID.test(parentId)) throw new MatrixError(400, "M_INVALID_PARAM", "m.relates_to needs a valid event_id");
-  const verdict = await ctx.hs.store.read(async (tx) => {
-    const parent = await getEvent(tx, parentId);
-    if (parent) return parent.roomId === roomId ? "ok" : "other-room";
-    return (await tx.range("relations", { prefix: prefix(parentId), limit: 1 })).length > 0 ? "ok" : "unknown";
-  });
+  const verdict = await relationParent(ctx.hs, parentId, roomId);
   if (verdict === "other-room") throw new MatrixError(400, "M_INVALID_PARAM", "Relations must be in the same room");
   if (verdict === "unknown") throw new MatrixError(400, "M_INVALID_PARAM", "Can't send a relation to an unknown event");
 }
@@ -147,8 +143,7 @@ async function checkCanonicalAlias(ctx: RequestContext, roomId: string, content:
   }
   for (const a of aliases) {
     if (typeof a !== "string" || !isRoomAlias(a)) throw new MatrixError(400, "M_INVALID_PARAM", `Invalid alias ${String(a)}`);
-    const row = await ctx.hs.store.read((tx) => tx.get<{ roomId: string }>("aliases", a));
-    if (row?.roomId !== roomId) throw badAlias(`${a} does not point to this room`);
+    if ((await aliasTarget(ctx.hs, a)) !== roomId) throw badAlias(`${a} does not point to this room`);
   }
 }
 

@@ -1,11 +1,13 @@
 /**
  * Room questions about users that are not part of the room layer itself: the rooms two users share
- * (`/mutual_rooms`), whether a local alias or account exists (third-party lookups).
+ * (`/mutual_rooms`), whether a local alias or account exists (third-party lookups), where a local
+ * alias points, and what a new relation's parent is to a room.
  */
 import type { Services } from "../context.ts";
 import type { ReadTx } from "../../storage/store.ts";
+import { prefix } from "../../storage/store.ts";
 import { joinedRooms } from "../roomserver/membership.ts";
-import { membershipRecord } from "../roomserver/state.ts";
+import { getEvent, membershipRecord } from "../roomserver/state.ts";
 
 /** One batch of mutual rooms. */
 export interface MutualRoomsBatch {
@@ -45,4 +47,26 @@ export async function localAliasExists(hs: Services, alias: string): Promise<boo
 /** Whether a local account exists (deactivated ones included: user IDs are never reused). */
 export async function localAccountExists(hs: Services, userId: string): Promise<boolean> {
   return (await hs.store.read((tx) => tx.get("accounts", userId))) !== undefined;
+}
+
+/** The room a local alias points at, if it exists. */
+export async function aliasTarget(hs: Services, alias: string): Promise<string | undefined> {
+  return (await hs.store.read((tx) => tx.get<{ roomId: string }>("aliases", alias)))?.roomId;
+}
+
+/** Whether this server knows the room (has its record). */
+export async function roomKnown(hs: Services, roomId: string): Promise<boolean> {
+  return (await hs.store.read((tx) => tx.get("rooms", roomId))) !== undefined;
+}
+
+/**
+ * What a new relation's parent is to a room: in it (`ok`), in another room, or unknown — though a
+ * parent this server has not seen is `ok` when other events already relate to it.
+ */
+export async function relationParent(hs: Services, parentId: string, roomId: string): Promise<"ok" | "other-room" | "unknown"> {
+  return hs.store.read(async (tx) => {
+    const parent = await getEvent(tx, parentId);
+    if (parent) return parent.roomId === roomId ? "ok" : "other-room";
+    return (await tx.range("relations", { prefix: prefix(parentId), limit: 1 })).length > 0 ? "ok" : "unknown";
+  });
 }
