@@ -658,7 +658,9 @@ async function unreadCounts(run: SyncRun, roomId: string, rec: MembershipRecord,
   if (!cached) {
     // After a restart: the counts an earlier instance stored, extended like the in-memory ones.
     const stored = await tx.get<UnreadCounts>("unread_counts", cacheKey);
-    if (stored) cached = { ...stored, stored: { sig: stored.sig, upTo: stored.upTo, at: performance.now() } };
+    // `at: -Infinity`: counts extended past the stored ones are stored by this first response, so
+    // the next restart (browsers stop an idle worker after 30 s) does not scan the same events again.
+    if (stored) cached = { ...stored, stored: { sig: stored.sig, upTo: stored.upTo, at: -Infinity } };
   }
   let reuse = cached !== undefined && cached.sig === sig && cached.upTo <= run.upTo;
   // The events after `lower`, newest first, each read once.
