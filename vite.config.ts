@@ -6,24 +6,37 @@
  *   script from hydrogen-view-sdk, unmodified (one controlling worker per page does both jobs);
  * - `/hyphae-sw.js` Hyphae's worker alone (src/sw/worker.ts) for clients that embed it in their own
  *   worker with `importScripts` (docs/EMBEDDING.md);
+ * - `/hyphae-p2p.js` the libp2p side both workers import when their node starts (src/sw/p2pLoader.ts);
  * - `/config.json` (public/) with the rendezvous addresses.
  * The workers are classic scripts without dynamic import(), so every browser can run them.
  * `HYPHAE_DIST=DIR` puts the bundle in DIR instead of dist/ (`npm start` serves it from there too).
  */
+import { createHash } from "node:crypto";
 import { appendFile, readFile, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build, defineConfig } from "vite";
 import type { Plugin } from "vite";
+import { CORE_GLOBAL, P2P_SCRIPT, P2P_SHARED_PATHS } from "./src/sw/p2pCore.ts";
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 export const DIST = process.env["HYPHAE_DIST"] ? resolve(process.env["HYPHAE_DIST"]) : here("./dist");
 
-/** Builds one Service Worker script (IIFE, minified) into dist/. */
+/**
+ * Builds a Service Worker script that installs Hyphae (IIFE, minified) into `outDir`, and next to
+ * it the libp2p side it imports when its node starts (`hyphae-p2p.js`, src/sw/p2pLoader.ts).
+ */
 export async function buildWorker(entry: string, fileName: string, outDir = DIST): Promise<void> {
+  const p2pScript = await buildP2PScript(outDir);
+  await buildScript(entry, fileName, outDir, { define: { __HYPHAE_P2P_SCRIPT__: JSON.stringify(p2pScript) } });
+}
+
+/** One classic script (IIFE, minified, ASCII only) from `entry`. */
+async function buildScript(entry: string, fileName: string, outDir: string, extra: { define?: Record<string, string>; external?: (id: string, importer: string | undefined) => boolean; globals?: (id: string) => string } = {}): Promise<void> {
   await build({
     configFile: false,
     logLevel: "warn",
+    ...(extra.define ? { define: extra.define } : {}),
     build: {
       outDir,
       emptyOutDir: false,
@@ -32,9 +45,35 @@ export async function buildWorker(entry: string, fileName: string, outDir = DIST
       reportCompressedSize: false,
       copyPublicDir: false,
       lib: { entry, formats: ["iife"], name: "hyphaeWorker", fileName: () => fileName },
+      ...(extra.external ? { rollupOptions: { external: extra.external, output: { globals: extra.globals } } } : {}),
     },
   });
   await asciiOnly(join(outDir, fileName));
+}
+
+/**
+ * Builds `hyphae-p2p.js` (src/sw/p2pScript.ts). The core modules it shares with the core script
+ * (src/sw/p2pCore.ts) are external and read from the global the core fills; any other core module
+ * it would carry a copy of fails the build. Returns the name the core imports it by, versioned by
+ * its content so no HTTP cache pairs a core script with another build's libp2p side.
+ */
+async function buildP2PScript(outDir: string): Promise<string> {
+  const src = here("./src/");
+  const shared = new Set<string>(P2P_SHARED_PATHS);
+  const copied = new Set<string>();
+  const external = (id: string, importer: string | undefined): boolean => {
+    const path = id.startsWith(".") && importer ? resolve(dirname(importer), id) : resolve(id);
+    if (!path.startsWith(join(src, "homeserver")) && !path.startsWith(join(src, "storage"))) return false;
+    const rel = path.slice(src.length).split("\\").join("/");
+    if (shared.has(rel)) return true;
+    copied.add(rel);
+    return false;
+  };
+  const globals = (id: string): string => `${CORE_GLOBAL}[${JSON.stringify(resolve(id).slice(src.length).split("\\").join("/"))}]`;
+  await buildScript(here("./src/sw/p2pScript.ts"), P2P_SCRIPT, outDir, { external, globals });
+  if (copied.size > 0) throw new Error(`${P2P_SCRIPT} would carry its own copy of core modules ${[...copied].join(", ")}: add them to P2P_SHARED_PATHS (src/sw/p2pCore.ts) and src/sw/p2pShared.ts`);
+  const hash = createHash("sha256").update(await readFile(join(outDir, P2P_SCRIPT))).digest("hex").slice(0, 12);
+  return `${P2P_SCRIPT}?v=${hash}`;
 }
 
 /**

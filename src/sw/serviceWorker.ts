@@ -29,6 +29,7 @@ import type { HomeserverIdentity } from "../export/homeserver.ts";
 import { browserThumbnailer } from "./thumbnailer.ts";
 import { DeferredTransport, loadRendezvous } from "./federation.ts";
 import type { WorkerP2P } from "./p2p.ts";
+import { loadP2PScript, p2pScriptUrl, preloadP2PScript } from "./p2pLoader.ts";
 
 /** Options of {@link installHyphae}. */
 export interface HyphaeWorkerOptions {
@@ -54,6 +55,11 @@ export interface HyphaeWorkerOptions {
    * Default in {@link installHyphae}: the `rendezvous` list of this origin's `/config.json`.
    */
   rendezvous?: () => Promise<string[]>;
+  /**
+   * The URL of the libp2p side, `hyphae-p2p.js` (src/sw/p2pLoader.ts). Default in
+   * {@link installHyphae}: the one built with this script, next to the worker script.
+   */
+  p2pScript?: string;
 }
 
 /** Whether a path is one the homeserver answers: the Client-Server/federation/media APIs and client discovery. */
@@ -148,7 +154,7 @@ export async function startHomeserver(options: HyphaeWorkerOptions = {}, adminCo
   identities.set(hs, { seed, serverName });
   p2pSides.set(hs, deferred ? "starting" : "no rendezvous configured");
   if (rendezvous && deferred) {
-    const started = startP2P(hs, seed, serverName, rendezvous, deferred, options.homeserver?.logger ?? workerLogger);
+    const started = startP2P(hs, seed, serverName, rendezvous, options.p2pScript, deferred, options.homeserver?.logger ?? workerLogger);
     const close = hs.close.bind(hs);
     hs.close = async () => {
       // A node still starting is stopped once it has started.
@@ -162,7 +168,7 @@ export async function startHomeserver(options: HyphaeWorkerOptions = {}, adminCo
 }
 
 /** Reads the rendezvous list, starts the libp2p node and plugs it into `hs`; resolves to the started side, if any. */
-async function startP2P(hs: Homeserver, seed: Uint8Array, serverName: string, rendezvousList: () => Promise<string[]>, deferred: DeferredTransport, logger: Logger): Promise<WorkerP2P | undefined> {
+async function startP2P(hs: Homeserver, seed: Uint8Array, serverName: string, rendezvousList: () => Promise<string[]>, p2pScript: string | undefined, deferred: DeferredTransport, logger: Logger): Promise<WorkerP2P | undefined> {
   const failed = (why: string): undefined => {
     p2pSides.set(hs, why);
     deferred.fail(why);
@@ -172,8 +178,10 @@ async function startP2P(hs: Homeserver, seed: Uint8Array, serverName: string, re
   if (rendezvous.length === 0) return failed("no rendezvous configured");
   let side: WorkerP2P | undefined;
   try {
-    // Loaded here, not at the top: the libp2p stack is evaluated after the first answer.
-    const { startWorkerP2P } = await import("./p2p.ts");
+    // A script of its own, imported now: a restarted worker compiles the libp2p stack only after
+    // the homeserver is built and answering.
+    if (p2pScript === undefined) throw new Error("no libp2p script configured");
+    const { startWorkerP2P } = loadP2PScript(p2pScript);
     side = await startWorkerP2P(seed, rendezvous, logger);
     await side.serve(hs, serverName);
   } catch (err) {
@@ -279,6 +287,9 @@ export function installHyphae(scope: ServiceWorkerGlobalScope, options: HyphaeWo
     const configUrl = new URL("/config.json", scope.location.href).href;
     options = { ...options, rendezvous: () => loadRendezvous(configUrl, workerLogger) };
   }
+  const p2pScript = options.p2pScript ?? p2pScriptUrl(scope.location.href);
+  options = { ...options, p2pScript };
+  preloadP2PScript(scope, p2pScript, workerLogger);
   let started: Promise<Homeserver> | undefined;
   const homeserver = (): Promise<Homeserver> => {
     started ??= startHomeserver(options, new URL("/", scope.location.href).href).catch((err: unknown) => {
