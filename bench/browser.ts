@@ -1,7 +1,8 @@
 /**
  * The Service Worker in Chromium (issue 13): the worker bundle's size and its cold start.
- * - Size: Hyphae's worker alone (`hyphae-sw.js`, src/sw/worker.ts, no client UI), minified + gzip -9,
- *   against the 350 KB goal; the app's `sw.js` (Hyphae + Hydrogen's worker code) for reference.
+ * - Size: Hyphae's worker alone (`hyphae-sw.js`, src/sw/worker.ts, no client UI) and the libp2p side
+ *   it imports when its node starts (`hyphae-p2p.js`), minified + gzip -9, together against the
+ *   350 KB goal; the core script alone is what a restarted worker compiles before it answers.
  * - Cold start: a worker with 10,000 events stored is stopped (CDP `ServiceWorker.stopAllWorkers`);
  *   the next `/sync` (incremental, as a client's retry) restarts it from IndexedDB. Compared to the
  *   same `/sync` answered by the warm worker in the same run, and next to a bare `/versions` after a stop.
@@ -15,6 +16,7 @@ import type { Figure } from "./harness.ts";
 import { registerWorker, workerStopper } from "./swtools.ts";
 import { versus } from "./harness.ts";
 import { buildWorker } from "../vite.config.ts";
+import { P2P_SCRIPT } from "../src/sw/p2pCore.ts";
 import { serveStatic } from "../src/node/staticServer.ts";
 import { launchChromium } from "../test/e2e/browser.ts";
 
@@ -29,9 +31,11 @@ export async function browserBench(): Promise<Figure[]> {
   const figures: Figure[] = [];
   try {
     await buildWorker(join(REPO, "src/sw/worker.ts"), "sw.js", dir);
-    const sw = await readFile(join(dir, "sw.js"));
-    const gz = gzipSync(sw, { level: 9 }).length;
-    figures.push(versus("worker bundle (hyphae-sw.js, min+gzip, no client UI)", gz / 1024, "KB", "goal", GOAL_BYTES / 1024, "KB", "ratio ≤ 1 meets the goal"));
+    const gzipped = async (file: string): Promise<number> => gzipSync(await readFile(join(dir, file)), { level: 9 }).length;
+    const core = await gzipped("sw.js");
+    const p2p = await gzipped(P2P_SCRIPT);
+    figures.push(versus("worker bundle (hyphae-sw.js + hyphae-p2p.js, min+gzip, no client UI)", (core + p2p) / 1024, "KB", "goal", GOAL_BYTES / 1024, "KB", "ratio ≤ 1 meets the goal"));
+    figures.push(versus("worker core script alone (hyphae-sw.js, compiled before a restarted worker answers)", core / 1024, "KB", "both scripts", (core + p2p) / 1024, "KB"));
 
     const html = '<!doctype html><meta charset="utf-8"><title>bench</title><p>bench</p>';
     await import("node:fs/promises").then((fs) => fs.writeFile(join(dir, "index.html"), html));
@@ -89,6 +93,8 @@ export async function browserBench(): Promise<Figure[]> {
       }
       figures.push(versus(`cold start: stopped worker → first /sync answered (${EVENTS.toLocaleString("en-US")} events stored)`, median(cold), "ms", "the same /sync, warm worker", median(warm), "ms"));
       figures.push({ name: "cold start: stopped worker → /versions answered", value: median(versions), unit: "ms" });
+      // Issue 8's form of the same: what the first /sync adds to the restart itself (goal ≤ 1.5×).
+      figures.push(versus("cold start: first /sync after a stop, against /versions after a stop", median(cold), "ms", "stopped worker → /versions answered", median(versions), "ms"));
       await detach();
     } finally {
       await browser.close();
