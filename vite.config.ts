@@ -26,9 +26,14 @@ export const DIST = process.env["HYPHAE_DIST"] ? resolve(process.env["HYPHAE_DIS
  * Builds a Service Worker script that installs Hyphae (IIFE, minified) into `outDir`, and next to
  * it the libp2p side it imports when its node starts (`hyphae-p2p.js`, src/sw/p2pLoader.ts).
  */
-export async function buildWorker(entry: string, fileName: string, outDir = DIST): Promise<void> {
+export function buildWorker(entry: string, fileName: string, outDir = DIST): Promise<void> {
+  return buildWorkers([[entry, fileName]], outDir);
+}
+
+/** {@link buildWorker} for several worker scripts (`[entry, fileName]`) sharing one libp2p script. */
+async function buildWorkers(workers: readonly (readonly [entry: string, fileName: string])[], outDir: string): Promise<void> {
   const p2pScript = await buildP2PScript(outDir);
-  await buildScript(entry, fileName, outDir, { define: { __HYPHAE_P2P_SCRIPT__: JSON.stringify(p2pScript) } });
+  for (const [entry, fileName] of workers) await buildScript(entry, fileName, outDir, { define: { __HYPHAE_P2P_SCRIPT__: JSON.stringify(p2pScript) } });
 }
 
 /** One classic script (IIFE, minified, ASCII only) from `entry`. */
@@ -61,15 +66,17 @@ async function buildP2PScript(outDir: string): Promise<string> {
   const src = here("./src/");
   const shared = new Set<string>(P2P_SHARED_PATHS);
   const copied = new Set<string>();
+  /** A path under `src/` with `/` separators, as P2P_SHARED_PATHS names them. */
+  const underSrc = (path: string): string => path.slice(src.length).split("\\").join("/");
   const external = (id: string, importer: string | undefined): boolean => {
     const path = id.startsWith(".") && importer ? resolve(dirname(importer), id) : resolve(id);
     if (!path.startsWith(join(src, "homeserver")) && !path.startsWith(join(src, "storage"))) return false;
-    const rel = path.slice(src.length).split("\\").join("/");
+    const rel = underSrc(path);
     if (shared.has(rel)) return true;
     copied.add(rel);
     return false;
   };
-  const globals = (id: string): string => `${CORE_GLOBAL}[${JSON.stringify(resolve(id).slice(src.length).split("\\").join("/"))}]`;
+  const globals = (id: string): string => `${CORE_GLOBAL}[${JSON.stringify(underSrc(resolve(id)))}]`;
   await buildScript(here("./src/sw/p2pScript.ts"), P2P_SCRIPT, outDir, { external, globals });
   if (copied.size > 0) throw new Error(`${P2P_SCRIPT} would carry its own copy of core modules ${[...copied].join(", ")}: add them to P2P_SHARED_PATHS (src/sw/p2pCore.ts) and src/sw/p2pShared.ts`);
   const hash = createHash("sha256").update(await readFile(join(outDir, P2P_SCRIPT))).digest("hex").slice(0, 12);
@@ -84,19 +91,23 @@ async function buildP2PScript(outDir: string): Promise<string> {
  */
 async function asciiOnly(file: string): Promise<void> {
   const text = await readFile(file, "utf8");
-  // eslint-disable-next-line no-control-regex
-  await writeFile(file, text.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+  await writeFile(file, text.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
 }
 
-/** Builds both workers after the pages (the pages' build empties dist/ first). */
+/** Builds both workers, and the libp2p script they share once, after the pages (the pages' build empties dist/ first). */
 function workers(): Plugin {
   return {
     name: "hyphae-workers",
     apply: "build",
     async closeBundle() {
-      await buildWorker(here("./src/app/sw.ts"), "sw.js");
+      await buildWorkers(
+        [
+          [here("./src/app/sw.ts"), "sw.js"],
+          [here("./src/sw/worker.ts"), "hyphae-sw.js"],
+        ],
+        DIST,
+      );
       await appendFile(join(DIST, "sw.js"), "\n// Hydrogen's Service Worker (hydrogen-view-sdk/lib-build/sw.js), unmodified:\n" + (await readFile(here("./node_modules/hydrogen-view-sdk/lib-build/sw.js"), "utf8")));
-      await buildWorker(here("./src/sw/worker.ts"), "hyphae-sw.js");
     },
   };
 }

@@ -93,8 +93,6 @@ export async function browserBench(): Promise<Figure[]> {
       }
       figures.push(versus(`cold start: stopped worker → first /sync answered (${EVENTS.toLocaleString("en-US")} events stored)`, median(cold), "ms", "the same /sync, warm worker", median(warm), "ms"));
       figures.push({ name: "cold start: stopped worker → /versions answered", value: median(versions), unit: "ms" });
-      // Issue 8's form of the same: what the first /sync adds to the restart itself (goal ≤ 1.5×).
-      figures.push(versus("cold start: first /sync after a stop, against /versions after a stop", median(cold), "ms", "stopped worker → /versions answered", median(versions), "ms"));
       await detach();
     } finally {
       await browser.close();
